@@ -1,0 +1,7 @@
+export * from './errors.js';
+export * from './schema.js';
+export * from './names.js';
+export * from './kinds.js';
+export * from './envelope.js';
+export * from './codec.js';
+export * from './topics.js';

@@ -1,0 +1,21 @@
+import { str } from './schema.js';
+
+/** Node ids double as MQTT client ids and topic levels, so they must not contain MQTT wildcards or '/'. */
+export const NODE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+export const CLUSTER_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** Message ids are unique per sender: "<incarnation>.<sequence>" in base 36 by default. */
+export const MESSAGE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
+
+export const nodeId = () => str({ pattern: NODE_ID_PATTERN });
+export const messageId = () => str({ pattern: MESSAGE_ID_PATTERN });
+
+export const ROLES = ['broker', 'executor', 'datastore', 'client', 'hub', 'bridge'] as const;
+export type Role = (typeof ROLES)[number];
+
+export function isNodeId(value: string): boolean {
+  return NODE_ID_PATTERN.test(value);
+}
+
+export function isClusterName(value: string): boolean {
+  return CLUSTER_PATTERN.test(value);
+}

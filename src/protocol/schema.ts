@@ -1,0 +1,179 @@
+/**
+ * A small validator vocabulary for wire bodies. Each check returns a reason string or undefined, so the hot
+ * path allocates nothing for valid input; the TypeScript type of a schema is inferred from how it is built,
+ * so the validator and the message types cannot drift apart.
+ */
+export interface Schema<T> {
+  readonly check: (value: unknown, path: string) => string | undefined;
+  /** Phantom: carries the validated type for inference only. */
+  readonly _type?: T;
+  readonly optional?: boolean;
+}
+
+export type Infer<S> = S extends Schema<infer T> ? T : never;
+
+type Shape = Record<string, Schema<unknown>>;
+type RequiredKeys<S extends Shape> = { [K in keyof S]: S[K] extends { optional: true } ? never : K }[keyof S];
+type OptionalKeys<S extends Shape> = { [K in keyof S]: S[K] extends { optional: true } ? K : never }[keyof S];
+type Simplify<T> = { [K in keyof T]: T[K] } & {};
+export type InferShape<S extends Shape> = Simplify<
+  { [K in RequiredKeys<S>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> }
+>;
+
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (value instanceof Uint8Array) return 'bytes';
+  if (typeof value === 'number' && !Number.isInteger(value)) return 'float';
+  return typeof value;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+export function str(opts: { min?: number; max?: number; pattern?: RegExp } = {}): Schema<string> {
+  const min = opts.min ?? 0;
+  const max = opts.max ?? 65_536;
+  const { pattern } = opts;
+  return {
+    check(v, path) {
+      if (typeof v !== 'string') return `${path}: expected text, got ${kindOf(v)}`;
+      if (v.length < min || v.length > max) return `${path}: text length ${v.length} outside ${min}..${max}`;
+      if (pattern !== undefined && !pattern.test(v)) return `${path}: "${v.slice(0, 64)}" does not match ${pattern.source}`;
+      return undefined;
+    },
+  };
+}
+
+export function uint(opts: { min?: number; max?: number } = {}): Schema<number> {
+  const min = opts.min ?? 0;
+  const max = opts.max ?? Number.MAX_SAFE_INTEGER;
+  return {
+    check(v, path) {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) return `${path}: expected unsigned integer, got ${kindOf(v)}`;
+      if (v < min || v > max) return `${path}: ${v} outside ${min}..${max}`;
+      return undefined;
+    },
+  };
+}
+
+export function num(opts: { min?: number; max?: number } = {}): Schema<number> {
+  const min = opts.min ?? -Number.MAX_VALUE;
+  const max = opts.max ?? Number.MAX_VALUE;
+  return {
+    check(v, path) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) return `${path}: expected finite number, got ${kindOf(v)}`;
+      if (v < min || v > max) return `${path}: ${v} outside ${min}..${max}`;
+      return undefined;
+    },
+  };
+}
+
+export function bool(): Schema<boolean> {
+  return { check: (v, path) => (typeof v === 'boolean' ? undefined : `${path}: expected boolean, got ${kindOf(v)}`) };
+}
+
+export function bytes(opts: { max?: number } = {}): Schema<Uint8Array> {
+  const max = opts.max ?? Number.MAX_SAFE_INTEGER;
+  return {
+    check(v, path) {
+      if (!(v instanceof Uint8Array)) return `${path}: expected bytes, got ${kindOf(v)}`;
+      if (v.byteLength > max) return `${path}: ${v.byteLength} bytes exceeds ${max}`;
+      return undefined;
+    },
+  };
+}
+
+export function literal<const T extends readonly (string | number | boolean)[]>(...values: T): Schema<T[number]> {
+  const allowed = new Set<unknown>(values);
+  const list = values.map((v) => JSON.stringify(v)).join(' | ');
+  return { check: (v, path) => (allowed.has(v) ? undefined : `${path}: expected ${list}, got ${JSON.stringify(v)?.slice(0, 64) ?? kindOf(v)}`) };
+}
+
+export function arrayOf<T>(item: Schema<T>, opts: { min?: number; max?: number } = {}): Schema<T[]> {
+  const min = opts.min ?? 0;
+  const max = opts.max ?? 10_000;
+  return {
+    check(v, path) {
+      if (!Array.isArray(v)) return `${path}: expected array, got ${kindOf(v)}`;
+      if (v.length < min || v.length > max) return `${path}: array length ${v.length} outside ${min}..${max}`;
+      for (let i = 0; i < v.length; i++) {
+        const err = item.check(v[i], `${path}[${i}]`);
+        if (err !== undefined) return err;
+      }
+      return undefined;
+    },
+  };
+}
+
+/** A fixed-length array, e.g. an HLC timestamp [wall, logical]. */
+export function tuple<A, B>(a: Schema<A>, b: Schema<B>): Schema<[A, B]> {
+  return {
+    check(v, path) {
+      if (!Array.isArray(v) || v.length !== 2) return `${path}: expected a 2-element array, got ${kindOf(v)}`;
+      return a.check(v[0], `${path}[0]`) ?? b.check(v[1], `${path}[1]`);
+    },
+  };
+}
+
+/** A map with free-form keys (e.g. a vector clock or counters). */
+export function record<T>(key: Schema<string>, value: Schema<T>, opts: { max?: number } = {}): Schema<Record<string, T>> {
+  const max = opts.max ?? 1_000;
+  return {
+    check(v, path) {
+      if (!isPlainObject(v)) return `${path}: expected map, got ${kindOf(v)}`;
+      let n = 0;
+      for (const k in v) {
+        if (++n > max) return `${path}: more than ${max} entries`;
+        const err = key.check(k, `${path} key`) ?? value.check(v[k], `${path}.${k}`);
+        if (err !== undefined) return err;
+      }
+      return undefined;
+    },
+  };
+}
+
+export function optional<T>(inner: Schema<T>): Schema<T> & { optional: true } {
+  return { check: inner.check, optional: true };
+}
+
+/** A map with a fixed set of fields. Unknown fields are refused: a new field means a new protocol version. */
+export function object<S extends Shape>(shape: S): Schema<InferShape<S>> {
+  const fields = Object.entries(shape);
+  const known = new Set(Object.keys(shape));
+  return {
+    check(v, path) {
+      if (!isPlainObject(v)) return `${path}: expected map, got ${kindOf(v)}`;
+      for (const k in v) {
+        if (!known.has(k)) return `${path}: unknown field "${k.slice(0, 64)}"`;
+      }
+      for (const [name, schema] of fields) {
+        const field = v[name];
+        if (field === undefined) {
+          if (schema.optional === true) continue;
+          return `${path}.${name}: missing`;
+        }
+        const err = schema.check(field, `${path}.${name}`);
+        if (err !== undefined) return err;
+      }
+      return undefined;
+    },
+  };
+}
+
+/** Depth of nested arrays and maps, stopping as soon as the limit is passed. */
+export function exceedsDepth(value: unknown, limit: number): boolean {
+  if (limit < 0) return true;
+  if (typeof value !== 'object' || value === null || value instanceof Uint8Array) return false;
+  if (Array.isArray(value)) {
+    for (const item of value) if (exceedsDepth(item, limit - 1)) return true;
+    return false;
+  }
+  for (const k in value as Record<string, unknown>) {
+    if (exceedsDepth((value as Record<string, unknown>)[k], limit - 1)) return true;
+  }
+  return false;
+}

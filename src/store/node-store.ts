@@ -1,0 +1,148 @@
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { open, type Database, type Key, type RootDatabase } from 'lmdb';
+import { StoreError } from './errors.js';
+import { DirectoryLock } from './lock.js';
+
+/** Bump when a table's layout changes incompatibly, and add the migration from the previous version. */
+export const SCHEMA_VERSION = 1;
+
+/** A typed LMDB table: values are encoded with msgpack, keys with LMDB's ordered-binary encoding. */
+export type Table<V, K extends Key = string> = Database<V, K>;
+
+export type StoreSync = 'commit' | 'flush';
+
+export interface NodeStoreOptions {
+  dir: string;
+  nodeId: string;
+  /**
+   * 'commit': a write is durable once committed, which survives a killed process (the OS holds the pages).
+   * 'flush': a write is durable only once fsynced, which also survives a power cut, at the cost of latency.
+   */
+  sync?: StoreSync;
+}
+
+const META = {
+  nodeId: 'node_id',
+  schema: 'schema_version',
+  incarnation: 'incarnation',
+} as const;
+
+/**
+ * One LMDB environment per node data directory, owned by exactly one node id. Every role keeps its state
+ * here so that a node killed with SIGKILL comes back with everything it acknowledged.
+ */
+export class NodeStore {
+  readonly dir: string;
+  readonly nodeId: string;
+  readonly sync: StoreSync;
+  private readonly root: RootDatabase;
+  private readonly meta: Table<unknown>;
+  private readonly lock: DirectoryLock;
+  private readonly tables = new Map<string, Table<unknown, Key>>();
+  private closed = false;
+
+  private constructor(dir: string, nodeId: string, sync: StoreSync, root: RootDatabase, lock: DirectoryLock) {
+    this.dir = dir;
+    this.nodeId = nodeId;
+    this.sync = sync;
+    this.root = root;
+    this.lock = lock;
+    this.meta = root.openDB<unknown, string>({ name: 'meta' });
+  }
+
+  static open(options: NodeStoreOptions): NodeStore {
+    const dir = resolve(options.dir);
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      throw new StoreError('store_open_failed', `cannot create data directory ${dir}: ${(err as Error).message}`);
+    }
+    const lock = DirectoryLock.acquire(join(dir, 'node.lock'), options.nodeId, dir);
+    let root: RootDatabase;
+    try {
+      root = open({ path: join(dir, 'ucp.mdb'), maxDbs: 64, noSubdir: true });
+    } catch (err) {
+      lock.release();
+      throw new StoreError('store_open_failed', `cannot open LMDB in ${dir}: ${(err as Error).message}`);
+    }
+    const store = new NodeStore(dir, options.nodeId, options.sync ?? 'commit', root, lock);
+    try {
+      store.claim();
+    } catch (err) {
+      store.close();
+      throw err;
+    }
+    return store;
+  }
+
+  /** Binds the directory to this node id and checks the schema, before anything else reads a table. */
+  private claim(): void {
+    const owner = this.meta.get(META.nodeId);
+    if (owner !== undefined && owner !== this.nodeId) {
+      throw new StoreError(
+        'store_owned_by_other_node',
+        `data directory ${this.dir} belongs to node "${String(owner)}", not "${this.nodeId}"; pass --node-id ${String(owner)} or use another --data-dir`,
+      );
+    }
+    const schema = this.meta.get(META.schema);
+    if (typeof schema === 'number' && schema > SCHEMA_VERSION) {
+      throw new StoreError(
+        'store_schema_too_new',
+        `data directory ${this.dir} has schema version ${schema}, newer than this ucp-edge supports (${SCHEMA_VERSION}); upgrade ucp-edge`,
+      );
+    }
+    if (owner === undefined || schema !== SCHEMA_VERSION) {
+      this.meta.transactionSync(() => {
+        this.meta.putSync(META.nodeId, this.nodeId);
+        this.meta.putSync(META.schema, SCHEMA_VERSION);
+      });
+    }
+  }
+
+  /** Opens (once) and returns a named table. */
+  table<V, K extends Key = string>(name: string): Table<V, K> {
+    let table = this.tables.get(name);
+    if (table === undefined) {
+      table = this.root.openDB<unknown, Key>({ name });
+      this.tables.set(name, table);
+    }
+    return table as unknown as Table<V, K>;
+  }
+
+  /**
+   * Increments and returns the node's incarnation. Called once per start, before the node says anything,
+   * so every start is told apart from the previous one even after a SIGKILL.
+   */
+  nextIncarnation(): number {
+    return this.meta.transactionSync(() => {
+      const current = this.meta.get(META.incarnation);
+      const next = (typeof current === 'number' ? current : 0) + 1;
+      this.meta.putSync(META.incarnation, next);
+      return next;
+    });
+  }
+
+  schemaVersion(): number {
+    return this.meta.get(META.schema) as number;
+  }
+
+  /**
+   * Resolves once writes issued so far are as durable as the `sync` setting asks. Call it before
+   * acknowledging anything that was written.
+   */
+  async durable(): Promise<void> {
+    await this.root.committed;
+    if (this.sync === 'flush') await this.root.flushed;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.root.close();
+    } finally {
+      this.lock.release();
+    }
+  }
+}

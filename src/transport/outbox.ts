@@ -1,0 +1,108 @@
+import type { Table } from '../store/index.js';
+
+export interface OutboxEntry {
+  readonly id: string;
+  readonly to: string;
+  readonly topic: string;
+  readonly kind: string;
+  readonly payload: Uint8Array;
+  readonly createdAt: number;
+}
+
+interface Pending {
+  entry: OutboxEntry;
+  attempts: number;
+  nextAttemptAt: number;
+  waiters: Array<() => void>;
+}
+
+export interface OutboxTiming {
+  readonly retryInitialMs: number;
+  readonly retryMaxMs: number;
+}
+
+/**
+ * Messages kept in LMDB until their receiver acknowledges them at the application level. The hub is not
+ * trusted for durability: a message survives the sender's restart and is retried with exponential backoff,
+ * and at once when the receiver is seen coming back.
+ */
+export class DurableOutbox {
+  private readonly pending = new Map<string, Pending>();
+
+  constructor(
+    private readonly table: Table<OutboxEntry>,
+    private readonly timing: OutboxTiming,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    for (const { value } of table.getRange()) this.track(value, 0);
+  }
+
+  get size(): number {
+    return this.pending.size;
+  }
+
+  /** Stores a message the caller is sending now; resolves once the write is committed. */
+  async add(entry: OutboxEntry): Promise<void> {
+    const p = this.track(entry, 0);
+    this.schedule(p, this.now());
+    await this.table.put(entry.id, entry);
+  }
+
+  /** Resolves when the receiver acknowledges the message (at once if it is not pending). */
+  delivered(id: string): Promise<void> {
+    const p = this.pending.get(id);
+    if (p === undefined) return Promise.resolve();
+    return new Promise((resolve) => p.waiters.push(resolve));
+  }
+
+  /** The acknowledgement arrived: forget the message. Returns false for an unknown or repeated ack. */
+  acknowledge(id: string): boolean {
+    const p = this.pending.get(id);
+    if (p === undefined) return false;
+    this.pending.delete(id);
+    void this.table.remove(id);
+    for (const resolve of p.waiters) resolve();
+    return true;
+  }
+
+  /** Entries whose retry is due; each is rescheduled with backoff as it is returned. */
+  due(): OutboxEntry[] {
+    const now = this.now();
+    const out: OutboxEntry[] = [];
+    for (const p of this.pending.values()) {
+      if (p.nextAttemptAt <= now) {
+        out.push(p.entry);
+        this.schedule(p, now);
+      }
+    }
+    return out;
+  }
+
+  /** Makes every message for `to` (or all, when omitted) due now, e.g. when the receiver reappears. */
+  expedite(to?: string): void {
+    const now = this.now();
+    for (const p of this.pending.values()) {
+      if (to === undefined || p.entry.to === to) {
+        p.nextAttemptAt = now;
+        p.attempts = 0;
+      }
+    }
+  }
+
+  entries(): OutboxEntry[] {
+    return [...this.pending.values()].map((p) => p.entry);
+  }
+
+  private track(entry: OutboxEntry, dueAt: number): Pending {
+    const p: Pending = { entry, attempts: 0, nextAttemptAt: dueAt, waiters: [] };
+    this.pending.set(entry.id, p);
+    return p;
+  }
+
+  private schedule(p: Pending, now: number): void {
+    const backoff = Math.min(this.timing.retryMaxMs, this.timing.retryInitialMs * 2 ** Math.min(p.attempts, 30));
+    // Jitter keeps many nodes that lost the same receiver from retrying in lockstep.
+    p.nextAttemptAt = now + backoff * (0.8 + Math.random() * 0.4);
+    p.attempts++;
+  }
+}
