@@ -21,6 +21,8 @@ export {
   type KeySpec,
   type KeyType,
   type LivenessConfig,
+  type StoreConfig,
+  type StoreSyncMode,
   type LogConfig,
   type LogFormat,
   type LogLevel,

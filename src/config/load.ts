@@ -163,11 +163,14 @@ export function describeConfig(): ConfigKeyDescription[] {
     key,
     type: spec.type,
     default: entries.get(key)?.value,
+    // A Set because some aliases (UCP_NODE_ID) coincide with the long name.
     env: [
-      envVarName(key),
-      ...Object.entries(ENV_ALIASES)
-        .filter(([, target]) => target === key)
-        .map(([name]) => name),
+      ...new Set([
+        envVarName(key),
+        ...Object.entries(ENV_ALIASES)
+          .filter(([, target]) => target === key)
+          .map(([name]) => name),
+      ]),
     ],
     constraint: describeSpec(spec, false),
     doc: spec.doc ?? docs.get(key) ?? '',

@@ -132,6 +132,9 @@ export const CONFIG_SCHEMA = {
     retry_initial_ms: { type: 'integer', min: 10 },
     retry_max_ms: { type: 'integer', min: 10, atLeast: { key: 'outbox.retry_initial_ms' } },
   },
+  store: {
+    sync: { type: 'string', enum: ['commit', 'flush'] },
+  },
   liveness: {
     heartbeat_interval_ms: { type: 'integer', min: 50 },
     // Two intervals: one missed heartbeat (a GC pause, a slow link) must not declare a node dead.
@@ -179,6 +182,7 @@ export function envVarName(key: string): string {
 
 export type LogLevel = Schema['log']['level']['enum'][number];
 export type LogFormat = Schema['log']['format']['enum'][number];
+export type StoreSyncMode = Schema['store']['sync']['enum'][number];
 
 export interface NodeConfig {
   readonly id: string;
@@ -219,6 +223,10 @@ export interface OutboxConfig {
   readonly retry_max_ms: number;
 }
 
+export interface StoreConfig {
+  readonly sync: StoreSyncMode;
+}
+
 export interface LivenessConfig {
   readonly heartbeat_interval_ms: number;
   readonly dead_after_ms: number;
@@ -232,6 +240,7 @@ export interface UcpConfig {
   readonly protocol: ProtocolConfig;
   readonly transport: TransportConfig;
   readonly outbox: OutboxConfig;
+  readonly store: StoreConfig;
   readonly liveness: LivenessConfig;
 }
 

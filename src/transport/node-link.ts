@@ -295,6 +295,7 @@ export class NodeLink {
     this.client.on('connect', () => void this.onConnect());
     this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
     this.client.on('error', (err) => {
+      if (this.stopping) return;
       this.counters.inc('link_errors');
       this.log.warn({ err: err.message, hub: this.opts.hubUrl }, 'hub connection error');
     });

@@ -32,6 +32,7 @@ const EXPECTED_DEFAULTS: UcpConfig = {
     dedup_ttl_s: 86400,
   },
   outbox: { retry_initial_ms: 500, retry_max_ms: 30000 },
+  store: { sync: 'commit' },
   liveness: { heartbeat_interval_ms: 1000, dead_after_ms: 4000 },
 };
 
@@ -111,6 +112,7 @@ describe('schema and default.toml agree', () => {
       constraint: 'an integer in 0..65535',
     });
     expect(rows.get('hub.url')?.env).toEqual(['UCP_HUB_URL', 'UCP_HUB']);
+    expect(rows.get('node.id')?.env).toEqual(['UCP_NODE_ID']);
     expect(rows.get('log.level')?.constraint).toBe('one of trace, debug, info, warn, error, fatal, silent');
     expect(rows.get('liveness.dead_after_ms')?.doc).toMatch(/milliseconds/);
   });
