@@ -5,3 +5,4 @@ export * from './node-link.js';
 export * from './presence.js';
 export type { OutboxEntry } from './outbox.js';
 export { SOFTWARE } from './software.js';
+export * from './node-runtime.js';

@@ -105,6 +105,7 @@ export class NodeLink {
   private heartbeatSeq = 0;
   private stopping = false;
   private timersStarted = false;
+  private connectStarted = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectDelay: number;
   private online = false;
@@ -141,6 +142,7 @@ export class NodeLink {
       keepalive: timing.keepaliveS,
       connectTimeout: timing.connectTimeoutMs,
       reconnectPeriod: 0,
+      manualConnect: true,
       resubscribe: false,
       ...(opts.username ? { username: opts.username } : {}),
       ...(opts.password ? { password: opts.password } : {}),
@@ -150,10 +152,27 @@ export class NodeLink {
     this.wireClient();
   }
 
-  /** Connects and resolves once the node is subscribed and (if announcing) has published its birth. */
+  /**
+   * Creates the link without connecting, so handlers can be registered before the first message can
+   * arrive: a durable message handled by nobody would be acknowledged and lost.
+   */
+  static create(opts: NodeLinkOptions): NodeLink {
+    return new NodeLink(opts);
+  }
+
+  /** Connects (waiting for the hub as long as it takes) and resolves once subscribed and born. */
+  async connect(): Promise<void> {
+    if (!this.connectStarted) {
+      this.connectStarted = true;
+      this.client.connect();
+    }
+    await this.firstReady;
+  }
+
+  /** create() and connect() in one, for links that add no handlers. */
   static async start(opts: NodeLinkOptions): Promise<NodeLink> {
     const link = new NodeLink(opts);
-    await link.firstReady;
+    await link.connect();
     return link;
   }
 
@@ -204,6 +223,13 @@ export class NodeLink {
   /** Resolves when the receiver has acknowledged a durable message. */
   delivered(messageId: string): Promise<void> {
     return this.outbox?.delivered(messageId) ?? Promise.resolve();
+  }
+
+  /** What this node still owes others, oldest first. */
+  pendingMessages(): Array<Pick<OutboxEntry, 'id' | 'to' | 'kind' | 'createdAt'>> {
+    return (this.outbox?.entries() ?? [])
+      .map(({ id, to, kind, createdAt }) => ({ id, to, kind, createdAt }))
+      .sort((a, b) => a.createdAt - b.createdAt);
   }
 
   get outboxPending(): number {

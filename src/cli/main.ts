@@ -1,0 +1,186 @@
+#!/usr/bin/env node
+import { resolve } from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { ConfigError, type UcpConfig } from '../config/index.js';
+import { StoreError } from '../store/index.js';
+import { NodeRuntime, RemoteError, TransportError } from '../transport/index.js';
+import type { Role } from '../protocol/index.js';
+import { VERSION } from '../version.js';
+import { runDemo } from './demo.js';
+import { listNodes, ping, status, stdout, type Output } from './inspect.js';
+import { runUntilSignal } from './lifecycle.js';
+import { startHub, startLocalCluster } from './local-cluster.js';
+import { flushOutbox, sendNotice } from './notice.js';
+import { defaultDataDir, defaultNodeId, hostLabel, makeLogger, resolveConfig, UsageError, type GlobalFlags } from './settings.js';
+
+function integer(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer ${min}..${max}`);
+    return n;
+  };
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+const program = new Command('ucp')
+  .description('ucp-edge: the Urban Compute Platform runtime (brokers, executors, datastores and clients over MQTT)')
+  .version(VERSION, '-V, --version')
+  .option('--hub <url>', 'hub to connect to (env UCP_HUB; default mqtt://127.0.0.1:1883)')
+  .option('--cluster <name>', 'cluster name, the topic prefix ucp/<cluster>/ (env UCP_CLUSTER)')
+  .option('--data-dir <dir>', 'node data directory; for `ucp up`, the parent of one directory per node (env UCP_DATA_DIR)')
+  .option('--node-id <id>', 'node id and MQTT client id (env UCP_NODE_ID; default <role>-<hostname>)')
+  .option('--config <file>', 'TOML configuration file (env UCP_CONFIG)')
+  .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (env UCP_LOG_LEVEL)')
+  .option('--set <key=value>', 'override any configuration key, e.g. --set liveness.dead_after_ms=3000 (repeatable)', collect)
+  .option('--json', 'print machine-readable JSON instead of tables')
+  .showHelpAfterError('(run `ucp --help` for usage)');
+
+function globals(cmd: Command): GlobalFlags {
+  return cmd.optsWithGlobals<GlobalFlags>();
+}
+
+function output(flags: GlobalFlags): Output {
+  return { ...stdout, json: flags.json === true };
+}
+
+async function runRole(cmd: Command, role: Role): Promise<void> {
+  const flags = globals(cmd);
+  const config = resolveConfig(flags);
+  const logger = makeLogger(config, false);
+  const nodeId = defaultNodeId(config, role);
+  const node = NodeRuntime.create({ config, nodeId, role, dataDir: defaultDataDir(config, nodeId), logger });
+  node.log.info({ hub: config.hub.url, cluster: config.node.cluster, dataDir: node.store.dir }, `starting ${role}`);
+  const stopping = runUntilSignal(node.log, () => node.stop());
+  await node.connect();
+  await stopping;
+}
+
+program
+  .command('hub')
+  .description('run the embedded MQTT hub (aedes) on its own')
+  .option('--port <port>', 'TCP port (default hub.port, 1883; 0 picks a free one)', integer('port', 0, 65535))
+  .option('--host <host>', 'interface to listen on (default hub.listen_host)')
+  .action(async (opts: { port?: number; host?: string }, cmd: Command) => {
+    const config = resolveConfig(globals(cmd));
+    const logger = makeLogger(config, false);
+    const hub = await startHub(config, logger, opts.host ?? config.hub.listen_host, opts.port ?? config.hub.port);
+    process.stdout.write(`hub listening on ${hub.url}\n`);
+    await runUntilSignal(logger, () => hub.stop());
+  });
+
+program
+  .command('up')
+  .description('start a hub, a broker, a datastore and N executors in one process')
+  .option('--port <port>', 'hub TCP port (default hub.port)', integer('port', 0, 65535))
+  .option('--host <host>', 'interface the hub listens on (default hub.listen_host)')
+  .option('--executors <n>', 'number of executors', integer('executors', 0, 64), 1)
+  .action(async (opts: { port?: number; host?: string; executors: number }, cmd: Command) => {
+    const flags = globals(cmd);
+    const config: UcpConfig = resolveConfig(flags);
+    const logger = makeLogger(config, false);
+    const cluster = await startLocalCluster({
+      config,
+      logger,
+      dataRoot: resolve(config.node.data_dir !== '' ? config.node.data_dir : 'ucp-data'),
+      executors: opts.executors,
+      base: config.node.id !== '' ? config.node.id : hostLabel(),
+      port: opts.port ?? config.hub.port,
+      host: opts.host ?? config.hub.listen_host,
+    });
+    process.stdout.write(`hub listening on ${cluster.hub.url}; nodes: ${cluster.nodes.map((n) => n.link.id).join(', ')}\n`);
+    await runUntilSignal(logger, () => cluster.stop());
+  });
+
+for (const role of ['broker', 'executor', 'datastore'] as const) {
+  program
+    .command(role)
+    .description(`run a ${role} node against --hub`)
+    .action(async (_opts: unknown, cmd: Command) => runRole(cmd, role));
+}
+
+program
+  .command('nodes')
+  .description("list the cluster's nodes from their retained presence and heartbeats")
+  .option('--wait <ms>', 'how long to listen for presence and heartbeats', integer('wait', 0, 600_000), 1_200)
+  .action(async (opts: { wait: number }, cmd: Command) => {
+    const flags = globals(cmd);
+    const config = resolveConfig(flags);
+    await listNodes(config, makeLogger(config, true), output(flags), opts.wait);
+  });
+
+program
+  .command('ping')
+  .description('measure request/reply round trips to a node through the hub')
+  .argument('<node>', 'node id')
+  .option('-c, --count <n>', 'number of pings', integer('count', 1, 1_000_000), 5)
+  .action(async (node: string, opts: { count: number }, cmd: Command) => {
+    const flags = globals(cmd);
+    const config = resolveConfig(flags);
+    await ping(config, makeLogger(config, true), output(flags), node, opts.count);
+  });
+
+program
+  .command('status')
+  .description("show a node's uptime, outbox, peers and counters")
+  .argument('<node>', 'node id')
+  .action(async (node: string, _opts: unknown, cmd: Command) => {
+    const flags = globals(cmd);
+    const config = resolveConfig(flags);
+    await status(config, makeLogger(config, true), output(flags), node);
+  });
+
+program
+  .command('notice')
+  .description("send an operator notice durably; it waits in this client's outbox until the node acknowledges it")
+  .argument('<node>', 'node id')
+  .argument('<text>', 'the notice')
+  .addOption(new Option('--severity <level>', 'severity').choices(['info', 'warning', 'critical']).default('info'))
+  .option('--timeout <s>', 'seconds to wait for delivery (0: queue and return)', integer('timeout', 0, 86_400), 30)
+  .action(async (node: string, text: string, opts: { severity: 'info' | 'warning' | 'critical'; timeout: number }, cmd: Command) => {
+    const flags = globals(cmd);
+    const config = resolveConfig(flags);
+    process.exitCode = await sendNotice(config, makeLogger(config, true), output(flags), node, text, { severity: opts.severity, timeoutS: opts.timeout });
+  });
+
+program
+  .command('outbox')
+  .description("deliver what this client's durable outbox still holds")
+  .option('--wait <s>', 'seconds to wait for delivery', integer('wait', 0, 86_400), 10)
+  .action(async (opts: { wait: number }, cmd: Command) => {
+    const flags = globals(cmd);
+    const config = resolveConfig(flags);
+    process.exitCode = await flushOutbox(config, makeLogger(config, true), output(flags), opts.wait);
+  });
+
+program
+  .command('demo')
+  .description('run the all-in-one demo on an embedded hub and check what it shows (npm start)')
+  .action(async (_opts: unknown, cmd: Command) => {
+    const flags = globals(cmd);
+    // The demo prints its own story; node logs would drown it unless asked for.
+    const config = resolveConfig(flags, flags.logLevel === undefined ? { 'log.level': 'warn' } : {});
+    process.exitCode = await runDemo(config, makeLogger(config, true), output(flags));
+  });
+
+/** One line, no stack: what went wrong and what to do. */
+function explain(err: unknown): string {
+  if (err instanceof ConfigError || err instanceof StoreError || err instanceof UsageError) return err.message;
+  if (err instanceof TransportError || err instanceof RemoteError) return err.message;
+  if (err instanceof Error) return err.message.split('\n')[0] ?? String(err);
+  return String(err);
+}
+
+program.exitOverride();
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // Commander already printed help, the version or its own one-line error.
+    process.exit(err.exitCode);
+  }
+  process.stderr.write(`ucp: ${explain(err)}\n`);
+  process.exit(err instanceof UsageError || err instanceof ConfigError ? 2 : 1);
+}

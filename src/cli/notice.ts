@@ -1,0 +1,75 @@
+import type { UcpConfig } from '../config/index.js';
+import type { Logger } from '../log/index.js';
+import { NodeRuntime } from '../transport/index.js';
+import type { Output } from './inspect.js';
+import { defaultDataDir, defaultNodeId } from './settings.js';
+
+export interface NoticeOptions {
+  severity: 'info' | 'warning' | 'critical';
+  /** Seconds to wait for delivery; 0 means queue it and return at once. */
+  timeoutS: number;
+}
+
+/** Exit code when the message is safely queued but not yet delivered. */
+export const EXIT_QUEUED = 3;
+
+/**
+ * `ucp notice NODE TEXT`: an operator notice, sent from this client's durable outbox. If NODE is down the
+ * notice stays queued in the client's data directory and goes out the next time any client command runs
+ * there (`ucp outbox --wait` delivers what is pending).
+ */
+export async function sendNotice(config: UcpConfig, logger: Logger, out: Output, node: string, text: string, options: NoticeOptions): Promise<number> {
+  const client = await startClient(config, logger);
+  try {
+    const id = await client.link.sendDurable(node, 'notice', { severity: options.severity, text });
+    const delivered = await waitDelivered(client, [id], options.timeoutS);
+    report(out, { id, to: node, delivered });
+    return delivered ? 0 : EXIT_QUEUED;
+  } finally {
+    await client.stop();
+  }
+}
+
+/** `ucp outbox [--wait S]`: lists what this client still owes other nodes and waits for it to go out. */
+export async function flushOutbox(config: UcpConfig, logger: Logger, out: Output, timeoutS: number): Promise<number> {
+  const client = await startClient(config, logger);
+  try {
+    const pending = client.link.pendingMessages();
+    const delivered = await waitDelivered(client, pending.map((m) => m.id), timeoutS);
+    const left = client.link.pendingMessages();
+    if (out.json) out.print(JSON.stringify({ pending: pending.length, delivered: pending.length - left.length, left: left.map((m) => ({ id: m.id, to: m.to, kind: m.kind })) }));
+    else {
+      out.print(`${pending.length - left.length} of ${pending.length} pending messages delivered`);
+      for (const m of left) out.print(`still queued: ${m.kind} ${m.id} for ${m.to}`);
+    }
+    return delivered ? 0 : EXIT_QUEUED;
+  } finally {
+    await client.stop();
+  }
+}
+
+async function startClient(config: UcpConfig, logger: Logger): Promise<NodeRuntime> {
+  const nodeId = defaultNodeId(config, 'client');
+  const client = NodeRuntime.create({ config, nodeId, role: 'client', dataDir: defaultDataDir(config, nodeId), logger, watchPresence: true });
+  await client.connect();
+  return client;
+}
+
+async function waitDelivered(client: NodeRuntime, ids: string[], timeoutS: number): Promise<boolean> {
+  if (ids.length === 0) return true;
+  if (timeoutS <= 0) return false;
+  let timer: NodeJS.Timeout | undefined;
+  const all = Promise.all(ids.map((id) => client.link.delivered(id))).then(() => true);
+  const expired = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutS * 1_000)));
+  try {
+    return await Promise.race([all, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function report(out: Output, r: { id: string; to: string; delivered: boolean }): void {
+  if (out.json) out.print(JSON.stringify(r));
+  else if (r.delivered) out.print(`notice ${r.id} delivered to ${r.to}`);
+  else out.print(`notice ${r.id} queued for ${r.to}; it is not reachable yet. Run \`ucp outbox --wait 60\` later to deliver it.`);
+}

@@ -1,0 +1,108 @@
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { loadConfig, type UcpConfig } from '../config/index.js';
+import { createLogger, type Logger } from '../log/index.js';
+import { NodeLink, linkTimingFromConfig } from '../transport/index.js';
+import type { Role } from '../protocol/index.js';
+
+/** Flags every command accepts; each maps onto a configuration key. */
+export interface GlobalFlags {
+  hub?: string;
+  cluster?: string;
+  dataDir?: string;
+  nodeId?: string;
+  config?: string;
+  logLevel?: string;
+  json?: boolean;
+  set?: string[];
+}
+
+const FLAG_KEYS: ReadonlyArray<[keyof GlobalFlags, string, string]> = [
+  ['hub', 'hub.url', '--hub'],
+  ['cluster', 'node.cluster', '--cluster'],
+  ['dataDir', 'node.data_dir', '--data-dir'],
+  ['nodeId', 'node.id', '--node-id'],
+  ['logLevel', 'log.level', '--log-level'],
+];
+
+export class UsageError extends Error {}
+
+export function resolveConfig(flags: GlobalFlags, extra: Record<string, unknown> = {}): UcpConfig {
+  const overrides: Record<string, unknown> = {};
+  const overrideSources: Record<string, string> = {};
+  for (const item of flags.set ?? []) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--set expects section.key=value, got "${item}"`);
+    const key = item.slice(0, eq);
+    overrides[key] = item.slice(eq + 1);
+    overrideSources[key] = `--set ${key}`;
+  }
+  for (const [flag, key, name] of FLAG_KEYS) {
+    const value = flags[flag];
+    if (typeof value === 'string') {
+      overrides[key] = value;
+      overrideSources[key] = name;
+    }
+  }
+  for (const [key, value] of Object.entries(extra)) {
+    overrides[key] = value;
+    overrideSources[key] = `--${key.split('.')[1]?.replace(/_/g, '-') ?? key}`;
+  }
+  return loadConfig({ ...(flags.config !== undefined ? { file: flags.config } : {}), overrides, overrideSources });
+}
+
+/** The host name reduced to characters a node id may hold. */
+export function hostLabel(): string {
+  const label = hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 40);
+  return label === '' ? 'node' : label;
+}
+
+export function defaultNodeId(config: UcpConfig, role: string): string {
+  return config.node.id !== '' ? config.node.id : `${role}-${hostLabel()}`;
+}
+
+export function defaultDataDir(config: UcpConfig, nodeId: string): string {
+  return resolve(config.node.data_dir !== '' ? config.node.data_dir : join('ucp-data', nodeId));
+}
+
+/** Long-running nodes log to stdout; query commands keep stdout for their answer and log to stderr. */
+export function makeLogger(config: UcpConfig, toStderr: boolean): Logger {
+  return createLogger({ level: config.log.level, format: config.log.format, destination: toStderr ? process.stderr : process.stdout });
+}
+
+/**
+ * A short-lived link for commands that only ask questions: no store, no birth, no last will, so running
+ * `ucp nodes` never shows up in (or vanishes from) the cluster's presence.
+ */
+export async function connectTool(config: UcpConfig, logger: Logger, role: Role = 'client'): Promise<NodeLink> {
+  const link = NodeLink.create({
+    nodeId: `ucp-cli-${randomBytes(4).toString('hex')}`,
+    role,
+    cluster: config.node.cluster,
+    hubUrl: config.hub.url,
+    username: config.hub.username,
+    password: config.hub.password,
+    logger,
+    limits: { maxMessageBytes: config.protocol.max_message_bytes, maxDepth: config.protocol.max_depth },
+    timing: linkTimingFromConfig(config),
+    announce: false,
+    watchPresence: true,
+  });
+  const timeout = config.transport.connect_timeout_ms;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      link.connect(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`cannot reach the hub at ${config.hub.url} within ${timeout} ms; is it running? (set --hub or UCP_HUB)`)), timeout);
+      }),
+    ]);
+  } catch (err) {
+    await link.stop();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  return link;
+}

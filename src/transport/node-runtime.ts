@@ -1,0 +1,101 @@
+import type { UcpConfig } from '../config/index.js';
+import type { Logger } from '../log/index.js';
+import type { Role } from '../protocol/index.js';
+import { NodeStore, type Table } from '../store/index.js';
+import { NodeLink, type LinkTiming } from './node-link.js';
+
+export function linkTimingFromConfig(config: UcpConfig): LinkTiming {
+  return {
+    keepaliveS: config.transport.keepalive_s,
+    connectTimeoutMs: config.transport.connect_timeout_ms,
+    reconnectMinMs: config.transport.reconnect_min_ms,
+    reconnectMaxMs: config.transport.reconnect_max_ms,
+    requestTimeoutMs: config.transport.request_timeout_ms,
+    dedupWindow: config.transport.dedup_window,
+    dedupTtlS: config.transport.dedup_ttl_s,
+    retryInitialMs: config.outbox.retry_initial_ms,
+    retryMaxMs: config.outbox.retry_max_ms,
+    heartbeatIntervalMs: config.liveness.heartbeat_interval_ms,
+    deadAfterMs: config.liveness.dead_after_ms,
+  };
+}
+
+export interface StoredNotice {
+  readonly from: string;
+  readonly severity: 'info' | 'warning' | 'critical';
+  readonly text: string;
+  /** Sender's HLC wall time, for display only. */
+  readonly sentAt: number;
+}
+
+export interface NodeRuntimeOptions {
+  readonly config: UcpConfig;
+  readonly nodeId: string;
+  readonly role: Role;
+  readonly dataDir: string;
+  readonly logger: Logger;
+  /** Track the births, deaths and heartbeats of every node. */
+  readonly watchPresence?: boolean;
+  /** Overrides hub.url, e.g. for nodes beside an embedded hub that picked a free port. */
+  readonly hubUrl?: string;
+}
+
+/**
+ * A long-running node: its LMDB store, its link to the hub with presence, and what every node does
+ * whatever its role, such as keeping the operator notices sent to it.
+ */
+export class NodeRuntime {
+  readonly notices: Table<StoredNotice>;
+
+  /** Register role handlers on `link` before calling connect(). */
+  private constructor(
+    readonly link: NodeLink,
+    readonly store: NodeStore,
+    readonly log: Logger,
+  ) {
+    this.notices = store.table<StoredNotice>('notices');
+    link.on('notice', async (msg) => {
+      // Keyed by sender and id, so a re-delivered notice overwrites itself instead of appearing twice.
+      await this.notices.put(`${msg.from}/${msg.id}`, { from: msg.from, severity: msg.body.severity, text: msg.body.text, sentAt: msg.hlc.wall });
+      link.counters.inc('notices_received');
+      const level = msg.body.severity === 'critical' ? 'error' : msg.body.severity === 'warning' ? 'warn' : 'info';
+      this.log[level]({ from: msg.from, severity: msg.body.severity, text: msg.body.text }, 'operator notice');
+    });
+  }
+
+  /** Opens the store and prepares the link; the node says nothing until connect(). */
+  static create(options: NodeRuntimeOptions): NodeRuntime {
+    const { config } = options;
+    const store = NodeStore.open({ dir: options.dataDir, nodeId: options.nodeId, sync: config.store.sync });
+    const log = options.logger.child({ node: options.nodeId, role: options.role });
+    try {
+      const link = NodeLink.create({
+        nodeId: options.nodeId,
+        role: options.role,
+        cluster: config.node.cluster,
+        hubUrl: options.hubUrl ?? config.hub.url,
+        username: config.hub.username,
+        password: config.hub.password,
+        logger: options.logger,
+        limits: { maxMessageBytes: config.protocol.max_message_bytes, maxDepth: config.protocol.max_depth },
+        timing: linkTimingFromConfig(config),
+        store,
+        announce: true,
+        watchPresence: options.watchPresence ?? true,
+      });
+      return new NodeRuntime(link, store, log);
+    } catch (err) {
+      void store.close();
+      throw err;
+    }
+  }
+
+  async connect(): Promise<void> {
+    await this.link.connect();
+  }
+
+  async stop(): Promise<void> {
+    await this.link.stop();
+    await this.store.close();
+  }
+}
