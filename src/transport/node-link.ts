@@ -319,7 +319,7 @@ export class NodeLink {
 
   private wireClient(): void {
     this.client.on('connect', () => void this.onConnect());
-    this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    this.client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet.retain));
     this.client.on('error', (err) => {
       if (this.stopping) return;
       this.counters.inc('link_errors');
@@ -445,7 +445,8 @@ export class NodeLink {
     }
   }
 
-  private onMessage(topic: string, payload: Buffer): void {
+  /** `retained` is set for messages the hub replays because we just subscribed, not for live ones. */
+  private onMessage(topic: string, payload: Buffer, retained: boolean): void {
     this.counters.inc('rx_messages');
     const where = this.topics.parse(topic);
     if (where === undefined) {
@@ -466,9 +467,10 @@ export class NodeLink {
       return;
     }
     if (msg.from === this.id) {
-      if (msg.kind === 'death' && this.opts.announce && !this.stopping && this.client.connected) {
+      if (msg.kind === 'death' && !retained && this.opts.announce && !this.stopping && this.client.connected) {
         // A last will from an older incarnation (or from a connection the hub gave up on) replaced our
-        // retained birth. We are alive: say so again.
+        // retained birth. We are alive: say so again. (A retained death replayed on subscribing is the
+        // previous run's, and the birth we publish next replaces it anyway.)
         this.counters.inc('birth_repaired');
         this.publishBirth();
       }
