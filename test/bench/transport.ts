@@ -1,0 +1,175 @@
+/**
+ * Transport benchmark: request/reply latency and pipelined throughput through the embedded hub, for the
+ * project's NodeLink and for a bare mqtt.js client pair, measured in one run on the same hub.
+ *
+ * Three processes share the machine's two cores: the hub (`ucp hub`), the responder (a `ucp executor` node,
+ * or the bare echo client) and this requester.
+ */
+import mqtt from 'mqtt';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { NodeLink, linkTimingFromConfig } from '../../src/transport/index.js';
+import { NodeStore } from '../../src/store/index.js';
+import { loadConfig } from '../../src/config/index.js';
+import { createLogger } from '../../src/log/index.js';
+import { Proc, ROOT, cleanEnv, freePort, removeDir, tempDir, ucp } from '../helpers/processes.js';
+import { round, summarize, type LatencySummary } from './stats.js';
+import type { BenchResult } from './run.js';
+
+const WARMUP = 1_000;
+const LATENCY_SAMPLES = 5_000;
+const PIPELINE_REQUESTS = 30_000;
+const PIPELINE_WINDOW = 64;
+const PAYLOAD_BYTES = 64;
+
+interface Requester {
+  request(): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function measureLatency(r: Requester): Promise<LatencySummary> {
+  for (let i = 0; i < WARMUP; i++) await r.request();
+  const samples: number[] = [];
+  for (let i = 0; i < LATENCY_SAMPLES; i++) {
+    const t0 = performance.now();
+    await r.request();
+    samples.push(performance.now() - t0);
+  }
+  return summarize(samples);
+}
+
+/** Requests per second with PIPELINE_WINDOW requests outstanding at all times. */
+async function measureThroughput(r: Requester): Promise<number> {
+  let issued = 0;
+  const worker = async () => {
+    while (issued < PIPELINE_REQUESTS) {
+      issued++;
+      await r.request();
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: PIPELINE_WINDOW }, worker));
+  return PIPELINE_REQUESTS / ((performance.now() - t0) / 1_000);
+}
+
+async function bareRequester(url: string): Promise<Requester> {
+  const replyTo = randomBytes(8).toString('hex');
+  const client = await mqtt.connectAsync(url, { clientId: `bare-req-${process.pid}`, clean: true, protocolVersion: 4 });
+  (client.stream as unknown as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+  const pending = new Map<number, () => void>();
+  client.on('message', (_topic, payload) => {
+    const seq = payload.readUInt32BE(16);
+    pending.get(seq)?.();
+    pending.delete(seq);
+  });
+  await client.subscribeAsync(`bench/rep/${replyTo}`, { qos: 1 });
+  let seq = 0;
+  const filler = randomBytes(PAYLOAD_BYTES);
+  return {
+    request() {
+      const id = seq++ >>> 0;
+      const payload = Buffer.concat([Buffer.from(replyTo, 'latin1'), Buffer.alloc(4), filler]);
+      payload.writeUInt32BE(id, 16);
+      return new Promise<void>((resolve) => {
+        pending.set(id, resolve);
+        client.publish('bench/req', payload, { qos: 1 });
+      });
+    },
+    close: () => client.endAsync(),
+  };
+}
+
+function benchConfig() {
+  return loadConfig({ env: {}, overrides: { 'log.level': 'warn', 'node.cluster': 'bench' } });
+}
+
+async function projectRequester(url: string, target: string, dataDir?: string): Promise<{ requester: Requester; link: NodeLink; store?: NodeStore }> {
+  const config = benchConfig();
+  const store = dataDir !== undefined ? NodeStore.open({ dir: dataDir, nodeId: 'bench-requester', sync: config.store.sync }) : undefined;
+  const link = await NodeLink.start({
+    nodeId: 'bench-requester',
+    role: 'client',
+    cluster: 'bench',
+    hubUrl: url,
+    logger: createLogger({ level: 'warn', format: 'json', destination: process.stderr }),
+    limits: { maxMessageBytes: config.protocol.max_message_bytes, maxDepth: config.protocol.max_depth },
+    timing: linkTimingFromConfig(config),
+    announce: store !== undefined,
+    watchPresence: store !== undefined,
+    ...(store !== undefined ? { store } : {}),
+  });
+  const data = new Uint8Array(randomBytes(PAYLOAD_BYTES));
+  return {
+    link,
+    ...(store !== undefined ? { store } : {}),
+    requester: {
+      request: async () => {
+        await link.request(target, 'ping', { data });
+      },
+      close: async () => {
+        await link.stop();
+        await store?.close();
+      },
+    },
+  };
+}
+
+export async function transportBench(): Promise<BenchResult> {
+  const dir = tempDir('ucp-bench-');
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const procs: Proc[] = [];
+  try {
+    const hub = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
+    procs.push(hub);
+    await hub.waitForLine(/hub listening/);
+
+    // Baseline: bare mqtt.js pair.
+    const echo = new Proc(process.execPath, ['--import', 'tsx', join(ROOT, 'test', 'bench', 'bare-echo.ts'), url], cleanEnv());
+    procs.push(echo);
+    await echo.waitForLine(/ready/);
+    const bare = await bareRequester(url);
+    const bareLatency = await measureLatency(bare);
+    const bareThroughput = await measureThroughput(bare);
+    await bare.close();
+    await echo.stop();
+
+    // The project's transport: a real executor node answers pings.
+    const responder = ucp(['executor', '--node-id', 'bench-responder', '--data-dir', join(dir, 'responder'), '--hub', url, '--cluster', 'bench', '--log-level', 'info']);
+    procs.push(responder);
+    await responder.waitForLog({ msg: 'connected' });
+    const project = await projectRequester(url, 'bench-responder');
+    const projectLatency = await measureLatency(project.requester);
+    const projectThroughput = await measureThroughput(project.requester);
+    await project.requester.close();
+
+    // Durable outbox: store in LMDB, deliver, handle, persist the dedup id, acknowledge.
+    const durable = await projectRequester(url, 'bench-responder', join(dir, 'requester'));
+    const durableSamples: number[] = [];
+    for (let i = 0; i < 2_200; i++) {
+      const t0 = performance.now();
+      const id = await durable.link.sendDurable('bench-responder', 'notice', { severity: 'info', text: `bench ${i}` });
+      await durable.link.delivered(id);
+      if (i >= 200) durableSamples.push(performance.now() - t0);
+    }
+    const durableLatency = summarize(durableSamples);
+    await durable.requester.close();
+
+    const latencyRatio = projectLatency.p50Ms / bareLatency.p50Ms;
+    const throughputRatio = projectThroughput / bareThroughput;
+    return {
+      suite: 'transport',
+      rows: [
+        { metric: 'request/reply p50 (ms)', bare: round(bareLatency.p50Ms), project: round(projectLatency.p50Ms), ratio: round(latencyRatio, 2), target: '<= 1.5x bare', pass: latencyRatio <= 1.5 },
+        { metric: 'request/reply p99 (ms)', bare: round(bareLatency.p99Ms), project: round(projectLatency.p99Ms), ratio: round(projectLatency.p99Ms / bareLatency.p99Ms, 2), target: '-', pass: null },
+        { metric: `pipelined throughput (req/s, ${PIPELINE_WINDOW} in flight)`, bare: Math.round(bareThroughput), project: Math.round(projectThroughput), ratio: round(throughputRatio, 2), target: '>= 0.7x bare', pass: throughputRatio >= 0.7 },
+        { metric: 'durable outbox send->ack p50 (ms)', bare: null, project: round(durableLatency.p50Ms), ratio: null, target: '-', pass: null },
+        { metric: 'durable outbox send->ack p99 (ms)', bare: null, project: round(durableLatency.p99Ms), ratio: null, target: '-', pass: null },
+      ],
+      details: { bareLatency, projectLatency, bareThroughput, projectThroughput, durableLatency, warmup: WARMUP, payloadBytes: PAYLOAD_BYTES, pipelineRequests: PIPELINE_REQUESTS },
+    };
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    removeDir(dir);
+  }
+}
