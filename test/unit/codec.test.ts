@@ -415,6 +415,28 @@ describe('codec limits and malformed input', () => {
   // Defects in src found while writing these tests. `it.fails` keeps the suite green while they stand and
   // turns red once src is fixed, so whoever fixes them flips these to plain `it`.
   describe('known defects', () => {
+    // cbor-x decodes integers outside the safe range (and tag 2/3 bignums) as BigInt; the error paths quote
+    // the value with JSON.stringify, which throws on BigInt. Any peer can crash decode with 12 bytes.
+    it.fails.each([
+      ['v', wire({ v: 2n ** 64n - 1n })],
+      ['kind', wire({ kind: 2n ** 60n })],
+      ['role', wire({ role: -(2n ** 63n) })],
+      ['notice severity', wire({ body: { severity: 2n ** 60n, text: 'x' } })],
+    ])('decode returns an error instead of throwing on a BigInt %s', (_name, map) => {
+      const bytes = rawBytes(map);
+      let result: DecodeResult | undefined;
+      expect(() => {
+        result = decode(bytes);
+      }).not.toThrow();
+      expect(result?.ok).toBe(false);
+    });
+
+    it('(the BigInt cases above really put unsafe integers on the wire)', () => {
+      // 0x1b / 0x3b: 64-bit unsigned / negative integer heads, which cbor-x turns into BigInt.
+      expect(Buffer.from(rawBytes(wire({ v: 2n ** 64n - 1n }))).includes(Buffer.from('61761bffffffffffffffff', 'hex'))).toBe(true);
+      expect(Buffer.from(rawBytes(wire({ role: -(2n ** 63n) }))).includes(Buffer.from('3b7fffffffffffffff', 'hex'))).toBe(true);
+    });
+
     it.fails('truncated numbers are classified malformed_cbor, not too_deep (codec.ts treats every RangeError as stack exhaustion)', () => {
       // A float64 header with two of its eight bytes: cbor-x's DataView read throws a RangeError.
       expectError(decode(new Uint8Array([0xfb, 0x3f, 0xd7])), 'malformed_cbor');

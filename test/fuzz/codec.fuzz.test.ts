@@ -1,0 +1,247 @@
+import { Encoder } from 'cbor-x';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+
+import {
+  DEFAULT_LIMITS,
+  KINDS,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  ROLES,
+  decode,
+  encode,
+  type BodyOf,
+  type CodecLimits,
+  type DecodeResult,
+  type Envelope,
+  type Kind,
+  type ProtocolErrorCode,
+} from '../../src/protocol/index.js';
+
+// cbor-x hands byte strings back as Buffers; only the bytes matter.
+expect.addEqualityTesters([
+  function bytesEqual(a: unknown, b: unknown): boolean | undefined {
+    if (!(a instanceof Uint8Array) || !(b instanceof Uint8Array)) return undefined;
+    return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
+  },
+]);
+
+const KNOWN_CODES: ReadonlySet<ProtocolErrorCode> = new Set([
+  'too_large',
+  'malformed_cbor',
+  'too_deep',
+  'unsupported_version',
+  'bad_envelope',
+  'unknown_kind',
+  'bad_body',
+]);
+
+// Tight limits as well as the defaults, so the size and depth branches are reached by small inputs too.
+const limitsArb = (maxMessageBytes: number): fc.Arbitrary<CodecLimits> =>
+  fc.constantFrom<CodecLimits>(DEFAULT_LIMITS, { maxMessageBytes, maxDepth: 4 });
+
+/**
+ * Known defect (codec.test.ts "known defects"): a CBOR integer outside the safe range decodes to a BigInt,
+ * and the error paths that quote the offending value with JSON.stringify (codec.ts for `v` and `kind`,
+ * schema.ts `literal()` for `role`, `severity`) throw "Do not know how to serialize a BigInt". Only that
+ * exact throw is tolerated here, and counted, so any other throw still fails the property.
+ */
+function isKnownBigIntThrow(err: unknown): boolean {
+  return err instanceof TypeError && /serialize a BigInt/.test(err.message);
+}
+
+/**
+ * The property every input must satisfy: decode returns instead of throwing, and what it returns is either
+ * a known error or a message that is a fixed point of encode/decode. Returns the outcome for coverage stats.
+ */
+function checkDecode(bytes: Uint8Array, limits: CodecLimits = DEFAULT_LIMITS): string {
+  let result: DecodeResult;
+  try {
+    result = decode(bytes, limits);
+  } catch (err) {
+    if (isKnownBigIntThrow(err)) return 'known_bigint_throw';
+    throw err;
+  }
+  if (!result.ok) {
+    expect(result.error).toBeInstanceOf(ProtocolError);
+    expect(KNOWN_CODES.has(result.error.code), result.error.code).toBe(true);
+    return result.error.code;
+  }
+  const again = decode(encode(result.msg));
+  if (!again.ok) throw new Error(`re-encoded message no longer decodes: ${again.error.message}`);
+  expect(again.msg).toEqual(result.msg);
+  return 'ok';
+}
+
+// Known defect: cbor-x renames a "__proto__" map key to "__proto_", so that one key cannot round-trip
+// (see codec.test.ts "known defects"). Kept out of generated keys so this file tests everything else.
+const notProto = (k: string): boolean => k !== '__proto__';
+
+const nodeIdArb = fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/);
+const messageIdArb = fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/);
+const uintArb = fc.maxSafeNat();
+const textArb = (max: number, min = 0): fc.Arbitrary<string> => fc.string({ minLength: min, maxLength: max, unit: 'binary' });
+
+const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
+  birth: fc.record({ software: textArb(64), host: textArb(255), pid: uintArb, heartbeat_interval_ms: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }) }),
+  death: fc.record({ graceful: fc.boolean() }),
+  heartbeat: fc.record({
+    seq: uintArb,
+    uptime_ms: uintArb,
+    rss_bytes: uintArb,
+    // -0 is written as the integer 0 by cbor-x, so it cannot survive a round trip; 0 stands in for it.
+    load: fc.double({ min: 0, max: 1_000, noNaN: true }).map((x) => (x === 0 ? 0 : x)),
+    outbox_pending: uintArb,
+  }),
+  ack: fc.record({ of: messageIdArb }),
+  ping: fc.record({ data: fc.uint8Array({ maxLength: 64 }) }, { requiredKeys: [] }),
+  pong: fc.record({ data: fc.uint8Array({ maxLength: 64 }) }, { requiredKeys: [] }),
+  status_request: fc.constant({}),
+  status: fc.record({
+    software: textArb(64),
+    uptime_ms: uintArb,
+    outbox_pending: uintArb,
+    peers: fc.array(fc.record({ id: nodeIdArb, role: fc.constantFrom(...ROLES), incarnation: uintArb, alive: fc.boolean() }), { maxLength: 4 }),
+    counters: fc.dictionary(textArb(64).filter(notProto), uintArb, { maxKeys: 4, noNullPrototype: true }),
+  }),
+  notice: fc.record({ severity: fc.constantFrom('info' as const, 'warning' as const, 'critical' as const), text: textArb(200, 1) }),
+  error: fc.record({ code: textArb(64), message: textArb(200) }),
+};
+
+const envelopeArb: fc.Arbitrary<Envelope> = fc
+  .constantFrom(...KINDS)
+  .chain((kind) =>
+    fc.record(
+      {
+        kind: fc.constant(kind),
+        body: BODY_ARBS[kind] as fc.Arbitrary<BodyOf<Kind>>,
+        id: messageIdArb,
+        from: nodeIdArb,
+        role: fc.constantFrom(...ROLES),
+        inc: uintArb,
+        vc: fc.dictionary(nodeIdArb.filter(notProto), fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { maxKeys: 6, noNullPrototype: true }),
+        hlc: fc.record({ wall: uintArb, logical: uintArb }),
+        re: messageIdArb,
+        ack: fc.constant(true as const),
+      },
+      { requiredKeys: ['kind', 'body', 'id', 'from', 'role', 'inc', 'vc', 'hlc'] },
+    ),
+  )
+  .map((fields) => ({ v: PROTOCOL_VERSION, ...fields }) as Envelope);
+
+type Mutation =
+  | { op: 'flip'; at: number; bit: number }
+  | { op: 'set'; at: number; byte: number }
+  | { op: 'truncate'; at: number }
+  | { op: 'insert'; at: number; bytes: Uint8Array }
+  | { op: 'delete'; at: number; len: number }
+  | { op: 'duplicate'; at: number; len: number };
+
+const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ op: fc.constant('flip' as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }) },
+  // CBOR header bytes that change an item's major type or length are the interesting overwrites.
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('set' as const), at: fc.nat(), byte: fc.oneof(fc.integer({ min: 0, max: 255 }), fc.constantFrom(0x00, 0x17, 0x18, 0x1b, 0x1f, 0x5f, 0x7f, 0x9f, 0xbf, 0xd8, 0xf6, 0xf7, 0xf9, 0xfb, 0xff)) }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('truncate' as const), at: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('insert' as const), at: fc.nat(), bytes: fc.uint8Array({ minLength: 1, maxLength: 8 }) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('delete' as const), at: fc.nat(), len: fc.integer({ min: 1, max: 8 }) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('duplicate' as const), at: fc.nat(), len: fc.integer({ min: 1, max: 16 }) }) },
+);
+
+function mutate(input: Uint8Array, mutations: readonly Mutation[]): Uint8Array {
+  let b = Uint8Array.from(input);
+  for (const m of mutations) {
+    if (b.length === 0) break;
+    const at = m.at % b.length;
+    switch (m.op) {
+      case 'flip':
+        b[at]! ^= 1 << m.bit;
+        break;
+      case 'set':
+        b[at] = m.byte;
+        break;
+      case 'truncate':
+        b = b.slice(0, at);
+        break;
+      case 'insert':
+        b = Uint8Array.from([...b.subarray(0, at), ...m.bytes, ...b.subarray(at)]);
+        break;
+      case 'delete':
+        b = Uint8Array.from([...b.subarray(0, at), ...b.subarray(at + m.len)]);
+        break;
+      case 'duplicate':
+        b = Uint8Array.from([...b.subarray(0, at + m.len), ...b.subarray(at, at + m.len), ...b.subarray(at + m.len)]);
+        break;
+    }
+  }
+  return b;
+}
+
+const rawEncoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true });
+
+function wireOf(msg: Envelope): Record<string, unknown> {
+  const w: Record<string, unknown> = { ...msg, hlc: [msg.hlc.wall, msg.hlc.logical] };
+  return w;
+}
+
+// fast-check's default size keeps arrays to a handful of items; the 'max' branch reaches long inputs.
+const bytesArb = fc.oneof(fc.uint8Array({ maxLength: 16 }), fc.uint8Array({ maxLength: 300, size: 'max' }));
+
+describe('codec fuzz', () => {
+  it('round-trips every valid envelope exactly', () => {
+    fc.assert(
+      fc.property(envelopeArb, (msg) => {
+        const result = decode(encode(msg));
+        if (!result.ok) throw new Error(result.error.message);
+        expect(result.msg).toEqual(msg);
+      }),
+      { numRuns: 1_000 },
+    );
+  });
+
+  it('never throws on random bytes', () => {
+    const outcomes = new Set<string>();
+    fc.assert(
+      fc.property(bytesArb, limitsArb(64), (bytes, limits) => {
+        outcomes.add(checkDecode(bytes, limits));
+      }),
+      { numRuns: 3_000 },
+    );
+    // Random bytes are mostly not CBOR maps; these are the codes they can be expected to reach.
+    for (const code of ['malformed_cbor', 'too_large', 'bad_envelope']) expect(outcomes).toContain(code);
+  });
+
+  it('never throws on mutated, truncated and bit-flipped valid messages', () => {
+    const outcomes = new Set<string>();
+    fc.assert(
+      fc.property(envelopeArb, fc.array(mutationArb, { minLength: 1, maxLength: 6 }), limitsArb(160), (msg, mutations, limits) => {
+        outcomes.add(checkDecode(mutate(encode(msg), mutations), limits));
+      }),
+      { numRuns: 3_000 },
+    );
+    // Proves the mutations land in every layer, not just the CBOR parser.
+    for (const code of ['ok', 'malformed_cbor', 'too_large', 'bad_envelope', 'bad_body']) expect(outcomes).toContain(code);
+  });
+
+  it('never throws when one envelope or body field holds an arbitrary CBOR value', () => {
+    const outcomes = new Set<string>();
+    const fieldArb = fc.constantFrom('v', 'kind', 'id', 'from', 'role', 'inc', 'vc', 'hlc', 'body', 're', 'ack', 'extra');
+    fc.assert(
+      fc.property(envelopeArb, fieldArb, fc.boolean(), fc.anything({ maxDepth: 3, withBigInt: true, withTypedArray: true, withMap: true, withSet: true }), (msg, field, inBody, value) => {
+        const wire = wireOf(msg);
+        if (inBody) wire.body = { ...(msg.body as object), [field]: value };
+        else wire[field] = value;
+        let bytes: Uint8Array;
+        try {
+          bytes = rawEncoder.encode(wire);
+        } catch {
+          // Some generated JS values have no CBOR form; that says nothing about the decoder.
+          fc.pre(false);
+          return;
+        }
+        outcomes.add(checkDecode(bytes));
+      }),
+      { numRuns: 1_500 },
+    );
+    for (const code of ['bad_envelope', 'bad_body', 'unsupported_version', 'unknown_kind']) expect(outcomes).toContain(code);
+  });
+});

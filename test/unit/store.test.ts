@@ -1,0 +1,277 @@
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { open } from 'lmdb';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { NodeStore, SCHEMA_VERSION, StoreError, type StoreErrorCode } from '../../src/store/index.js';
+import { Proc, ROOT, removeDir } from '../helpers/processes.js';
+
+/**
+ * The node store on real LMDB files in temp directories, and its directory lock against a real second
+ * process. No mocks: what is tested is what a node started from the CLI does with its --data-dir.
+ */
+
+const COMPILED_STORE = join(ROOT, 'dist', 'src', 'store', 'index.js');
+
+const dirs: string[] = [];
+const stores: NodeStore[] = [];
+const procs: Proc[] = [];
+
+function freshDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ucp-store-test-'));
+  dirs.push(dir);
+  return dir;
+}
+
+function openStore(dir: string, nodeId: string, sync?: 'commit' | 'flush'): NodeStore {
+  const store = NodeStore.open({ dir, nodeId, ...(sync !== undefined ? { sync } : {}) });
+  stores.push(store);
+  return store;
+}
+
+/** Opens the store's LMDB file directly, the way another (newer) ucp-edge would see it. */
+function rawMeta<T>(dir: string, use: (meta: ReturnType<typeof openRaw>['meta']) => T): Promise<T> {
+  const raw = openRaw(dir);
+  return Promise.resolve()
+    .then(() => use(raw.meta))
+    .finally(() => raw.root.close());
+}
+
+function openRaw(dir: string) {
+  const root = open({ path: join(dir, 'ucp.mdb'), noSubdir: true, maxDbs: 64 });
+  const meta = root.openDB<unknown, string>({ name: 'meta' });
+  return { root, meta };
+}
+
+/** Runs `fn` and returns the StoreError it throws; fails the test if it throws anything else or nothing. */
+function storeError(fn: () => unknown): StoreError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(StoreError);
+    return err as StoreError;
+  }
+  throw new Error('expected a StoreError, but the call succeeded');
+}
+
+function expectCode(err: StoreError, code: StoreErrorCode): void {
+  expect(err.code, err.message).toBe(code);
+}
+
+afterEach(async () => {
+  for (const p of procs.splice(0)) {
+    p.kill('SIGKILL');
+    await p.exited;
+  }
+  for (const s of stores.splice(0)) await s.close();
+  for (const d of dirs.splice(0)) removeDir(d);
+});
+
+describe('NodeStore identity and incarnation', () => {
+  it('a fresh directory records the node id and SCHEMA_VERSION', async () => {
+    const dir = freshDir();
+    const store = openStore(dir, 'node-a');
+    expect(store.nodeId).toBe('node-a');
+    expect(store.dir).toBe(dir);
+    expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
+    expect(existsSync(join(dir, 'ucp.mdb'))).toBe(true);
+    await store.close();
+
+    // What is on disk, not only what the object remembers.
+    const meta = await rawMeta(dir, (m) => ({ nodeId: m.get('node_id'), schema: m.get('schema_version') }));
+    expect(meta).toEqual({ nodeId: 'node-a', schema: SCHEMA_VERSION });
+  });
+
+  it('incarnation starts at 1, increments per call and survives close and reopen', async () => {
+    const dir = freshDir();
+    const first = openStore(dir, 'node-a');
+    expect(first.nextIncarnation()).toBe(1);
+    expect(first.nextIncarnation()).toBe(2);
+    await first.close();
+
+    const second = openStore(dir, 'node-a');
+    expect(second.nextIncarnation()).toBe(3);
+    await second.close();
+
+    const third = openStore(dir, 'node-a');
+    expect(third.nextIncarnation()).toBe(4);
+  });
+
+  it('refuses a directory owned by another node id, in one line naming both ids and the directory', async () => {
+    const dir = freshDir();
+    const owner = openStore(dir, 'node-a');
+    owner.nextIncarnation();
+    await owner.close();
+
+    const err = storeError(() => openStore(dir, 'node-b'));
+    expectCode(err, 'store_owned_by_other_node');
+    expect(err.message).not.toContain('\n');
+    expect(err.message).toContain('"node-a"');
+    expect(err.message).toContain('"node-b"');
+    expect(err.message).toContain(dir);
+
+    // The refused open changed nothing: the owner still opens it, with its incarnation intact.
+    await new Promise((r) => setTimeout(r, 100));
+    const again = openStore(dir, 'node-a');
+    expect(again.nextIncarnation()).toBe(2);
+  });
+
+  it('refuses a directory whose schema version is newer than this build supports, and leaves it as it was', async () => {
+    const dir = freshDir();
+    const store = openStore(dir, 'node-a');
+    await store.close();
+    const newer = SCHEMA_VERSION + 1;
+    await rawMeta(dir, (meta) => meta.putSync('schema_version', newer));
+
+    const err = storeError(() => openStore(dir, 'node-a'));
+    expectCode(err, 'store_schema_too_new');
+    expect(err.message).not.toContain('\n');
+    expect(err.message).toContain(dir);
+    expect(err.message).toContain(String(newer));
+    await new Promise((r) => setTimeout(r, 100));
+
+    // It must not have "fixed" the version down to its own, which would corrupt the newer layout.
+    expect(await rawMeta(dir, (meta) => meta.get('schema_version'))).toBe(newer);
+  });
+});
+
+describe('NodeStore directory lock', () => {
+  beforeAll(() => {
+    if (!existsSync(COMPILED_STORE)) throw new Error(`${COMPILED_STORE} is missing; run npx tsc -p tsconfig.json first`);
+  });
+
+  /** A real second process that opens the store, writes, says "open" and then waits to be killed. */
+  function holder(dir: string, nodeId: string): Proc {
+    const script = `
+      import { NodeStore } from ${JSON.stringify(pathToFileURL(COMPILED_STORE).href)};
+      const store = NodeStore.open({ dir: ${JSON.stringify(dir)}, nodeId: ${JSON.stringify(nodeId)} });
+      const items = store.table('items');
+      items.putSync('synced', { by: process.pid, how: 'putSync' });
+      await items.put('awaited', { by: process.pid, how: 'put' });
+      await store.durable();
+      console.log('open');
+      setInterval(() => {}, 60_000);
+    `;
+    const proc = new Proc(process.execPath, ['--input-type=module', '-e', script]);
+    procs.push(proc);
+    return proc;
+  }
+
+  it('a directory held by a live process fails with store_locked naming its pid; after SIGKILL the lock is reclaimed and its writes are there', async () => {
+    const dir = freshDir();
+    const child = holder(dir, 'node-a');
+    await child.waitForLine(/^open$/, 20_000);
+
+    const err = storeError(() => openStore(dir, 'node-a'));
+    expectCode(err, 'store_locked');
+    expect(err.message).not.toContain('\n');
+    expect(err.message).toContain(`process ${child.pid}`);
+    expect(err.message).toContain(dir);
+    // The refused open must not have disturbed the holder's lock.
+    expect(JSON.parse(readFileSync(join(dir, 'node.lock'), 'utf8'))).toMatchObject({ pid: child.pid, nodeId: 'node-a' });
+
+    child.kill('SIGKILL');
+    const exit = await child.exited;
+    expect(exit.signal).toBe('SIGKILL');
+    // SIGKILL leaves the lock file behind; the next start must take it over rather than refuse forever.
+    expect(existsSync(join(dir, 'node.lock'))).toBe(true);
+
+    const store = openStore(dir, 'node-a');
+    expect(JSON.parse(readFileSync(join(dir, 'node.lock'), 'utf8'))).toEqual({ pid: process.pid, nodeId: 'node-a' });
+    const items = store.table<{ by: number; how: string }>('items');
+    expect(items.get('synced')).toEqual({ by: child.pid, how: 'putSync' });
+    expect(items.get('awaited')).toEqual({ by: child.pid, how: 'put' });
+  });
+
+  it.each([
+    ['empty', ''],
+    ['torn', '{"pid":12'],
+    ['not a lock', 'hello'],
+  ])('a %s node.lock file is taken over', async (_what, content) => {
+    const dir = freshDir();
+    writeFileSync(join(dir, 'node.lock'), content);
+    const store = openStore(dir, 'node-a');
+    expect(store.nextIncarnation()).toBe(1);
+    expect(JSON.parse(readFileSync(join(dir, 'node.lock'), 'utf8'))).toEqual({ pid: process.pid, nodeId: 'node-a' });
+    await store.close();
+    expect(existsSync(join(dir, 'node.lock'))).toBe(false);
+  });
+
+  // BUG (src/store/node-store.ts, NodeStore.open's catch around claim()): a refused open calls
+  // `store.close()` without awaiting it, so its lock release runs later and deletes the lock file of
+  // whatever open of the same directory came next in this process. The directory then runs unlocked and
+  // a second process could open it. Remove `.fails` once fixed.
+  it.fails('a refused open leaves the lock of the next successful open in place', async () => {
+    const dir = freshDir();
+    await openStore(dir, 'node-a').close();
+    expectCode(storeError(() => openStore(dir, 'node-b')), 'store_owned_by_other_node');
+    openStore(dir, 'node-a');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(existsSync(join(dir, 'node.lock'))).toBe(true);
+  });
+});
+
+describe('NodeStore tables and durability', () => {
+  interface Reading {
+    sensor: string;
+    value: number;
+  }
+
+  it('tables are typed, ordered by key and persist across reopen', async () => {
+    const dir = freshDir();
+    const store = openStore(dir, 'node-a');
+    const readings = store.table<Reading, number>('readings');
+    const names = store.table<string>('names');
+    expect(store.table<Reading, number>('readings')).toBe(readings);
+    await readings.put(3, { sensor: 's3', value: 0.5 });
+    await readings.put(1, { sensor: 's1', value: -2 });
+    await readings.put(20, { sensor: 's20', value: 1e6 });
+    await names.put('a', 'alpha');
+    // @ts-expect-error a table declared with Reading values must not accept other values
+    if (false as boolean) await readings.put(4, 'not a reading');
+    await store.close();
+
+    const reopened = openStore(dir, 'node-a');
+    const again = reopened.table<Reading, number>('readings');
+    // Numeric keys sort as numbers (1, 3, 20), not as strings ("1", "20", "3").
+    expect([...again.getKeys()]).toEqual([1, 3, 20]);
+    expect(again.get(20)).toEqual({ sensor: 's20', value: 1e6 });
+    expect(again.get(1)).toEqual({ sensor: 's1', value: -2 });
+    expect(reopened.table<string>('names').get('a')).toBe('alpha');
+    // Tables are separate namespaces.
+    expect(reopened.table<unknown, number>('names').get(1)).toBeUndefined();
+    expect(reopened.table<string>('other').get('a')).toBeUndefined();
+  });
+
+  it.each(['commit', 'flush'] as const)("durable() with sync '%s' resolves after the writes issued before it", async (sync) => {
+    const dir = freshDir();
+    const store = openStore(dir, 'node-a', sync);
+    expect(store.sync).toBe(sync);
+    const table = store.table<number, number>('writes');
+    const done: boolean[] = [];
+    for (let i = 0; i < 50; i++) {
+      done.push(false);
+      void table.put(i, i * i).then((ok) => {
+        expect(ok).toBe(true);
+        done[i] = true;
+      });
+    }
+    await store.durable();
+    expect(done.every(Boolean)).toBe(true);
+    expect(table.get(49)).toBe(49 * 49);
+
+    // A second batch after the first durable() is covered by the next one too.
+    let late = false;
+    void table.put(100, 1).then(() => (late = true));
+    await store.durable();
+    expect(late).toBe(true);
+    await store.close();
+
+    const reopened = openStore(dir, 'node-a');
+    const writes = reopened.table<number, number>('writes');
+    expect([...writes.getKeys()]).toHaveLength(51);
+    expect(writes.get(7)).toBe(49);
+    expect(writes.get(100)).toBe(1);
+  });
+});
