@@ -131,10 +131,12 @@ describe('data directory ownership and locking', { timeout: 90_000 }, () => {
   it('a node started on a data directory that belongs to another node id exits 1 in one line', async () => {
     const dataDir = join(dir, 'owned');
     const first = start(executor('x', dataDir));
-    // The store is claimed before the node logs that it is starting.
+    // The store is claimed before the node logs that it is starting; its first failed connection attempt
+    // comes after its signal handlers are in place, so SIGTERM then means a clean stop.
     await first.waitForLog({ msg: 'starting executor' }, 20_000);
+    await first.waitForLog({ msg: 'hub connection error' }, 20_000);
     await first.stop();
-    expect((await first.exited).code).toBe(0);
+    expect(await first.exited, `${first.lines.join('\n')}\n${first.stderr}`).toEqual({ code: 0, signal: null });
 
     const line = expectOneError(await ucpRun(executor('y', dataDir)), 1);
     expect(line).toMatch(/^ucp: data directory .* belongs to node /);
@@ -147,6 +149,7 @@ describe('data directory ownership and locking', { timeout: 90_000 }, () => {
     const dataDir = join(dir, 'shared');
     const first = start(executor('x', dataDir));
     await first.waitForLog({ msg: 'starting executor' }, 20_000);
+    await first.waitForLog({ msg: 'hub connection error' }, 20_000);
 
     const line = expectOneError(await ucpRun(executor('x', dataDir)), 1);
     expect(line).toContain('in use by process');
@@ -157,7 +160,7 @@ describe('data directory ownership and locking', { timeout: 90_000 }, () => {
     expect(first.child.exitCode).toBeNull();
     expect(JSON.parse(readFileSync(join(dataDir, 'node.lock'), 'utf8'))).toMatchObject({ pid: first.pid, nodeId: 'x' });
     await first.stop();
-    expect((await first.exited).code).toBe(0);
+    expect(await first.exited, `${first.lines.join('\n')}\n${first.stderr}`).toEqual({ code: 0, signal: null });
     // A clean stop releases the directory.
     expect(existsSync(join(dataDir, 'node.lock'))).toBe(false);
   });
