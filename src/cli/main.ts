@@ -51,9 +51,11 @@ async function runRole(cmd: Command, role: Role): Promise<void> {
   const config = resolveConfig(flags);
   const logger = makeLogger(config, false);
   const nodeId = defaultNodeId(config, role);
-  const node = NodeRuntime.create({ config, nodeId, role, dataDir: defaultDataDir(config, nodeId), logger });
+  // Handle signals before the store is opened, so that a stop during start-up still releases it cleanly.
+  let node: NodeRuntime | undefined;
+  const stopping = runUntilSignal(logger, async () => node?.stop());
+  node = NodeRuntime.create({ config, nodeId, role, dataDir: defaultDataDir(config, nodeId), logger });
   node.log.info({ hub: config.hub.url, cluster: config.node.cluster, dataDir: node.store.dir }, `starting ${role}`);
-  const stopping = runUntilSignal(node.log, () => node.stop());
   await node.connect();
   await stopping;
 }
@@ -97,7 +99,7 @@ program
 for (const role of ['broker', 'executor', 'datastore'] as const) {
   program
     .command(role)
-    .description(`run a ${role} node against --hub`)
+    .description(`run ${role === 'executor' ? 'an' : 'a'} ${role} node against --hub`)
     .action(async (_opts: unknown, cmd: Command) => runRole(cmd, role));
 }
 

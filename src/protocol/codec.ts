@@ -3,7 +3,7 @@ import { ProtocolError } from './errors.js';
 import { BODY_SCHEMAS, isKind } from './kinds.js';
 import { PROTOCOL_VERSION, type AnyEnvelope, type Envelope } from './envelope.js';
 import { messageId, nodeId, ROLES } from './names.js';
-import { exceedsDepth, literal, record, tuple, uint, type Schema } from './schema.js';
+import { literal, preview, record, structureProblem, tuple, uint, type Schema } from './schema.js';
 import type { Kind } from './kinds.js';
 
 export interface CodecLimits {
@@ -17,6 +17,13 @@ export const DEFAULT_LIMITS: CodecLimits = { maxMessageBytes: 1 << 20, maxDepth:
 
 /** The most brokers a vector clock may name; far above any field deployment, low enough to bound work. */
 const MAX_CLOCK_ENTRIES = 1_024;
+/**
+ * Upper bounds that keep clock arithmetic exact and stop one peer from poisoning everyone's clocks: a
+ * counter of 2^48 lasts 8,900 years at a million messages a second; 2^48 ms is the year 10889.
+ */
+const MAX_CLOCK_COUNTER = 2 ** 48;
+const MAX_HLC_WALL = 2 ** 48;
+const MAX_HLC_LOGICAL = 2 ** 32;
 
 // Plain CBOR only (no cbor-x record extension), so any CBOR library on a field device can read our messages.
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true });
@@ -28,8 +35,8 @@ const headerChecks: Array<[string, Schema<unknown>]> = [
   ['from', nodeId()],
   ['role', literal(...ROLES)],
   ['inc', uint()],
-  ['vc', record(nodeId(), uint({ min: 1 }), { max: MAX_CLOCK_ENTRIES })],
-  ['hlc', tuple(uint(), uint())],
+  ['vc', record(nodeId(), uint({ min: 1, max: MAX_CLOCK_COUNTER }), { max: MAX_CLOCK_ENTRIES })],
+  ['hlc', tuple(uint({ max: MAX_HLC_WALL }), uint({ max: MAX_HLC_LOGICAL }))],
 ];
 
 export function encode(msg: Envelope): Buffer {
@@ -68,16 +75,20 @@ export function decode(bytes: Uint8Array, limits: CodecLimits = DEFAULT_LIMITS):
   try {
     raw = decoder.decode(bytes);
   } catch (err) {
-    if (err instanceof RangeError) return fail('too_deep', 'nesting exhausted the decoder stack');
-    return fail('malformed_cbor', err instanceof Error ? err.message : String(err));
+    // cbor-x marks reads past the end of the input; a DataView overrun is a RangeError too.
+    if ((err as { incomplete?: boolean }).incomplete === true) return fail('malformed_cbor', 'truncated CBOR');
+    if (err instanceof RangeError && /call stack/i.test(err.message)) return fail('too_deep', 'nesting exhausted the decoder stack');
+    return fail('malformed_cbor', err instanceof Error ? err.message.slice(0, 200) : String(err).slice(0, 200));
   }
-  if (exceedsDepth(raw, limits.maxDepth)) return fail('too_deep', `nesting deeper than ${limits.maxDepth}`);
+  const problem = structureProblem(raw, limits.maxDepth);
+  if (problem === 'too_deep') return fail('too_deep', `nesting deeper than ${limits.maxDepth}`);
+  if (problem === 'shared') return fail('malformed_cbor', 'shared or cyclic references (CBOR tags 28/29) are not accepted');
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || raw instanceof Uint8Array) {
     return fail('bad_envelope', 'the message is not a CBOR map');
   }
   const m = raw as Record<string, unknown>;
   if (m.v !== PROTOCOL_VERSION) {
-    return fail('unsupported_version', `protocol version ${JSON.stringify(m.v) ?? 'missing'}; this node speaks ${PROTOCOL_VERSION}`);
+    return fail('unsupported_version', `protocol version ${m.v === undefined ? 'missing' : preview(m.v)}; this node speaks ${PROTOCOL_VERSION}`);
   }
   for (const k in m) {
     if (!ENVELOPE_FIELDS.has(k)) return fail('bad_envelope', `unknown envelope field "${k.slice(0, 64)}"`);
@@ -91,7 +102,7 @@ export function decode(bytes: Uint8Array, limits: CodecLimits = DEFAULT_LIMITS):
     if (err !== undefined) return fail('bad_envelope', err);
   }
   if (m.ack !== undefined && m.ack !== true) return fail('bad_envelope', 'ack: expected true when present');
-  if (!isKind(m.kind)) return fail('unknown_kind', `unknown message kind ${JSON.stringify(m.kind)?.slice(0, 64) ?? 'missing'}`);
+  if (!isKind(m.kind)) return fail('unknown_kind', `unknown message kind ${m.kind === undefined ? 'missing' : preview(m.kind)}`);
   const kind: Kind = m.kind;
   const bodyErr = (BODY_SCHEMAS[kind] as Schema<unknown>).check(m.body, 'body');
   if (bodyErr !== undefined) return fail('bad_body', `${kind} ${bodyErr}`);

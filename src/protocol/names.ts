@@ -1,7 +1,11 @@
 import { str } from './schema.js';
 
-/** Node ids double as MQTT client ids and topic levels, so they must not contain MQTT wildcards or '/'. */
-export const NODE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+/**
+ * Node ids double as MQTT client ids and topic levels, so they must not contain MQTT wildcards or '/'.
+ * They also key CBOR maps (vector clocks), where the decoder renames "__proto__" to "__proto_" for safety:
+ * ids starting with "__" are refused so that no clock entry can silently move to another node.
+ */
+export const NODE_ID_PATTERN = /^(?!__)[A-Za-z0-9._-]{1,64}$/;
 export const CLUSTER_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 /** Message ids are unique per sender: "<incarnation>.<sequence>" in base 36 by default. */
 export const MESSAGE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;

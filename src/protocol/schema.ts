@@ -20,6 +20,16 @@ export type InferShape<S extends Shape> = Simplify<
   { [K in RequiredKeys<S>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> }
 >;
 
+/** Quotes a decoded value for an error message without ever throwing (BigInt defeats JSON.stringify). */
+export function preview(value: unknown): string {
+  if (typeof value === 'bigint') return `${value}n`;
+  try {
+    return (JSON.stringify(value) ?? String(value)).slice(0, 64);
+  } catch {
+    return kindOf(value);
+  }
+}
+
 function kindOf(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'array';
@@ -90,7 +100,7 @@ export function bytes(opts: { max?: number } = {}): Schema<Uint8Array> {
 export function literal<const T extends readonly (string | number | boolean)[]>(...values: T): Schema<T[number]> {
   const allowed = new Set<unknown>(values);
   const list = values.map((v) => JSON.stringify(v)).join(' | ');
-  return { check: (v, path) => (allowed.has(v) ? undefined : `${path}: expected ${list}, got ${JSON.stringify(v)?.slice(0, 64) ?? kindOf(v)}`) };
+  return { check: (v, path) => (allowed.has(v) ? undefined : `${path}: expected ${list}, got ${preview(v)}`) };
 }
 
 export function arrayOf<T>(item: Schema<T>, opts: { min?: number; max?: number } = {}): Schema<T[]> {
@@ -164,16 +174,33 @@ export function object<S extends Shape>(shape: S): Schema<InferShape<S>> {
   };
 }
 
-/** Depth of nested arrays and maps, stopping as soon as the limit is passed. */
-export function exceedsDepth(value: unknown, limit: number): boolean {
-  if (limit < 0) return true;
-  if (typeof value !== 'object' || value === null || value instanceof Uint8Array) return false;
-  if (Array.isArray(value)) {
-    for (const item of value) if (exceedsDepth(item, limit - 1)) return true;
-    return false;
-  }
-  for (const k in value as Record<string, unknown>) {
-    if (exceedsDepth((value as Record<string, unknown>)[k], limit - 1)) return true;
-  }
-  return false;
+export type StructureProblem = 'too_deep' | 'shared';
+
+/**
+ * Checks the shape of a decoded value before any schema looks at it: nesting no deeper than `limit`, and a
+ * tree rather than a graph. CBOR value-sharing tags (28/29) can make one container appear at many places,
+ * or inside itself; walking such a graph costs exponential time in the message size, so it is refused.
+ */
+export function structureProblem(value: unknown, limit: number): StructureProblem | undefined {
+  const seen = new Set<object>();
+  // Depth counts edges from the top: any value, scalar or container, deeper than `limit` is refused.
+  const walk = (v: unknown, depthLeft: number): StructureProblem | undefined => {
+    if (depthLeft < 0) return 'too_deep';
+    if (typeof v !== 'object' || v === null || v instanceof Uint8Array) return undefined;
+    if (seen.has(v)) return 'shared';
+    seen.add(v);
+    if (Array.isArray(v)) {
+      for (const item of v) {
+        const problem = walk(item, depthLeft - 1);
+        if (problem !== undefined) return problem;
+      }
+      return undefined;
+    }
+    for (const k in v as Record<string, unknown>) {
+      const problem = walk((v as Record<string, unknown>)[k], depthLeft - 1);
+      if (problem !== undefined) return problem;
+    }
+    return undefined;
+  };
+  return walk(value, limit);
 }

@@ -134,6 +134,11 @@ export class PeerTable {
       events.push({ type: 'up', peer, restartedFrom: previous, rejoined: false });
       return events;
     }
+    if (!peer.alive && peer.downReason === 'graceful') {
+      // A clean shutdown is final for its incarnation; a straggling heartbeat must not revive it.
+      this.staleIgnored++;
+      return [];
+    }
     peer.lastSeen = now;
     if (peer.alive) return [];
     peer.alive = true;

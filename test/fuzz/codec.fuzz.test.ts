@@ -41,27 +41,11 @@ const limitsArb = (maxMessageBytes: number): fc.Arbitrary<CodecLimits> =>
   fc.constantFrom<CodecLimits>(DEFAULT_LIMITS, { maxMessageBytes, maxDepth: 4 });
 
 /**
- * Known defect (codec.test.ts "known defects"): a CBOR integer outside the safe range decodes to a BigInt,
- * and the error paths that quote the offending value with JSON.stringify (codec.ts for `v` and `kind`,
- * schema.ts `literal()` for `role`, `severity`) throw "Do not know how to serialize a BigInt". Only that
- * exact throw is tolerated here, and counted, so any other throw still fails the property.
- */
-function isKnownBigIntThrow(err: unknown): boolean {
-  return err instanceof TypeError && /serialize a BigInt/.test(err.message);
-}
-
-/**
  * The property every input must satisfy: decode returns instead of throwing, and what it returns is either
  * a known error or a message that is a fixed point of encode/decode. Returns the outcome for coverage stats.
  */
 function checkDecode(bytes: Uint8Array, limits: CodecLimits = DEFAULT_LIMITS): string {
-  let result: DecodeResult;
-  try {
-    result = decode(bytes, limits);
-  } catch (err) {
-    if (isKnownBigIntThrow(err)) return 'known_bigint_throw';
-    throw err;
-  }
+  const result: DecodeResult = decode(bytes, limits);
   if (!result.ok) {
     expect(result.error).toBeInstanceOf(ProtocolError);
     expect(KNOWN_CODES.has(result.error.code), result.error.code).toBe(true);
@@ -73,11 +57,10 @@ function checkDecode(bytes: Uint8Array, limits: CodecLimits = DEFAULT_LIMITS): s
   return 'ok';
 }
 
-// Known defect: cbor-x renames a "__proto__" map key to "__proto_", so that one key cannot round-trip
-// (see codec.test.ts "known defects"). Kept out of generated keys so this file tests everything else.
+// Node ids may not start with "__" (see names.ts); fast-check cannot generate from a lookahead.
+const nodeIdArb = fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/).filter((id) => !id.startsWith('__'));
+// Free-text map keys (status counters) may be anything but "__proto__", which cbor-x renames on decode.
 const notProto = (k: string): boolean => k !== '__proto__';
-
-const nodeIdArb = fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/);
 const messageIdArb = fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/);
 const uintArb = fc.maxSafeNat();
 const textArb = (max: number, min = 0): fc.Arbitrary<string> => fc.string({ minLength: min, maxLength: max, unit: 'binary' });
@@ -119,8 +102,8 @@ const envelopeArb: fc.Arbitrary<Envelope> = fc
         from: nodeIdArb,
         role: fc.constantFrom(...ROLES),
         inc: uintArb,
-        vc: fc.dictionary(nodeIdArb.filter(notProto), fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { maxKeys: 6, noNullPrototype: true }),
-        hlc: fc.record({ wall: uintArb, logical: uintArb }),
+        vc: fc.dictionary(nodeIdArb, fc.integer({ min: 1, max: 2 ** 48 }), { maxKeys: 6, noNullPrototype: true }),
+        hlc: fc.record({ wall: fc.integer({ min: 0, max: 2 ** 48 }), logical: fc.integer({ min: 0, max: 2 ** 32 }) }),
         re: messageIdArb,
         ack: fc.constant(true as const),
       },

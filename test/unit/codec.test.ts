@@ -74,7 +74,7 @@ function envelope<K extends Kind>(kind: K, body: BodyOf<K>, extra: { re?: string
     from: 'edge-07',
     role: 'executor',
     inc: 2,
-    vc: { b1: 4, 'b2.x': 9_007_199_254_740_991 },
+    vc: { b1: 4, 'b2.x': 2 ** 48 },
     hlc: { wall: 1_718_000_000_000, logical: 3 },
     body,
     ...extra,
@@ -358,7 +358,8 @@ describe('codec limits and malformed input', () => {
     // Plain checks in the loop: thousands of expect() calls would dominate the run time.
     const problems: string[] = [];
     let checked = 0;
-    for (const [name, msg] of allCases()) {
+    // The bare and re+ack variants cover every byte layout; the other two only repeat them.
+    for (const [name, msg] of allCases().filter(([n]) => !n.endsWith(' re') && !n.endsWith(' ack'))) {
       const bytes = encode(msg);
       for (let n = 1; n < bytes.byteLength; n++) {
         try {
@@ -412,12 +413,11 @@ describe('codec limits and malformed input', () => {
     for (const r of results) if (!r.ok) expect(Object.getPrototypeOf(r.error)).toBe(ProtocolError.prototype);
   });
 
-  // Defects in src found while writing these tests. `it.fails` keeps the suite green while they stand and
-  // turns red once src is fixed, so whoever fixes them flips these to plain `it`.
-  describe('known defects', () => {
+  // Hostile inputs that once crashed the decoder or stalled it: each must now yield a typed error.
+  describe('hostile CBOR', () => {
     // cbor-x decodes integers outside the safe range (and tag 2/3 bignums) as BigInt; the error paths quote
     // the value with JSON.stringify, which throws on BigInt. Any peer can crash decode with 12 bytes.
-    it.fails.each([
+    it.each([
       ['v', wire({ v: 2n ** 64n - 1n })],
       ['kind', wire({ kind: 2n ** 60n })],
       ['role', wire({ role: -(2n ** 63n) })],
@@ -437,20 +437,19 @@ describe('codec limits and malformed input', () => {
       expect(Buffer.from(rawBytes(wire({ role: -(2n ** 63n) }))).includes(Buffer.from('3b7fffffffffffffff', 'hex'))).toBe(true);
     });
 
-    it.fails('truncated numbers are classified malformed_cbor, not too_deep (codec.ts treats every RangeError as stack exhaustion)', () => {
+    it('truncated numbers are classified malformed_cbor, not too_deep', () => {
       // A float64 header with two of its eight bytes: cbor-x's DataView read throws a RangeError.
       expectError(decode(new Uint8Array([0xfb, 0x3f, 0xd7])), 'malformed_cbor');
     });
 
-    it.fails('a vector clock entry for node id "__proto__" (a valid node id) survives the round trip', () => {
+    it('a vector clock entry for node id "__proto__" is refused, not renamed to another node', () => {
       const vc: Record<string, number> = {};
       Object.defineProperty(vc, '__proto__', { value: 5, enumerable: true, writable: true, configurable: true });
       const result = decode(encode({ ...envelope('death', { graceful: true }), vc }));
-      // Either refusing the id or keeping it would be sound; renaming it to "__proto_" is not.
-      if (result.ok) expect(Object.entries(result.msg.vc)).toEqual([['__proto__', 5]]);
+      expectError(result, 'bad_envelope', /vc key/);
     });
 
-    it.fails('value-sharing tags cannot make a 135-byte message cost exponential time', () => {
+    it('value-sharing tags (a 135-byte message with 2^22 paths) are refused as shared references', () => {
       // def(k) = 28([def(k-1), 29(ref to def(k-1))]): linear bytes, 2^k paths for the depth walk.
       const K = 22;
       const out: number[] = [];
@@ -465,9 +464,7 @@ describe('codec limits and malformed input', () => {
         out.push(0xd8, 0x1d, 0x18, K - k + 1);
       };
       def(K);
-      const started = performance.now();
-      decode(new Uint8Array(out));
-      expect(performance.now() - started).toBeLessThan(50);
+      expectError(decode(new Uint8Array(out)), 'malformed_cbor', /shared or cyclic/);
     });
   });
 });
@@ -477,7 +474,7 @@ describe('Topics', () => {
   const classes: TopicClass[] = ['inbox', 'presence', 'heartbeat', 'sync'];
   const build = (cls: TopicClass, node: string): string =>
     cls === 'inbox' ? topics.inbox(node) : cls === 'presence' ? topics.presence(node) : cls === 'heartbeat' ? topics.heartbeat(node) : topics.sync(node);
-  const nodes = ['n1', 'edge-07.depot_b', 'A', '0', '__proto__', 'x'.repeat(64)];
+  const nodes = ['n1', 'edge-07.depot_b', 'A', '0', '_proto_', 'x'.repeat(64)];
 
   it('builds topics under ucp/<cluster>/<class>/<node>', () => {
     expect(topics.root).toBe('ucp/field-1');
@@ -513,11 +510,12 @@ describe('Topics', () => {
     ['a node id with a non-ASCII letter', 'ucp/field-1/inbox/nö'],
     ['a node id of 65 characters', `ucp/field-1/inbox/${'x'.repeat(65)}`],
     ['the subscription filter itself', 'ucp/field-1/presence/+'],
+    ['a node id starting with "__"', 'ucp/field-1/inbox/__proto__'],
   ])('parse rejects %s', (_name, topic) => {
     expect(topics.parse(topic)).toBeUndefined();
   });
 
-  it.each(['', 'a/b', '+', '#', 'n+1', 'n 1', 'x'.repeat(65)])('builders refuse node id %j', (node) => {
+  it.each(['', 'a/b', '+', '#', 'n+1', 'n 1', 'x'.repeat(65), '__proto__', '__x'])('builders refuse node id %j', (node) => {
     for (const cls of classes) expect(() => build(cls, node)).toThrow(/invalid node id/);
   });
 
