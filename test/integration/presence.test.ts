@@ -130,4 +130,16 @@ describe('presence between real processes', () => {
     await new Promise((r) => setTimeout(r, 1_000));
     expect(b.count({ msg: 'operator notice', text: 'second wave' })).toBe(1);
   });
+
+  it('SIGTERM stops a node cleanly: a graceful death, no waiting for a timeout, exit 0', async () => {
+    const from = a.logs.length;
+    b.kill('SIGTERM');
+    const down = await a.waitForLog({ msg: 'peer down', peer: 'node-b' }, 5_000, from);
+    expect(down.reason).toBe('graceful');
+    expect((await b.exited).code).toBe(0);
+    // Its retained presence now says so to anyone who asks later.
+    const nodes = await ucpRun(['nodes', '--json', '--wait', '300', ...common()]);
+    const list = JSON.parse(nodes.stdout) as Array<{ id: string; state: string; reason?: string }>;
+    expect(list.find((n) => n.id === 'node-b')).toMatchObject({ state: 'dead', reason: 'graceful' });
+  });
 });
