@@ -5,6 +5,7 @@ import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
 import { NodeRuntime } from '../transport/index.js';
 import { table, waitForNodes, type Output } from './inspect.js';
+import { summarize } from './latency.js';
 import { startLocalCluster } from './local-cluster.js';
 
 /**
@@ -45,8 +46,8 @@ export async function runDemo(config: UcpConfig, logger: Logger, out: Output): P
         await client.link.request(id, 'ping', {});
         rtts.push(performance.now() - t0);
       }
-      rtts.sort((a, b) => a - b);
-      out.print(`  ${id.padEnd(18)} p50 ${rtts[25]!.toFixed(2)} ms  max ${rtts[49]!.toFixed(2)} ms`);
+      const { p50Ms, maxMs } = summarize(rtts);
+      out.print(`  ${id.padEnd(18)} p50 ${p50Ms.toFixed(2)} ms  max ${maxMs.toFixed(2)} ms`);
     }
 
     out.print('\n3. Durable outbox: a notice to each node is kept in LMDB until the node acknowledges it');

@@ -1,6 +1,7 @@
 import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
 import type { NodeLink, PeerState } from '../transport/index.js';
+import { summarize } from './latency.js';
 import { connectTool } from './settings.js';
 
 export interface Output {
@@ -70,10 +71,6 @@ export async function listNodes(config: UcpConfig, logger: Logger, out: Output, 
   }
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? Number.NaN;
-}
-
 /** `ucp ping NODE`: application-level round trips through the hub. */
 export async function ping(config: UcpConfig, logger: Logger, out: Output, node: string, count: number): Promise<void> {
   const link = await connectTool(config, logger);
@@ -86,8 +83,8 @@ export async function ping(config: UcpConfig, logger: Logger, out: Output, node:
       rtts.push(rtt);
       if (!out.json) out.print(`reply from ${node} (${reply.role}, incarnation ${reply.inc}): ${rtt.toFixed(2)} ms`);
     }
-    const sorted = [...rtts].sort((a, b) => a - b);
-    const summary = { node, count, p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), maxMs: sorted[sorted.length - 1] ?? Number.NaN };
+    const { p50Ms, p99Ms, maxMs } = summarize(rtts);
+    const summary = { node, count, p50Ms, p99Ms, maxMs };
     if (out.json) out.print(JSON.stringify(summary));
     else out.print(`${count} replies: p50 ${summary.p50Ms.toFixed(2)} ms, p99 ${summary.p99Ms.toFixed(2)} ms, max ${summary.maxMs.toFixed(2)} ms`);
   } finally {

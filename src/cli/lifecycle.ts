@@ -1,5 +1,8 @@
 import type { Logger } from '../log/index.js';
 
+/** A clean stop that takes longer than this is abandoned: a stuck disk must not keep a unit from exiting. */
+const STOP_DEADLINE_MS = 10_000;
+
 /**
  * Keeps a long-running command alive until SIGINT or SIGTERM, then stops its parts in order (each
  * publishes a graceful death) and exits 0. A second signal exits at once.
@@ -14,6 +17,10 @@ export function runUntilSignal(log: Logger, stop: () => Promise<void>): Promise<
       }
       stopping = true;
       log.info({ signal }, 'stopping');
+      setTimeout(() => {
+        log.error({ deadlineMs: STOP_DEADLINE_MS }, 'clean stop took too long; exiting');
+        process.exit(1);
+      }, STOP_DEADLINE_MS).unref();
       stop().then(
         () => process.exit(0),
         (err: Error) => {

@@ -76,7 +76,7 @@ program
 program
   .command('up')
   .description('start a hub, a broker, a datastore and N executors in one process')
-  .option('--port <port>', 'hub TCP port (default hub.port)', integer('port', 0, 65535))
+  .option('--port <port>', 'hub TCP port (default hub.port, 1883; 0 picks a free one)', integer('port', 0, 65535))
   .option('--host <host>', 'interface the hub listens on (default hub.listen_host)')
   .option('--executors <n>', 'number of executors', integer('executors', 0, 64), 1)
   .action(async (opts: { port?: number; host?: string; executors: number }, cmd: Command) => {
@@ -180,8 +180,8 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) {
-    // Commander already printed help, the version or its own one-line error.
-    process.exit(err.exitCode);
+    // Commander already printed help, the version or its own one-line error; usage errors exit 2.
+    process.exit(err.exitCode === 0 ? 0 : 2);
   }
   process.stderr.write(`ucp: ${explain(err)}\n`);
   process.exit(err instanceof UsageError || err instanceof ConfigError ? 2 : 1);

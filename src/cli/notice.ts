@@ -19,8 +19,9 @@ export const EXIT_QUEUED = 3;
  * there (`ucp outbox --wait` delivers what is pending).
  */
 export async function sendNotice(config: UcpConfig, logger: Logger, out: Output, node: string, text: string, options: NoticeOptions): Promise<number> {
-  const client = await startClient(config, logger);
+  const client = openClient(config, logger);
   try {
+    // Stored before any attempt to reach the hub: a notice typed while the hub is down is not lost.
     const id = await client.link.sendDurable(node, 'notice', { severity: options.severity, text });
     const delivered = await waitDelivered(client, [id], options.timeoutS);
     report(out, { id, to: node, delivered });
@@ -32,7 +33,7 @@ export async function sendNotice(config: UcpConfig, logger: Logger, out: Output,
 
 /** `ucp outbox [--wait S]`: lists what this client still owes other nodes and waits for it to go out. */
 export async function flushOutbox(config: UcpConfig, logger: Logger, out: Output, timeoutS: number): Promise<number> {
-  const client = await startClient(config, logger);
+  const client = openClient(config, logger);
   try {
     const pending = client.link.pendingMessages();
     const delivered = await waitDelivered(client, pending.map((m) => m.id), timeoutS);
@@ -48,18 +49,21 @@ export async function flushOutbox(config: UcpConfig, logger: Logger, out: Output
   }
 }
 
-async function startClient(config: UcpConfig, logger: Logger): Promise<NodeRuntime> {
+function openClient(config: UcpConfig, logger: Logger): NodeRuntime {
   const nodeId = defaultNodeId(config, 'client');
-  const client = NodeRuntime.create({ config, nodeId, role: 'client', dataDir: defaultDataDir(config, nodeId), logger, watchPresence: true });
-  await client.connect();
-  return client;
+  return NodeRuntime.create({ config, nodeId, role: 'client', dataDir: defaultDataDir(config, nodeId), logger, watchPresence: true });
 }
 
+/** Connects and waits for the acknowledgements, giving up (with everything still safely queued) after `timeoutS`. */
 async function waitDelivered(client: NodeRuntime, ids: string[], timeoutS: number): Promise<boolean> {
   if (ids.length === 0) return true;
   if (timeoutS <= 0) return false;
   let timer: NodeJS.Timeout | undefined;
-  const all = Promise.all(ids.map((id) => client.link.delivered(id))).then(() => true);
+  // Connecting counts against the timeout too: an unreachable hub must not make the command hang.
+  const all = client
+    .connect()
+    .then(() => Promise.all(ids.map((id) => client.link.delivered(id))))
+    .then(() => true);
   const expired = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutS * 1_000)));
   try {
     return await Promise.race([all, expired]);

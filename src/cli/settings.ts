@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { loadConfig, type UcpConfig } from '../config/index.js';
 import { createLogger, type Logger } from '../log/index.js';
-import { NodeLink, linkTimingFromConfig } from '../transport/index.js';
+import { NodeLink, TransportError, linkOptionsFromConfig } from '../transport/index.js';
 import type { Role } from '../protocol/index.js';
 
 /** Flags every command accepts; each maps onto a configuration key. */
@@ -47,7 +47,7 @@ export function resolveConfig(flags: GlobalFlags, extra: Record<string, unknown>
   }
   for (const [key, value] of Object.entries(extra)) {
     overrides[key] = value;
-    overrideSources[key] = `--${key.split('.')[1]?.replace(/_/g, '-') ?? key}`;
+    overrideSources[key] = key === 'log.level' ? '--log-level' : `--set ${key}`;
   }
   return loadConfig({ ...(flags.config !== undefined ? { file: flags.config } : {}), overrides, overrideSources });
 }
@@ -77,15 +77,9 @@ export function makeLogger(config: UcpConfig, toStderr: boolean): Logger {
  */
 export async function connectTool(config: UcpConfig, logger: Logger, role: Role = 'client'): Promise<NodeLink> {
   const link = NodeLink.create({
+    ...linkOptionsFromConfig(config, logger),
     nodeId: `ucp-cli-${randomBytes(4).toString('hex')}`,
     role,
-    cluster: config.node.cluster,
-    hubUrl: config.hub.url,
-    username: config.hub.username,
-    password: config.hub.password,
-    logger,
-    limits: { maxMessageBytes: config.protocol.max_message_bytes, maxDepth: config.protocol.max_depth },
-    timing: linkTimingFromConfig(config),
     announce: false,
     watchPresence: true,
   });
@@ -95,7 +89,10 @@ export async function connectTool(config: UcpConfig, logger: Logger, role: Role 
     await Promise.race([
       link.connect(),
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`cannot reach the hub at ${config.hub.url} within ${timeout} ms; is it running? (set --hub or UCP_HUB)`)), timeout);
+        timer = setTimeout(() => {
+          const cause = link.lastHubError !== undefined ? ` (${link.lastHubError})` : '; is it running?';
+          reject(new TransportError('hub_unreachable', `cannot reach the hub at ${config.hub.url} within ${timeout} ms${cause}; set --hub or UCP_HUB`));
+        }, timeout);
       }),
     ]);
   } catch (err) {

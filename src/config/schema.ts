@@ -9,6 +9,7 @@
  * `config/default.toml`, and add it to the matching interface further down. The compile-time check
  * at the bottom of this file fails if the interface and the table disagree.
  */
+import { CLUSTER_PATTERN, NODE_ID_PATTERN } from '../protocol/names.js';
 
 /** Value types a key can have. `string[]` is a TOML array of strings (comma-separated in env/flags). */
 export type KeyType = 'string' | 'integer' | 'number' | 'boolean' | 'string[]';
@@ -84,13 +85,13 @@ export const CONFIG_SCHEMA = {
   node: {
     id: {
       type: 'string',
-      // Used verbatim as the MQTT client id and inside topics, so MQTT wildcards and '/' are excluded.
-      pattern: /^[A-Za-z0-9._-]{0,64}$/,
-      hint: 'empty or 1-64 characters from A-Z a-z 0-9 . _ -',
+      // The wire's own rule, so an id the config accepts is never refused by the protocol.
+      check: (value: string) => (value === '' || NODE_ID_PATTERN.test(value) ? undefined : 'not a valid node id'),
+      hint: 'empty or 1-64 characters from A-Z a-z 0-9 . _ -, not starting with "__"',
     },
     cluster: {
       type: 'string',
-      pattern: /^[A-Za-z0-9_-]{1,64}$/,
+      pattern: CLUSTER_PATTERN,
       hint: '1-64 characters from A-Z a-z 0-9 _ -',
     },
     data_dir: { type: 'string' },
@@ -118,6 +119,7 @@ export const CONFIG_SCHEMA = {
   protocol: {
     max_message_bytes: { type: 'integer', min: 256, max: 67108864 },
     max_depth: { type: 'integer', min: 4, max: 256 },
+    max_clock_offset_ms: { type: 'integer', min: 0 },
   },
   transport: {
     keepalive_s: { type: 'integer', min: 1, max: 3600 },
@@ -206,6 +208,7 @@ export interface LogConfig {
 export interface ProtocolConfig {
   readonly max_message_bytes: number;
   readonly max_depth: number;
+  readonly max_clock_offset_ms: number;
 }
 
 export interface TransportConfig {

@@ -86,6 +86,8 @@ export class EmbeddedHub {
         resolve();
       });
     });
+    // After listen, a server error (e.g. EMFILE when a unit runs out of descriptors) is logged, not fatal.
+    server.on('error', (err) => log.error({ err: err.message }, 'hub server error'));
     const address = server.address();
     const port = typeof address === 'object' && address !== null ? address.port : options.port;
     const hub = new EmbeddedHub(aedes, sockets, server, options.host, port, log);

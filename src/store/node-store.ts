@@ -123,6 +123,21 @@ export class NodeStore {
     });
   }
 
+  /**
+   * Reserves `count` values of a persistent counter and returns the first. A counter that must never go
+   * backwards across a SIGKILL (a broker's vector clock entry) reserves blocks ahead of use, so one
+   * synchronous write covers many increments.
+   */
+  reserve(name: string, count: number): number {
+    const key = `counter:${name}`;
+    return this.meta.transactionSync(() => {
+      const current = this.meta.get(key);
+      const start = typeof current === 'number' ? current : 0;
+      this.meta.putSync(key, start + count);
+      return start;
+    });
+  }
+
   schemaVersion(): number {
     return this.meta.get(META.schema) as number;
   }

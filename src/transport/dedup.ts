@@ -19,7 +19,7 @@ export class Deduplicator {
     return `${from}\u0000${id}`;
   }
 
-  /** True if seen before; otherwise remembers it in memory and returns false. */
+  /** True if this message was handled before (in memory, or on disk for durable messages). */
   seen(from: string, id: string, durable: boolean): boolean {
     const key = Deduplicator.key(from, id);
     if (this.recent.has(key)) return true;
@@ -27,26 +27,28 @@ export class Deduplicator {
       this.remember(key);
       return true;
     }
-    this.remember(key);
     return false;
   }
 
-  /** Forgets a message that was not handled after all, so its retry is not mistaken for a duplicate. */
-  forget(from: string, id: string): void {
-    this.recent.delete(Deduplicator.key(from, id));
+  /** Marks a message handled in memory. */
+  handled(from: string, id: string): void {
+    this.remember(Deduplicator.key(from, id));
   }
 
-  /** Records a handled durable message on disk; resolves when the write is committed. */
-  async persist(from: string, id: string, wallMs: number): Promise<void> {
-    await this.persisted?.put(Deduplicator.key(from, id), wallMs);
+  /**
+   * Records a handled durable message on disk; resolves when the write is committed. `atMs` is HLC wall
+   * time, which never runs backwards, so a clock corrected backwards cannot keep ids forever.
+   */
+  async persist(from: string, id: string, atMs: number): Promise<void> {
+    await this.persisted?.put(Deduplicator.key(from, id), atMs);
   }
 
-  /** Drops on-disk ids older than the TTL; returns how many went. */
-  async prune(olderThanWallMs: number): Promise<number> {
+  /** Drops on-disk ids recorded before `olderThanMs` (HLC wall time); returns how many went. */
+  async prune(olderThanMs: number): Promise<number> {
     if (this.persisted === undefined) return 0;
     const stale: string[] = [];
     for (const { key, value } of this.persisted.getRange()) {
-      if (value < olderThanWallMs) stale.push(key);
+      if (value < olderThanMs) stale.push(key);
     }
     const table = this.persisted;
     await table.transaction(() => {

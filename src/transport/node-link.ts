@@ -1,6 +1,5 @@
 import { hostname, loadavg, availableParallelism } from 'node:os';
-import type { MqttClient } from 'mqtt';
-import { HybridLogicalClock, merge, tick, EMPTY_CLOCK, type VectorClock } from '../clock/index.js';
+import type { VectorClock } from '../clock/index.js';
 import {
   decode,
   encode,
@@ -15,10 +14,11 @@ import {
 } from '../protocol/index.js';
 import type { Logger } from '../log/index.js';
 import type { NodeStore } from '../store/index.js';
-import { connectMqtt } from './connect.js';
+import { ClockKeeper } from './clock-keeper.js';
 import { Counters } from './counters.js';
 import { Deduplicator } from './dedup.js';
 import { DurableOutbox, type OutboxEntry } from './outbox.js';
+import { HubConnection } from './hub-connection.js';
 import { PeerTable, type PresenceEvent } from './presence.js';
 import { RemoteError, TransportError } from './errors.js';
 import { SOFTWARE } from './software.js';
@@ -47,9 +47,12 @@ export interface NodeLinkOptions {
   readonly logger: Logger;
   readonly limits: CodecLimits;
   readonly timing: LinkTiming;
+  /** See ClockKeeper: 0 adopts any peer's HLC. */
+  readonly maxClockOffsetMs: number;
   /**
-   * The node's LMDB store: required for the durable outbox, persistent duplicate suppression and the
-   * incarnation. A short-lived command-line tool runs without one and cannot send durably.
+   * The node's LMDB store: required for the durable outbox, persistent duplicate suppression, the
+   * incarnation and a broker's clock counter. A short-lived command-line tool runs without one and cannot
+   * send durably.
    */
   readonly store?: NodeStore;
   /**
@@ -65,6 +68,7 @@ export type Handler<K extends Kind> = (msg: Envelope<K>) => void | Promise<void>
 export type PresenceListener = (event: PresenceEvent) => void;
 
 interface PendingRequest {
+  to: string;
   resolve: (msg: AnyEnvelope) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
@@ -75,11 +79,13 @@ const LINK_KINDS: ReadonlySet<Kind> = new Set<Kind>(['ack', 'ping', 'status_requ
 const PRESENCE_KINDS: ReadonlySet<Kind> = new Set<Kind>(['birth', 'death']);
 /** How often on-disk duplicate ids older than the TTL are swept. */
 const DEDUP_PRUNE_INTERVAL_MS = 10 * 60_000;
+/** How long a clean stop waits for its graceful death to be acknowledged by the hub. */
+const DEATH_PUBLISH_TIMEOUT_MS = 1_000;
 
 /**
- * A node's connection to the cluster: MQTT with TCP_NODELAY, CBOR envelopes stamped with the vector clock
- * and HLC, presence (birth, last will, heartbeats), a durable outbox, request/reply, and duplicate
- * suppression. Every role runs on one of these.
+ * A node's connection to the cluster: CBOR envelopes stamped with the vector clock and HLC, presence
+ * (birth, last will, heartbeats), a durable outbox, request/reply and duplicate suppression, over a hub
+ * connection with TCP_NODELAY. Every role runs on one of these.
  */
 export class NodeLink {
   readonly id: string;
@@ -87,14 +93,15 @@ export class NodeLink {
   readonly topics: Topics;
   readonly counters = new Counters();
   readonly peers: PeerTable;
-  readonly hlc = new HybridLogicalClock();
   /** 0 for a link without a store: it has no identity to carry across restarts. */
   readonly incarnation: number;
-  private vc: VectorClock = EMPTY_CLOCK;
+  private readonly clocks: ClockKeeper;
   private readonly log: Logger;
-  private readonly client: MqttClient;
+  private readonly hub: HubConnection;
   private readonly outbox?: DurableOutbox;
   private readonly dedup: Deduplicator;
+  /** Messages being handled now: a copy arriving meanwhile must neither run again nor be acknowledged. */
+  private readonly inFlight = new Set<string>();
   private readonly handlers = new Map<Kind, Handler<Kind>>();
   private readonly presenceListeners: PresenceListener[] = [];
   private readonly requests = new Map<string, PendingRequest>();
@@ -105,10 +112,6 @@ export class NodeLink {
   private heartbeatSeq = 0;
   private stopping = false;
   private timersStarted = false;
-  private connectStarted = false;
-  private reconnectTimer: NodeJS.Timeout | undefined;
-  private reconnectDelay: number;
-  private online = false;
   private readonly firstReady: Promise<void>;
   private markReady!: () => void;
 
@@ -118,8 +121,9 @@ export class NodeLink {
     this.topics = new Topics(opts.cluster);
     this.log = opts.logger.child({ component: 'link', node: opts.nodeId });
     this.peers = new PeerTable(opts.timing.deadAfterMs);
-    this.reconnectDelay = opts.timing.reconnectMinMs;
     this.incarnation = opts.store?.nextIncarnation() ?? 0;
+    // Only brokers own an entry in the vector clock; everyone else forwards what they have seen.
+    this.clocks = new ClockKeeper(opts.role === 'broker' ? opts.nodeId : undefined, opts.maxClockOffsetMs, opts.store);
     // Links without a store may share an id prefix with an earlier run, so give them a random one.
     this.idPrefix = opts.store !== undefined ? this.incarnation.toString(36) : `t${Math.random().toString(36).slice(2, 10)}`;
     const timing = opts.timing;
@@ -127,34 +131,31 @@ export class NodeLink {
     if (opts.store !== undefined) {
       this.outbox = new DurableOutbox(opts.store.table<OutboxEntry>('transport_outbox'), timing);
     }
-
-    const will = opts.announce
-      ? {
-          topic: this.topics.presence(this.id),
-          payload: encode(this.envelope('death', { graceful: false })),
-          qos: 1 as const,
-          retain: true,
-        }
-      : undefined;
-    this.client = connectMqtt(opts.hubUrl, {
-      clientId: this.id,
-      clean: true,
-      keepalive: timing.keepaliveS,
-      connectTimeout: timing.connectTimeoutMs,
-      reconnectPeriod: 0,
-      manualConnect: true,
-      resubscribe: false,
-      ...(opts.username ? { username: opts.username } : {}),
-      ...(opts.password ? { password: opts.password } : {}),
-      ...(will !== undefined ? { will } : {}),
-    });
+    const will = opts.announce ? { topic: this.topics.presence(this.id), payload: encode(this.envelope('death', { graceful: false })), qos: 1 as const, retain: true } : undefined;
+    this.hub = new HubConnection(
+      {
+        url: opts.hubUrl,
+        clientId: this.id,
+        keepaliveS: timing.keepaliveS,
+        connectTimeoutMs: timing.connectTimeoutMs,
+        reconnectMinMs: timing.reconnectMinMs,
+        reconnectMaxMs: timing.reconnectMaxMs,
+        ...(opts.username !== undefined ? { username: opts.username } : {}),
+        ...(opts.password !== undefined ? { password: opts.password } : {}),
+        ...(will !== undefined ? { will } : {}),
+        log: this.log,
+        counters: this.counters,
+        quiet: !opts.announce,
+      },
+      () => void this.onConnect(),
+      (topic, payload, retained) => this.onMessage(topic, payload, retained),
+    );
     this.firstReady = new Promise((resolve) => (this.markReady = resolve));
-    this.wireClient();
   }
 
   /**
    * Creates the link without connecting, so handlers can be registered before the first message can
-   * arrive: a durable message handled by nobody would be acknowledged and lost.
+   * arrive: a durable message of a kind nobody handles yet would only be retried until someone does.
    */
   static create(opts: NodeLinkOptions): NodeLink {
     return new NodeLink(opts);
@@ -162,10 +163,7 @@ export class NodeLink {
 
   /** Connects (waiting for the hub as long as it takes) and resolves once subscribed and born. */
   async connect(): Promise<void> {
-    if (!this.connectStarted) {
-      this.connectStarted = true;
-      this.client.connect();
-    }
+    this.hub.start();
     await this.firstReady;
   }
 
@@ -178,17 +176,17 @@ export class NodeLink {
 
   // ---- sending -------------------------------------------------------------------------------------
 
-  /** Fire-and-forget QoS 1 message to one node's inbox. */
+  /** Fire-and-forget QoS 1 message to one node's inbox; dropped (and counted) while the hub is away. */
   send<K extends Kind>(to: string, kind: K, body: BodyOf<K>): string {
     const msg = this.envelope(kind, body);
-    this.publish(this.topics.inbox(to), encode(msg));
+    this.hub.publish(this.topics.inbox(to), encode(msg));
     return msg.id;
   }
 
   /** Sends a reply to `request`, correlated by its id. */
   reply<K extends Kind>(request: AnyEnvelope, kind: K, body: BodyOf<K>): void {
     const msg = this.envelope(kind, body, { re: request.id });
-    this.publish(this.topics.inbox(request.from), encode(msg));
+    this.hub.publish(this.topics.inbox(request.from), encode(msg));
   }
 
   /** Sends a request and resolves with the reply, or rejects after the timeout or with the peer's error. */
@@ -200,14 +198,15 @@ export class NodeLink {
         this.counters.inc('request_timeouts');
         reject(new TransportError('request_timeout', `no reply from ${to} to ${kind} within ${timeoutMs} ms; is it running and attached to this hub?`));
       }, timeoutMs);
-      this.requests.set(msg.id, { resolve, reject, timer });
-      this.publish(this.topics.inbox(to), encode(msg));
+      this.requests.set(msg.id, { to, resolve, reject, timer });
+      this.hub.publish(this.topics.inbox(to), encode(msg));
     });
   }
 
   /**
    * Sends a message through the durable outbox: it is written to LMDB, and retried until `to` acknowledges
-   * it, across restarts of either side. Resolves with the message id once the message is stored.
+   * it, across restarts of either side and while the hub is unreachable. Resolves with the message id once
+   * the message is stored.
    */
   async sendDurable<K extends Kind>(to: string, kind: K, body: BodyOf<K>): Promise<string> {
     if (this.outbox === undefined) throw new TransportError('no_store', 'this link has no data directory, so it cannot send durably');
@@ -215,7 +214,7 @@ export class NodeLink {
     const msg = this.envelope(kind, body, { ack: true });
     const payload = encode(msg);
     const stored = this.outbox.add({ id: msg.id, to, topic, kind, payload, createdAt: Date.now() });
-    this.publish(topic, payload);
+    if (this.hub.connected) this.hub.publish(topic, payload);
     await stored;
     return msg.id;
   }
@@ -225,11 +224,9 @@ export class NodeLink {
     return this.outbox?.delivered(messageId) ?? Promise.resolve();
   }
 
-  /** What this node still owes others, oldest first. */
+  /** What this node still owes others, in the order it was sent. */
   pendingMessages(): Array<Pick<OutboxEntry, 'id' | 'to' | 'kind' | 'createdAt'>> {
-    return (this.outbox?.entries() ?? [])
-      .map(({ id, to, kind, createdAt }) => ({ id, to, kind, createdAt }))
-      .sort((a, b) => a.createdAt - b.createdAt);
+    return (this.outbox?.entries() ?? []).map(({ id, to, kind, createdAt }) => ({ id, to, kind, createdAt }));
   }
 
   get outboxPending(): number {
@@ -254,7 +251,17 @@ export class NodeLink {
   // ---- lifecycle -----------------------------------------------------------------------------------
 
   get connected(): boolean {
-    return this.client.connected;
+    return this.hub.connected;
+  }
+
+  /** The last error the hub connection reported, for messages that explain why nothing connects. */
+  get lastHubError(): string | undefined {
+    return this.hub.lastError;
+  }
+
+  /** The vector clock this node last stamped or merged. */
+  clock(): VectorClock {
+    return this.clocks.clock();
   }
 
   /**
@@ -265,28 +272,35 @@ export class NodeLink {
     if (this.stopping) return;
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
-    clearTimeout(this.reconnectTimer);
     for (const [, pending] of this.requests) {
       clearTimeout(pending.timer);
       pending.reject(new TransportError('link_closed', 'the link was stopped before a reply arrived'));
     }
     this.requests.clear();
-    if (this.opts.announce && this.client.connected) {
+    if (this.opts.announce && this.hub.connected) {
       const death = encode(this.envelope('death', { graceful: true }));
       await new Promise<void>((resolve) => {
-        this.client.publish(this.topics.presence(this.id), death, { qos: 1, retain: true }, () => resolve());
-        setTimeout(resolve, 1_000).unref();
+        if (!this.hub.publish(this.topics.presence(this.id), death, true, resolve)) resolve();
+        setTimeout(resolve, DEATH_PUBLISH_TIMEOUT_MS).unref();
       });
     }
-    await new Promise<void>((resolve) => this.client.end(false, {}, () => resolve()));
+    await this.hub.end();
   }
 
-  // ---- internals -----------------------------------------------------------------------------------
+  status(): BodyOf<'status'> {
+    return {
+      software: SOFTWARE,
+      uptime_ms: this.uptimeMs(),
+      outbox_pending: this.outboxPending,
+      peers: this.peers.peers().map((p) => ({ id: p.id, role: p.role, incarnation: p.incarnation, alive: p.alive })),
+      counters: { ...this.counters.snapshot(), hlc_max_drift_ms: Math.max(0, Math.round(this.clocks.maxObservedDriftMs)) },
+    };
+  }
+
+  // ---- internals: sending --------------------------------------------------------------------------
 
   private envelope<K extends Kind>(kind: K, body: BodyOf<K>, extra?: { re?: string; ack?: boolean }): Envelope<K> {
-    // Only brokers own an entry in the vector clock; everyone else forwards what they have seen.
-    if (this.role === 'broker') this.vc = tick(this.vc, this.id);
-    const hlc = this.hlc.now();
+    const { vc, hlc } = this.clocks.stamp();
     return {
       v: PROTOCOL_VERSION,
       kind,
@@ -294,7 +308,7 @@ export class NodeLink {
       from: this.id,
       role: this.role,
       inc: this.incarnation,
-      vc: this.vc,
+      vc,
       hlc,
       body,
       ...(extra?.re !== undefined ? { re: extra.re } : {}),
@@ -302,55 +316,11 @@ export class NodeLink {
     };
   }
 
-  /** The vector clock this node last stamped or merged. */
-  clock(): VectorClock {
-    return this.vc;
-  }
-
-  private publish(topic: string, payload: Uint8Array, retain = false): void {
-    this.counters.inc('tx_messages');
-    this.client.publish(topic, payload as Buffer, { qos: 1, retain }, (err) => {
-      if (err !== undefined && err !== null && !this.stopping) {
-        this.counters.inc('tx_errors');
-        this.log.debug({ err: err.message, topic }, 'publish failed; the outbox or the requester retries');
-      }
-    });
-  }
-
-  private wireClient(): void {
-    this.client.on('connect', () => void this.onConnect());
-    this.client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet.retain));
-    this.client.on('error', (err) => {
-      if (this.stopping) return;
-      this.counters.inc('link_errors');
-      this.log.warn({ err: err.message, hub: this.opts.hubUrl }, 'hub connection error');
-    });
-    this.client.on('close', () => {
-      if (this.online && !this.stopping) this.log.warn({ hub: this.opts.hubUrl }, 'lost the hub; reconnecting');
-      this.online = false;
-      this.scheduleReconnect();
-    });
-  }
-
-  /**
-   * mqtt.js retries at a fixed period; a field unit should back off instead, so it does not hammer a hub
-   * that is still booting or a radio link that is down.
-   */
-  private scheduleReconnect(): void {
-    if (this.stopping || this.reconnectTimer !== undefined) return;
-    const delay = this.reconnectDelay;
-    this.reconnectDelay = Math.min(this.opts.timing.reconnectMaxMs, delay * 2);
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
-      if (this.stopping) return;
-      this.counters.inc('reconnects');
-      this.client.reconnect();
-    }, delay);
+  private uptimeMs(): number {
+    return Math.round(performance.now() - this.startedAt);
   }
 
   private async onConnect(): Promise<void> {
-    this.reconnectDelay = this.opts.timing.reconnectMinMs;
-    this.online = true;
     const subs: Record<string, { qos: 1 }> = { [this.topics.inbox(this.id)]: { qos: 1 } };
     if (this.opts.watchPresence) {
       subs[this.topics.all('presence')] = { qos: 1 };
@@ -359,12 +329,7 @@ export class NodeLink {
       // Still watch our own presence topic, to repair it if a stale last will overwrote our birth.
       subs[this.topics.presence(this.id)] = { qos: 1 };
     }
-    try {
-      await this.client.subscribeAsync(subs);
-    } catch (err) {
-      this.log.error({ err: (err as Error).message }, 'subscribe failed; will retry on reconnect');
-      return;
-    }
+    if (!(await this.hub.subscribe(subs))) return;
     if (this.opts.announce) this.publishBirth();
     this.log.info({ hub: this.opts.hubUrl, incarnation: this.incarnation }, 'connected');
     this.outbox?.expedite();
@@ -380,7 +345,7 @@ export class NodeLink {
       pid: process.pid,
       heartbeat_interval_ms: this.opts.timing.heartbeatIntervalMs,
     });
-    this.publish(this.topics.presence(this.id), encode(birth), true);
+    this.hub.publish(this.topics.presence(this.id), encode(birth), true);
   }
 
   private startTimers(): void {
@@ -397,7 +362,8 @@ export class NodeLink {
       this.timers.push(setInterval(() => this.flushOutbox(), Math.max(10, Math.min(1_000, Math.floor(t.retryInitialMs / 2)))));
       this.timers.push(
         setInterval(() => {
-          void this.dedup.prune(Date.now() - t.dedupTtlS * 1_000).catch((err: Error) => this.log.warn({ err: err.message }, 'dedup prune failed'));
+          const cutoff = this.clocks.hlc.now().wall - t.dedupTtlS * 1_000;
+          this.dedup.prune(cutoff).catch((err: Error) => this.log.warn({ err: err.message }, 'dedup prune failed'));
         }, DEDUP_PRUNE_INTERVAL_MS),
       );
     }
@@ -405,24 +371,26 @@ export class NodeLink {
   }
 
   private publishHeartbeat(): void {
-    if (!this.client.connected) return;
+    if (!this.hub.connected) return;
     const hb = this.envelope('heartbeat', {
       seq: this.heartbeatSeq++,
-      uptime_ms: Math.round(performance.now() - this.startedAt),
+      uptime_ms: this.uptimeMs(),
       rss_bytes: process.memoryUsage.rss(),
       load: Math.min(1_000, (loadavg()[0] ?? 0) / availableParallelism()),
       outbox_pending: this.outboxPending,
     });
-    this.publish(this.topics.heartbeat(this.id), encode(hb));
+    this.hub.publish(this.topics.heartbeat(this.id), encode(hb));
   }
 
   private flushOutbox(): void {
-    if (this.outbox === undefined || !this.client.connected) return;
+    if (this.outbox === undefined || !this.hub.connected) return;
     for (const entry of this.outbox.due()) {
       this.counters.inc('outbox_sends');
-      this.publish(entry.topic, entry.payload);
+      this.hub.publish(entry.topic, entry.payload);
     }
   }
+
+  // ---- internals: receiving ------------------------------------------------------------------------
 
   private emitPresence(events: PresenceEvent[]): void {
     for (const event of events) {
@@ -453,8 +421,11 @@ export class NodeLink {
       this.counters.reject(this.log, 'rx_dropped_wrong_topic', topic, `unexpected topic ${topic}`);
       return;
     }
-    // An empty retained payload is how MQTT clears a retained message: someone forgot a node on purpose.
-    if (payload.byteLength === 0 && where.cls === 'presence') return;
+    if (payload.byteLength === 0 && where.cls === 'presence') {
+      // An empty retained payload is how MQTT clears a retained message: someone forgot a node on purpose.
+      if (where.node !== this.id) this.peers.forget(where.node);
+      return;
+    }
     const result = decode(payload, this.opts.limits);
     if (!result.ok) {
       this.counters.reject(this.log, `rx_dropped_${result.error.code}`, topic, result.error.reason);
@@ -466,8 +437,8 @@ export class NodeLink {
       this.counters.reject(this.log, 'rx_dropped_wrong_topic', topic, misplaced);
       return;
     }
-    if (msg.from === this.id) {
-      if (msg.kind === 'death' && !retained && this.opts.announce && !this.stopping && this.client.connected) {
+    if (msg.from === this.id && where.cls !== 'inbox') {
+      if (msg.kind === 'death' && !retained && this.opts.announce && !this.stopping && this.hub.connected) {
         // A last will from an older incarnation (or from a connection the hub gave up on) replaced our
         // retained birth. We are alive: say so again. (A retained death replayed on subscribing is the
         // previous run's, and the birth we publish next replaces it anyway.)
@@ -476,8 +447,10 @@ export class NodeLink {
       }
       return;
     }
-    this.hlc.receive(msg.hlc);
-    this.vc = merge(this.vc, msg.vc);
+    if (msg.from !== this.id) {
+      const observed = this.clocks.observe(msg.vc, msg.hlc);
+      if (observed !== 'ok') this.counters.reject(this.log, observed, msg.from, observed === 'hlc_refused' ? `HLC ${msg.hlc.wall}.${msg.hlc.logical} not adopted (too far ahead or logical counter too large)` : 'vector clock not adopted (claims our own future events or too many entries)');
+    }
     switch (msg.kind) {
       case 'birth':
         this.emitPresence(this.peers.onBirth(msg.from, msg.role, msg.inc, msg.body));
@@ -490,7 +463,11 @@ export class NodeLink {
         return;
       default:
         this.peers.touch(msg.from, msg.inc);
-        void this.onInbox(msg);
+        this.onInbox(msg).catch((err: Error) => {
+          // Nothing may escape into the MQTT client's event handler: it would take the node down.
+          this.counters.inc('handler_errors');
+          this.log.error({ err: err.message, kind: msg.kind, from: msg.from }, 'inbox processing failed');
+        });
     }
   }
 
@@ -520,51 +497,60 @@ export class NodeLink {
 
   private async onInbox(msg: AnyEnvelope): Promise<void> {
     if (msg.re !== undefined) {
-      const pending = this.requests.get(msg.re);
-      if (pending !== undefined) {
-        this.requests.delete(msg.re);
-        clearTimeout(pending.timer);
-        if (msg.kind === 'error') pending.reject(new RemoteError(msg.from, msg.body.code, msg.body.message));
-        else pending.resolve(msg);
-        return;
-      }
-      // The requester gave up waiting; nothing is left to do with its answer.
-      this.counters.inc('rx_late_replies');
+      this.onReply(msg, msg.re);
       return;
     }
     if (msg.kind === 'ack') {
-      if (this.outbox?.acknowledge(msg.body.of) !== true) this.counters.inc('acks_unmatched');
+      if (this.outbox?.acknowledge(msg.body.of, msg.from) !== true) this.counters.inc('acks_unmatched');
       return;
     }
     const durable = msg.ack === true;
+    const key = `${msg.from}\u0000${msg.id}`;
+    if (this.inFlight.has(key)) {
+      // The first copy is still being handled; its outcome decides, and the sender will retry if needed.
+      this.counters.inc('rx_duplicates');
+      return;
+    }
     if (this.dedup.seen(msg.from, msg.id, durable)) {
       this.counters.inc('rx_duplicates');
       // The sender did not get our ack (or it crossed its retry): acknowledge again, handle nothing.
       if (durable) this.send(msg.from, 'ack', { of: msg.id });
       return;
     }
+    this.inFlight.add(key);
     try {
-      await this.dispatch(msg);
+      await this.dispatch(msg, durable);
+      if (durable) {
+        await this.dedup.persist(msg.from, msg.id, this.clocks.hlc.now().wall);
+        await this.opts.store?.durable();
+      }
     } catch (err) {
       this.counters.inc('handler_errors');
-      this.dedup.forget(msg.from, msg.id);
-      this.log.error({ err: (err as Error).message, kind: msg.kind, from: msg.from }, durable ? 'handler failed; the sender will retry' : 'handler failed');
-      if (msg.re === undefined && !durable) this.reply(msg, 'error', { code: 'handler_failed', message: (err as Error).message.slice(0, 1_024) });
+      const reason = (err as Error).message;
+      this.log.error({ err: reason, kind: msg.kind, from: msg.from }, durable ? 'handling failed; the sender will retry' : 'handling failed');
+      if (!durable) this.reply(msg, 'error', { code: 'handler_failed', message: reason.slice(0, 1_024) });
       return;
+    } finally {
+      this.inFlight.delete(key);
     }
-    if (durable) {
-      try {
-        await this.dedup.persist(msg.from, msg.id, Date.now());
-        await this.opts.store?.durable();
-      } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'could not record a handled message; the sender will retry');
-        return;
-      }
-      this.send(msg.from, 'ack', { of: msg.id });
-    }
+    this.dedup.handled(msg.from, msg.id);
+    if (durable) this.send(msg.from, 'ack', { of: msg.id });
   }
 
-  private async dispatch(msg: AnyEnvelope): Promise<void> {
+  private onReply(msg: AnyEnvelope, re: string): void {
+    const pending = this.requests.get(re);
+    if (pending === undefined || pending.to !== msg.from) {
+      // The requester gave up waiting, or someone other than the asked node answered.
+      this.counters.inc('rx_unmatched_replies');
+      return;
+    }
+    this.requests.delete(re);
+    clearTimeout(pending.timer);
+    if (msg.kind === 'error') pending.reject(new RemoteError(msg.from, msg.body.code, msg.body.message));
+    else pending.resolve(msg);
+  }
+
+  private async dispatch(msg: AnyEnvelope, durable: boolean): Promise<void> {
     switch (msg.kind) {
       case 'ping':
         this.reply(msg, 'pong', msg.body.data !== undefined ? { data: msg.body.data } : {});
@@ -574,23 +560,17 @@ export class NodeLink {
         return;
       default: {
         const handler = this.handlers.get(msg.kind);
-        if (handler === undefined) {
-          this.counters.reject(this.log, 'rx_unhandled_kind', msg.from, `${this.role} ${this.id} does not handle "${msg.kind}"`);
-          if (msg.re === undefined) this.reply(msg, 'error', { code: 'unhandled_kind', message: `${this.role} does not handle ${msg.kind}` });
+        if (handler !== undefined) {
+          await handler(msg);
           return;
         }
-        await handler(msg);
+        const reason = `${this.role} ${this.id} does not handle "${msg.kind}"`;
+        this.counters.reject(this.log, 'rx_unhandled_kind', msg.from, reason);
+        // A durable message must not be acknowledged unhandled: the sender keeps it until a node that
+        // understands it answers (e.g. after an upgrade). A request is told at once.
+        if (durable) throw new TransportError('unhandled_kind', reason);
+        this.reply(msg, 'error', { code: 'unhandled_kind', message: reason });
       }
     }
-  }
-
-  status(): BodyOf<'status'> {
-    return {
-      software: SOFTWARE,
-      uptime_ms: Math.round(performance.now() - this.startedAt),
-      outbox_pending: this.outboxPending,
-      peers: this.peers.peers().map((p) => ({ id: p.id, role: p.role, incarnation: p.incarnation, alive: p.alive })),
-      counters: this.counters.snapshot(),
-    };
   }
 }

@@ -2,7 +2,7 @@ import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
 import type { Role } from '../protocol/index.js';
 import { NodeStore, type Table } from '../store/index.js';
-import { NodeLink, type LinkTiming } from './node-link.js';
+import { NodeLink, type LinkTiming, type NodeLinkOptions } from './node-link.js';
 
 export function linkTimingFromConfig(config: UcpConfig): LinkTiming {
   return {
@@ -17,6 +17,23 @@ export function linkTimingFromConfig(config: UcpConfig): LinkTiming {
     retryMaxMs: config.outbox.retry_max_ms,
     heartbeatIntervalMs: config.liveness.heartbeat_interval_ms,
     deadAfterMs: config.liveness.dead_after_ms,
+  };
+}
+
+/** Everything a link takes from the configuration; the caller adds identity, store and presence. */
+export function linkOptionsFromConfig(
+  config: UcpConfig,
+  logger: Logger,
+): Pick<NodeLinkOptions, 'cluster' | 'hubUrl' | 'username' | 'password' | 'logger' | 'limits' | 'timing' | 'maxClockOffsetMs'> {
+  return {
+    cluster: config.node.cluster,
+    hubUrl: config.hub.url,
+    username: config.hub.username,
+    password: config.hub.password,
+    logger,
+    limits: { maxMessageBytes: config.protocol.max_message_bytes, maxDepth: config.protocol.max_depth },
+    timing: linkTimingFromConfig(config),
+    maxClockOffsetMs: config.protocol.max_clock_offset_ms,
   };
 }
 
@@ -70,15 +87,10 @@ export class NodeRuntime {
     const log = options.logger.child({ node: options.nodeId, role: options.role });
     try {
       const link = NodeLink.create({
+        ...linkOptionsFromConfig(config, options.logger),
+        ...(options.hubUrl !== undefined ? { hubUrl: options.hubUrl } : {}),
         nodeId: options.nodeId,
         role: options.role,
-        cluster: config.node.cluster,
-        hubUrl: options.hubUrl ?? config.hub.url,
-        username: config.hub.username,
-        password: config.hub.password,
-        logger: options.logger,
-        limits: { maxMessageBytes: config.protocol.max_message_bytes, maxDepth: config.protocol.max_depth },
-        timing: linkTimingFromConfig(config),
         store,
         announce: true,
         watchPresence: options.watchPresence ?? true,

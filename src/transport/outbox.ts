@@ -45,7 +45,13 @@ export class DurableOutbox {
   async add(entry: OutboxEntry): Promise<void> {
     const p = this.track(entry, 0);
     this.schedule(p, this.now());
-    await this.table.put(entry.id, entry);
+    try {
+      await this.table.put(entry.id, entry);
+    } catch (err) {
+      // Not stored, so not promised: the caller learns it failed, and nothing retries it behind its back.
+      this.pending.delete(entry.id);
+      throw err;
+    }
   }
 
   /** Resolves when the receiver acknowledges the message (at once if it is not pending). */
@@ -55,12 +61,16 @@ export class DurableOutbox {
     return new Promise((resolve) => p.waiters.push(resolve));
   }
 
-  /** The acknowledgement arrived: forget the message. Returns false for an unknown or repeated ack. */
-  acknowledge(id: string): boolean {
+  /**
+   * The acknowledgement arrived: forget the message. Returns false for an unknown or repeated ack, and for
+   * an ack from anyone but the message's receiver.
+   */
+  acknowledge(id: string, from: string): boolean {
     const p = this.pending.get(id);
-    if (p === undefined) return false;
+    if (p === undefined || p.entry.to !== from) return false;
     this.pending.delete(id);
-    void this.table.remove(id);
+    // A failed removal only means the message is sent once more after a restart, and acknowledged again.
+    this.table.remove(id).catch(() => undefined);
     for (const resolve of p.waiters) resolve();
     return true;
   }

@@ -32,10 +32,17 @@ export type PresenceEvent =
 export class PeerTable {
   private readonly table = new Map<string, PeerState>();
   staleIgnored = 0;
+  /** Births refused because the table was full of live peers. */
+  refused = 0;
 
+  /**
+   * @param capacity most peers tracked; when full, the longest-dead peer makes room, and a new peer is
+   *   refused only if every tracked peer is alive (a flood of forged births cannot exhaust memory).
+   */
   constructor(
     private readonly deadAfterMs: number,
     private readonly now: () => number = () => performance.now(),
+    private readonly capacity = 10_000,
   ) {}
 
   get(id: string): Readonly<PeerState> | undefined {
@@ -44,10 +51,6 @@ export class PeerTable {
 
   peers(): Readonly<PeerState>[] {
     return [...this.table.values()];
-  }
-
-  alive(): Readonly<PeerState>[] {
-    return this.peers().filter((p) => p.alive);
   }
 
   onBirth(id: string, role: Role, incarnation: number, birth: BodyOf<'birth'>): PresenceEvent[] {
@@ -74,7 +77,7 @@ export class PeerTable {
     const peer = this.table.get(id);
     if (peer === undefined) {
       // A retained death of a node we never saw alive: remember it so an older birth cannot resurrect it.
-      this.table.set(id, { id, role, incarnation, alive: false, lastSeen: this.now(), downReason: graceful ? 'graceful' : 'will' });
+      if (this.makeRoom()) this.table.set(id, { id, role, incarnation, alive: false, lastSeen: this.now(), downReason: graceful ? 'graceful' : 'will' });
       return [];
     }
     if (incarnation < peer.incarnation) {
@@ -103,15 +106,31 @@ export class PeerTable {
     return events;
   }
 
-  /** Drops a peer from the table, e.g. one retired by an operator. */
+  /** Drops a peer from the table, e.g. one whose retained presence an operator cleared. */
   forget(id: string): boolean {
     return this.table.delete(id);
+  }
+
+  /** True if one more peer fits, evicting the peer dead the longest if needed. */
+  private makeRoom(): boolean {
+    if (this.table.size < this.capacity) return true;
+    let oldest: PeerState | undefined;
+    for (const p of this.table.values()) {
+      if (!p.alive && (oldest === undefined || p.lastSeen < oldest.lastSeen)) oldest = p;
+    }
+    if (oldest === undefined) return false;
+    this.table.delete(oldest.id);
+    return true;
   }
 
   private proofOfLife(id: string, role: Role, incarnation: number): PresenceEvent[] {
     const now = this.now();
     const peer = this.table.get(id);
     if (peer === undefined) {
+      if (!this.makeRoom()) {
+        this.refused++;
+        return [];
+      }
       const fresh: PeerState = { id, role, incarnation, alive: true, lastSeen: now };
       this.table.set(id, fresh);
       return [{ type: 'up', peer: fresh, rejoined: false }];

@@ -8,7 +8,7 @@
 import mqtt from 'mqtt';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { NodeLink, linkTimingFromConfig } from '../../src/transport/index.js';
+import { NodeLink, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
@@ -87,13 +87,10 @@ async function projectRequester(url: string, target: string, dataDir?: string): 
   const config = benchConfig();
   const store = dataDir !== undefined ? NodeStore.open({ dir: dataDir, nodeId: 'bench-requester', sync: config.store.sync }) : undefined;
   const link = await NodeLink.start({
+    ...linkOptionsFromConfig(config, createLogger({ level: 'warn', format: 'json', destination: process.stderr })),
+    hubUrl: url,
     nodeId: 'bench-requester',
     role: 'client',
-    cluster: 'bench',
-    hubUrl: url,
-    logger: createLogger({ level: 'warn', format: 'json', destination: process.stderr }),
-    limits: { maxMessageBytes: config.protocol.max_message_bytes, maxDepth: config.protocol.max_depth },
-    timing: linkTimingFromConfig(config),
     announce: store !== undefined,
     watchPresence: store !== undefined,
     ...(store !== undefined ? { store } : {}),

@@ -134,7 +134,10 @@ describe('DurableOutbox', () => {
     await Promise.resolve();
     expect(delivered).toBe(false);
 
-    expect(outbox.acknowledge('1.1')).toBe(true);
+    // Only the receiver can acknowledge: an ack from anyone else is ignored.
+    expect(outbox.acknowledge('1.1', 'intruder')).toBe(false);
+    expect(outbox.size).toBe(2);
+    expect(outbox.acknowledge('1.1', 'b1')).toBe(true);
     await waiting;
     expect(delivered).toBe(true);
     expect(outbox.size).toBe(1);
@@ -146,7 +149,7 @@ describe('DurableOutbox', () => {
     expect(table.get('1.1')).toBeUndefined();
     expect(table.get('1.2')).toEqual(entry('1.2'));
     // A repeated ack (QoS 1 redelivery) is recognised as such.
-    expect(outbox.acknowledge('1.1')).toBe(false);
+    expect(outbox.acknowledge('1.1', 'b1')).toBe(false);
     await expect(outbox.delivered('1.1')).resolves.toBeUndefined();
   });
 
@@ -154,7 +157,7 @@ describe('DurableOutbox', () => {
     const outbox = open();
     await outbox.add(entry('1.1'));
     const waiters = [outbox.delivered('1.1'), outbox.delivered('1.1')];
-    outbox.acknowledge('1.1');
+    outbox.acknowledge('1.1', 'b1');
     await expect(Promise.all(waiters)).resolves.toHaveLength(2);
   });
 
@@ -163,7 +166,7 @@ describe('DurableOutbox', () => {
     await first.add(entry('1.1', 'b1'));
     await first.add(entry('1.2', 'b2'));
     await first.add(entry('1.3', 'b1'));
-    first.acknowledge('1.2');
+    first.acknowledge('1.2', 'b2');
     await store.durable();
 
     await reopen();
@@ -178,30 +181,34 @@ describe('DurableOutbox', () => {
 });
 
 describe('Deduplicator', () => {
+  /** Checks, then marks handled, the way the link treats a message it has just handled. */
+  const handle = (dedup: Deduplicator, from: string, id: string): boolean => {
+    const before = dedup.seen(from, id, false);
+    dedup.handled(from, id);
+    return before;
+  };
+
   it('remembers a window of recent ids and evicts the oldest first', () => {
     const dedup = new Deduplicator(3);
-    for (const id of ['1', '2', '3']) expect(dedup.seen('a', id, false)).toBe(false);
+    for (const id of ['1', '2', '3']) expect(handle(dedup, 'a', id)).toBe(false);
     for (const id of ['1', '2', '3']) expect(dedup.seen('a', id, false)).toBe(true);
-    expect(dedup.seen('a', '4', false)).toBe(false);
+    expect(handle(dedup, 'a', '4')).toBe(false);
     // '1' was the oldest: gone. The rest are still remembered.
     for (const id of ['2', '3', '4']) expect(dedup.seen('a', id, false)).toBe(true);
     expect(dedup.seen('a', '1', false)).toBe(false);
-    expect(dedup.seen('a', '2', false)).toBe(false);
   });
 
   it('keys by sender as well as id, since ids are only unique per sender', () => {
     const dedup = new Deduplicator(10);
-    expect(dedup.seen('a', '1.1', false)).toBe(false);
-    expect(dedup.seen('b', '1.1', false)).toBe(false);
-    expect(dedup.seen('a', '1.1', false)).toBe(true);
+    expect(handle(dedup, 'a', '1.1')).toBe(false);
+    expect(handle(dedup, 'b', '1.1')).toBe(false);
+    expect(handle(dedup, 'a', '1.1')).toBe(true);
   });
 
-  it('forget() lets the retry of an unhandled message through', () => {
+  it('seen() alone does not mark a message handled, so a failed handling is retried', () => {
     const dedup = new Deduplicator(10);
-    dedup.seen('a', '1', false);
-    dedup.forget('a', '1');
     expect(dedup.seen('a', '1', false)).toBe(false);
-    expect(dedup.seen('a', '1', false)).toBe(true);
+    expect(dedup.seen('a', '1', false)).toBe(false);
   });
 
   it('recognises a persisted durable id after a restart', async () => {

@@ -1,0 +1,86 @@
+import { HybridLogicalClock, merge, EMPTY_CLOCK, size, type HlcTimestamp, type VectorClock } from '../clock/index.js';
+import type { NodeStore } from '../store/index.js';
+
+/** How many vector clock ticks a broker reserves on disk at a time. */
+const COUNTER_BLOCK = 10_000;
+/** The most entries a merged vector clock may hold; the wire limit is the same. */
+export const MAX_CLOCK_ENTRIES = 1_024;
+/**
+ * A logical counter this large means a peer is broken or hostile: a genuine one only grows while the wall
+ * clock stands still, by one per event. Adopting it would push our own past the wire limit.
+ */
+const MAX_ADOPTED_LOGICAL = 2 ** 24;
+
+export type ObserveOutcome = 'ok' | 'hlc_refused' | 'vc_refused';
+
+/**
+ * The node's clocks: what it stamps on every message and what it learns from every message received.
+ *
+ * One message must not be able to wreck a node's clocks, so remote timestamps are adopted only when
+ * plausible: an HLC whose logical counter is sane and, if `maxOffsetMs` is set, whose wall time is no
+ * further ahead of local time than that (the ε of the HLC paper); and a vector clock that neither claims
+ * more of our own events than we made nor grows past its size limit. A refused clock does not refuse the
+ * message: ordering then rests on what the node already knew.
+ *
+ * `maxOffsetMs` is 0 (no bound) by default because field units without a real-time clock boot with a
+ * stale one and must be able to catch up with the cluster's time through the HLC.
+ */
+export class ClockKeeper {
+  readonly hlc = new HybridLogicalClock();
+  private vc: VectorClock = EMPTY_CLOCK;
+  private counter = 0;
+  private reservedUntil = 0;
+
+  /**
+   * @param owner the node id whose entry this node ticks, or undefined for nodes that own no entry
+   *   (only brokers do).
+   * @param store where a broker reserves its counter, so that it never goes backwards across restarts.
+   */
+  constructor(
+    private readonly owner: string | undefined,
+    private readonly maxOffsetMs: number,
+    private readonly store?: NodeStore,
+  ) {}
+
+  /** Timestamps for one outgoing message. */
+  stamp(): { vc: VectorClock; hlc: HlcTimestamp } {
+    if (this.owner !== undefined) {
+      this.counter++;
+      if (this.counter > this.reservedUntil) this.reserve();
+      this.vc = merge(this.vc, { [this.owner]: this.counter });
+    }
+    return { vc: this.vc, hlc: this.hlc.now() };
+  }
+
+  /** Learns from a received message's clocks. */
+  observe(vc: VectorClock, hlc: HlcTimestamp): ObserveOutcome {
+    let outcome: ObserveOutcome = 'ok';
+    const plausibleWall = this.maxOffsetMs === 0 || hlc.wall - Date.now() <= this.maxOffsetMs;
+    if (plausibleWall && hlc.logical <= MAX_ADOPTED_LOGICAL) this.hlc.receive(hlc);
+    else outcome = 'hlc_refused';
+    if (this.owner !== undefined && (vc[this.owner] ?? 0) > this.counter) return 'vc_refused';
+    const merged = merge(this.vc, vc);
+    if (size(merged) > MAX_CLOCK_ENTRIES) return 'vc_refused';
+    this.vc = merged;
+    return outcome;
+  }
+
+  clock(): VectorClock {
+    return this.vc;
+  }
+
+  get maxObservedDriftMs(): number {
+    return this.hlc.maxObservedDriftMs;
+  }
+
+  private reserve(): void {
+    if (this.store === undefined) {
+      this.reservedUntil = Number.MAX_SAFE_INTEGER;
+      return;
+    }
+    const start = this.store.reserve('vector_clock', COUNTER_BLOCK);
+    // Resume after everything an earlier run may have used: its whole reserved block.
+    if (this.counter <= start) this.counter = start + 1;
+    this.reservedUntil = start + COUNTER_BLOCK;
+  }
+}

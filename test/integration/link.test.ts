@@ -1,0 +1,233 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { EmbeddedHub } from '../../src/hub/index.js';
+import { createLogger } from '../../src/log/index.js';
+import { DEFAULT_LIMITS, encode, PROTOCOL_VERSION, type Envelope, type Role } from '../../src/protocol/index.js';
+import { NodeStore } from '../../src/store/index.js';
+import { NodeLink, type LinkTiming } from '../../src/transport/index.js';
+import { freePort, removeDir, tempDir, ucp } from '../helpers/processes.js';
+
+const logger = createLogger({ level: 'silent', format: 'json' });
+const TIMING: LinkTiming = {
+  keepaliveS: 5,
+  connectTimeoutMs: 2_000,
+  reconnectMinMs: 50,
+  reconnectMaxMs: 500,
+  requestTimeoutMs: 1_000,
+  dedupWindow: 1_000,
+  dedupTtlS: 3_600,
+  retryInitialMs: 40,
+  retryMaxMs: 200,
+  heartbeatIntervalMs: 200,
+  deadAfterMs: 1_000,
+};
+
+async function until(what: string, ok: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * The link's delivery and robustness guarantees, with nodes in this process over a real embedded hub and
+ * real LMDB: handlers that fail or are slow, forged acknowledgements, poisoned clocks, a vanishing hub.
+ */
+describe('node link guarantees', () => {
+  let dir: string;
+  let hub: EmbeddedHub;
+  const links: NodeLink[] = [];
+  const stores: NodeStore[] = [];
+
+  afterEach(async () => {
+    for (const l of links.splice(0)) await l.stop();
+    for (const s of stores.splice(0)) await s.close();
+    await hub?.stop().catch(() => undefined);
+    removeDir(dir);
+  });
+
+  async function setup(): Promise<void> {
+    dir = tempDir();
+    hub = await EmbeddedHub.start({ host: '127.0.0.1', port: 0, logger });
+  }
+
+  function openStore(id: string): NodeStore {
+    const store = NodeStore.open({ dir: join(dir, id), nodeId: id });
+    stores.push(store);
+    return store;
+  }
+
+  function create(id: string, role: Role = 'executor', store: NodeStore | undefined = openStore(id), hubUrl = hub.url): NodeLink {
+    const link = NodeLink.create({
+      nodeId: id,
+      role,
+      cluster: 'lt',
+      hubUrl,
+      logger,
+      limits: DEFAULT_LIMITS,
+      timing: TIMING,
+      maxClockOffsetMs: 0,
+      announce: true,
+      watchPresence: true,
+      ...(store !== undefined ? { store } : {}),
+    });
+    links.push(link);
+    return link;
+  }
+
+  it('a copy of a durable message that arrives while the first is being handled is not acknowledged early', async () => {
+    await setup();
+    const receiver = create('recv');
+    let attempts = 0;
+    let handled = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    receiver.on('notice', async () => {
+      attempts++;
+      if (attempts === 1) {
+        await gate;
+        throw new Error('disk full');
+      }
+      handled++;
+    });
+    await receiver.connect();
+    const sender = create('send');
+    await sender.connect();
+
+    const id = await sender.sendDurable('recv', 'notice', { severity: 'info', text: 'hold on' });
+    let delivered = false;
+    void sender.delivered(id).then(() => (delivered = true));
+    // Retries every ~40 ms reach the receiver while the first copy is stuck in its handler.
+    await until('retries to arrive', () => receiver.counters.get('rx_duplicates') >= 3);
+    expect(delivered).toBe(false);
+    expect(sender.outboxPending).toBe(1);
+
+    release();
+    await until('delivery after the failed first attempt', () => delivered);
+    expect(attempts).toBe(2);
+    expect(handled).toBe(1);
+    expect(sender.outboxPending).toBe(0);
+  });
+
+  it('a durable message of a kind nobody handles yet is kept and delivered once a handler exists', async () => {
+    await setup();
+    const receiver = create('recv');
+    await receiver.connect();
+    const sender = create('send');
+    await sender.connect();
+    const id = await sender.sendDurable('recv', 'notice', { severity: 'warning', text: 'later' });
+    await until('a refused attempt', () => receiver.counters.get('rx_unhandled_kind') >= 1);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(sender.outboxPending).toBe(1);
+
+    const got: string[] = [];
+    receiver.on('notice', (msg) => void got.push(msg.body.text));
+    await sender.delivered(id);
+    expect(got).toEqual(['later']);
+  });
+
+  it('an acknowledgement from anyone but the receiver is ignored', async () => {
+    await setup();
+    const sender = create('send');
+    await sender.connect();
+    const forger = create('forger', 'client', undefined);
+    await forger.connect();
+    // The receiver does not exist, so only the forged ack could ever clear the message.
+    const id = await sender.sendDurable('absent', 'notice', { severity: 'info', text: 'x' });
+    forger.send('send', 'ack', { of: id });
+    await until('the forged ack to arrive', () => sender.counters.get('acks_unmatched') === 1);
+    expect(sender.outboxPending).toBe(1);
+  });
+
+  it('one poisoned message cannot push a broker\'s clocks past what its peers accept', async () => {
+    await setup();
+    const broker = create('b1', 'broker');
+    await broker.connect();
+    const peer = create('peer');
+    await peer.connect();
+    const forged: Envelope<'ping'> = {
+      v: PROTOCOL_VERSION,
+      kind: 'ping',
+      id: 'x.1',
+      from: 'mallory',
+      role: 'client',
+      inc: 1,
+      vc: { b1: 2 ** 48, other: 7 },
+      hlc: { wall: Date.now() + 60_000, logical: 2 ** 32 },
+      body: {},
+    };
+    const mallory = create('mallory', 'client', undefined);
+    await mallory.connect();
+    // Published raw, the way a hostile device would, bypassing mallory's own clock stamping.
+    await (mallory as unknown as { hub: { client: { publishAsync(t: string, p: Buffer, o: object): Promise<unknown> } } }).hub.client.publishAsync(
+      broker.topics.inbox('b1'),
+      encode(forged),
+      { qos: 1 },
+    );
+    await until('the forged ping to be answered', () => broker.counters.get('tx_messages') > 0 && broker.counters.get('vc_refused') === 1);
+    expect(broker.counters.get('hlc_refused')).toBe(0); // the vector clock check already refused it
+    expect(broker.clock().b1 ?? 0).toBeLessThan(2 ** 48);
+    // The broker still speaks in a way its peers accept.
+    const reply = await peer.request('b1', 'ping', {});
+    expect(reply.kind).toBe('pong');
+    expect(peer.counters.get('rx_dropped_bad_envelope')).toBe(0);
+  });
+
+  it('a broker\'s own clock counter never goes backwards across a restart', async () => {
+    await setup();
+    const store = NodeStore.open({ dir: join(dir, 'b1'), nodeId: 'b1' });
+    const first = create('b1', 'broker', store);
+    await first.connect();
+    const before = first.clock().b1 ?? 0;
+    expect(before).toBeGreaterThan(0);
+    await first.stop();
+    links.splice(links.indexOf(first), 1);
+    await store.close();
+
+    const again = create('b1', 'broker', openStore('b1'));
+    await again.connect();
+    expect(again.clock().b1 ?? 0).toBeGreaterThan(before);
+  });
+
+  it('a node can send requests and durable messages to itself', async () => {
+    await setup();
+    const node = create('solo');
+    const got: string[] = [];
+    node.on('notice', (msg) => void got.push(msg.body.text));
+    await node.connect();
+    expect((await node.request('solo', 'ping', {})).kind).toBe('pong');
+    await node.delivered(await node.sendDurable('solo', 'notice', { severity: 'info', text: 'note to self' }));
+    expect(got).toEqual(['note to self']);
+  });
+
+  it('stops promptly after the hub vanished with publishes in flight, and reconnects when it returns', async () => {
+    await setup();
+    const port = await freePort();
+    let hubProc = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
+    await hubProc.waitForLine(/hub listening/);
+    const node = create('n1', 'executor', openStore('n1'), `mqtt://127.0.0.1:${port}`);
+    await node.connect();
+    // A frozen hub accepts bytes but acknowledges nothing: these QoS 1 publishes stay in flight.
+    hubProc.kill('SIGSTOP');
+    for (let i = 0; i < 20; i++) node.send('nobody', 'ping', {});
+    hubProc.kill('SIGKILL');
+    await hubProc.exited;
+    await until('the link to notice', () => !node.connected);
+    node.send('nobody', 'ping', {});
+    expect(node.counters.get('tx_dropped_offline')).toBeGreaterThanOrEqual(1);
+
+    hubProc = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
+    try {
+      await hubProc.waitForLine(/hub listening/);
+      await until('the link to reconnect', () => node.connected, 10_000);
+      const started = Date.now();
+      await node.stop();
+      links.splice(links.indexOf(node), 1);
+      // Well under the 2 s shutdown deadline: nothing waits for acknowledgements that can never come.
+      expect(Date.now() - started).toBeLessThan(1_500);
+    } finally {
+      await hubProc.stop();
+    }
+  });
+});
