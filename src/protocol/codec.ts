@@ -80,7 +80,7 @@ export function decode(bytes: Uint8Array, limits: CodecLimits = DEFAULT_LIMITS):
     if (err instanceof RangeError && /call stack/i.test(err.message)) return fail('too_deep', 'nesting exhausted the decoder stack');
     return fail('malformed_cbor', err instanceof Error ? err.message.slice(0, 200) : String(err).slice(0, 200));
   }
-  const problem = structureProblem(raw, limits.maxDepth);
+  const problem = structureProblem(raw, limits.maxDepth, bytes.byteLength);
   if (problem === 'too_deep') return fail('too_deep', `nesting deeper than ${limits.maxDepth}`);
   if (problem === 'shared') return fail('malformed_cbor', 'shared or cyclic references (CBOR tags 28/29) are not accepted');
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || raw instanceof Uint8Array) {

@@ -177,18 +177,19 @@ export function object<S extends Shape>(shape: S): Schema<InferShape<S>> {
 export type StructureProblem = 'too_deep' | 'shared';
 
 /**
- * Checks the shape of a decoded value before any schema looks at it: nesting no deeper than `limit`, and a
- * tree rather than a graph. CBOR value-sharing tags (28/29) can make one container appear at many places,
- * or inside itself; walking such a graph costs exponential time in the message size, so it is refused.
+ * Checks the shape of a decoded value before any schema looks at it: nesting no deeper than `limit`, and
+ * no more containers than the encoding had bytes. Every CBOR array or map costs at least one byte, so a
+ * value with more containers than `byteLength` must reuse some through value-sharing tags (28/29); walking
+ * such a graph can cost exponential time in the message size, so it is refused. Counting is enough, and
+ * cheaper than remembering every container visited.
  */
-export function structureProblem(value: unknown, limit: number): StructureProblem | undefined {
-  const seen = new Set<object>();
+export function structureProblem(value: unknown, limit: number, byteLength: number): StructureProblem | undefined {
+  let budget = byteLength;
   // Depth counts edges from the top: any value, scalar or container, deeper than `limit` is refused.
   const walk = (v: unknown, depthLeft: number): StructureProblem | undefined => {
     if (depthLeft < 0) return 'too_deep';
     if (typeof v !== 'object' || v === null || v instanceof Uint8Array) return undefined;
-    if (seen.has(v)) return 'shared';
-    seen.add(v);
+    if (--budget < 0) return 'shared';
     if (Array.isArray(v)) {
       for (const item of v) {
         const problem = walk(item, depthLeft - 1);

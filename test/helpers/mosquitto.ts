@@ -29,7 +29,10 @@ export async function startMosquitto(dir: string): Promise<{ proc: Proc; url: st
   // Mosquitto block-buffers its log when not on a terminal, so wait for the port instead of a log line.
   const deadline = Date.now() + 10_000;
   while (!(await accepts(port))) {
-    if (Date.now() > deadline || proc.child.exitCode !== null) throw new Error(`mosquitto did not start on port ${port}: ${proc.stderr.slice(-500)}`);
+    if (Date.now() > deadline || proc.child.exitCode !== null) {
+      await proc.stop();
+      throw new Error(`mosquitto did not start on port ${port}: ${proc.stderr.slice(-500)}`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   return { proc, url: `mqtt://127.0.0.1:${port}`, port };
