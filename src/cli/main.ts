@@ -46,6 +46,13 @@ function output(flags: GlobalFlags): Output {
   return { ...stdout, json: flags.json === true };
 }
 
+/** What a query command needs: its configuration, a logger on stderr, and where its answer goes. */
+function tool(cmd: Command) {
+  const flags = globals(cmd);
+  const config = resolveConfig(flags);
+  return { config, logger: makeLogger(config, true), out: output(flags) };
+}
+
 async function runRole(cmd: Command, role: Role): Promise<void> {
   const flags = globals(cmd);
   const config = resolveConfig(flags);
@@ -108,9 +115,8 @@ program
   .description("list the cluster's nodes from their retained presence and heartbeats")
   .option('--wait <ms>', 'how long to listen for presence and heartbeats', integer('wait', 0, 600_000), 1_200)
   .action(async (opts: { wait: number }, cmd: Command) => {
-    const flags = globals(cmd);
-    const config = resolveConfig(flags);
-    await listNodes(config, makeLogger(config, true), output(flags), opts.wait);
+    const { config, logger, out } = tool(cmd);
+    await listNodes(config, logger, out, opts.wait);
   });
 
 program
@@ -119,9 +125,8 @@ program
   .argument('<node>', 'node id')
   .option('-c, --count <n>', 'number of pings', integer('count', 1, 1_000_000), 5)
   .action(async (node: string, opts: { count: number }, cmd: Command) => {
-    const flags = globals(cmd);
-    const config = resolveConfig(flags);
-    await ping(config, makeLogger(config, true), output(flags), node, opts.count);
+    const { config, logger, out } = tool(cmd);
+    await ping(config, logger, out, node, opts.count);
   });
 
 program
@@ -129,9 +134,8 @@ program
   .description("show a node's uptime, outbox, peers and counters")
   .argument('<node>', 'node id')
   .action(async (node: string, _opts: unknown, cmd: Command) => {
-    const flags = globals(cmd);
-    const config = resolveConfig(flags);
-    await status(config, makeLogger(config, true), output(flags), node);
+    const { config, logger, out } = tool(cmd);
+    await status(config, logger, out, node);
   });
 
 program
@@ -142,9 +146,8 @@ program
   .addOption(new Option('--severity <level>', 'severity').choices(['info', 'warning', 'critical']).default('info'))
   .option('--timeout <s>', 'seconds to wait for delivery (0: queue and return)', integer('timeout', 0, 86_400), 30)
   .action(async (node: string, text: string, opts: { severity: 'info' | 'warning' | 'critical'; timeout: number }, cmd: Command) => {
-    const flags = globals(cmd);
-    const config = resolveConfig(flags);
-    process.exitCode = await sendNotice(config, makeLogger(config, true), output(flags), node, text, { severity: opts.severity, timeoutS: opts.timeout });
+    const { config, logger, out } = tool(cmd);
+    process.exitCode = await sendNotice(config, logger, out, node, text, { severity: opts.severity, timeoutS: opts.timeout });
   });
 
 program
@@ -152,9 +155,8 @@ program
   .description("deliver what this client's durable outbox still holds")
   .option('--wait <s>', 'seconds to wait for delivery', integer('wait', 0, 86_400), 10)
   .action(async (opts: { wait: number }, cmd: Command) => {
-    const flags = globals(cmd);
-    const config = resolveConfig(flags);
-    process.exitCode = await flushOutbox(config, makeLogger(config, true), output(flags), opts.wait);
+    const { config, logger, out } = tool(cmd);
+    process.exitCode = await flushOutbox(config, logger, out, opts.wait);
   });
 
 program

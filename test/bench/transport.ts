@@ -12,7 +12,7 @@ import { NodeLink, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
-import { Proc, ROOT, cleanEnv, freePort, removeDir, tempDir, ucp } from '../helpers/processes.js';
+import { Proc, ROOT, cleanEnv, freePort, removeDir, startHubProcess, tempDir, ucp } from '../helpers/processes.js';
 import { round, summarize, type LatencySummary } from './stats.js';
 import type { BenchResult } from './run.js';
 
@@ -137,9 +137,7 @@ export async function transportBench(): Promise<BenchResult> {
   const url = `mqtt://127.0.0.1:${port}`;
   const procs: Proc[] = [];
   try {
-    const hub = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
-    procs.push(hub);
-    await hub.waitForLine(/hub listening/);
+    procs.push(await startHubProcess(port));
 
     // Both responders run side by side: the bare echo client, and a real executor node answering pings.
     const echo = new Proc(process.execPath, ['--import', 'tsx', join(ROOT, 'test', 'bench', 'bare-echo.ts'), url], cleanEnv());

@@ -17,14 +17,8 @@ import {
   type Kind,
   type ProtocolErrorCode,
 } from '../../src/protocol/index.js';
+import '../helpers/bytes-equality.js';
 
-// cbor-x hands byte strings back as Buffers; only the bytes matter.
-expect.addEqualityTesters([
-  function bytesEqual(a: unknown, b: unknown): boolean | undefined {
-    if (!(a instanceof Uint8Array) || !(b instanceof Uint8Array)) return undefined;
-    return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
-  },
-]);
 
 const KNOWN_CODES: ReadonlySet<ProtocolErrorCode> = new Set([
   'too_large',

@@ -159,3 +159,10 @@ export async function ucpRun(args: string[], env: Record<string, string> = {}, t
   clearTimeout(timer);
   return { code, stdout: proc.lines.join('\n'), stderr: proc.stderr };
 }
+
+/** Starts `ucp hub` as a real process on `port` and waits until it listens. */
+export async function startHubProcess(port: number): Promise<Proc> {
+  const hub = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
+  await hub.waitForLine(/hub listening on/);
+  return hub;
+}

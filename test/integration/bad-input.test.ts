@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Encoder } from 'cbor-x';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, removeDir, tempDir, ucp, ucpRun, type Proc } from '../helpers/processes.js';
+import { freePort, removeDir, tempDir, ucp, ucpRun, type Proc, startHubProcess } from '../helpers/processes.js';
 import { SKIP_WITHOUT_MOSQUITTO, mosquittoPub } from '../helpers/mosquitto.js';
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true });
@@ -37,9 +37,7 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('bad input from the wire', () => {
   beforeAll(async () => {
     dir = tempDir();
     port = await freePort();
-    const hub = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
-    procs.push(hub);
-    await hub.waitForLine(/hub listening on/);
+    procs.push(await startHubProcess(port));
     node = ucp(['executor', '--node-id', 'node-b', '--data-dir', join(dir, 'b'), '--set', 'protocol.max_message_bytes=8192', ...common()]);
     procs.push(node);
     await node.waitForLog({ msg: 'connected' });

@@ -5,7 +5,7 @@ import { createLogger } from '../../src/log/index.js';
 import { DEFAULT_LIMITS, encode, PROTOCOL_VERSION, type Envelope, type Role } from '../../src/protocol/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { NodeLink, type LinkTiming } from '../../src/transport/index.js';
-import { freePort, removeDir, tempDir, ucp } from '../helpers/processes.js';
+import { freePort, removeDir, startHubProcess, tempDir } from '../helpers/processes.js';
 
 const logger = createLogger({ level: 'silent', format: 'json' });
 const TIMING: LinkTiming = {
@@ -204,8 +204,7 @@ describe('node link guarantees', () => {
   it('stops promptly after the hub vanished with publishes in flight, and reconnects when it returns', async () => {
     await setup();
     const port = await freePort();
-    let hubProc = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
-    await hubProc.waitForLine(/hub listening/);
+    let hubProc = await startHubProcess(port);
     const node = create('n1', 'executor', openStore('n1'), `mqtt://127.0.0.1:${port}`);
     await node.connect();
     // A frozen hub accepts bytes but acknowledges nothing: these QoS 1 publishes stay in flight.
@@ -217,9 +216,8 @@ describe('node link guarantees', () => {
     node.send('nobody', 'ping', {});
     expect(node.counters.get('tx_dropped_offline')).toBeGreaterThanOrEqual(1);
 
-    hubProc = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
+    hubProc = await startHubProcess(port);
     try {
-      await hubProc.waitForLine(/hub listening/);
       await until('the link to reconnect', () => node.connected, 10_000);
       const started = Date.now();
       await node.stop();

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, removeDir, tempDir, ucp, type Proc } from '../helpers/processes.js';
+import { freePort, removeDir, tempDir, ucp, type Proc, startHubProcess } from '../helpers/processes.js';
 import { SKIP_WITHOUT_MOSQUITTO, startMosquitto } from '../helpers/mosquitto.js';
 
 /**
@@ -19,9 +19,7 @@ describe('heartbeat liveness with SIGSTOP', () => {
   beforeAll(async () => {
     dir = tempDir();
     port = await freePort();
-    const hub = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
-    procs.push(hub);
-    await hub.waitForLine(/hub listening on/);
+    procs.push(await startHubProcess(port));
     const common = ['--hub', `mqtt://127.0.0.1:${port}`, '--cluster', 'live', ...timing];
     a = ucp(['broker', '--node-id', 'node-a', '--data-dir', join(dir, 'a'), ...common]);
     b = ucp(['executor', '--node-id', 'node-b', '--data-dir', join(dir, 'b'), ...common]);

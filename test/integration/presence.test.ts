@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
-import { freePort, removeDir, tempDir, ucp, ucpRun, type Proc } from '../helpers/processes.js';
+import { freePort, removeDir, tempDir, ucp, ucpRun, type Proc, startHubProcess } from '../helpers/processes.js';
 
 /**
  * Two real nodes on a real embedded hub, in separate processes: births, a SIGKILL seen through the last
@@ -9,7 +9,6 @@ import { freePort, removeDir, tempDir, ucp, ucpRun, type Proc } from '../helpers
 describe('presence between real processes', () => {
   let dir: string;
   let port: number;
-  let hub: Proc;
   let a: Proc;
   let b: Proc;
   const procs: Proc[] = [];
@@ -20,9 +19,7 @@ describe('presence between real processes', () => {
   beforeAll(async () => {
     dir = tempDir();
     port = await freePort();
-    hub = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
-    procs.push(hub);
-    await hub.waitForLine(/hub listening on/);
+    procs.push(await startHubProcess(port));
   });
 
   afterAll(async () => {

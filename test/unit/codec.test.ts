@@ -18,14 +18,8 @@ import {
   type ProtocolErrorCode,
   type TopicClass,
 } from '../../src/protocol/index.js';
+import '../helpers/bytes-equality.js';
 
-// cbor-x hands byte strings back as Buffers; what matters on the wire is the bytes, not the JS subclass.
-expect.addEqualityTesters([
-  function bytesEqual(a: unknown, b: unknown): boolean | undefined {
-    if (!(a instanceof Uint8Array) || !(b instanceof Uint8Array)) return undefined;
-    return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
-  },
-]);
 
 // Same options as the codec, so tests can put arbitrary (invalid) maps on the wire.
 const rawEncoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true });
