@@ -9,6 +9,7 @@ import {
   ProtocolError,
   ROLES,
   decode,
+  PROTOCOL_ERROR_CODES,
   encode,
   type BodyOf,
   type CodecLimits,
@@ -19,16 +20,7 @@ import {
 } from '../../src/protocol/index.js';
 import '../helpers/bytes-equality.js';
 
-
-const KNOWN_CODES: ReadonlySet<ProtocolErrorCode> = new Set([
-  'too_large',
-  'malformed_cbor',
-  'too_deep',
-  'unsupported_version',
-  'bad_envelope',
-  'unknown_kind',
-  'bad_body',
-]);
+const KNOWN_CODES: ReadonlySet<ProtocolErrorCode> = new Set(PROTOCOL_ERROR_CODES);
 
 // Tight limits as well as the defaults, so the size and depth branches are reached by small inputs too.
 const limitsArb = (maxMessageBytes: number): fc.Arbitrary<CodecLimits> =>

@@ -8,6 +8,7 @@ import {
   ProtocolError,
   Topics,
   decode,
+  PROTOCOL_ERROR_CODES,
   encode,
   type AnyEnvelope,
   type BodyOf,
@@ -93,15 +94,7 @@ function wire(overrides: Record<string, unknown> = {}): Record<string, unknown> 
   return out;
 }
 
-const ALL_CODES: readonly ProtocolErrorCode[] = [
-  'too_large',
-  'malformed_cbor',
-  'too_deep',
-  'unsupported_version',
-  'bad_envelope',
-  'unknown_kind',
-  'bad_body',
-];
+const ALL_CODES: readonly ProtocolErrorCode[] = PROTOCOL_ERROR_CODES;
 
 function expectOk(result: DecodeResult): AnyEnvelope {
   if (!result.ok) throw new Error(`expected ok, got ${result.error.message}`);
