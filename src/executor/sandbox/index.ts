@@ -1,0 +1,2 @@
+export * from './pool.js';
+export { capMemory, MemoryCapError, WasmFormatError, WASM_PAGE_BYTES, type CappedModule, type MemoryLimits } from './wasm-memory.js';

@@ -1,0 +1,252 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { RunReply, RunRequest } from './messages.js';
+import { capMemory, MemoryCapError, WASM_PAGE_BYTES, WasmFormatError, type CappedModule } from './wasm-memory.js';
+
+export interface SandboxJob {
+  /** The module's bytes, as fetched from the datastore. */
+  readonly wasm: Uint8Array;
+  /** Passed verbatim: args[0] is the first argument the module sees, as in REC. */
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  /** Host directory preopened as the guest's `/`. */
+  readonly jobDir: string;
+  readonly stdinPath?: string;
+  readonly stdoutPath: string;
+  readonly stderrPath: string;
+  readonly timeoutMs: number;
+  readonly memoryCapBytes: number;
+}
+
+export type SandboxOutcome = 'exited' | 'trap' | 'timeout' | 'memory_limit' | 'invalid_module' | 'cancelled' | 'error';
+
+export interface SandboxResult {
+  readonly outcome: SandboxOutcome;
+  /** Set when the module exited on its own (outcome 'exited'), 0 meaning success. */
+  readonly exitCode?: number;
+  /** One line for humans: why it ended. */
+  readonly message: string;
+  readonly durationMs: number;
+}
+
+export interface SandboxPoolOptions {
+  /** Jobs that may run at once; each gets its own worker thread. */
+  readonly size: number;
+  /** Compiled modules kept, by content hash, so a module used again is not compiled again. */
+  readonly cacheEntries?: number;
+}
+
+export interface RunHandle {
+  readonly result: Promise<SandboxResult>;
+  /** Stops the job if it is queued or running; it then ends as 'cancelled'. */
+  cancel(): void;
+}
+
+interface Slot {
+  worker: Worker;
+  /** The run this worker is busy with, if any. */
+  run?: { runId: number; onReply: (reply: RunReply) => void };
+}
+
+interface Pending {
+  readonly job: SandboxJob;
+  readonly finish: (r: Omit<SandboxResult, 'durationMs'>) => void;
+  state: 'queued' | 'running' | 'done';
+  /** Set while running: stops the worker and frees its slot. */
+  stop?: (outcome: 'timeout' | 'cancelled', message: string) => void;
+}
+
+/** How far below the cap a failed job's memory may be and still count as having hit it. */
+const CAP_MARGIN_BYTES = 2 * 1_048_576;
+/** V8 heap for a worker's JavaScript; the WASM memory itself is capped separately, in the module. */
+const WORKER_HEAP_MB = 64;
+
+/**
+ * The compiled worker script. Under the test runner this module is TypeScript, but a worker must be
+ * JavaScript, so fall back to the build output beside it in dist/.
+ */
+function workerScript(): URL {
+  const sibling = new URL('./worker-entry.js', import.meta.url);
+  if (existsSync(fileURLToPath(sibling))) return sibling;
+  const built = new URL(import.meta.url.replace('/src/executor/sandbox/', '/dist/src/executor/sandbox/').replace(/pool\.ts$/, 'worker-entry.js'));
+  if (existsSync(fileURLToPath(built))) return built;
+  throw new Error('the sandbox worker is not built; run `npm run build`');
+}
+
+/**
+ * Runs WASI jobs in a pool of worker threads. A job that runs past its timeout, or is cancelled, has its
+ * worker terminated (the only way to stop running WASM) and replaced, so the slot is free again at once.
+ */
+export class SandboxPool {
+  private readonly slots: Slot[] = [];
+  private readonly queue: Pending[] = [];
+  private readonly cache = new Map<string, { module: WebAssembly.Module; capped: CappedModule }>();
+  private readonly cacheEntries: number;
+  private readonly script = workerScript();
+  private nextRunId = 1;
+  private closed = false;
+  /** Modules compiled so far; a cache hit does not count. */
+  compiled = 0;
+
+  constructor(options: SandboxPoolOptions) {
+    this.cacheEntries = options.cacheEntries ?? 64;
+    for (let i = 0; i < options.size; i++) this.slots.push(this.spawn());
+  }
+
+  get running(): number {
+    return this.slots.filter((s) => s.run !== undefined).length;
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /** Queues a job; it starts as soon as a worker is free. */
+  run(job: SandboxJob): RunHandle {
+    const started = performance.now();
+    let pending!: Pending;
+    const result = new Promise<SandboxResult>((resolve) => {
+      pending = {
+        job,
+        state: 'queued',
+        finish: (r) => {
+          if (pending.state === 'done') return;
+          pending.state = 'done';
+          resolve({ ...r, durationMs: performance.now() - started });
+        },
+      };
+    });
+    this.queue.push(pending);
+    this.pump();
+    return {
+      result,
+      cancel: () => {
+        if (pending.state === 'queued') {
+          this.queue.splice(this.queue.indexOf(pending), 1);
+          pending.finish({ outcome: 'cancelled', message: 'cancelled before it started' });
+        } else if (pending.state === 'running') {
+          pending.stop?.('cancelled', 'cancelled while running');
+        }
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const p of this.queue.splice(0)) p.finish({ outcome: 'cancelled', message: 'the sandbox pool was closed' });
+    for (const slot of this.slots) slot.run?.onReply({ type: 'done', runId: slot.run.runId, outcome: 'error', message: 'the sandbox pool was closed' });
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  private pump(): void {
+    for (const slot of this.slots) {
+      if (this.closed || this.queue.length === 0) return;
+      if (slot.run === undefined) void this.execute(slot, this.queue.shift()!);
+    }
+  }
+
+  private async execute(slot: Slot, pending: Pending): Promise<void> {
+    const runId = this.nextRunId++;
+    const { job } = pending;
+    pending.state = 'running';
+    let timer: NodeJS.Timeout | undefined;
+    // Claim the slot before the first await, so that pump() does not hand it out twice.
+    const done = (r: Omit<SandboxResult, 'durationMs'>, replaceWorker: boolean) => {
+      clearTimeout(timer);
+      if (slot.run?.runId === runId) slot.run = undefined;
+      if (replaceWorker) this.replace(slot);
+      pending.finish(r);
+      this.pump();
+    };
+    slot.run = { runId, onReply: (reply) => done(this.classify(reply, job.memoryCapBytes), false) };
+    pending.stop = (outcome, message) => done({ outcome, message }, true);
+
+    let compiled: { module: WebAssembly.Module; capped: CappedModule };
+    try {
+      compiled = await this.compile(job.wasm, job.memoryCapBytes);
+    } catch (err) {
+      const outcome = err instanceof MemoryCapError ? 'memory_limit' : 'invalid_module';
+      done({ outcome, message: err instanceof Error ? err.message : String(err) }, false);
+      return;
+    }
+    if (pending.state !== 'running' || slot.run?.runId !== runId) return;
+    timer = setTimeout(() => pending.stop?.('timeout', `killed after the ${job.timeoutMs} ms timeout`), job.timeoutMs);
+    const request: RunRequest = {
+      type: 'run',
+      runId,
+      module: compiled.module,
+      args: job.args,
+      env: job.env,
+      jobDir: job.jobDir,
+      ...(job.stdinPath !== undefined ? { stdinPath: job.stdinPath } : {}),
+      stdoutPath: job.stdoutPath,
+      stderrPath: job.stderrPath,
+      ...(compiled.capped.importedMemory !== undefined ? { importedMemory: compiled.capped.importedMemory } : {}),
+    };
+    slot.worker.postMessage(request);
+  }
+
+  /**
+   * A module that hit the cap sees failed allocations and then traps or exits non-zero. Its memory at that
+   * point is close to the cap (short of it by at most the allocation that failed), which tells it apart
+   * from an ordinary failure.
+   */
+  private classify(reply: RunReply, capBytes: number): Omit<SandboxResult, 'durationMs'> {
+    const failed = reply.outcome !== 'exited' || reply.exitCode !== 0;
+    const nearCap = Math.floor(capBytes / WASM_PAGE_BYTES) * WASM_PAGE_BYTES - Math.max(CAP_MARGIN_BYTES, capBytes / 16);
+    if (failed && reply.memoryBytes !== undefined && reply.memoryBytes >= nearCap) {
+      return { outcome: 'memory_limit', ...(reply.exitCode !== undefined ? { exitCode: reply.exitCode } : {}), message: `ran out of its ${Math.round(capBytes / 1_048_576)} MiB memory cap (${reply.message})` };
+    }
+    const outcome = reply.outcome === 'error' ? 'invalid_module' : reply.outcome;
+    return { outcome, ...(reply.exitCode !== undefined ? { exitCode: reply.exitCode } : {}), message: reply.message };
+  }
+
+  private spawn(): Slot {
+    const slot: Slot = { worker: new Worker(this.script, { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } }) };
+    this.wire(slot);
+    return slot;
+  }
+
+  private wire(slot: Slot): void {
+    const worker = slot.worker;
+    worker.unref();
+    worker.on('message', (reply: RunReply) => {
+      if (slot.worker === worker && slot.run?.runId === reply.runId) slot.run.onReply(reply);
+    });
+    worker.on('error', (err) => {
+      if (slot.worker !== worker) return;
+      const run = slot.run;
+      this.replace(slot);
+      run?.onReply({ type: 'done', runId: run.runId, outcome: 'error', message: `the sandbox worker failed: ${err.message}` });
+    });
+  }
+
+  /** Terminates a slot's worker (stopping whatever WASM it runs) and puts a fresh one in its place. */
+  private replace(slot: Slot): void {
+    void slot.worker.terminate();
+    if (this.closed) return;
+    slot.worker = new Worker(this.script, { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } });
+    this.wire(slot);
+  }
+
+  private async compile(wasm: Uint8Array, capBytes: number): Promise<{ module: WebAssembly.Module; capped: CappedModule }> {
+    const key = `${createHash('sha256').update(wasm).digest('hex')}:${capBytes}`;
+    const hit = this.cache.get(key);
+    if (hit !== undefined) {
+      // Refresh its place: the map's insertion order is the eviction order.
+      this.cache.delete(key);
+      this.cache.set(key, hit);
+      return hit;
+    }
+    const capped = capMemory(wasm, capBytes);
+    const module = await WebAssembly.compile(capped.bytes);
+    this.compiled++;
+    const entry = { module, capped };
+    this.cache.set(key, entry);
+    if (this.cache.size > this.cacheEntries) this.cache.delete(this.cache.keys().next().value!);
+    return entry;
+  }
+}
+
