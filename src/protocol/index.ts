@@ -5,3 +5,4 @@ export * from './kinds.js';
 export * from './envelope.js';
 export * from './codec.js';
 export * from './topics.js';
+export * from './capabilities.js';
