@@ -83,6 +83,13 @@ describe('WASI sandbox pool', () => {
     expect(ok).toMatchObject({ outcome: 'exited', exitCode: 0 });
   });
 
+  it('survives memory-hungry jobs one after another', async () => {
+    for (let i = 0; i < 3; i++) {
+      const r = await pool.run(job('memory-hog', ['memory-hog', '96'], { memoryCapBytes: 256 * MiB })).result;
+      expect(r).toMatchObject({ outcome: 'exited', exitCode: 0 });
+    }
+  });
+
   it('cancels a running job and frees its slot', async () => {
     const handle = pool.run(job('spin', ['spin']));
     await new Promise((r) => setTimeout(r, 100));

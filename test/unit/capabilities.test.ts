@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readCapabilities, readPowerState } from '../../src/executor/capabilities.js';
-import { capabilitiesSchema, unmetRequirement, type Capabilities } from '../../src/protocol/index.js';
+import { capabilitiesSchema, unmetRequirement, type Capabilities, type Requirements } from '../../src/protocol/index.js';
 import { removeDir, tempDir } from '../helpers/processes.js';
 
 const fireUnit: Capabilities = {
@@ -28,7 +28,7 @@ describe('capability matching', () => {
     [{ tags: ['firefighting', 'ambulance'] }, 'missing tag "ambulance"'],
     [{ requires_mains_power: true }, 'not on mains power'],
     [{ min_battery_percent: 50 }, 'battery 40% < 50%'],
-  ] as const)('refuses %j and says why', (need, why) => {
+  ] as Array<[Requirements, string | RegExp]>)('refuses %j and says why', (need, why) => {
     const reason = unmetRequirement(fireUnit, need);
     expect(reason).toBeDefined();
     if (typeof why === 'string') expect(reason).toBe(why);

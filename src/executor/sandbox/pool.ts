@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import type { RunReply, RunRequest } from './messages.js';
 import { capMemory, MemoryCapError, WASM_PAGE_BYTES, WasmFormatError, type CappedModule } from './wasm-memory.js';
@@ -91,6 +92,8 @@ export class SandboxPool {
   compiled = 0;
 
   constructor(options: SandboxPoolOptions) {
+    // See worker-entry.ts: without this, node:wasi can abort the process under memory pressure.
+    setFlagsFromString('--no-turbo-fast-api-calls');
     this.cacheEntries = options.cacheEntries ?? 64;
     for (let i = 0; i < options.size; i++) this.slots.push(this.spawn());
   }

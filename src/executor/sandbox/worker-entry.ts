@@ -1,7 +1,13 @@
 import { closeSync, openSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { parentPort } from 'node:worker_threads';
-import { WASI } from 'node:wasi';
 import type { RunReply, RunRequest } from './messages.js';
+
+// Node 20's node:wasi can let a garbage collection run in the middle of a WASI call once WASM memory
+// reaches a few tens of MiB, which aborts the whole process (seen with fd_write). Turning V8's fast API
+// calls off before node:wasi is loaded avoids it. The flag is process-wide; the pool sets it too.
+setFlagsFromString('--no-turbo-fast-api-calls');
+const { WASI } = await import('node:wasi');
 
 /**
  * Runs one WASI job at a time inside a worker thread, so a module that loops, traps or allocates wildly
