@@ -6,3 +6,4 @@ export * from './envelope.js';
 export * from './codec.js';
 export * from './topics.js';
 export * from './capabilities.js';
+export * from './job.js';

@@ -150,11 +150,15 @@ export function optional<T>(inner: Schema<T>): Schema<T> & { optional: true } {
   return { check: inner.check, optional: true };
 }
 
-/** A map with a fixed set of fields. Unknown fields are refused: a new field means a new protocol version. */
-export function object<S extends Shape>(shape: S): Schema<InferShape<S>> {
+/**
+ * A map with a fixed set of fields. Unknown fields are refused: a new field means a new protocol version.
+ * The shape stays readable, so callers that report every bad field at once (plan files) can walk it.
+ */
+export function object<S extends Shape>(shape: S): Schema<InferShape<S>> & { readonly shape: S } {
   const fields = Object.entries(shape);
   const known = new Set(Object.keys(shape));
   return {
+    shape,
     check(v, path) {
       if (!isPlainObject(v)) return `${path}: expected map, got ${kindOf(v)}`;
       for (const k in v) {
