@@ -1,5 +1,15 @@
-import { arrayOf, bool, bytes, literal, num, object, optional, record, str, uint, type Infer, type Schema } from './schema.js';
+import { arrayOf, bool, bytes, literal, num, object, optional, record, str, tuple, uint, type Infer, type Schema } from './schema.js';
 import { messageId, nodeId, ROLES } from './names.js';
+import { capabilitiesSchema } from './capabilities.js';
+import { DATA_NAME_PATTERN, JOB_ID_PATTERN } from './job.js';
+
+const dataName = () => str({ max: 512, pattern: DATA_NAME_PATTERN });
+/** HLC time of a write, [wall ms, logical]: the version last-write-wins compares. */
+const writtenAt = () => tuple(uint({ max: 2 ** 48 }), uint({ max: 2 ** 32 }));
+/** The most objects one data reply carries; larger answers are paged. */
+const MAX_PAGE = 1_000;
+/** The largest object the wire can carry in one message; protocol.max_message_bytes bounds it further. */
+const MAX_OBJECT_BYTES = 64 * 1_048_576;
 
 /**
  * Every message kind and the shape of its body. Adding a kind here is the only way to put a new message on
@@ -25,6 +35,12 @@ export const BODY_SCHEMAS = {
     /** One-minute load average divided by cores: 1.0 means every core is busy. */
     load: num({ min: 0, max: 1_000 }),
     outbox_pending: uint(),
+    /** Executors: what they offer now. */
+    capabilities: optional(capabilitiesSchema),
+    /** Executors: the jobs they are running. */
+    running_jobs: optional(arrayOf(str({ pattern: JOB_ID_PATTERN }), { max: 4_096 })),
+    /** Datastores: bytes free for data. */
+    free_bytes: optional(uint()),
   }),
   /** Application-level acknowledgement of a message sent with `ack: true`. */
   ack: object({
@@ -51,6 +67,52 @@ export const BODY_SCHEMAS = {
   notice: object({
     severity: literal('info', 'warning', 'critical'),
     text: str({ min: 1, max: 4_096 }),
+  }),
+  /**
+   * Named data. Clients and executors send these to a broker, which routes them to a datastore; brokers
+   * send the same kinds on to datastores.
+   */
+  data_put: object({
+    name: dataName(),
+    bytes: bytes({ max: MAX_OBJECT_BYTES }),
+    at: writtenAt(),
+    writer: nodeId(),
+  }),
+  data_put_result: object({
+    name: dataName(),
+    outcome: literal('stored', 'unchanged', 'stale'),
+    store: nodeId(),
+  }),
+  /** One name, or with `prefix` the name and everything below it, a page at a time. */
+  data_get: object({
+    name: dataName(),
+    prefix: bool(),
+    limit: uint({ min: 1, max: MAX_PAGE }),
+    after: optional(dataName()),
+  }),
+  data_items: object({
+    items: arrayOf(object({ name: dataName(), bytes: bytes({ max: MAX_OBJECT_BYTES }), at: writtenAt(), writer: nodeId() }), { max: MAX_PAGE }),
+    next: optional(dataName()),
+  }),
+  /** Names (not bytes) at or below `prefix`, or all names. */
+  data_list: object({
+    prefix: optional(dataName()),
+    limit: uint({ min: 1, max: MAX_PAGE }),
+    after: optional(dataName()),
+  }),
+  data_listing: object({
+    items: arrayOf(object({ name: dataName(), size: uint(), store: nodeId(), at: writtenAt() }), { max: MAX_PAGE }),
+    next: optional(dataName()),
+  }),
+  /** Deletes one name, or (with job_id) a job's data except its result archive. */
+  data_delete: object({
+    name: optional(dataName()),
+    job_id: optional(str({ pattern: JOB_ID_PATTERN })),
+    at: writtenAt(),
+    writer: nodeId(),
+  }),
+  data_deleted: object({
+    count: uint(),
   }),
   /** The reply to a request that could not be served. */
   error: object({

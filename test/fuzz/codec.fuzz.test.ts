@@ -49,6 +49,8 @@ const nodeIdArb = fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/).filter((id) => !id
 const notProto = (k: string): boolean => k !== '__proto__';
 const messageIdArb = fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/);
 const uintArb = fc.maxSafeNat();
+const dataNameArb = fc.array(fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,8}$/), { minLength: 1, maxLength: 4 }).map((segments) => segments.join('/'));
+const atArb = fc.tuple(fc.integer({ min: 0, max: 2 ** 48 }), fc.integer({ min: 0, max: 2 ** 32 }));
 const textArb = (max: number, min = 0): fc.Arbitrary<string> => fc.string({ minLength: min, maxLength: max, unit: 'binary' });
 
 const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
@@ -75,6 +77,20 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
   }),
   notice: fc.record({ severity: fc.constantFrom('info' as const, 'warning' as const, 'critical' as const), text: textArb(200, 1) }),
   error: fc.record({ code: textArb(64), message: textArb(200) }),
+  data_put: fc.record({ name: dataNameArb, bytes: fc.uint8Array({ maxLength: 64 }), at: atArb, writer: nodeIdArb }),
+  data_put_result: fc.record({ name: dataNameArb, outcome: fc.constantFrom('stored' as const, 'unchanged' as const, 'stale' as const), store: nodeIdArb }),
+  data_get: fc.record({ name: dataNameArb, prefix: fc.boolean(), limit: fc.integer({ min: 1, max: 1_000 }), after: dataNameArb }, { requiredKeys: ['name', 'prefix', 'limit'] }),
+  data_items: fc.record(
+    { items: fc.array(fc.record({ name: dataNameArb, bytes: fc.uint8Array({ maxLength: 16 }), at: atArb, writer: nodeIdArb }), { maxLength: 3 }), next: dataNameArb },
+    { requiredKeys: ['items'] },
+  ),
+  data_list: fc.record({ prefix: dataNameArb, limit: fc.integer({ min: 1, max: 1_000 }), after: dataNameArb }, { requiredKeys: ['limit'] }),
+  data_listing: fc.record(
+    { items: fc.array(fc.record({ name: dataNameArb, size: uintArb, store: nodeIdArb, at: atArb }), { maxLength: 3 }), next: dataNameArb },
+    { requiredKeys: ['items'] },
+  ),
+  data_delete: fc.record({ name: dataNameArb, job_id: fc.stringMatching(/^[A-Za-z0-9_-]{1,20}$/), at: atArb, writer: nodeIdArb }, { requiredKeys: ['at', 'writer'] }),
+  data_deleted: fc.record({ count: uintArb }),
 };
 
 const envelopeArb: fc.Arbitrary<Envelope> = fc

@@ -36,6 +36,16 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
   heartbeat: [
     { seq: 17, uptime_ms: 123_456, rss_bytes: 52_428_800, load: 0.375, outbox_pending: 2 },
     { seq: 0, uptime_ms: 0, rss_bytes: 0, load: 1_000, outbox_pending: 0 },
+    {
+      seq: 3,
+      uptime_ms: 9,
+      rss_bytes: 1,
+      load: 0.5,
+      outbox_pending: 0,
+      capabilities: { cpu_cores: 4, free_cpu_capacity: 250, free_memory: 2 ** 31, free_disk_space: 2 ** 34, tags: ['firefighting'], battery_percent: 80, on_mains_power: false },
+      running_jobs: ['job-1', 'avg.temp'],
+    },
+    { seq: 4, uptime_ms: 9, rss_bytes: 1, load: 0, outbox_pending: 0, free_bytes: 2 ** 40 },
   ],
   ack: [{ of: '3.1z' }],
   ping: [{ data: new Uint8Array([0, 255, 7, 128]) }, {}],
@@ -59,6 +69,14 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
     { severity: 'info', text: 'x'.repeat(4_096) },
   ],
   error: [{ code: 'not_found', message: 'no such job' }],
+  data_put: [{ name: 'fire/district-3/temps', bytes: new Uint8Array([1, 2, 3]), at: [1_718_000_000_000, 2], writer: 'client-a' }],
+  data_put_result: [{ name: 'fire/district-3/temps', outcome: 'stored', store: 'ds-1' }, { name: 'a', outcome: 'stale', store: 'ds-2' }],
+  data_get: [{ name: 'fire', prefix: true, limit: 100, after: 'fire/a' }, { name: 'x', prefix: false, limit: 1 }],
+  data_items: [{ items: [{ name: 'fire/a', bytes: new Uint8Array(0), at: [1, 0], writer: 'w' }], next: 'fire/a' }, { items: [] }],
+  data_list: [{ limit: 50 }, { prefix: 'job-1', limit: 1_000, after: 'job-1/a' }],
+  data_listing: [{ items: [{ name: 'job-1/result.zip', size: 1_234, store: 'ds-1', at: [5, 1] }] }, { items: [], next: 'z' }],
+  data_delete: [{ name: 'fire/a', at: [9, 0], writer: 'ops' }, { job_id: 'job-1', at: [9, 1], writer: 'ops' }],
+  data_deleted: [{ count: 0 }, { count: 12 }],
 };
 
 function envelope<K extends Kind>(kind: K, body: BodyOf<K>, extra: { re?: string; ack?: boolean } = {}): Envelope<K> {
