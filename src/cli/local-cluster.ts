@@ -4,6 +4,7 @@ import { EmbeddedHub, sharedCredentials } from '../hub/index.js';
 import type { Logger } from '../log/index.js';
 import type { Role } from '../protocol/index.js';
 import { NodeRuntime } from '../transport/index.js';
+import { attachRole } from './roles.js';
 
 export interface LocalClusterOptions {
   readonly config: UcpConfig;
@@ -46,6 +47,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   try {
     for (const [nodeId, role] of plan) {
       const node = NodeRuntime.create({ config, nodeId, role, dataDir: join(options.dataRoot, nodeId), logger, hubUrl: hub.url });
+      attachRole(node, role, config);
       nodes.push(node);
       await node.connect();
     }

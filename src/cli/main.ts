@@ -6,9 +6,11 @@ import { StoreError } from '../store/index.js';
 import { NodeRuntime, RemoteError, TransportError } from '../transport/index.js';
 import type { Role } from '../protocol/index.js';
 import { VERSION } from '../version.js';
+import { dataGet, dataLs, dataPut, dataRm } from './data.js';
 import { runDemo } from './demo.js';
 import { listNodes, ping, status, stdout, type Output } from './inspect.js';
 import { runUntilSignal } from './lifecycle.js';
+import { attachRole } from './roles.js';
 import { startHub, startLocalCluster } from './local-cluster.js';
 import { flushOutbox, sendNotice } from './notice.js';
 import { defaultDataDir, defaultNodeId, hostLabel, makeLogger, resolveConfig, UsageError, type GlobalFlags } from './settings.js';
@@ -62,6 +64,7 @@ async function runRole(cmd: Command, role: Role): Promise<void> {
   let node: NodeRuntime | undefined;
   const stopping = runUntilSignal(logger, async () => node?.stop());
   node = NodeRuntime.create({ config, nodeId, role, dataDir: defaultDataDir(config, nodeId), logger });
+  attachRole(node, role, config);
   node.log.info({ hub: config.hub.url, cluster: config.node.cluster, dataDir: node.store.dir }, `starting ${role}`);
   await node.connect();
   await stopping;
@@ -157,6 +160,46 @@ program
   .action(async (opts: { wait: number }, cmd: Command) => {
     const { config, logger, out } = tool(cmd);
     process.exitCode = await flushOutbox(config, logger, out, opts.wait);
+  });
+
+const data = program.command('data').description('named data: put, get, list and delete through a broker');
+data
+  .command('put')
+  .description('store a file under a data name (e.g. fire/district-3/temps)')
+  .argument('<name>', 'data name')
+  .argument('<file>', 'file to store')
+  .action(async (name: string, file: string, _opts: unknown, cmd: Command) => {
+    const { config, logger, out } = tool(cmd);
+    await dataPut(config, logger, out, name, file);
+  });
+data
+  .command('get')
+  .description('fetch a data name to stdout or a file; with --prefix, the name and everything below it')
+  .argument('<name>', 'data name')
+  .option('--out <file>', 'write to this file instead of stdout')
+  .option('--prefix', 'fetch the name and all names below it')
+  .option('--out-dir <dir>', 'with --prefix: where to write the files (default .)')
+  .action(async (name: string, opts: { out?: string; prefix?: boolean; outDir?: string }, cmd: Command) => {
+    const { config, logger, out } = tool(cmd);
+    await dataGet(config, logger, out, name, opts);
+  });
+data
+  .command('ls')
+  .description('list data names at or below a prefix, with their size and datastore')
+  .argument('[prefix]', 'data name prefix')
+  .action(async (prefix: string | undefined, _opts: unknown, cmd: Command) => {
+    const { config, logger, out } = tool(cmd);
+    await dataLs(config, logger, out, prefix);
+  });
+data
+  .command('rm')
+  .description("delete a data name, or with --job a job's data (its result archive is kept)")
+  .argument('[name]', 'data name')
+  .option('--job <id>', 'delete the data of this job')
+  .action(async (name: string | undefined, opts: { job?: string }, cmd: Command) => {
+    if ((name === undefined) === (opts.job === undefined)) throw new UsageError('give either a data name or --job ID');
+    const { config, logger, out } = tool(cmd);
+    await dataRm(config, logger, out, name !== undefined ? { name } : { jobId: opts.job! });
   });
 
 program

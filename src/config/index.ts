@@ -22,6 +22,8 @@ export {
   type KeyType,
   type LivenessConfig,
   type StoreConfig,
+  type DatastoreConfig,
+  type ExecutorConfig,
   type StoreSyncMode,
   type LogConfig,
   type LogFormat,

@@ -137,6 +137,12 @@ export const CONFIG_SCHEMA = {
   store: {
     sync: { type: 'string', enum: ['commit', 'flush'] },
   },
+  datastore: {
+    max_object_bytes: { type: 'integer', min: 1, max: 67108864 },
+  },
+  executor: {
+    tags: { type: 'string[]', itemPattern: /^[A-Za-z0-9._:-]{1,64}$/, hint: '1-64 characters from A-Z a-z 0-9 . _ : -', maxItems: 64 },
+  },
   liveness: {
     heartbeat_interval_ms: { type: 'integer', min: 50 },
     // Two intervals: one missed heartbeat (a GC pause, a slow link) must not declare a node dead.
@@ -226,6 +232,14 @@ export interface OutboxConfig {
   readonly retry_max_ms: number;
 }
 
+export interface ExecutorConfig {
+  readonly tags: readonly string[];
+}
+
+export interface DatastoreConfig {
+  readonly max_object_bytes: number;
+}
+
 export interface StoreConfig {
   readonly sync: StoreSyncMode;
 }
@@ -244,6 +258,8 @@ export interface UcpConfig {
   readonly transport: TransportConfig;
   readonly outbox: OutboxConfig;
   readonly store: StoreConfig;
+  readonly datastore: DatastoreConfig;
+  readonly executor: ExecutorConfig;
   readonly liveness: LivenessConfig;
 }
 

@@ -1,6 +1,7 @@
 import { statfsSync } from 'node:fs';
 import { compareEvents, type HlcTimestamp } from '../clock/index.js';
-import type { NodeStore, Table } from '../store/index.js';
+import { resultArchiveName } from '../protocol/index.js';
+import { pageUnder, type NodeStore, type Table } from '../store/index.js';
 
 /** A version of a name: who wrote it, and when in HLC time. Later (HLC, then writer id) wins. */
 export interface Version {
@@ -35,10 +36,6 @@ export class DataStoreError extends Error {
   }
 }
 
-/** The name under which a job's result archive is kept; deleting a job's data keeps it. */
-export function resultArchiveName(jobId: string): string {
-  return `${jobId}/result.zip`;
-}
 
 interface StoredMeta {
   size: number;
@@ -114,18 +111,7 @@ export class NamedDataStore {
 
   /** Names at or below `prefix` (all names when empty), in name order, `limit` at a time after `after`. */
   list(prefix: string, limit: number, after?: string): Page<DataMeta> {
-    const items: DataMeta[] = [];
-    // '0' follows '/' in byte order, so [prefix, prefix + '0') holds the name and everything under it
-    // (plus siblings like "prefix.x", filtered out below).
-    const end = prefix === '' ? undefined : `${prefix}0`;
-    const start = after !== undefined && after >= prefix ? after : prefix;
-    for (const { key, value } of this.meta.getRange({ start, ...(end !== undefined ? { end } : {}) })) {
-      if (key === after) continue;
-      if (prefix !== '' && key !== prefix && !key.startsWith(`${prefix}/`)) continue;
-      if (items.length === limit) return { items, next: items[items.length - 1]!.name };
-      items.push({ name: key, size: value.size, ...toVersion(value) });
-    }
-    return { items };
+    return pageUnder(this.meta, prefix, limit, after, (name, m): DataMeta => ({ name, size: m.size, ...toVersion(m) }));
   }
 
   /** Deletes a name unless a newer version exists; the deletion itself is remembered as a tombstone. */

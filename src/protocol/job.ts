@@ -45,3 +45,8 @@ export const jobSpecSchema = object({
 });
 
 export type JobSpec = Infer<typeof jobSpecSchema>;
+
+/** The name under which a job's result archive is kept; deleting a job's data keeps it. */
+export function resultArchiveName(jobId: string): string {
+  return `${jobId}/result.zip`;
+}

@@ -1,2 +1,3 @@
 export * from './errors.js';
 export * from './node-store.js';
+export * from './paging.js';

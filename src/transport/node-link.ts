@@ -1,5 +1,5 @@
 import { hostname, loadavg, availableParallelism } from 'node:os';
-import type { VectorClock } from '../clock/index.js';
+import type { HlcTimestamp, VectorClock } from '../clock/index.js';
 import {
   decode,
   encode,
@@ -110,6 +110,7 @@ export class NodeLink {
   private readonly idPrefix: string;
   private seq = 0;
   private heartbeatSeq = 0;
+  private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'free_bytes'> = () => ({});
   private stopping = false;
   private timersStarted = false;
   private readonly firstReady: Promise<void>;
@@ -248,6 +249,16 @@ export class NodeLink {
     this.presenceListeners.push(listener);
   }
 
+  /** Adds role-specific fields (capabilities, running jobs, free space) to every heartbeat. */
+  setHeartbeatFields(fields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'free_bytes'>): void {
+    this.heartbeatFields = fields;
+  }
+
+  /** A fresh HLC timestamp from this node's clock, e.g. the version of a write. */
+  now(): HlcTimestamp {
+    return this.clocks.hlc.now();
+  }
+
   // ---- lifecycle -----------------------------------------------------------------------------------
 
   get connected(): boolean {
@@ -378,6 +389,7 @@ export class NodeLink {
       rss_bytes: process.memoryUsage.rss(),
       load: Math.min(1_000, (loadavg()[0] ?? 0) / availableParallelism()),
       outbox_pending: this.outboxPending,
+      ...this.heartbeatFields(),
     });
     this.hub.publish(this.topics.heartbeat(this.id), encode(hb));
   }

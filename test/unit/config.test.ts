@@ -33,6 +33,8 @@ const EXPECTED_DEFAULTS: UcpConfig = {
   },
   outbox: { retry_initial_ms: 500, retry_max_ms: 30000 },
   store: { sync: 'commit' },
+  datastore: { max_object_bytes: 1000000 },
+  executor: { tags: [] },
   liveness: { heartbeat_interval_ms: 1000, dead_after_ms: 4000 },
 };
 

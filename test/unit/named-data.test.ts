@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DataStoreError, NamedDataStore, resultArchiveName, type Version } from '../../src/datastore/named-data.js';
+import { DataStoreError, NamedDataStore, type Version } from '../../src/datastore/named-data.js';
+import { resultArchiveName } from '../../src/protocol/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { removeDir, tempDir } from '../helpers/processes.js';
 

@@ -1,0 +1,144 @@
+import { resultArchiveName, type AnyEnvelope, type BodyOf, type Envelope } from '../protocol/index.js';
+import { pageUnder, type NamePage, type Table } from '../store/index.js';
+import { RemoteError, TransportError, type NodeRuntime } from '../transport/index.js';
+
+/** Where a name lives, as the broker last learned it. */
+interface Located {
+  store: string;
+  size: number;
+  at: [number, number];
+}
+
+type Item = BodyOf<'data_items'>['items'][number];
+
+/** Thrown to answer a request with an `error` reply. */
+class Refusal extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The broker's part of named data: it places new data on the live datastore with the most free space,
+ * keeps a name -> datastore index in LMDB so that a get asks one store rather than all, and answers
+ * listings from that index.
+ */
+export class DataRouter {
+  private readonly index: Table<Located>;
+
+  constructor(private readonly node: NodeRuntime) {
+    this.index = node.store.table<Located>('data_index');
+    const link = node.link;
+    link.on('data_put', (msg) => this.answer(msg, () => this.put(msg)));
+    link.on('data_get', (msg) => this.answer(msg, () => this.get(msg)));
+    link.on('data_list', (msg) => this.answer(msg, () => this.list(msg)));
+    link.on('data_delete', (msg) => this.answer(msg, () => this.delete(msg)));
+  }
+
+  /** Live datastores, most free space first (ties by id, so every broker picks alike). */
+  datastores(): Array<{ id: string; free: number }> {
+    return this.node.link.peers
+      .peers()
+      .filter((p) => p.alive && p.role === 'datastore')
+      .map((p) => ({ id: p.id, free: p.heartbeat?.free_bytes ?? 0 }))
+      .sort((a, b) => b.free - a.free || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  private async answer(msg: AnyEnvelope, work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (err) {
+      if (err instanceof Refusal || err instanceof RemoteError) this.node.link.reply(msg, 'error', { code: err.code, message: err.message.slice(0, 1_024) });
+      else if (err instanceof TransportError) this.node.link.reply(msg, 'error', { code: 'store_unavailable', message: err.message.slice(0, 1_024) });
+      else throw err;
+    }
+  }
+
+  private alive(store: string): boolean {
+    const p = this.node.link.peers.get(store);
+    return p?.alive === true && p.role === 'datastore';
+  }
+
+  private async put(msg: Envelope<'data_put'>): Promise<void> {
+    const known = this.index.get(msg.body.name);
+    // A name stays on the store that has it, so last-write-wins is decided in one place.
+    const store = known !== undefined && this.alive(known.store) ? known.store : this.datastores()[0]?.id;
+    if (store === undefined) throw new Refusal('no_datastore', 'no datastore is alive to hold the data; start one (`ucp datastore`)');
+    const reply = await this.node.link.request(store, 'data_put', msg.body);
+    if (reply.kind !== 'data_put_result') throw new Refusal('bad_reply', `${store} answered ${reply.kind}`);
+    if (reply.body.outcome !== 'stale') {
+      await this.index.put(msg.body.name, { store, size: msg.body.bytes.byteLength, at: msg.body.at });
+      await this.node.store.durable();
+    }
+    this.node.link.reply(msg, 'data_put_result', reply.body);
+  }
+
+  private async fetch(name: string): Promise<Item> {
+    const known = this.index.get(name);
+    if (known === undefined) throw new Refusal('not_found', `no data named "${name}"`);
+    if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
+    const reply = await this.node.link.request(known.store, 'data_get', { name, prefix: false, limit: 1 });
+    const item = reply.kind === 'data_items' ? reply.body.items[0] : undefined;
+    if (item === undefined) throw new Refusal('not_found', `no data named "${name}" on ${known.store}`);
+    return item;
+  }
+
+  private async get(msg: Envelope<'data_get'>): Promise<void> {
+    const { name, prefix, limit, after } = msg.body;
+    if (!prefix) {
+      this.node.link.reply(msg, 'data_items', { items: [await this.fetch(name)] });
+      return;
+    }
+    const page = this.page(name, limit, after);
+    const items = await Promise.all(page.items.map(({ name: n }) => this.fetch(n)));
+    this.node.link.reply(msg, 'data_items', { items, ...(page.next !== undefined ? { next: page.next } : {}) });
+  }
+
+  private async list(msg: Envelope<'data_list'>): Promise<void> {
+    const page = this.page(msg.body.prefix ?? '', msg.body.limit, msg.body.after);
+    this.node.link.reply(msg, 'data_listing', {
+      items: page.items.map(({ name, located }) => ({ name, size: located.size, store: located.store, at: located.at })),
+      ...(page.next !== undefined ? { next: page.next } : {}),
+    });
+  }
+
+  private async delete(msg: Envelope<'data_delete'>): Promise<void> {
+    const { name, job_id: jobId } = msg.body;
+    if (name === undefined && jobId === undefined) throw new Refusal('bad_request', 'say which data to delete: a name or a job id');
+    let count = 0;
+    if (name !== undefined) {
+      const known = this.index.get(name);
+      if (known !== undefined) {
+        if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
+        const reply = await this.node.link.request(known.store, 'data_delete', { name, at: msg.body.at, writer: msg.body.writer });
+        if (reply.kind === 'data_deleted') count += reply.body.count;
+        await this.index.remove(name);
+      }
+    }
+    if (jobId !== undefined) {
+      // A job's data may have been placed on several stores: ask each that holds some of it.
+      const stores = new Set(this.names(jobId).map(({ located }) => located.store));
+      for (const store of stores) {
+        if (!this.alive(store)) throw new Refusal('store_unavailable', `part of job ${jobId}'s data is on ${store}, which is not reachable now`);
+        const reply = await this.node.link.request(store, 'data_delete', { job_id: jobId, at: msg.body.at, writer: msg.body.writer });
+        if (reply.kind === 'data_deleted') count += reply.body.count;
+      }
+      const keep = resultArchiveName(jobId);
+      for (const { name: n } of this.names(jobId)) if (n !== keep && n !== jobId) await this.index.remove(n);
+    }
+    await this.node.store.durable();
+    this.node.link.reply(msg, 'data_deleted', { count });
+  }
+
+  /** Indexed names at or below `prefix` (all when empty), in order. */
+  private names(prefix: string): Array<{ name: string; located: Located }> {
+    return this.page(prefix, Number.MAX_SAFE_INTEGER).items;
+  }
+
+  private page(prefix: string, limit: number, after?: string): NamePage<{ name: string; located: Located }> {
+    return pageUnder(this.index, prefix, limit, after, (name, located) => ({ name, located }));
+  }
+}

@@ -1,0 +1,79 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import type { UcpConfig } from '../config/index.js';
+import { DataClient } from '../client/index.js';
+import type { Logger } from '../log/index.js';
+import { table, type Output } from './inspect.js';
+import { connectTool } from './settings.js';
+
+async function withData<T>(config: UcpConfig, logger: Logger, work: (data: DataClient) => Promise<T>): Promise<T> {
+  const link = await connectTool(config, logger);
+  try {
+    return await work(new DataClient(link, config.transport.request_timeout_ms));
+  } finally {
+    await link.stop();
+  }
+}
+
+/** `ucp data put NAME FILE` */
+export async function dataPut(config: UcpConfig, logger: Logger, out: Output, name: string, file: string): Promise<void> {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    throw new Error(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const result = await withData(config, logger, (data) => data.put(name, bytes));
+  if (out.json) out.print(JSON.stringify({ ...result, size: bytes.byteLength }));
+  else if (result.outcome === 'stale') out.print(`${name}: a newer version is already stored on ${result.store}; nothing changed`);
+  else out.print(`${name}: ${bytes.byteLength} bytes ${result.outcome} on ${result.store}`);
+}
+
+/** `ucp data get NAME [--out FILE] [--prefix --out-dir DIR]` */
+export async function dataGet(config: UcpConfig, logger: Logger, out: Output, name: string, opts: { out?: string; prefix?: boolean; outDir?: string }): Promise<void> {
+  await withData(config, logger, async (data) => {
+    if (opts.prefix === true) {
+      // Each name becomes a file under the output directory, at its own path.
+      const root = resolve(opts.outDir ?? '.');
+      let n = 0;
+      for await (const item of data.getPrefix(name)) {
+        const path = join(root, item.name);
+        mkdirSync(dirname(path), { recursive: true });
+        writeFileSync(path, item.bytes);
+        n++;
+        if (!out.json) out.print(`${item.name} -> ${path} (${item.bytes.byteLength} bytes)`);
+      }
+      if (out.json) out.print(JSON.stringify({ name, written: n, dir: root }));
+      return;
+    }
+    const item = await data.get(name);
+    if (opts.out !== undefined) {
+      writeFileSync(opts.out, item.bytes);
+      if (out.json) out.print(JSON.stringify({ name, size: item.bytes.byteLength, file: resolve(opts.out) }));
+      else out.print(`${name} -> ${opts.out} (${item.bytes.byteLength} bytes)`);
+    } else {
+      process.stdout.write(item.bytes);
+    }
+  });
+}
+
+/** `ucp data ls [PREFIX]` */
+export async function dataLs(config: UcpConfig, logger: Logger, out: Output, prefix: string | undefined): Promise<void> {
+  const items = await withData(config, logger, (data) => data.list(prefix));
+  if (out.json) {
+    out.print(JSON.stringify(items.map((i) => ({ name: i.name, size: i.size, store: i.store, writtenAt: i.at }))));
+    return;
+  }
+  if (items.length === 0) {
+    out.print(prefix === undefined ? 'no data' : `no data at or below "${prefix}"`);
+    return;
+  }
+  out.print(table(['NAME', 'SIZE', 'DATASTORE'], items.map((i) => [i.name, String(i.size), i.store])));
+}
+
+/** `ucp data rm NAME` or `ucp data rm --job ID` */
+export async function dataRm(config: UcpConfig, logger: Logger, out: Output, target: { name: string } | { jobId: string }): Promise<void> {
+  const count = await withData(config, logger, (data) => data.delete(target));
+  if (out.json) out.print(JSON.stringify({ deleted: count }));
+  else out.print(`${count} name${count === 1 ? '' : 's'} deleted`);
+}

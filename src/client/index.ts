@@ -1,0 +1,2 @@
+export * from './data-client.js';
+export * from './plan.js';

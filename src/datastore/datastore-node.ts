@@ -1,0 +1,66 @@
+import type { NodeRuntime } from '../transport/index.js';
+import { DataStoreError, NamedDataStore, type Version } from './named-data.js';
+
+const version = (at: readonly [number, number], writer: string): Version => ({ at: { wall: at[0], logical: at[1] }, writer });
+
+/**
+ * The datastore role: answers named-data requests (normally from its broker) out of its LMDB store, and
+ * advertises its free space in heartbeats so brokers can place new data where there is room.
+ */
+export class DatastoreNode {
+  readonly data: NamedDataStore;
+
+  constructor(
+    private readonly node: NodeRuntime,
+    maxObjectBytes: number,
+  ) {
+    this.data = new NamedDataStore(node.store, maxObjectBytes);
+    const link = node.link;
+    link.setHeartbeatFields(() => ({ free_bytes: this.data.freeSpace() }));
+
+    link.on('data_put', async (msg) => {
+      const { name, bytes, at, writer } = msg.body;
+      try {
+        const outcome = await this.data.put(name, bytes, version(at, writer));
+        await node.store.durable();
+        link.reply(msg, 'data_put_result', { name, outcome, store: link.id });
+      } catch (err) {
+        if (!(err instanceof DataStoreError)) throw err;
+        link.reply(msg, 'error', { code: err.code, message: err.message });
+      }
+    });
+
+    link.on('data_get', (msg) => {
+      const { name, prefix, limit, after } = msg.body;
+      if (prefix) {
+        const page = this.data.getPrefix(name, limit, after);
+        link.reply(msg, 'data_items', {
+          items: page.items.map((o) => ({ name: o.name, bytes: o.bytes, at: [o.at.wall, o.at.logical], writer: o.writer })),
+          ...(page.next !== undefined ? { next: page.next } : {}),
+        });
+        return;
+      }
+      const o = this.data.get(name);
+      if (o === undefined) link.reply(msg, 'error', { code: 'not_found', message: `no data named "${name}" on ${link.id}` });
+      else link.reply(msg, 'data_items', { items: [{ name: o.name, bytes: o.bytes, at: [o.at.wall, o.at.logical], writer: o.writer }] });
+    });
+
+    link.on('data_list', (msg) => {
+      const page = this.data.list(msg.body.prefix ?? '', msg.body.limit, msg.body.after);
+      link.reply(msg, 'data_listing', {
+        items: page.items.map((m) => ({ name: m.name, size: m.size, store: link.id, at: [m.at.wall, m.at.logical] })),
+        ...(page.next !== undefined ? { next: page.next } : {}),
+      });
+    });
+
+    link.on('data_delete', async (msg) => {
+      const { name, job_id, at, writer } = msg.body;
+      const v = version(at, writer);
+      let count = 0;
+      if (name !== undefined && (await this.data.delete(name, v))) count++;
+      if (job_id !== undefined) count += await this.data.deleteJobData(job_id, v);
+      await node.store.durable();
+      link.reply(msg, 'data_deleted', { count });
+    });
+  }
+}

@@ -1,0 +1,2 @@
+export * from './datastore-node.js';
+export * from './named-data.js';
