@@ -41,7 +41,8 @@ export const jobSpecSchema = object({
   named_results: record(jobPath(), dataName(), { max: 1_024 }),
   priority: literal(...PRIORITIES),
   timeout_s: uint({ min: 1, max: 7 * 24 * 3_600 }),
-  max_memory_mb: uint({ min: 1, max: 65_536 }),
+  /** wasm32 memory cannot exceed 4 GiB. */
+  max_memory_mb: uint({ min: 1, max: 4_096 }),
 });
 
 export type JobSpec = Infer<typeof jobSpecSchema>;

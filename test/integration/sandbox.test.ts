@@ -90,6 +90,34 @@ describe('WASI sandbox pool', () => {
     }
   });
 
+  it('stops a job blocked in a long sleep at its timeout, and its thread really ends', async () => {
+    const r = await pool.run(job('sleep', ['sleep', '60'], { timeoutMs: 300 })).result;
+    expect(r.outcome).toBe('timeout');
+    const deadline = Date.now() + 2_000;
+    while (pool.terminating > 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+    expect(pool.terminating).toBe(0);
+  });
+
+  it('a sleeping job still sleeps as long as it asked', async () => {
+    const j = job('sleep', ['sleep', '1']);
+    const r = await pool.run(j).result;
+    expect(r).toMatchObject({ outcome: 'exited', exitCode: 0 });
+    expect(r.durationMs).toBeGreaterThanOrEqual(1_000);
+    expect(readFileSync(j.stdoutPath, 'utf8')).toBe('slept 1 s\n');
+  });
+
+  it('reports a failure of the job\'s own files as a host error, not as a bad module', async () => {
+    const j = job('exit-code', ['exit-code', '0']);
+    const r = await pool.run({ ...j, stdoutPath: join(j.jobDir, 'missing-dir', 'stdout') }).result;
+    expect(r.outcome).toBe('error');
+    expect(r.message).toMatch(/cannot open the job's standard streams/);
+  });
+
+  it('under a small cap, an ordinary failure is not mistaken for running out of memory', async () => {
+    const r = await pool.run(job('exit-code', ['exit-code', '7'], { memoryCapBytes: 2 * MiB })).result;
+    expect(r).toMatchObject({ outcome: 'exited', exitCode: 7 });
+  });
+
   it('cancels a running job and frees its slot', async () => {
     const handle = pool.run(job('spin', ['spin']));
     await new Promise((r) => setTimeout(r, 100));
@@ -121,6 +149,33 @@ describe('WASI sandbox pool', () => {
   });
 });
 
+describe('sandbox pool lifecycle', () => {
+  it('a job submitted to a closed pool ends as cancelled', async () => {
+    const pool = new SandboxPool({ size: 1 });
+    await pool.close();
+    const dir = tempDir();
+    try {
+      const r = await pool.run({ wasm: fixture('exit-code'), args: [], env: {}, jobDir: dir, stdoutPath: join(dir, 'o'), stderrPath: join(dir, 'e'), timeoutMs: 1_000, memoryCapBytes: MiB }).result;
+      expect(r.outcome).toBe('cancelled');
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('closing the pool cancels the job it is running', async () => {
+    const pool = new SandboxPool({ size: 1 });
+    const dir = tempDir();
+    try {
+      const handle = pool.run({ wasm: fixture('spin'), args: ['spin'], env: {}, jobDir: dir, stdoutPath: join(dir, 'o'), stderrPath: join(dir, 'e'), timeoutMs: 30_000, memoryCapBytes: 16 * MiB });
+      await new Promise((r) => setTimeout(r, 100));
+      await pool.close();
+      expect((await handle.result).outcome).toBe('cancelled');
+    } finally {
+      removeDir(dir);
+    }
+  });
+});
+
 describe('memory capping', () => {
   it('sets the maximum of a module that declares none, and leaves the rest of the module intact', async () => {
     const original = new Uint8Array(readFileSync(join(ROOT, 'test', 'fixtures', 'wasm', 'echo.wasm')));
@@ -132,5 +187,29 @@ describe('memory capping', () => {
     // The rewrite only touched the memory section: same size give or take a few LEB128 bytes.
     expect(Math.abs(capped.bytes.length - original.length)).toBeLessThan(8);
     expect(capMemory(capped.bytes, 8 * MiB).declared[0]).toEqual({ minPages: capped.declared[0]!.minPages, maxPages: (8 * MiB) / WASM_PAGE_BYTES });
+  });
+
+  it('clamps a cap above 4 GiB to what wasm32 can address, and refuses a cap that is not a number', async () => {
+    const original = new Uint8Array(readFileSync(join(ROOT, 'test', 'fixtures', 'wasm', 'echo.wasm')));
+    const huge = capMemory(original, 8 * 1024 * MiB);
+    expect(WebAssembly.validate(huge.bytes)).toBe(true);
+    expect(capMemory(huge.bytes, 8 * 1024 * MiB).declared[0]!.maxPages).toBe(65_536);
+    expect(() => capMemory(original, Number.POSITIVE_INFINITY)).toThrow(RangeError);
+    expect(() => capMemory(original, Number.NaN)).toThrow(RangeError);
+  });
+
+  it('keeps every byte of a module whose import section is large', () => {
+    // A hand-made module importing one function with a 200 kB name: too big to spread into arguments.
+    const name = new TextEncoder().encode('f'.repeat(200_000));
+    const leb = (n: number) => { const out: number[] = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; out.push(b); } while (n); return out; };
+    const typeSec = [1, 4, 1, 0x60, 0, 0];
+    const entry = [1, 0x6d, ...leb(name.length), ...name, 0, 0];
+    const importSec = [2, ...leb(entry.length + 1), 1, ...entry];
+    const memSec = [5, 3, 1, 0, 1];
+    const bytes = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, ...typeSec, ...importSec, ...memSec]);
+    expect(WebAssembly.validate(bytes)).toBe(true);
+    const capped = capMemory(bytes, MiB);
+    expect(WebAssembly.validate(capped.bytes)).toBe(true);
+    expect(capped.declared).toEqual([{ minPages: 1, maxPages: undefined }]);
   });
 });

@@ -17,7 +17,8 @@ export interface RunRequest {
 export interface RunReply {
   readonly type: 'done';
   readonly runId: number;
-  readonly outcome: 'exited' | 'trap' | 'error';
+  /** 'invalid': the module could not be instantiated or started; 'host_error': the job's files failed. */
+  readonly outcome: 'exited' | 'trap' | 'invalid' | 'host_error';
   readonly exitCode?: number;
   readonly message: string;
   /** Size of the module's linear memory when it stopped, to tell a memory cap from other failures. */

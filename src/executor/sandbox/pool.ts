@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import type { RunReply, RunRequest } from './messages.js';
-import { capMemory, MemoryCapError, WASM_PAGE_BYTES, WasmFormatError, type CappedModule } from './wasm-memory.js';
+import { capMemory, MAX_WASM32_PAGES, MemoryCapError, WASM_PAGE_BYTES, type CappedModule } from './wasm-memory.js';
 
 export interface SandboxJob {
   /** The module's bytes, as fetched from the datastore. */
@@ -21,6 +21,10 @@ export interface SandboxJob {
   readonly memoryCapBytes: number;
 }
 
+/**
+ * 'invalid_module': the bytes are not a runnable WASI command. 'error': the host failed (the job's files,
+ * or the worker itself), which says nothing about the job and is worth running again elsewhere.
+ */
 export type SandboxOutcome = 'exited' | 'trap' | 'timeout' | 'memory_limit' | 'invalid_module' | 'cancelled' | 'error';
 
 export interface SandboxResult {
@@ -48,7 +52,7 @@ export interface RunHandle {
 interface Slot {
   worker: Worker;
   /** The run this worker is busy with, if any. */
-  run?: { runId: number; onReply: (reply: RunReply) => void };
+  run?: { runId: number; onReply: (reply: RunReply) => void; stop: (outcome: 'cancelled' | 'error', message: string) => void };
 }
 
 interface Pending {
@@ -90,6 +94,8 @@ export class SandboxPool {
   private closed = false;
   /** Modules compiled so far; a cache hit does not count. */
   compiled = 0;
+  /** Workers told to terminate that have not stopped yet: a job stuck where termination cannot reach. */
+  terminating = 0;
 
   constructor(options: SandboxPoolOptions) {
     // See worker-entry.ts: without this, node:wasi can abort the process under memory pressure.
@@ -108,6 +114,7 @@ export class SandboxPool {
 
   /** Queues a job; it starts as soon as a worker is free. */
   run(job: SandboxJob): RunHandle {
+    if (this.closed) return { result: Promise.resolve({ outcome: 'cancelled', message: 'the sandbox pool is closed', durationMs: 0 }), cancel: () => undefined };
     const started = performance.now();
     let pending!: Pending;
     const result = new Promise<SandboxResult>((resolve) => {
@@ -139,7 +146,7 @@ export class SandboxPool {
   async close(): Promise<void> {
     this.closed = true;
     for (const p of this.queue.splice(0)) p.finish({ outcome: 'cancelled', message: 'the sandbox pool was closed' });
-    for (const slot of this.slots) slot.run?.onReply({ type: 'done', runId: slot.run.runId, outcome: 'error', message: 'the sandbox pool was closed' });
+    for (const slot of this.slots) slot.run?.stop('cancelled', 'the sandbox pool was closed');
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 
@@ -163,8 +170,8 @@ export class SandboxPool {
       pending.finish(r);
       this.pump();
     };
-    slot.run = { runId, onReply: (reply) => done(this.classify(reply, job.memoryCapBytes), false) };
     pending.stop = (outcome, message) => done({ outcome, message }, true);
+    slot.run = { runId, onReply: (reply) => done(this.classify(reply, job.memoryCapBytes), false), stop: (outcome, message) => done({ outcome, message }, true) };
 
     let compiled: { module: WebAssembly.Module; capped: CappedModule };
     try {
@@ -197,41 +204,47 @@ export class SandboxPool {
    * from an ordinary failure.
    */
   private classify(reply: RunReply, capBytes: number): Omit<SandboxResult, 'durationMs'> {
-    const failed = reply.outcome !== 'exited' || reply.exitCode !== 0;
-    const nearCap = Math.floor(capBytes / WASM_PAGE_BYTES) * WASM_PAGE_BYTES - Math.max(CAP_MARGIN_BYTES, capBytes / 16);
+    if (reply.outcome === 'invalid') return { outcome: 'invalid_module', message: reply.message };
+    if (reply.outcome === 'host_error') return { outcome: 'error', message: reply.message };
+    const failed = reply.outcome === 'trap' || reply.exitCode !== 0;
+    const capped = Math.min(MAX_WASM32_PAGES, Math.floor(capBytes / WASM_PAGE_BYTES)) * WASM_PAGE_BYTES;
+    const nearCap = capped - Math.min(CAP_MARGIN_BYTES, capped / 16);
     if (failed && reply.memoryBytes !== undefined && reply.memoryBytes >= nearCap) {
-      return { outcome: 'memory_limit', ...(reply.exitCode !== undefined ? { exitCode: reply.exitCode } : {}), message: `ran out of its ${Math.round(capBytes / 1_048_576)} MiB memory cap (${reply.message})` };
+      return { outcome: 'memory_limit', ...(reply.exitCode !== undefined ? { exitCode: reply.exitCode } : {}), message: `ran out of its ${Math.round(capped / 1_048_576)} MiB memory cap (${reply.message})` };
     }
-    const outcome = reply.outcome === 'error' ? 'invalid_module' : reply.outcome;
-    return { outcome, ...(reply.exitCode !== undefined ? { exitCode: reply.exitCode } : {}), message: reply.message };
+    return { outcome: reply.outcome, ...(reply.exitCode !== undefined ? { exitCode: reply.exitCode } : {}), message: reply.message };
   }
 
   private spawn(): Slot {
-    const slot: Slot = { worker: new Worker(this.script, { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } }) };
-    this.wire(slot);
+    const slot = {} as Slot;
+    this.startWorker(slot);
     return slot;
   }
 
-  private wire(slot: Slot): void {
-    const worker = slot.worker;
+  private startWorker(slot: Slot): void {
+    const worker = new Worker(this.script, { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } });
+    slot.worker = worker;
     worker.unref();
     worker.on('message', (reply: RunReply) => {
       if (slot.worker === worker && slot.run?.runId === reply.runId) slot.run.onReply(reply);
     });
-    worker.on('error', (err) => {
-      if (slot.worker !== worker) return;
-      const run = slot.run;
-      this.replace(slot);
-      run?.onReply({ type: 'done', runId: run.runId, outcome: 'error', message: `the sandbox worker failed: ${err.message}` });
-    });
+    // A worker can die on its own (an 'error', or an exit such as hitting its heap limit): its job fails
+    // as a host error and the slot gets a fresh worker.
+    const lost = (why: string) => {
+      if (slot.worker !== worker || this.closed) return;
+      if (slot.run !== undefined) slot.run.stop('error', `the sandbox worker ${why}`);
+      else this.replace(slot);
+    };
+    worker.on('error', (err) => lost(`failed: ${err.message}`));
+    worker.on('exit', (code) => lost(`exited with code ${code}`));
   }
 
   /** Terminates a slot's worker (stopping whatever WASM it runs) and puts a fresh one in its place. */
   private replace(slot: Slot): void {
-    void slot.worker.terminate();
-    if (this.closed) return;
-    slot.worker = new Worker(this.script, { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } });
-    this.wire(slot);
+    const old = slot.worker;
+    if (!this.closed) this.startWorker(slot);
+    this.terminating++;
+    void old.terminate().finally(() => this.terminating--);
   }
 
   private async compile(wasm: Uint8Array, capBytes: number): Promise<{ module: WebAssembly.Module; capped: CappedModule }> {

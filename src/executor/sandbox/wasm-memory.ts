@@ -8,6 +8,8 @@
  */
 
 export const WASM_PAGE_BYTES = 65_536;
+/** wasm32 addresses at most 4 GiB: 65,536 pages. */
+export const MAX_WASM32_PAGES = 65_536;
 
 const SECTION_IMPORT = 2;
 const SECTION_MEMORY = 5;
@@ -64,7 +66,12 @@ class Reader {
     const len = this.u32();
     const end = this.pos + len;
     if (end > this.buf.length) throw new WasmFormatError('name runs past the end of the module');
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(this.buf.subarray(this.pos, end));
+    let text: string;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(this.buf.subarray(this.pos, end));
+    } catch {
+      throw new WasmFormatError('an import name is not valid UTF-8');
+    }
     this.pos = end;
     return text;
   }
@@ -131,7 +138,8 @@ function skipImportDesc(r: Reader, kind: number): void {
 
 /** Returns the module with every memory's maximum set to at most `capBytes`. */
 export function capMemory(module: Uint8Array, capBytes: number): CappedModule {
-  const capPages = Math.max(1, Math.floor(capBytes / WASM_PAGE_BYTES));
+  if (!Number.isFinite(capBytes) || capBytes <= 0) throw new RangeError(`memory cap must be a positive number of bytes, got ${capBytes}`);
+  const capPages = Math.min(MAX_WASM32_PAGES, Math.max(1, Math.floor(capBytes / WASM_PAGE_BYTES)));
   if (module.length < 8 || module[0] !== 0x00 || module[1] !== 0x61 || module[2] !== 0x73 || module[3] !== 0x6d) {
     throw new WasmFormatError('not a WebAssembly module (bad magic number)');
   }
@@ -161,7 +169,8 @@ export function capMemory(module: Uint8Array, capBytes: number): CappedModule {
       out.push(Uint8Array.from([id, ...leb(body.length), ...body]));
     } else if (id === SECTION_IMPORT) {
       const count = r.u32();
-      const body: number[] = leb(count);
+      // Import names can be long: keep the entries as views and only rebuild a memory's limits.
+      const parts: Uint8Array[] = [Uint8Array.from(leb(count))];
       for (let i = 0; i < count; i++) {
         const entryStart = r.pos;
         const mod = r.name();
@@ -173,14 +182,15 @@ export function capMemory(module: Uint8Array, capBytes: number): CappedModule {
           declared.push(l);
           const capped = cap(l, capPages);
           importedMemory = { module: mod, name, limits: capped };
-          body.push(...module.subarray(entryStart, headerEnd), ...encodeLimits(capped));
+          parts.push(module.subarray(entryStart, headerEnd), Uint8Array.from(encodeLimits(capped)));
         } else {
           skipImportDesc(r, kind);
-          body.push(...module.subarray(entryStart, r.pos));
+          parts.push(module.subarray(entryStart, r.pos));
         }
       }
       if (r.pos !== bodyEnd) throw new WasmFormatError('import section size mismatch');
-      out.push(Uint8Array.from([id, ...leb(body.length), ...body]));
+      const size = parts.reduce((n, p) => n + p.length, 0);
+      out.push(Uint8Array.from([id, ...leb(size)]), ...parts);
     } else {
       out.push(module.subarray(start, bodyEnd));
     }
