@@ -1,5 +1,5 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { DATA_NAME_PATTERN, jobSpecSchema, type JobSpec, type Priority } from '../protocol/index.js';
 
@@ -63,6 +63,8 @@ export class PlanError extends Error {
 /** Fields of [jobs.metadata] that are not JobInfo fields on the wire. */
 const CLIENT_ONLY_FIELDS = new Set(['results_receiver']);
 const TOP_LEVEL = new Set(['named_data', 'jobs']);
+/** More jobs than this in one plan is a mistake, not an emergency response. */
+const MAX_JOBS = 10_000;
 const JOB_LEVEL = new Set(['metadata', 'data']);
 /** JobInfo fields that may be left out of a plan, and what they mean then. */
 const OPTIONAL_DEFAULTS = (d: PlanDefaults): Partial<Record<keyof JobSpec, unknown>> => ({
@@ -109,9 +111,16 @@ export function parsePlan(text: string, file: string, defaults: PlanDefaults): E
       problems.push(`${where}."${name}": expected a file path, got ${typeof value}`);
       return undefined;
     }
+    // A plan may come from elsewhere: it must not be able to publish files outside its own folder
+    // (~/.ssh, /etc) into the network.
     const abs = resolve(base, value);
-    if (!existsSync(abs) || !statSync(abs).isFile()) {
-      problems.push(`${where}."${name}": file not found: ${value}`);
+    if (isAbsolute(value) || !existsSync(abs) || !statSync(abs).isFile()) {
+      problems.push(isAbsolute(value) ? `${where}."${name}": ${value} must be relative to the plan's folder` : `${where}."${name}": file not found: ${value}`);
+      return undefined;
+    }
+    const inside = relative(realpathSync(base), realpathSync(abs));
+    if (inside.startsWith('..') || isAbsolute(inside)) {
+      problems.push(`${where}."${name}": ${value} is outside the plan's folder`);
       return undefined;
     }
     return { name, file: abs };
@@ -133,6 +142,10 @@ export function parsePlan(text: string, file: string, defaults: PlanDefaults): E
     problems.push('the plan has no [[jobs]]');
     throw new PlanError(file, problems);
   }
+  if (rawJobs.length > MAX_JOBS) {
+    problems.push(`the plan has ${rawJobs.length} jobs; at most ${MAX_JOBS} fit in one plan`);
+    throw new PlanError(file, problems);
+  }
 
   const jobs: Array<Omit<PlannedJob, 'dependsOn'>> = [];
   rawJobs.forEach((raw: unknown, index) => {
@@ -144,14 +157,16 @@ export function parsePlan(text: string, file: string, defaults: PlanDefaults): E
     for (const key of Object.keys(raw)) if (!JOB_LEVEL.has(key)) problems.push(`${at}: unknown key "${key}" (expected [jobs.metadata] and [jobs.data])`);
     const meta = raw.metadata;
     if (!isTable(meta)) {
-      problems.push(`${at}.metadata: missing [jobs.metadata]`);
+      problems.push(meta === undefined ? `${at}.metadata: missing [jobs.metadata]` : `${at}.metadata: expected one [jobs.metadata] table`);
       return;
     }
     const candidate: Record<string, unknown> = { ...OPTIONAL_DEFAULTS(defaults) };
     const before = problems.length;
     for (const [key, value] of Object.entries(meta)) {
       if (CLIENT_ONLY_FIELDS.has(key)) continue;
-      const schema = (jobSpecSchema.shape as Record<string, { check: (v: unknown, p: string) => string | undefined }>)[key];
+      // Own keys only: "constructor" or "toString" in a plan must not find Object.prototype's.
+      const shape = jobSpecSchema.shape as Record<string, { check: (v: unknown, p: string) => string | undefined }>;
+      const schema = Object.hasOwn(shape, key) ? shape[key] : undefined;
       if (schema === undefined) {
         problems.push(`${at}.metadata: unknown field "${key}"`);
         continue;
@@ -223,26 +238,33 @@ function link(file: string, namedData: DataFile[], jobs: Array<Omit<PlannedJob, 
   return { file, namedData, jobs: planned, externalRefs };
 }
 
+/** A dependency cycle among the jobs, as a path of job ids, if there is one. Iterative: plans can be long. */
 function findCycle(jobs: readonly PlannedJob[]): string[] | undefined {
   const deps = new Map(jobs.map((j) => [j.spec.job_id, j.dependsOn]));
   const state = new Map<string, 'visiting' | 'done'>();
-  const stack: string[] = [];
-  const visit = (id: string): string[] | undefined => {
-    if (state.get(id) === 'done') return undefined;
-    if (state.get(id) === 'visiting') return [...stack.slice(stack.indexOf(id)), id];
-    state.set(id, 'visiting');
-    stack.push(id);
-    for (const dep of deps.get(id) ?? []) {
-      const found = visit(dep);
-      if (found !== undefined) return found;
+  for (const root of deps.keys()) {
+    if (state.has(root)) continue;
+    const path: string[] = [];
+    const stack: Array<{ id: string; next: number }> = [{ id: root, next: 0 }];
+    state.set(root, 'visiting');
+    path.push(root);
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const children = deps.get(top.id) ?? [];
+      if (top.next < children.length) {
+        const child = children[top.next++]!;
+        if (state.get(child) === 'visiting') return [...path.slice(path.indexOf(child)), child];
+        if (!state.has(child)) {
+          state.set(child, 'visiting');
+          path.push(child);
+          stack.push({ id: child, next: 0 });
+        }
+      } else {
+        state.set(top.id, 'done');
+        path.pop();
+        stack.pop();
+      }
     }
-    stack.pop();
-    state.set(id, 'done');
-    return undefined;
-  };
-  for (const id of deps.keys()) {
-    const found = visit(id);
-    if (found !== undefined) return found;
   }
   return undefined;
 }

@@ -22,6 +22,9 @@ export interface NodeStoreOptions {
   sync?: StoreSync;
 }
 
+/** Directories open in this process: the lock file cannot tell two opens by the same pid apart. */
+const OPEN_DIRS = new Set<string>();
+
 const META = {
   nodeId: 'node_id',
   schema: 'schema_version',
@@ -53,6 +56,7 @@ export class NodeStore {
 
   static open(options: NodeStoreOptions): NodeStore {
     const dir = resolve(options.dir);
+    if (OPEN_DIRS.has(dir)) throw new StoreError('store_locked', `data directory ${dir} is already open in this process; give each node its own --data-dir`);
     try {
       mkdirSync(dir, { recursive: true });
     } catch (err) {
@@ -67,10 +71,11 @@ export class NodeStore {
       throw new StoreError('store_open_failed', `cannot open LMDB in ${dir}: ${(err as Error).message}`);
     }
     const store = new NodeStore(dir, options.nodeId, options.sync ?? 'commit', root, lock);
+    OPEN_DIRS.add(dir);
     try {
       store.claim();
     } catch (err) {
-      store.close();
+      store.abandon();
       throw err;
     }
     return store;
@@ -151,6 +156,14 @@ export class NodeStore {
     if (this.sync === 'flush') await this.root.flushed;
   }
 
+  /** Gives the directory up at once after a refused open, so that a corrected open can follow. */
+  private abandon(): void {
+    this.closed = true;
+    this.lock.release();
+    OPEN_DIRS.delete(this.dir);
+    void this.root.close();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -158,6 +171,7 @@ export class NodeStore {
       await this.root.close();
     } finally {
       this.lock.release();
+      OPEN_DIRS.delete(this.dir);
     }
   }
 }

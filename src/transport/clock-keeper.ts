@@ -11,7 +11,17 @@ export const MAX_CLOCK_ENTRIES = 1_024;
  */
 const MAX_ADOPTED_LOGICAL = 2 ** 24;
 
-export type ObserveOutcome = 'ok' | 'hlc_refused' | 'vc_refused';
+/** Which of a message's clocks were adopted. */
+export interface ObserveOutcome {
+  readonly hlc: boolean;
+  readonly vc: boolean;
+}
+
+/**
+ * A local wall clock before this date has never been set (a unit without RTC that booted offline): it is
+ * no yardstick for how far ahead a peer's clock may be, so the bound is not applied until it is set.
+ */
+const CLOCK_SET_AFTER_MS = Date.UTC(2026, 0, 1);
 
 /**
  * The node's clocks: what it stamps on every message and what it learns from every message received.
@@ -22,11 +32,11 @@ export type ObserveOutcome = 'ok' | 'hlc_refused' | 'vc_refused';
  * more of our own events than we made nor grows past its size limit. A refused clock does not refuse the
  * message: ordering then rests on what the node already knew.
  *
- * `maxOffsetMs` is 0 (no bound) by default because field units without a real-time clock boot with a
- * stale one and must be able to catch up with the cluster's time through the HLC.
+ * A unit whose own clock was never set (no RTC, booted offline) adopts any HLC, so that it can catch up
+ * with the cluster's time; `maxOffsetMs` 0 removes the bound for everyone.
  */
 export class ClockKeeper {
-  readonly hlc = new HybridLogicalClock();
+  readonly hlc: HybridLogicalClock;
   private vc: VectorClock = EMPTY_CLOCK;
   private counter = 0;
   private reservedUntil = 0;
@@ -40,7 +50,10 @@ export class ClockKeeper {
     private readonly owner: string | undefined,
     private readonly maxOffsetMs: number,
     private readonly store?: NodeStore,
-  ) {}
+    private readonly wallNow: () => number = Date.now,
+  ) {
+    this.hlc = new HybridLogicalClock(wallNow);
+  }
 
   /** Timestamps for one outgoing message. */
   stamp(): { vc: VectorClock; hlc: HlcTimestamp } {
@@ -54,15 +67,17 @@ export class ClockKeeper {
 
   /** Learns from a received message's clocks. */
   observe(vc: VectorClock, hlc: HlcTimestamp): ObserveOutcome {
-    let outcome: ObserveOutcome = 'ok';
-    const plausibleWall = this.maxOffsetMs === 0 || hlc.wall - Date.now() <= this.maxOffsetMs;
-    if (plausibleWall && hlc.logical <= MAX_ADOPTED_LOGICAL) this.hlc.receive(hlc);
-    else outcome = 'hlc_refused';
-    if (this.owner !== undefined && (vc[this.owner] ?? 0) > this.counter) return 'vc_refused';
-    const merged = merge(this.vc, vc);
-    if (size(merged) > MAX_CLOCK_ENTRIES) return 'vc_refused';
-    this.vc = merged;
-    return outcome;
+    const now = this.wallNow();
+    const plausibleWall = this.maxOffsetMs === 0 || now < CLOCK_SET_AFTER_MS || hlc.wall - now <= this.maxOffsetMs;
+    const hlcOk = plausibleWall && hlc.logical <= MAX_ADOPTED_LOGICAL;
+    if (hlcOk) this.hlc.receive(hlc);
+    let vcOk = this.owner === undefined || (vc[this.owner] ?? 0) <= this.counter;
+    if (vcOk) {
+      const merged = merge(this.vc, vc);
+      if (size(merged) > MAX_CLOCK_ENTRIES) vcOk = false;
+      else this.vc = merged;
+    }
+    return { hlc: hlcOk, vc: vcOk };
   }
 
   clock(): VectorClock {

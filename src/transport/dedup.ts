@@ -15,7 +15,7 @@ export class Deduplicator {
     private readonly persisted?: Table<number>,
   ) {}
 
-  private static key(from: string, id: string): string {
+  static key(from: string, id: string): string {
     return `${from}\u0000${id}`;
   }
 

@@ -115,6 +115,7 @@ export class NodeLink {
   private timersStarted = false;
   private readonly firstReady: Promise<void>;
   private markReady!: () => void;
+  private failReady!: (err: Error) => void;
 
   private constructor(private readonly opts: NodeLinkOptions) {
     this.id = opts.nodeId;
@@ -151,7 +152,12 @@ export class NodeLink {
       () => void this.onConnect(),
       (topic, payload, retained) => this.onMessage(topic, payload, retained),
     );
-    this.firstReady = new Promise((resolve) => (this.markReady = resolve));
+    this.firstReady = new Promise((resolve, reject) => {
+      this.markReady = resolve;
+      this.failReady = reject;
+    });
+    // A link stopped before it ever connected rejects connect(); nobody may be awaiting it.
+    this.firstReady.catch(() => undefined);
   }
 
   /**
@@ -288,6 +294,8 @@ export class NodeLink {
       pending.reject(new TransportError('link_closed', 'the link was stopped before a reply arrived'));
     }
     this.requests.clear();
+    this.failReady(new TransportError('link_closed', 'the link was stopped before it connected'));
+    this.outbox?.abandonWaiters(new TransportError('link_closed', 'the link was stopped; the message stays in the outbox and is sent on the next start'));
     if (this.opts.announce && this.hub.connected) {
       const death = encode(this.envelope('death', { graceful: true }));
       await new Promise<void>((resolve) => {
@@ -341,6 +349,8 @@ export class NodeLink {
       subs[this.topics.presence(this.id)] = { qos: 1 };
     }
     if (!(await this.hub.subscribe(subs))) return;
+    // stop() may have run while the subscription was on its way: a birth now would follow our death.
+    if (this.stopping) return;
     if (this.opts.announce) this.publishBirth();
     this.log.info({ hub: this.opts.hubUrl, incarnation: this.incarnation }, 'connected');
     this.outbox?.expedite();
@@ -360,7 +370,7 @@ export class NodeLink {
   }
 
   private startTimers(): void {
-    if (this.timersStarted) return;
+    if (this.timersStarted || this.stopping) return;
     this.timersStarted = true;
     const t = this.opts.timing;
     if (this.opts.announce) {
@@ -373,7 +383,9 @@ export class NodeLink {
       this.timers.push(setInterval(() => this.flushOutbox(), Math.max(10, Math.min(1_000, Math.floor(t.retryInitialMs / 2)))));
       this.timers.push(
         setInterval(() => {
-          const cutoff = this.clocks.hlc.now().wall - t.dedupTtlS * 1_000;
+          // The earlier of HLC and wall time: a peer that dragged the HLC far ahead must not make every
+          // remembered id look expired (an unset clock errs the other way, keeping ids longer).
+          const cutoff = Math.min(this.clocks.hlc.now().wall, Date.now()) - t.dedupTtlS * 1_000;
           this.dedup.prune(cutoff).catch((err: Error) => this.log.warn({ err: err.message }, 'dedup prune failed'));
         }, DEDUP_PRUNE_INTERVAL_MS),
       );
@@ -461,7 +473,8 @@ export class NodeLink {
     }
     if (msg.from !== this.id) {
       const observed = this.clocks.observe(msg.vc, msg.hlc);
-      if (observed !== 'ok') this.counters.reject(this.log, observed, msg.from, observed === 'hlc_refused' ? `HLC ${msg.hlc.wall}.${msg.hlc.logical} not adopted (too far ahead or logical counter too large)` : 'vector clock not adopted (claims our own future events or too many entries)');
+      if (!observed.hlc) this.counters.reject(this.log, 'hlc_refused', msg.from, `HLC ${msg.hlc.wall}.${msg.hlc.logical} not adopted (too far ahead or logical counter too large)`);
+      if (!observed.vc) this.counters.reject(this.log, 'vc_refused', msg.from, 'vector clock not adopted (claims our own future events or too many entries)');
     }
     switch (msg.kind) {
       case 'birth':
@@ -517,7 +530,7 @@ export class NodeLink {
       return;
     }
     const durable = msg.ack === true;
-    const key = `${msg.from}\u0000${msg.id}`;
+    const key = Deduplicator.key(msg.from, msg.id);
     if (this.inFlight.has(key)) {
       // The first copy is still being handled; its outcome decides, and the sender will retry if needed.
       this.counters.inc('rx_duplicates');

@@ -13,7 +13,7 @@ interface Pending {
   entry: OutboxEntry;
   attempts: number;
   nextAttemptAt: number;
-  waiters: Array<() => void>;
+  waiters: Array<{ resolve: () => void; reject: (err: Error) => void }>;
 }
 
 export interface OutboxTiming {
@@ -58,7 +58,12 @@ export class DurableOutbox {
   delivered(id: string): Promise<void> {
     const p = this.pending.get(id);
     if (p === undefined) return Promise.resolve();
-    return new Promise((resolve) => p.waiters.push(resolve));
+    return new Promise((resolve, reject) => p.waiters.push({ resolve, reject }));
+  }
+
+  /** Rejects everyone waiting for a delivery (the link is stopping); the messages themselves stay. */
+  abandonWaiters(err: Error): void {
+    for (const p of this.pending.values()) for (const w of p.waiters.splice(0)) w.reject(err);
   }
 
   /**
@@ -71,7 +76,7 @@ export class DurableOutbox {
     this.pending.delete(id);
     // A failed removal only means the message is sent once more after a restart, and acknowledged again.
     this.table.remove(id).catch(() => undefined);
-    for (const resolve of p.waiters) resolve();
+    for (const w of p.waiters) w.resolve();
     return true;
   }
 

@@ -67,7 +67,7 @@ describe('node link guarantees', () => {
       logger,
       limits: DEFAULT_LIMITS,
       timing: TIMING,
-      maxClockOffsetMs: 0,
+      maxClockOffsetMs: 86_400_000,
       announce: true,
       watchPresence: true,
       ...(store !== undefined ? { store } : {}),
@@ -166,8 +166,11 @@ describe('node link guarantees', () => {
       { qos: 1 },
     );
     await until('the forged ping to be answered', () => broker.counters.get('tx_messages') > 0 && broker.counters.get('vc_refused') === 1);
-    expect(broker.counters.get('hlc_refused')).toBe(0); // the vector clock check already refused it
+    // Both clocks are refused, each counted: the vector clock claims the broker's own future, the HLC
+    // carries an absurd logical counter.
+    expect(broker.counters.get('hlc_refused')).toBe(1);
     expect(broker.clock().b1 ?? 0).toBeLessThan(2 ** 48);
+    expect(broker.now().logical).toBeLessThan(2 ** 24);
     // The broker still speaks in a way its peers accept.
     const reply = await peer.request('b1', 'ping', {});
     expect(reply.kind).toBe('pong');
@@ -188,6 +191,20 @@ describe('node link guarantees', () => {
     const again = create('b1', 'broker', openStore('b1'));
     await again.connect();
     expect(again.clock().b1 ?? 0).toBeGreaterThan(before);
+  });
+
+  it('a link stopped before it ever connected rejects connect() and pending deliveries instead of hanging', async () => {
+    await setup();
+    const port = await freePort();
+    const node = create('lonely', 'client', openStore('lonely'), `mqtt://127.0.0.1:${port}`);
+    const connecting = node.connect();
+    const id = await node.sendDurable('someone', 'notice', { severity: 'info', text: 'kept for later' });
+    const delivery = node.delivered(id);
+    await node.stop();
+    links.splice(links.indexOf(node), 1);
+    await expect(connecting).rejects.toThrow(/stopped before it connected/);
+    await expect(delivery).rejects.toThrow(/stays in the outbox/);
+    expect(node.outboxPending).toBe(1);
   });
 
   it('a node can send requests and durable messages to itself', async () => {

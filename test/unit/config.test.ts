@@ -21,7 +21,7 @@ const EXPECTED_DEFAULTS: UcpConfig = {
   node: { id: '', cluster: 'default', data_dir: '' },
   hub: { url: 'mqtt://127.0.0.1:1883', listen_host: '127.0.0.1', port: 1883, username: '', password: '' },
   log: { level: 'info', format: 'auto' },
-  protocol: { max_message_bytes: 1048576, max_depth: 32, max_clock_offset_ms: 0 },
+  protocol: { max_message_bytes: 1048576, max_depth: 32, max_clock_offset_ms: 86400000 },
   transport: {
     keepalive_s: 5,
     connect_timeout_ms: 5000,

@@ -133,6 +133,28 @@ describe('execution plans (REC format)', () => {
     expect(problems(job('a', 'r/b', 'r/a') + job('b', 'r/a', 'r/b'))).toContain("jobs wait for each other's results in a cycle: a -> b -> a");
   });
 
+  it('refuses data files outside the plan folder, and names like "constructor" are unknown fields, not crashes', () => {
+    const found = problems(`[named_data]\n"leak" = "/etc/passwd"\n"up" = "../outside.txt"\n[[jobs]]\n[jobs.metadata]\njob_id = "a"\nwasm_module = "m"\nconstructor = 1\ntoString = "x"\n`);
+    writeFileSync(join(dir, '..', 'outside.txt'), 'secret');
+    expect(found).toContain('named_data."leak": /etc/passwd must be relative to the plan\'s folder');
+    expect(found.some((p) => p.startsWith('named_data."up": '))).toBe(true);
+    expect(found).toContain('jobs[0].metadata: unknown field "constructor"');
+    expect(found).toContain('jobs[0].metadata: unknown field "toString"');
+    const escaped = problems(`[named_data]\n"up" = "../outside.txt"\n[[jobs]]\n[jobs.metadata]\njob_id = "a"\nwasm_module = "m"\n`);
+    expect(escaped).toEqual(['named_data."up": ../outside.txt is outside the plan\'s folder']);
+  });
+
+  it('finds a dependency cycle in a long chain without exhausting the stack', () => {
+    const n = 3_000;
+    let text = '';
+    for (let i = 0; i < n; i++) {
+      text += `[[jobs]]\n[jobs.metadata]\njob_id = "j${i}"\nwasm_module = "m"\n[jobs.metadata.data]\n"in" = "r/${(i + 1) % n}"\n[jobs.metadata.named_results]\n"out" = "r/${i}"\n`;
+    }
+    const found = problems(text);
+    expect(found.length).toBe(1);
+    expect(found[0]).toMatch(/^jobs wait for each other's results in a cycle: j0 -> j1 -> .* -> j0$/);
+  });
+
   it('reports TOML syntax errors with their line', () => {
     expect(problems('[[jobs]\nx = 1\n')[0]).toMatch(/^line 1, column \d+: not valid TOML/);
   });

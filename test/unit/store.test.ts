@@ -273,3 +273,20 @@ describe('NodeStore tables and durability', () => {
     expect(writes.get(100)).toBe(1);
   });
 });
+
+describe('NodeStore within one process', () => {
+  it('refuses a second open of a directory that is already open here, and allows it once closed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ucp-store-twice-'));
+    const first = NodeStore.open({ dir, nodeId: 'n1' });
+    try {
+      expect(() => NodeStore.open({ dir, nodeId: 'n1' })).toThrow(/already open in this process/);
+      expect(first.nextIncarnation()).toBe(1);
+    } finally {
+      await first.close();
+    }
+    const again = NodeStore.open({ dir, nodeId: 'n1' });
+    expect(again.nextIncarnation()).toBe(2);
+    await again.close();
+    removeDir(dir);
+  });
+});
