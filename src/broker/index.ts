@@ -1,1 +1,2 @@
 export * from './data-router.js';
+export * from './scheduler.js';
