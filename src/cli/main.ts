@@ -66,7 +66,12 @@ async function runRole(cmd: Command, role: Role): Promise<void> {
   node = NodeRuntime.create({ config, nodeId, role, dataDir: defaultDataDir(config, nodeId), logger });
   attachRole(node, role, config);
   node.log.info({ hub: config.hub.url, cluster: config.node.cluster, dataDir: node.store.dir }, `starting ${role}`);
-  await node.connect();
+  try {
+    await node.connect();
+  } catch (err) {
+    // Stopped by a signal before the hub was ever reached: the clean stop is already under way.
+    if (!(err instanceof TransportError && err.code === 'link_closed')) throw err;
+  }
   await stopping;
 }
 

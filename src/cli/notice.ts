@@ -60,10 +60,14 @@ async function waitDelivered(client: NodeRuntime, ids: string[], timeoutS: numbe
   if (timeoutS <= 0) return false;
   let timer: NodeJS.Timeout | undefined;
   // Connecting counts against the timeout too: an unreachable hub must not make the command hang.
+  // Stopping the client after a timeout rejects what is still pending; that is the queued outcome.
   const all = client
     .connect()
     .then(() => Promise.all(ids.map((id) => client.link.delivered(id))))
-    .then(() => true);
+    .then(
+      () => true,
+      () => false,
+    );
   const expired = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutS * 1_000)));
   try {
     return await Promise.race([all, expired]);

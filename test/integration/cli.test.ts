@@ -197,6 +197,17 @@ describe('query commands that cannot get an answer', { timeout: 90_000 }, () => 
     expect(line).toContain(`mqtt://127.0.0.1:${port}`);
     expect(result.stdout).toBe('');
   });
+
+  it('`ucp notice` with the hub unreachable keeps the notice queued and exits 3 at its timeout', async () => {
+    const port = await freePort();
+    const result = await ucpRun(['notice', 'nobody', 'hold this', '--timeout', '1', '--node-id', 'ops-q', '--data-dir', join(dir, 'ops-q'), '--hub', `mqtt://127.0.0.1:${port}`]);
+    expect(result.code, result.stderr).toBe(3);
+    expect(result.stdout).toMatch(/queued for nobody/);
+    // The notice survived the exit: the next run still has it.
+    const again = await ucpRun(['outbox', '--wait', '0', '--json', '--node-id', 'ops-q', '--data-dir', join(dir, 'ops-q'), '--hub', `mqtt://127.0.0.1:${port}`]);
+    expect(again.code).toBe(3);
+    expect(JSON.parse(again.stdout)).toMatchObject({ pending: 1, delivered: 0 });
+  });
 });
 
 describe('npm start', () => {
