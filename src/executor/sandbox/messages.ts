@@ -1,16 +1,22 @@
 import type { MemoryLimits } from './wasm-memory.js';
 
-/** What the pool asks a worker to run. Paths are on the host; the job directory is the guest's `/`. */
-export interface RunRequest {
-  readonly type: 'run';
-  readonly runId: number;
-  readonly module: WebAssembly.Module;
+/** A job's inputs and outputs. Paths are on the host; the job directory is the guest's `/`. */
+export interface JobIo {
+  /** Passed verbatim: args[0] is the first argument the module sees, as in REC. */
   readonly args: readonly string[];
   readonly env: Readonly<Record<string, string>>;
+  /** Host directory preopened as the guest's `/`. */
   readonly jobDir: string;
   readonly stdinPath?: string;
   readonly stdoutPath: string;
   readonly stderrPath: string;
+}
+
+/** What the pool asks a worker to run. */
+export interface RunRequest extends JobIo {
+  readonly type: 'run';
+  readonly runId: number;
+  readonly module: WebAssembly.Module;
   readonly importedMemory?: { module: string; name: string; limits: MemoryLimits };
 }
 

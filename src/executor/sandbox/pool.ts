@@ -3,20 +3,12 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
-import type { RunReply, RunRequest } from './messages.js';
+import type { JobIo, RunReply, RunRequest } from './messages.js';
 import { capMemory, MAX_WASM32_PAGES, MemoryCapError, WASM_PAGE_BYTES, type CappedModule } from './wasm-memory.js';
 
-export interface SandboxJob {
+export interface SandboxJob extends JobIo {
   /** The module's bytes, as fetched from the datastore. */
   readonly wasm: Uint8Array;
-  /** Passed verbatim: args[0] is the first argument the module sees, as in REC. */
-  readonly args: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
-  /** Host directory preopened as the guest's `/`. */
-  readonly jobDir: string;
-  readonly stdinPath?: string;
-  readonly stdoutPath: string;
-  readonly stderrPath: string;
   readonly timeoutMs: number;
   readonly memoryCapBytes: number;
 }
@@ -183,16 +175,12 @@ export class SandboxPool {
     }
     if (pending.state !== 'running' || slot.run?.runId !== runId) return;
     timer = setTimeout(() => pending.stop?.('timeout', `killed after the ${job.timeoutMs} ms timeout`), job.timeoutMs);
+    const { wasm: _bytes, timeoutMs: _timeout, memoryCapBytes: _cap, ...io } = job;
     const request: RunRequest = {
+      ...io,
       type: 'run',
       runId,
       module: compiled.module,
-      args: job.args,
-      env: job.env,
-      jobDir: job.jobDir,
-      ...(job.stdinPath !== undefined ? { stdinPath: job.stdinPath } : {}),
-      stdoutPath: job.stdoutPath,
-      stderrPath: job.stderrPath,
       ...(compiled.capped.importedMemory !== undefined ? { importedMemory: compiled.capped.importedMemory } : {}),
     };
     slot.worker.postMessage(request);
