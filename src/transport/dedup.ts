@@ -8,7 +8,12 @@ import type { Table } from '../store/index.js';
  * after a restart is still recognised, and forgotten after the TTL.
  */
 export class Deduplicator {
-  private readonly recent = new Set<string>();
+  /**
+   * Two generations instead of an exact LRU: when the current one fills up it becomes the previous one,
+   * so at least `window` and at most twice that many recent ids are remembered, at no per-message cost.
+   */
+  private current = new Set<string>();
+  private previous = new Set<string>();
 
   constructor(
     private readonly window: number,
@@ -19,28 +24,31 @@ export class Deduplicator {
     return `${from}\u0000${id}`;
   }
 
-  /** True if this message was handled before (in memory, or on disk for durable messages). */
-  seen(from: string, id: string, durable: boolean): boolean {
-    const key = Deduplicator.key(from, id);
-    if (this.recent.has(key)) return true;
+  /** True if the message with this key was handled before (in memory, or on disk for durable ones). */
+  seen(key: string, durable: boolean): boolean {
+    if (this.current.has(key) || this.previous.has(key)) return true;
     if (durable && this.persisted?.get(key) !== undefined) {
-      this.remember(key);
+      this.handled(key);
       return true;
     }
     return false;
   }
 
   /** Marks a message handled in memory. */
-  handled(from: string, id: string): void {
-    this.remember(Deduplicator.key(from, id));
+  handled(key: string): void {
+    this.current.add(key);
+    if (this.current.size >= this.window) {
+      this.previous = this.current;
+      this.current = new Set();
+    }
   }
 
   /**
    * Records a handled durable message on disk; resolves when the write is committed. `atMs` is HLC wall
    * time, which never runs backwards, so a clock corrected backwards cannot keep ids forever.
    */
-  async persist(from: string, id: string, atMs: number): Promise<void> {
-    await this.persisted?.put(Deduplicator.key(from, id), atMs);
+  async persist(key: string, atMs: number): Promise<void> {
+    await this.persisted?.put(key, atMs);
   }
 
   /** Drops on-disk ids recorded before `olderThanMs` (HLC wall time); returns how many went. */
@@ -55,14 +63,5 @@ export class Deduplicator {
       for (const key of stale) table.remove(key);
     });
     return stale.length;
-  }
-
-  private remember(key: string): void {
-    this.recent.add(key);
-    if (this.recent.size > this.window) {
-      // Sets iterate in insertion order, so the first entry is the oldest.
-      const oldest = this.recent.values().next().value;
-      if (oldest !== undefined) this.recent.delete(oldest);
-    }
   }
 }

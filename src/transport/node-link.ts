@@ -69,10 +69,16 @@ export type PresenceListener = (event: PresenceEvent) => void;
 
 interface PendingRequest {
   to: string;
+  kind: Kind;
   resolve: (msg: AnyEnvelope) => void;
   reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
+  /** performance.now() after which the request has failed. */
+  deadline: number;
+  timeoutMs: number;
 }
+
+/** How often unanswered requests are checked against their deadlines. */
+const REQUEST_SWEEP_MS = 25;
 
 /** Kinds the link answers itself; roles register handlers for the rest. */
 const LINK_KINDS: ReadonlySet<Kind> = new Set<Kind>(['ack', 'ping', 'status_request']);
@@ -105,6 +111,7 @@ export class NodeLink {
   private readonly handlers = new Map<Kind, Handler<Kind>>();
   private readonly presenceListeners: PresenceListener[] = [];
   private readonly requests = new Map<string, PendingRequest>();
+  private requestSweeper: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly startedAt = performance.now();
   private readonly idPrefix: string;
@@ -200,14 +207,25 @@ export class NodeLink {
   request<K extends Kind>(to: string, kind: K, body: BodyOf<K>, timeoutMs = this.opts.timing.requestTimeoutMs): Promise<AnyEnvelope> {
     const msg = this.envelope(kind, body);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.requests.delete(msg.id);
-        this.counters.inc('request_timeouts');
-        reject(new TransportError('request_timeout', `no reply from ${to} to ${kind} within ${timeoutMs} ms; is it running and attached to this hub?`));
-      }, timeoutMs);
-      this.requests.set(msg.id, { to, resolve, reject, timer });
+      // One sweeping timer serves every request: a timer per request costs more than the round trip.
+      this.requests.set(msg.id, { to, kind, resolve, reject, deadline: performance.now() + timeoutMs, timeoutMs });
+      this.requestSweeper ??= setInterval(() => this.expireRequests(), REQUEST_SWEEP_MS).unref();
       this.hub.publish(this.topics.inbox(to), encode(msg));
     });
+  }
+
+  private expireRequests(): void {
+    const now = performance.now();
+    for (const [id, p] of this.requests) {
+      if (p.deadline > now) continue;
+      this.requests.delete(id);
+      this.counters.inc('request_timeouts');
+      p.reject(new TransportError('request_timeout', `no reply from ${p.to} to ${p.kind} within ${p.timeoutMs} ms; is it running and attached to this hub?`));
+    }
+    if (this.requests.size === 0) {
+      clearInterval(this.requestSweeper);
+      this.requestSweeper = undefined;
+    }
   }
 
   /**
@@ -289,10 +307,8 @@ export class NodeLink {
     if (this.stopping) return;
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
-    for (const [, pending] of this.requests) {
-      clearTimeout(pending.timer);
-      pending.reject(new TransportError('link_closed', 'the link was stopped before a reply arrived'));
-    }
+    clearInterval(this.requestSweeper);
+    for (const [, pending] of this.requests) pending.reject(new TransportError('link_closed', 'the link was stopped before a reply arrived'));
     this.requests.clear();
     this.failReady(new TransportError('link_closed', 'the link was stopped before it connected'));
     this.outbox?.abandonWaiters(new TransportError('link_closed', 'the link was stopped; the message stays in the outbox and is sent on the next start'));
@@ -488,11 +504,13 @@ export class NodeLink {
         return;
       default:
         this.peers.touch(msg.from, msg.inc);
-        this.onInbox(msg).catch((err: Error) => {
+        try {
+          this.onInbox(msg);
+        } catch (err) {
           // Nothing may escape into the MQTT client's event handler: it would take the node down.
           this.counters.inc('handler_errors');
-          this.log.error({ err: err.message, kind: msg.kind, from: msg.from }, 'inbox processing failed');
-        });
+          this.log.error({ err: (err as Error).message, kind: msg.kind, from: msg.from }, 'inbox processing failed');
+        }
     }
   }
 
@@ -520,7 +538,7 @@ export class NodeLink {
     return undefined;
   }
 
-  private async onInbox(msg: AnyEnvelope): Promise<void> {
+  private onInbox(msg: AnyEnvelope): void {
     if (msg.re !== undefined) {
       this.onReply(msg, msg.re);
       return;
@@ -536,30 +554,51 @@ export class NodeLink {
       this.counters.inc('rx_duplicates');
       return;
     }
-    if (this.dedup.seen(msg.from, msg.id, durable)) {
+    if (this.dedup.seen(key, durable)) {
       this.counters.inc('rx_duplicates');
       // The sender did not get our ack (or it crossed its retry): acknowledge again, handle nothing.
       if (durable) this.send(msg.from, 'ack', { of: msg.id });
       return;
     }
-    this.inFlight.add(key);
+    let pending: void | Promise<void>;
     try {
-      await this.dispatch(msg, durable);
+      pending = this.dispatch(msg, durable);
+    } catch (err) {
+      this.handlingFailed(msg, durable, err);
+      return;
+    }
+    // Most requests are answered at once: no promise, no bookkeeping beyond remembering the id.
+    if (pending === undefined && !durable) {
+      this.dedup.handled(key);
+      return;
+    }
+    this.inFlight.add(key);
+    void this.settle(msg, key, durable, pending);
+  }
+
+  /** Finishes a message whose handling is asynchronous or durable: persist, then acknowledge. */
+  private async settle(msg: AnyEnvelope, key: string, durable: boolean, pending: void | Promise<void>): Promise<void> {
+    try {
+      await pending;
       if (durable) {
-        await this.dedup.persist(msg.from, msg.id, this.clocks.hlc.now().wall);
+        await this.dedup.persist(key, this.clocks.hlc.now().wall);
         await this.opts.store?.durable();
       }
     } catch (err) {
-      this.counters.inc('handler_errors');
-      const reason = (err as Error).message;
-      this.log.error({ err: reason, kind: msg.kind, from: msg.from }, durable ? 'handling failed; the sender will retry' : 'handling failed');
-      if (!durable) this.reply(msg, 'error', { code: 'handler_failed', message: reason.slice(0, 1_024) });
+      this.handlingFailed(msg, durable, err);
       return;
     } finally {
       this.inFlight.delete(key);
     }
-    this.dedup.handled(msg.from, msg.id);
+    this.dedup.handled(key);
     if (durable) this.send(msg.from, 'ack', { of: msg.id });
+  }
+
+  private handlingFailed(msg: AnyEnvelope, durable: boolean, err: unknown): void {
+    this.counters.inc('handler_errors');
+    const reason = err instanceof Error ? err.message : String(err);
+    this.log.error({ err: reason, kind: msg.kind, from: msg.from }, durable ? 'handling failed; the sender will retry' : 'handling failed');
+    if (!durable) this.reply(msg, 'error', { code: 'handler_failed', message: reason.slice(0, 1_024) });
   }
 
   private onReply(msg: AnyEnvelope, re: string): void {
@@ -570,12 +609,11 @@ export class NodeLink {
       return;
     }
     this.requests.delete(re);
-    clearTimeout(pending.timer);
     if (msg.kind === 'error') pending.reject(new RemoteError(msg.from, msg.body.code, msg.body.message));
     else pending.resolve(msg);
   }
 
-  private async dispatch(msg: AnyEnvelope, durable: boolean): Promise<void> {
+  private dispatch(msg: AnyEnvelope, durable: boolean): void | Promise<void> {
     switch (msg.kind) {
       case 'ping':
         this.reply(msg, 'pong', msg.body.data !== undefined ? { data: msg.body.data } : {});
@@ -585,10 +623,7 @@ export class NodeLink {
         return;
       default: {
         const handler = this.handlers.get(msg.kind);
-        if (handler !== undefined) {
-          await handler(msg);
-          return;
-        }
+        if (handler !== undefined) return handler(msg);
         const reason = `${this.role} ${this.id} does not handle "${msg.kind}"`;
         this.counters.reject(this.log, 'rx_unhandled_kind', msg.from, reason);
         // A durable message must not be acknowledged unhandled: the sender keeps it until a node that

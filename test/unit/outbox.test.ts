@@ -181,21 +181,23 @@ describe('DurableOutbox', () => {
 });
 
 describe('Deduplicator', () => {
+  const key = Deduplicator.key;
   /** Checks, then marks handled, the way the link treats a message it has just handled. */
   const handle = (dedup: Deduplicator, from: string, id: string): boolean => {
-    const before = dedup.seen(from, id, false);
-    dedup.handled(from, id);
+    const before = dedup.seen(key(from, id), false);
+    dedup.handled(key(from, id));
     return before;
   };
 
-  it('remembers a window of recent ids and evicts the oldest first', () => {
+  it('remembers at least a window of recent ids, and forgets ids older than two windows', () => {
     const dedup = new Deduplicator(3);
-    for (const id of ['1', '2', '3']) expect(handle(dedup, 'a', id)).toBe(false);
-    for (const id of ['1', '2', '3']) expect(dedup.seen('a', id, false)).toBe(true);
-    expect(handle(dedup, 'a', '4')).toBe(false);
-    // '1' was the oldest: gone. The rest are still remembered.
-    for (const id of ['2', '3', '4']) expect(dedup.seen('a', id, false)).toBe(true);
-    expect(dedup.seen('a', '1', false)).toBe(false);
+    for (const id of ['1', '2', '3', '4', '5']) expect(handle(dedup, 'a', id)).toBe(false);
+    // The last three are always remembered.
+    for (const id of ['3', '4', '5']) expect(dedup.seen(key('a', id), false)).toBe(true);
+    for (const id of ['6', '7', '8', '9']) handle(dedup, 'a', id);
+    // Six ids later, '1' to '3' are gone.
+    for (const id of ['1', '2', '3']) expect(dedup.seen(key('a', id), false)).toBe(false);
+    for (const id of ['7', '8', '9']) expect(dedup.seen(key('a', id), false)).toBe(true);
   });
 
   it('keys by sender as well as id, since ids are only unique per sender', () => {
@@ -207,44 +209,44 @@ describe('Deduplicator', () => {
 
   it('seen() alone does not mark a message handled, so a failed handling is retried', () => {
     const dedup = new Deduplicator(10);
-    expect(dedup.seen('a', '1', false)).toBe(false);
-    expect(dedup.seen('a', '1', false)).toBe(false);
+    expect(dedup.seen(key('a', '1'), false)).toBe(false);
+    expect(dedup.seen(key('a', '1'), false)).toBe(false);
   });
 
   it('recognises a persisted durable id after a restart', async () => {
     const before = new Deduplicator(10, store.table<number>('dedup'));
-    expect(before.seen('a', '1.1', true)).toBe(false);
-    await before.persist('a', '1.1', 5_000);
-    expect(before.seen('a', '1.2', true)).toBe(false); // seen but never persisted: not handled
+    expect(before.seen(key('a', '1.1'), true)).toBe(false);
+    await before.persist(key('a', '1.1'), 5_000);
+    expect(before.seen(key('a', '1.2'), true)).toBe(false); // seen but never persisted: not handled
 
     await reopen();
     const after = new Deduplicator(10, store.table<number>('dedup'));
-    expect(after.seen('a', '1.1', true)).toBe(true);
-    expect(after.seen('a', '1.2', true)).toBe(false);
-    expect(after.seen('b', '1.1', true)).toBe(false);
+    expect(after.seen(key('a', '1.1'), true)).toBe(true);
+    expect(after.seen(key('a', '1.2'), true)).toBe(false);
+    expect(after.seen(key('b', '1.1'), true)).toBe(false);
   });
 
   it('consults the disk only for durable messages', async () => {
     const before = new Deduplicator(10, store.table<number>('dedup'));
-    await before.persist('a', '1.1', 5_000);
+    await before.persist(key('a', '1.1'), 5_000);
     const after = new Deduplicator(10, store.table<number>('dedup'));
-    expect(after.seen('a', '1.1', false)).toBe(false);
+    expect(after.seen(key('a', '1.1'), false)).toBe(false);
   });
 
   it('prune() drops only ids persisted before the cutoff', async () => {
     const table = store.table<number>('dedup');
     const dedup = new Deduplicator(10, table);
-    await dedup.persist('a', 'old', 100);
-    await dedup.persist('a', 'edge', 200);
-    await dedup.persist('a', 'new', 300);
+    await dedup.persist(key('a', 'old'), 100);
+    await dedup.persist(key('a', 'edge'), 200);
+    await dedup.persist(key('a', 'new'), 300);
     expect(await dedup.prune(200)).toBe(1);
 
     await reopen();
     // A fresh instance has an empty memory window, so only the disk answers.
     const fresh = new Deduplicator(10, store.table<number>('dedup'));
-    expect(fresh.seen('a', 'old', true)).toBe(false);
-    expect(fresh.seen('a', 'edge', true)).toBe(true);
-    expect(fresh.seen('a', 'new', true)).toBe(true);
+    expect(fresh.seen(key('a', 'old'), true)).toBe(false);
+    expect(fresh.seen(key('a', 'edge'), true)).toBe(true);
+    expect(fresh.seen(key('a', 'new'), true)).toBe(true);
     expect(await fresh.prune(200)).toBe(0);
   });
 
