@@ -106,19 +106,9 @@ export function decode(bytes: Uint8Array, limits: CodecLimits = DEFAULT_LIMITS):
   const kind: Kind = m.kind;
   const bodyErr = (BODY_SCHEMAS[kind] as Schema<unknown>).check(m.body, 'body');
   if (bodyErr !== undefined) return fail('bad_body', `${kind} ${bodyErr}`);
+  // The decoded map is ours alone and now fully checked: reshape it in place rather than copy it.
   const hlc = m.hlc as [number, number];
-  const msg = {
-    v: PROTOCOL_VERSION,
-    kind,
-    id: m.id,
-    from: m.from,
-    role: m.role,
-    inc: m.inc,
-    vc: m.vc,
-    hlc: { wall: hlc[0], logical: hlc[1] },
-    body: m.body,
-    ...(m.re !== undefined ? { re: m.re } : {}),
-    ...(m.ack === true ? { ack: true } : {}),
-  } as AnyEnvelope;
+  m.hlc = { wall: hlc[0], logical: hlc[1] };
+  const msg = m as unknown as AnyEnvelope;
   return { ok: true, msg };
 }
