@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
+import { DataClient } from '../client/index.js';
 import { NodeRuntime } from '../transport/index.js';
 import { table, waitForNodes, type Output } from './inspect.js';
 import { summarize } from './latency.js';
@@ -10,7 +11,8 @@ import { startLocalCluster } from './local-cluster.js';
 
 /**
  * `npm start`: an all-in-one cluster on an embedded hub (broker, datastore, two executors and a client)
- * that shows the substrate working end to end and checks what it shows. Exits non-zero if a check fails.
+ * that shows what works end to end (presence, request/reply, durable delivery, named data, a graceful
+ * leave) and checks what it shows. Exits non-zero if a check fails.
  */
 export async function runDemo(config: UcpConfig, logger: Logger, out: Output): Promise<number> {
   const dataRoot = mkdtempSync(join(tmpdir(), 'ucp-demo-'));
@@ -62,7 +64,19 @@ export async function runDemo(config: UcpConfig, logger: Logger, out: Output): P
     }
     check(client.link.outboxPending === 0, 'client outbox empty after acknowledgements');
 
-    out.print('\n4. Graceful leave: an executor stops and publishes its death');
+    out.print('\n4. Named data: the broker places it on a datastore and finds it again by name or prefix');
+    const data = new DataClient(client.link, 10_000);
+    const readings = ['21.5', '22.0', '23.4'].join('\n');
+    const put = await data.put('fire/district-3/temps', new TextEncoder().encode(readings));
+    await data.put('fire/district-3/wind', new TextEncoder().encode('NW 14 km/h'));
+    out.print(`  fire/district-3/temps ${put.outcome} on ${put.store}`);
+    const back = new TextDecoder().decode((await data.get('fire/district-3/temps')).bytes);
+    check(back === readings, 'read back exactly what was stored');
+    const names: string[] = [];
+    for await (const item of data.getPrefix('fire/district-3')) names.push(item.name);
+    check(names.join(',') === 'fire/district-3/temps,fire/district-3/wind', `prefix get returns both names (${names.join(', ')})`);
+
+    out.print('\n5. Graceful leave: an executor stops and publishes its death');
     const leaving = cluster.nodes[cluster.nodes.length - 1]!;
     await leaving.stop();
     const deadline = performance.now() + 2_000;
