@@ -4,15 +4,10 @@ import type { UcpConfig } from '../config/index.js';
 import { DataClient } from '../client/index.js';
 import type { Logger } from '../log/index.js';
 import { table, type Output } from './inspect.js';
-import { connectTool } from './settings.js';
+import { withTool } from './settings.js';
 
-async function withData<T>(config: UcpConfig, logger: Logger, work: (data: DataClient) => Promise<T>): Promise<T> {
-  const link = await connectTool(config, logger);
-  try {
-    return await work(new DataClient(link, config.transport.request_timeout_ms));
-  } finally {
-    await link.stop();
-  }
+function withData<T>(config: UcpConfig, logger: Logger, work: (data: DataClient) => Promise<T>): Promise<T> {
+  return withTool(config, logger, (link) => work(new DataClient(link, config.transport.request_timeout_ms)));
 }
 
 /** `ucp data put NAME FILE` */

@@ -2,7 +2,7 @@ import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
 import type { NodeLink, PeerState } from '../transport/index.js';
 import { summarize } from './latency.js';
-import { connectTool } from './settings.js';
+import { withTool } from './settings.js';
 
 export interface Output {
   json: boolean;
@@ -36,9 +36,8 @@ function describePeer(p: Readonly<PeerState>) {
  * `ucp nodes`: every node that has a retained birth or death on the hub, plus what the heartbeats heard
  * during the wait say about load.
  */
-export async function listNodes(config: UcpConfig, logger: Logger, out: Output, waitMs: number): Promise<void> {
-  const link = await connectTool(config, logger);
-  try {
+export function listNodes(config: UcpConfig, logger: Logger, out: Output, waitMs: number): Promise<void> {
+  return withTool(config, logger, async (link) => {
     await new Promise((resolve) => setTimeout(resolve, waitMs));
     const peers = link.peers
       .peers()
@@ -66,15 +65,12 @@ export async function listNodes(config: UcpConfig, logger: Logger, out: Output, 
         ]),
       ),
     );
-  } finally {
-    await link.stop();
-  }
+  });
 }
 
 /** `ucp ping NODE`: application-level round trips through the hub. */
-export async function ping(config: UcpConfig, logger: Logger, out: Output, node: string, count: number): Promise<void> {
-  const link = await connectTool(config, logger);
-  try {
+export function ping(config: UcpConfig, logger: Logger, out: Output, node: string, count: number): Promise<void> {
+  return withTool(config, logger, async (link) => {
     const rtts: number[] = [];
     for (let i = 0; i < count; i++) {
       const t0 = performance.now();
@@ -87,15 +83,12 @@ export async function ping(config: UcpConfig, logger: Logger, out: Output, node:
     const summary = { node, count, p50Ms, p99Ms, maxMs };
     if (out.json) out.print(JSON.stringify(summary));
     else out.print(`${count} replies: p50 ${summary.p50Ms.toFixed(2)} ms, p99 ${summary.p99Ms.toFixed(2)} ms, max ${summary.maxMs.toFixed(2)} ms`);
-  } finally {
-    await link.stop();
-  }
+  });
 }
 
 /** `ucp status NODE`: the node's own view: uptime, outbox, peers and counters. */
-export async function status(config: UcpConfig, logger: Logger, out: Output, node: string): Promise<void> {
-  const link = await connectTool(config, logger);
-  try {
+export function status(config: UcpConfig, logger: Logger, out: Output, node: string): Promise<void> {
+  return withTool(config, logger, async (link) => {
     const reply = await link.request(node, 'status_request', {});
     if (reply.kind !== 'status') throw new Error(`${node} answered with ${reply.kind} instead of status`);
     const s = reply.body;
@@ -108,9 +101,7 @@ export async function status(config: UcpConfig, logger: Logger, out: Output, nod
     out.print(`peers: ${alive} alive, ${s.peers.length - alive} dead`);
     const counters = Object.entries(s.counters).sort(([a], [b]) => a.localeCompare(b));
     if (counters.length > 0) out.print(table(['COUNTER', 'VALUE'], counters.map(([k, v]) => [k, String(v)])));
-  } finally {
-    await link.stop();
-  }
+  });
 }
 
 /** Waits until every listed node is alive in the link's presence view, or fails after `timeoutMs`. */

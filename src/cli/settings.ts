@@ -4,7 +4,6 @@ import { randomBytes } from 'node:crypto';
 import { loadConfig, type UcpConfig } from '../config/index.js';
 import { createLogger, type Logger } from '../log/index.js';
 import { NodeLink, TransportError, linkOptionsFromConfig } from '../transport/index.js';
-import type { Role } from '../protocol/index.js';
 
 /** Flags every command accepts; each maps onto a configuration key. */
 export interface GlobalFlags {
@@ -75,11 +74,11 @@ export function makeLogger(config: UcpConfig, toStderr: boolean): Logger {
  * A short-lived link for commands that only ask questions: no store, no birth, no last will, so running
  * `ucp nodes` never shows up in (or vanishes from) the cluster's presence.
  */
-export async function connectTool(config: UcpConfig, logger: Logger, role: Role = 'client'): Promise<NodeLink> {
+async function connectTool(config: UcpConfig, logger: Logger): Promise<NodeLink> {
   const link = NodeLink.create({
     ...linkOptionsFromConfig(config, logger),
     nodeId: `ucp-cli-${randomBytes(4).toString('hex')}`,
-    role,
+    role: 'client',
     announce: false,
     watchPresence: true,
   });
@@ -102,4 +101,14 @@ export async function connectTool(config: UcpConfig, logger: Logger, role: Role 
     clearTimeout(timer);
   }
   return link;
+}
+
+/** Runs a query command's work on a short-lived link, which is always stopped afterwards. */
+export async function withTool<T>(config: UcpConfig, logger: Logger, work: (link: NodeLink) => Promise<T>): Promise<T> {
+  const link = await connectTool(config, logger);
+  try {
+    return await work(link);
+  } finally {
+    await link.stop();
+  }
 }
