@@ -1,9 +1,10 @@
-import { resultArchiveName, type AnyEnvelope, type BodyOf, type Envelope } from '../protocol/index.js';
+import { resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
 import { pageUnder, type NamePage, type Table } from '../store/index.js';
-import { RemoteError, TransportError, type NodeRuntime } from '../transport/index.js';
+import type { NodeRuntime } from '../transport/index.js';
+import { answering, Refusal } from './refusal.js';
 
 /** Where a name lives, as the broker last learned it. */
-interface Located {
+export interface Located {
   store: string;
   size: number;
   at: [number, number];
@@ -11,15 +12,6 @@ interface Located {
 
 type Item = BodyOf<'data_items'>['items'][number];
 
-/** Thrown to answer a request with an `error` reply. */
-class Refusal extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 /**
  * The broker's part of named data: it places new data on the live datastore with the most free space,
@@ -28,14 +20,15 @@ class Refusal extends Error {
  */
 export class DataRouter {
   private readonly index: Table<Located>;
+  private readonly storedListeners: Array<(name: string) => void> = [];
 
   constructor(private readonly node: NodeRuntime) {
     this.index = node.store.table<Located>('data_index');
     const link = node.link;
-    link.on('data_put', (msg) => this.answer(msg, () => this.put(msg)));
-    link.on('data_get', (msg) => this.answer(msg, () => this.get(msg)));
-    link.on('data_list', (msg) => this.answer(msg, () => this.list(msg)));
-    link.on('data_delete', (msg) => this.answer(msg, () => this.delete(msg)));
+    link.on('data_put', (msg) => answering(link, msg, () => this.put(msg)));
+    link.on('data_get', (msg) => answering(link, msg, () => this.get(msg)));
+    link.on('data_list', (msg) => answering(link, msg, () => this.list(msg)));
+    link.on('data_delete', (msg) => answering(link, msg, () => this.delete(msg)));
   }
 
   /** Live datastores, most free space first (ties by id, so every broker picks alike). */
@@ -47,33 +40,41 @@ export class DataRouter {
       .sort((a, b) => b.free - a.free || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
-  private async answer(msg: AnyEnvelope, work: () => Promise<void>): Promise<void> {
-    try {
-      await work();
-    } catch (err) {
-      if (err instanceof Refusal || err instanceof RemoteError) this.node.link.reply(msg, 'error', { code: err.code, message: err.message.slice(0, 1_024) });
-      else if (err instanceof TransportError) this.node.link.reply(msg, 'error', { code: 'store_unavailable', message: err.message.slice(0, 1_024) });
-      else throw err;
-    }
-  }
-
   private alive(store: string): boolean {
     const p = this.node.link.peers.get(store);
     return p?.alive === true && p.role === 'datastore';
   }
 
-  private async put(msg: Envelope<'data_put'>): Promise<void> {
-    const known = this.index.get(msg.body.name);
-    // A name stays on the store that has it, so last-write-wins is decided in one place.
+  /** Where the broker last placed `name`, with the version stored there. */
+  locate(name: string): Readonly<Located> | undefined {
+    return this.index.get(name);
+  }
+
+  /** Called after a name was stored (not for stale writes), e.g. to start jobs that wait for it. */
+  onStored(listener: (name: string) => void): void {
+    this.storedListeners.push(listener);
+  }
+
+  /**
+   * Stores data on a datastore and indexes it durably. A name stays on the store that has it while that
+   * store is alive, so last-write-wins is decided in one place; new names go where there is most room.
+   */
+  async store(put: BodyOf<'data_put'>): Promise<BodyOf<'data_put_result'>> {
+    const known = this.index.get(put.name);
     const store = known !== undefined && this.alive(known.store) ? known.store : this.datastores()[0]?.id;
     if (store === undefined) throw new Refusal('no_datastore', 'no datastore is alive to hold the data; start one (`ucp datastore`)');
-    const reply = await this.node.link.request(store, 'data_put', msg.body);
+    const reply = await this.node.link.request(store, 'data_put', put);
     if (reply.kind !== 'data_put_result') throw new Refusal('bad_reply', `${store} answered ${reply.kind}`);
     if (reply.body.outcome !== 'stale') {
-      await this.index.put(msg.body.name, { store, size: msg.body.bytes.byteLength, at: msg.body.at });
+      await this.index.put(put.name, { store, size: put.bytes.byteLength, at: put.at });
       await this.node.store.durable();
+      for (const listener of this.storedListeners) listener(put.name);
     }
-    this.node.link.reply(msg, 'data_put_result', reply.body);
+    return reply.body;
+  }
+
+  private async put(msg: Envelope<'data_put'>): Promise<void> {
+    this.node.link.reply(msg, 'data_put_result', await this.store(msg.body));
   }
 
   private async fetch(name: string): Promise<Item> {

@@ -1,2 +1,4 @@
 export * from './data-router.js';
+export * from './job-manager.js';
+export * from './refusal.js';
 export * from './scheduler.js';

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { PlanError } from '../client/index.js';
 import { ConfigError, type UcpConfig } from '../config/index.js';
 import { StoreError } from '../store/index.js';
 import { NodeRuntime, RemoteError, TransportError } from '../transport/index.js';
@@ -9,6 +10,7 @@ import { VERSION } from '../version.js';
 import { dataGet, dataLs, dataPut, dataRm } from './data.js';
 import { runDemo } from './demo.js';
 import { listNodes, ping, status, stdout, type Output } from './inspect.js';
+import { collectResults, listJobs, runPlan, showJob } from './jobs.js';
 import { runUntilSignal } from './lifecycle.js';
 import { attachRole } from './roles.js';
 import { startHub, startLocalCluster } from './local-cluster.js';
@@ -52,6 +54,13 @@ function output(flags: GlobalFlags): Output {
 function tool(cmd: Command) {
   const flags = globals(cmd);
   const config = resolveConfig(flags);
+  return { config, logger: makeLogger(config, true), out: output(flags) };
+}
+
+/** A client command whose own output is the story: node logs only when asked for with --log-level. */
+function quietTool(cmd: Command) {
+  const flags = globals(cmd);
+  const config = resolveConfig(flags, flags.logLevel === undefined ? { 'log.level': 'warn' } : {});
   return { config, logger: makeLogger(config, true), out: output(flags) };
 }
 
@@ -208,6 +217,48 @@ data
   });
 
 program
+  .command('run')
+  .description('run an execution plan (REC TOML format): publish its data, submit its jobs, wait and collect the results')
+  .argument('<plan>', 'plan file, e.g. examples/fire-watch/plan.toml')
+  .option('--results <dir>', 'where <jobId>_result.zip files are written', 'results')
+  .option('--detach', 'submit, print the job ids and exit (exit code 3); collect later with `ucp results`')
+  .option('--timeout <s>', 'seconds to wait for the jobs before giving up (exit code 3; the jobs keep running)', integer('timeout', 1, 604_800))
+  .action(async (plan: string, opts: { results: string; detach?: boolean; timeout?: number }, cmd: Command) => {
+    const { config, logger, out } = quietTool(cmd);
+    process.exitCode = await runPlan(config, logger, out, plan, { results: opts.results, detach: opts.detach === true, ...(opts.timeout !== undefined ? { timeoutS: opts.timeout } : {}) });
+  });
+
+program
+  .command('results')
+  .description("write out finished jobs' result archives (by default every job this client submitted and has not collected)")
+  .argument('[jobs...]', 'job ids')
+  .option('--results <dir>', 'where <jobId>_result.zip files are written', 'results')
+  .option('--wait', 'wait for unfinished jobs to end')
+  .option('--timeout <s>', 'with --wait: seconds to wait before giving up', integer('timeout', 1, 604_800))
+  .action(async (ids: string[], opts: { results: string; wait?: boolean; timeout?: number }, cmd: Command) => {
+    const { config, logger, out } = quietTool(cmd);
+    process.exitCode = await collectResults(config, logger, out, ids, { results: opts.results, wait: opts.wait === true, ...(opts.timeout !== undefined ? { timeoutS: opts.timeout } : {}) });
+  });
+
+program
+  .command('jobs')
+  .description('list the jobs the broker knows')
+  .option('--owner <client>', "only this client's jobs")
+  .action(async (opts: { owner?: string }, cmd: Command) => {
+    const { config, logger, out } = quietTool(cmd);
+    await listJobs(config, logger, out, opts.owner);
+  });
+
+program
+  .command('job')
+  .description("show one job: state, attempts (with each one's outcome) and result")
+  .argument('<id>', 'job id')
+  .action(async (id: string, _opts: unknown, cmd: Command) => {
+    const { config, logger, out } = quietTool(cmd);
+    await showJob(config, logger, out, id);
+  });
+
+program
   .command('demo')
   .description('run the all-in-one demo on an embedded hub and check what it shows (npm start)')
   .action(async (_opts: unknown, cmd: Command) => {
@@ -220,6 +271,7 @@ program
 /** One line, no stack: what went wrong and what to do. */
 function explain(err: unknown): string {
   if (err instanceof ConfigError || err instanceof StoreError || err instanceof UsageError) return err.message;
+  if (err instanceof PlanError) return err.message;
   if (err instanceof TransportError || err instanceof RemoteError) return err.message;
   if (err instanceof Error) return err.message.split('\n')[0] ?? String(err);
   return String(err);
@@ -234,5 +286,5 @@ try {
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
   process.stderr.write(`ucp: ${explain(err)}\n`);
-  process.exit(err instanceof UsageError || err instanceof ConfigError ? 2 : 1);
+  process.exit(err instanceof UsageError || err instanceof ConfigError || err instanceof PlanError ? 2 : 1);
 }

@@ -1,9 +1,14 @@
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
-import { DataRouter } from '../broker/index.js';
+import { DataRouter, JobManager } from '../broker/index.js';
 import { DatastoreNode } from '../datastore/index.js';
-import { readCapabilities } from '../executor/capabilities.js';
+import { JobRunner } from '../executor/index.js';
 import type { Role } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
+
+/** Room left in a message for the envelope and the job_result fields around the archive. */
+const RESULT_ENVELOPE_BYTES = 64 * 1_024;
 
 /**
  * Gives a node its role's behaviour. Called before the node connects, so no request of the role's kinds
@@ -11,16 +16,30 @@ import type { NodeRuntime } from '../transport/index.js';
  */
 export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): void {
   switch (role) {
-    case 'broker':
-      new DataRouter(node);
+    case 'broker': {
+      const data = new DataRouter(node);
+      new JobManager(node, data, {
+        agingMs: config.scheduler.aging_s * 1_000,
+        inlineResultBytes: config.scheduler.inline_result_bytes,
+        maxAttempts: config.scheduler.max_attempts,
+      });
       return;
+    }
     case 'datastore':
       new DatastoreNode(node, config.datastore.max_object_bytes);
       return;
-    case 'executor':
-      // Job execution arrives with the jobs milestone; until then an executor advertises what it offers.
-      node.link.setHeartbeatFields(() => ({ capabilities: readCapabilities(node.store.dir, config.executor.tags), running_jobs: [] }));
+    case 'executor': {
+      const runner = new JobRunner(node, {
+        slots: config.executor.slots > 0 ? config.executor.slots : availableParallelism(),
+        tags: config.executor.tags,
+        workDir: join(node.store.dir, 'jobs'),
+        keepJobDirs: config.executor.keep_job_dirs,
+        maxResultBytes: Math.max(1_024, config.protocol.max_message_bytes - RESULT_ENVELOPE_BYTES),
+      });
+      node.onConnected(() => runner.resume());
+      node.beforeStop(() => runner.stop());
       return;
+    }
     default:
       return;
   }

@@ -142,6 +142,19 @@ export const CONFIG_SCHEMA = {
   },
   executor: {
     tags: { type: 'string[]', itemPattern: /^[A-Za-z0-9._:-]{1,64}$/, hint: '1-64 characters from A-Z a-z 0-9 . _ : -', maxItems: 64 },
+    slots: { type: 'integer', min: 0, max: 256 },
+    keep_job_dirs: { type: 'boolean' },
+  },
+  scheduler: {
+    aging_s: { type: 'integer', min: 1 },
+    inline_result_bytes: { type: 'integer', min: 0, max: 67108864 },
+    max_attempts: { type: 'integer', min: 1, max: 100 },
+  },
+  client: {
+    priority: { type: 'string', enum: ['low', 'normal', 'high', 'critical'] },
+    timeout_s: { type: 'integer', min: 1, max: 604800 },
+    max_memory_mb: { type: 'integer', min: 1, max: 4096 },
+    broker_wait_s: { type: 'integer', min: 0, max: 86400 },
   },
   liveness: {
     heartbeat_interval_ms: { type: 'integer', min: 50 },
@@ -234,6 +247,21 @@ export interface OutboxConfig {
 
 export interface ExecutorConfig {
   readonly tags: readonly string[];
+  readonly slots: number;
+  readonly keep_job_dirs: boolean;
+}
+
+export interface SchedulerConfig {
+  readonly aging_s: number;
+  readonly inline_result_bytes: number;
+  readonly max_attempts: number;
+}
+
+export interface ClientConfig {
+  readonly priority: 'low' | 'normal' | 'high' | 'critical';
+  readonly timeout_s: number;
+  readonly max_memory_mb: number;
+  readonly broker_wait_s: number;
 }
 
 export interface DatastoreConfig {
@@ -260,6 +288,8 @@ export interface UcpConfig {
   readonly store: StoreConfig;
   readonly datastore: DatastoreConfig;
   readonly executor: ExecutorConfig;
+  readonly scheduler: SchedulerConfig;
+  readonly client: ClientConfig;
   readonly liveness: LivenessConfig;
 }
 

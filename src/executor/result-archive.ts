@@ -19,9 +19,10 @@ export class ResultTooLargeError extends Error {
 /**
  * Zips a finished job's results: each path in `results` (a file, or a directory taken whole) relative to
  * the job directory. Symbolic links are skipped and nothing outside the job directory is read, whatever
- * the module left behind, so a job cannot smuggle host files into its results.
+ * the module left behind, so a job cannot smuggle host files into its results. `extra` adds files the
+ * executor itself wrote outside the job directory, such as captured stdout.
  */
-export function buildResultArchive(jobDir: string, results: readonly string[], maxBytes: number): ResultArchive {
+export function buildResultArchive(jobDir: string, results: readonly string[], maxBytes: number, extra: Readonly<Record<string, string>> = {}): ResultArchive {
   const root = resolve(jobDir);
   const entries: Zippable = {};
   const files: string[] = [];
@@ -47,6 +48,16 @@ export function buildResultArchive(jobDir: string, results: readonly string[], m
     const abs = resolve(root, path);
     if (lstatSync(abs, { throwIfNoEntry: false }) === undefined) missing.push(path);
     else add(abs);
+  }
+  // Host files the executor wrote itself (captured streams), stored under the given entry names.
+  for (const [key, abs] of Object.entries(extra)) {
+    if (entries[key] !== undefined) continue;
+    const stat = lstatSync(abs, { throwIfNoEntry: false });
+    if (stat === undefined || !stat.isFile()) continue;
+    total += stat.size;
+    if (total > maxBytes) throw new ResultTooLargeError(`the job's results exceed ${maxBytes} bytes`);
+    entries[key] = [readFileSync(abs), { level: 6 }];
+    files.push(key);
   }
   // A fixed timestamp keeps the archive identical for identical results, whichever executor ran the job.
   const zip = zipSync(entries, { mtime: new Date('2000-01-01T00:00:00Z') });

@@ -1,5 +1,6 @@
 import { arrayOf, literal, object, optional, record, str, uint, type Infer } from './schema.js';
 import { requirementsSchema } from './capabilities.js';
+import { nodeId } from './names.js';
 
 /** Job ids name data too (`<jobId>/...`), so they follow the rules of one data-name segment. */
 export const JOB_ID_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
@@ -51,3 +52,69 @@ export type JobSpec = Infer<typeof jobSpecSchema>;
 export function resultArchiveName(jobId: string): string {
   return `${jobId}/result.zip`;
 }
+
+/** Where a job is. `queued` waits for an executor or for data; succeeded and failed are final. */
+export const JOB_STATES = ['queued', 'assigned', 'running', 'succeeded', 'failed'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+export function isFinal(state: JobState): boolean {
+  return state === 'succeeded' || state === 'failed';
+}
+
+/**
+ * How one run of a job ended, as its executor reports it. `exited` carries the exit code (0 = success;
+ * results are delivered either way). `missing_input` names the data it could not stage. `host_error` is the
+ * executor's own failure (a disk, a worker), which says nothing about the job: it is run again elsewhere.
+ */
+export const RUN_OUTCOMES = ['exited', 'trap', 'timeout', 'memory_limit', 'missing_input', 'invalid_module', 'result_too_large', 'cancelled', 'host_error'] as const;
+export type RunOutcome = (typeof RUN_OUTCOMES)[number];
+
+/** What became of one attempt: the first result of any attempt is accepted, later ones rejected. */
+export const ATTEMPT_OUTCOMES = ['running', 'accepted', 'rejected', 'cancelled', 'lost', 'failed'] as const;
+export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];
+
+const wallMs = () => uint({ max: 2 ** 48 });
+
+/** A job as brokers report it to clients: `ucp job ID --json` prints this. */
+export const jobViewSchema = object({
+  job_id: str({ pattern: JOB_ID_PATTERN }),
+  state: literal(...JOB_STATES),
+  priority: literal(...PRIORITIES),
+  /** The client that submitted it. */
+  owner: nodeId(),
+  created_at: wallMs(),
+  updated_at: wallMs(),
+  /** Why it is still queued, or why it failed. */
+  reason: optional(str({ max: 2_048 })),
+  attempts: arrayOf(
+    object({
+      attempt: uint({ min: 1 }),
+      executor: nodeId(),
+      outcome: literal(...ATTEMPT_OUTCOMES),
+      assigned_at: wallMs(),
+      started_at: optional(wallMs()),
+      ended_at: optional(wallMs()),
+      reason: optional(str({ max: 2_048 })),
+    }),
+    { max: 1_024 },
+  ),
+  /** The accepted result, once there is one. */
+  result: optional(
+    object({
+      attempt: uint({ min: 1 }),
+      executor: nodeId(),
+      outcome: literal(...RUN_OUTCOMES),
+      exit_code: optional(uint({ max: 2 ** 32 })),
+      message: str({ max: 2_048 }),
+      duration_ms: uint(),
+      /** Data name of the result archive, and its size. */
+      archive: dataName(),
+      archive_bytes: uint(),
+      files: arrayOf(jobPath(), { max: 4_096 }),
+      missing: arrayOf(jobPath(), { max: 1_024 }),
+      named_results: arrayOf(dataName(), { max: 1_024 }),
+    }),
+  ),
+});
+
+export type JobView = Infer<typeof jobViewSchema>;

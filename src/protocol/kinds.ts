@@ -1,15 +1,19 @@
 import { arrayOf, bool, bytes, literal, num, object, optional, record, str, tuple, uint, type Infer, type Schema } from './schema.js';
 import { messageId, nodeId, ROLES } from './names.js';
 import { capabilitiesSchema } from './capabilities.js';
-import { DATA_NAME_PATTERN, JOB_ID_PATTERN } from './job.js';
+import { DATA_NAME_PATTERN, JOB_ID_PATTERN, JOB_PATH_PATTERN, JOB_STATES, jobSpecSchema, jobViewSchema, PRIORITIES, RUN_OUTCOMES } from './job.js';
 
 const dataName = () => str({ max: 512, pattern: DATA_NAME_PATTERN });
+const jobId = () => str({ pattern: JOB_ID_PATTERN });
+const jobPath = () => str({ max: 512, pattern: JOB_PATH_PATTERN });
 /** HLC time of a write, [wall ms, logical]: the version last-write-wins compares. */
 const writtenAt = () => tuple(uint({ max: 2 ** 48 }), uint({ max: 2 ** 32 }));
 /** The most objects one data reply carries; larger answers are paged. */
 const MAX_PAGE = 1_000;
 /** The largest object the wire can carry in one message; protocol.max_message_bytes bounds it further. */
 const MAX_OBJECT_BYTES = 64 * 1_048_576;
+/** The most jobs one listing reply carries. */
+const MAX_JOB_PAGE = 500;
 
 /**
  * Every message kind and the shape of its body. Adding a kind here is the only way to put a new message on
@@ -39,6 +43,8 @@ export const BODY_SCHEMAS = {
     capabilities: optional(capabilitiesSchema),
     /** Executors: the jobs they are running. */
     running_jobs: optional(arrayOf(str({ pattern: JOB_ID_PATTERN }), { max: 4_096 })),
+    /** Executors: how many jobs they run at once. */
+    job_slots: optional(uint({ max: 4_096 })),
     /** Datastores: bytes free for data. */
     free_bytes: optional(uint()),
   }),
@@ -113,6 +119,87 @@ export const BODY_SCHEMAS = {
   }),
   data_deleted: object({
     count: uint(),
+  }),
+  /**
+   * Jobs. A client submits each job to a broker with a request; the reply comes once the broker has
+   * recorded it durably. The broker assigns it to an executor (durable), the executor reports that it
+   * started and then its result (durable), and the broker decides which result is accepted.
+   */
+  job_submit: object({
+    spec: jobSpecSchema,
+    /** Inputs that another job of the same plan publishes: the job waits for them instead of failing. */
+    wait_for: arrayOf(dataName(), { max: 1_024 }),
+  }),
+  /** Reply to job_submit. `created` is false when the same job was already known (a retried submit). */
+  job_accepted: object({
+    job: jobViewSchema,
+    created: bool(),
+  }),
+  /** Broker -> executor, durable: run this attempt of the job. */
+  job_assign: object({
+    attempt: uint({ min: 1 }),
+    spec: jobSpecSchema,
+    /** The version of each input the broker knows, so an executor can reuse a copy it already holds. */
+    versions: record(dataName(), writtenAt(), { max: 1_100 }),
+  }),
+  /** Executor -> broker: the attempt is staged and running. */
+  job_started: object({
+    job_id: jobId(),
+    attempt: uint({ min: 1 }),
+  }),
+  /** Executor -> broker, durable: how the attempt ended, with its result archive and named results. */
+  job_result: object({
+    job_id: jobId(),
+    attempt: uint({ min: 1 }),
+    outcome: literal(...RUN_OUTCOMES),
+    exit_code: optional(uint({ max: 2 ** 32 })),
+    message: str({ max: 2_048 }),
+    duration_ms: uint(),
+    archive: bytes({ max: MAX_OBJECT_BYTES }),
+    files: arrayOf(jobPath(), { max: 4_096 }),
+    missing: arrayOf(jobPath(), { max: 1_024 }),
+    named: arrayOf(object({ path: jobPath(), name: dataName(), bytes: bytes({ max: MAX_OBJECT_BYTES }) }), { max: 1_024 }),
+  }),
+  /** Broker -> executor: the decision on a job_result. A rejected result is dropped by its executor. */
+  job_verdict: object({
+    job_id: jobId(),
+    attempt: uint({ min: 1 }),
+    verdict: literal('accepted', 'rejected'),
+    accepted_attempt: optional(uint({ min: 1 })),
+    reason: str({ max: 1_024 }),
+  }),
+  /** Broker -> owning client: the job changed state. Final updates of small results carry the archive. */
+  job_update: object({
+    job: jobViewSchema,
+    archive: optional(bytes({ max: MAX_OBJECT_BYTES })),
+  }),
+  job_query: object({
+    job_id: jobId(),
+  }),
+  job_info: object({
+    job: jobViewSchema,
+  }),
+  /** Jobs in id order, a page at a time; with `owner`, only that client's. */
+  job_list: object({
+    limit: uint({ min: 1, max: MAX_JOB_PAGE }),
+    after: optional(jobId()),
+    owner: optional(nodeId()),
+  }),
+  job_listing: object({
+    items: arrayOf(
+      object({
+        job_id: jobId(),
+        state: literal(...JOB_STATES),
+        priority: literal(...PRIORITIES),
+        owner: nodeId(),
+        attempts: uint(),
+        executor: optional(nodeId()),
+        updated_at: uint({ max: 2 ** 48 }),
+        reason: optional(str({ max: 2_048 })),
+      }),
+      { max: MAX_JOB_PAGE },
+    ),
+    next: optional(jobId()),
   }),
   /** The reply to a request that could not be served. */
   error: object({

@@ -19,7 +19,7 @@ import { Counters } from './counters.js';
 import { Deduplicator } from './dedup.js';
 import { DurableOutbox, type OutboxEntry } from './outbox.js';
 import { HubConnection } from './hub-connection.js';
-import { PeerTable, type PresenceEvent } from './presence.js';
+import { PeerTable, type PeerState, type PresenceEvent } from './presence.js';
 import { RemoteError, TransportError } from './errors.js';
 import { SOFTWARE } from './software.js';
 
@@ -110,6 +110,7 @@ export class NodeLink {
   private readonly inFlight = new Set<string>();
   private readonly handlers = new Map<Kind, Handler<Kind>>();
   private readonly presenceListeners: PresenceListener[] = [];
+  private readonly heartbeatListeners: Array<(peer: Readonly<PeerState>) => void> = [];
   private readonly requests = new Map<string, PendingRequest>();
   private requestSweeper: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -117,7 +118,7 @@ export class NodeLink {
   private readonly idPrefix: string;
   private seq = 0;
   private heartbeatSeq = 0;
-  private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'free_bytes'> = () => ({});
+  private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'job_slots' | 'free_bytes'> = () => ({});
   private stopping = false;
   private timersStarted = false;
   private readonly firstReady: Promise<void>;
@@ -273,8 +274,13 @@ export class NodeLink {
     this.presenceListeners.push(listener);
   }
 
+  /** Called after every accepted heartbeat of a live peer, e.g. to reconsider queued work. */
+  onHeartbeat(listener: (peer: Readonly<PeerState>) => void): void {
+    this.heartbeatListeners.push(listener);
+  }
+
   /** Adds role-specific fields (capabilities, running jobs, free space) to every heartbeat. */
-  setHeartbeatFields(fields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'free_bytes'>): void {
+  setHeartbeatFields(fields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'job_slots' | 'free_bytes'>): void {
     this.heartbeatFields = fields;
   }
 
@@ -367,7 +373,11 @@ export class NodeLink {
     if (!(await this.hub.subscribe(subs))) return;
     // stop() may have run while the subscription was on its way: a birth now would follow our death.
     if (this.stopping) return;
-    if (this.opts.announce) this.publishBirth();
+    if (this.opts.announce) {
+      this.publishBirth();
+      // At once rather than after an interval: brokers learn an executor's capabilities from it.
+      this.publishHeartbeat();
+    }
     this.log.info({ hub: this.opts.hubUrl, incarnation: this.incarnation }, 'connected');
     this.outbox?.expedite();
     this.flushOutbox();
@@ -499,9 +509,21 @@ export class NodeLink {
       case 'death':
         this.onDeath(msg);
         return;
-      case 'heartbeat':
+      case 'heartbeat': {
         this.emitPresence(this.peers.onHeartbeat(msg.from, msg.role, msg.inc, msg.body));
+        const peer = this.peers.get(msg.from);
+        if (peer?.alive === true && peer.incarnation === msg.inc) {
+          for (const listener of this.heartbeatListeners) {
+            try {
+              listener(peer);
+            } catch (err) {
+              this.counters.inc('listener_errors');
+              this.log.error({ err: (err as Error).message }, 'heartbeat listener failed');
+            }
+          }
+        }
         return;
+      }
       default:
         this.peers.touch(msg.from, msg.inc);
         try {

@@ -63,6 +63,8 @@ export interface NodeRuntimeOptions {
  */
 export class NodeRuntime {
   readonly notices: Table<StoredNotice>;
+  private readonly connectedHooks: Array<() => void> = [];
+  private readonly stopHooks: Array<() => Promise<void>> = [];
 
   /** Register role handlers on `link` before calling connect(). */
   private constructor(
@@ -102,11 +104,25 @@ export class NodeRuntime {
     }
   }
 
+  /** Work a role starts once the node is on the hub, e.g. picking up jobs a previous run left. */
+  onConnected(hook: () => void): void {
+    this.connectedHooks.push(hook);
+  }
+
+  /** Work a role finishes before the link and the store close, e.g. stopping running jobs. */
+  beforeStop(hook: () => Promise<void>): void {
+    this.stopHooks.push(hook);
+  }
+
   async connect(): Promise<void> {
     await this.link.connect();
+    for (const hook of this.connectedHooks) hook();
   }
 
   async stop(): Promise<void> {
+    for (const hook of this.stopHooks.splice(0)) {
+      await hook().catch((err: Error) => this.log.error({ err: err.message }, 'stopping a role failed'));
+    }
     await this.link.stop();
     await this.store.close();
   }

@@ -34,7 +34,9 @@ const EXPECTED_DEFAULTS: UcpConfig = {
   outbox: { retry_initial_ms: 500, retry_max_ms: 30000 },
   store: { sync: 'commit' },
   datastore: { max_object_bytes: 1000000 },
-  executor: { tags: [] },
+  executor: { tags: [], slots: 0, keep_job_dirs: false },
+  scheduler: { aging_s: 60, inline_result_bytes: 65536, max_attempts: 3 },
+  client: { priority: 'normal', timeout_s: 300, max_memory_mb: 256, broker_wait_s: 30 },
   liveness: { heartbeat_interval_ms: 1000, dead_after_ms: 4000 },
 };
 

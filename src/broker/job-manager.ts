@@ -1,0 +1,398 @@
+import { isFinal, resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
+import type { Table } from '../store/index.js';
+import type { NodeRuntime } from '../transport/index.js';
+import type { DataRouter } from './data-router.js';
+import { currentAttempt, inputsOf, specDigest, viewOf, type AttemptRecord, type JobRecord } from './job-record.js';
+import { answering, Refusal } from './refusal.js';
+import { JobQueue, type ExecutorView } from './scheduler.js';
+
+export interface JobManagerOptions {
+  /** A queued job rises one priority level per this much waiting. */
+  readonly agingMs: number;
+  /** Result archives up to this size travel inside the final update to the client. */
+  readonly inlineResultBytes: number;
+  /** Attempts a job gets when executors fail on their own account. */
+  readonly maxAttempts: number;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+type Job = Mutable<JobRecord> & { attempts: Array<Mutable<AttemptRecord>> };
+
+/**
+ * The broker's jobs: it records each submitted job in LMDB, places it on a capable executor (or keeps it
+ * queued, or waiting for the data another job publishes), follows its attempts, and decides which result
+ * counts: the first one to arrive from an attempt it assigned. Results are published as named data before
+ * they are accepted, so an accepted result can always be read.
+ */
+export class JobManager {
+  private readonly table: Table<JobRecord>;
+  private readonly jobs = new Map<string, Job>();
+  private readonly queue: JobQueue;
+  /** Data name -> jobs waiting for it to be published. */
+  private readonly waitingOn = new Map<string, Set<string>>();
+  /** Executor -> jobs assigned to it or running there. */
+  private readonly active = new Map<string, Set<string>>();
+  /** Per job, the tail of the work deciding its results, so two results never race. */
+  private readonly locks = new Map<string, Promise<void>>();
+  private scheduleRequested = false;
+
+  constructor(
+    private readonly node: NodeRuntime,
+    private readonly data: DataRouter,
+    private readonly options: JobManagerOptions,
+  ) {
+    this.table = node.store.table<JobRecord>('jobs');
+    this.queue = new JobQueue(options.agingMs);
+    for (const { value } of this.table.getRange()) this.restore(structuredClone(value) as Job);
+
+    const link = node.link;
+    link.on('job_submit', (msg) => answering(link, msg, () => this.submit(msg)));
+    link.on('job_started', (msg) => this.started(msg));
+    link.on('job_result', (msg) => this.serialized(msg.body.job_id, () => this.decide(msg)));
+    link.on('job_query', (msg) => {
+      const job = this.jobs.get(msg.body.job_id);
+      if (job === undefined) link.reply(msg, 'error', { code: 'not_found', message: `no job "${msg.body.job_id}" is known to ${link.id}` });
+      else link.reply(msg, 'job_info', { job: viewOf(job, this.whyQueued(job)) });
+    });
+    link.on('job_list', (msg) => link.reply(msg, 'job_listing', this.list(msg.body)));
+    link.onPresence((event) => {
+      if (event.peer.role === 'executor' && event.type === 'up') this.requestSchedule();
+    });
+    link.onHeartbeat((peer) => {
+      if (peer.role === 'executor' && this.queue.size > 0) this.requestSchedule();
+    });
+    data.onStored((name) => this.published(name));
+    if (this.queue.size > 0) this.requestSchedule();
+  }
+
+  /** Jobs by state, for status output and tests. */
+  counts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const job of this.jobs.values()) counts[job.state] = (counts[job.state] ?? 0) + 1;
+    return counts;
+  }
+
+  // ---- submission ----------------------------------------------------------------------------------
+
+  private async submit(msg: Envelope<'job_submit'>): Promise<void> {
+    const { spec, wait_for: waitFor } = msg.body;
+    const inputs = new Set(inputsOf(spec));
+    const stray = waitFor.find((name) => !inputs.has(name));
+    if (stray !== undefined) throw new Refusal('bad_request', `job ${spec.job_id} waits for "${stray}", which it does not read`);
+    const digest = specDigest(spec);
+    const existing = this.jobs.get(spec.job_id);
+    if (existing !== undefined) {
+      if (existing.digest === digest && existing.owner === msg.from) {
+        // A retried submission (the reply was lost): the same answer, nothing recorded twice.
+        this.node.link.reply(msg, 'job_accepted', { job: viewOf(existing), created: false });
+        return;
+      }
+      throw new Refusal('job_exists', `job id "${spec.job_id}" is already used${existing.owner === msg.from ? ' by a different job of yours' : ` by ${existing.owner}`}; give the job another job_id`);
+    }
+    const now = Date.now();
+    const job: Job = { job_id: spec.job_id, state: 'queued', priority: spec.priority, owner: msg.from, created_at: now, updated_at: now, attempts: [], spec, digest, wait_for: waitFor };
+    this.jobs.set(spec.job_id, job);
+    this.enqueue(job, now);
+    await this.persist(job);
+    this.node.link.counters.inc('jobs_submitted');
+    this.node.link.reply(msg, 'job_accepted', { job: viewOf(job), created: true });
+    this.requestSchedule();
+  }
+
+  /** Puts a queued job where it belongs: waiting for data, or in the queue for an executor. */
+  private enqueue(job: Job, now: number, exclude?: ReadonlySet<string>): void {
+    const missing = job.wait_for.filter((name) => this.data.locate(name) === undefined);
+    if (missing.length > 0) {
+      for (const name of missing) {
+        let jobs = this.waitingOn.get(name);
+        if (jobs === undefined) this.waitingOn.set(name, (jobs = new Set()));
+        jobs.add(job.job_id);
+      }
+      return;
+    }
+    this.queue.add({ jobId: job.job_id, priority: job.priority, requirements: job.spec.capabilities, enqueuedAt: now, ...(exclude !== undefined ? { exclude } : {}) });
+  }
+
+  /** Data arrived: jobs that waited only for it can be placed now. */
+  private published(name: string): void {
+    const waiting = this.waitingOn.get(name);
+    if (waiting === undefined) return;
+    this.waitingOn.delete(name);
+    const now = Date.now();
+    for (const jobId of waiting) {
+      const job = this.jobs.get(jobId);
+      if (job?.state !== 'queued') continue;
+      if (job.wait_for.every((n) => this.data.locate(n) !== undefined)) this.enqueue(job, now);
+    }
+    this.requestSchedule();
+  }
+
+  // ---- placement -----------------------------------------------------------------------------------
+
+  /** Schedules once per turn of the event loop, however many births, heartbeats and submissions came. */
+  private requestSchedule(): void {
+    if (this.scheduleRequested) return;
+    this.scheduleRequested = true;
+    setImmediate(() => {
+      this.scheduleRequested = false;
+      for (const { jobId, executor } of this.queue.schedule(this.executors(), Date.now())) {
+        this.assign(jobId, executor).catch((err: Error) => this.node.log.error({ job: jobId, executor, err: err.message }, 'assignment failed'));
+      }
+    });
+  }
+
+  private executors(): ExecutorView[] {
+    const views: ExecutorView[] = [];
+    for (const peer of this.node.link.peers.peers()) {
+      const capabilities = peer.heartbeat?.capabilities;
+      if (!peer.alive || peer.role !== 'executor' || capabilities === undefined) continue;
+      views.push({
+        id: peer.id,
+        capabilities,
+        running: this.active.get(peer.id)?.size ?? 0,
+        slots: peer.heartbeat?.job_slots ?? Math.max(1, capabilities.cpu_cores),
+        load: peer.heartbeat?.load ?? 0,
+      });
+    }
+    return views;
+  }
+
+  private async assign(jobId: string, executor: string): Promise<void> {
+    const job = this.jobs.get(jobId);
+    if (job === undefined || job.state !== 'queued') return;
+    const now = Date.now();
+    const attempt = job.attempts.length + 1;
+    job.attempts.push({ attempt, executor, outcome: 'running', assigned_at: now });
+    job.state = 'assigned';
+    job.updated_at = now;
+    delete job.reason;
+    this.occupy(executor, jobId);
+    const versions: Record<string, [number, number]> = {};
+    for (const name of inputsOf(job.spec)) {
+      const at = this.data.locate(name)?.at;
+      if (at !== undefined) versions[name] = at;
+    }
+    // Issued in the same turn, the record and the outbox entry normally commit in one LMDB batch.
+    void this.table.put(jobId, job);
+    await this.node.link.sendDurable(executor, 'job_assign', { attempt, spec: job.spec, versions });
+    this.notify(job);
+  }
+
+  private occupy(executor: string, jobId: string): void {
+    let jobs = this.active.get(executor);
+    if (jobs === undefined) this.active.set(executor, (jobs = new Set()));
+    jobs.add(jobId);
+  }
+
+  private release(executor: string, jobId: string): void {
+    this.active.get(executor)?.delete(jobId);
+  }
+
+  private whyQueued(job: Job): string | undefined {
+    if (job.state !== 'queued') return undefined;
+    const missing = job.wait_for.filter((name) => this.data.locate(name) === undefined);
+    if (missing.length > 0) return `waiting for data another job publishes: ${missing.join(', ')}`;
+    return this.queue.why(job.job_id, this.executors());
+  }
+
+  // ---- progress and results ------------------------------------------------------------------------
+
+  private started(msg: Envelope<'job_started'>): void {
+    const job = this.jobs.get(msg.body.job_id);
+    const attempt = job?.attempts[msg.body.attempt - 1];
+    if (job === undefined || attempt === undefined || attempt.executor !== msg.from) {
+      this.node.link.counters.reject(this.node.log, 'job_started_unknown', msg.from, `${msg.from} reported starting attempt ${msg.body.attempt} of job ${msg.body.job_id}, which it was not given`);
+      return;
+    }
+    if (attempt.outcome !== 'running' || isFinal(job.state)) return;
+    attempt.started_at = Date.now();
+    if (currentAttempt(job) === attempt) job.state = 'running';
+    job.updated_at = attempt.started_at;
+    void this.table.put(job.job_id, job);
+    this.notify(job);
+  }
+
+  /**
+   * First come, first served: the first result of any attempt this broker assigned is accepted and
+   * committed before the executor hears so; every later one is rejected naming the accepted attempt.
+   * A re-delivered submission gets the same answer again.
+   */
+  private async decide(msg: Envelope<'job_result'>): Promise<void> {
+    const result = msg.body;
+    const job = this.jobs.get(result.job_id);
+    const attempt = job?.attempts[result.attempt - 1];
+    const counters = this.node.link.counters;
+    if (job === undefined || attempt === undefined || attempt.executor !== msg.from) {
+      counters.reject(this.node.log, 'results_unauthorized', msg.from, `${msg.from} submitted a result for attempt ${result.attempt} of job ${result.job_id}, which it was never assigned`);
+      this.verdict(msg, 'rejected', `unauthorized: ${msg.from} was never assigned attempt ${result.attempt} of job ${result.job_id}`, job?.result?.attempt);
+      return;
+    }
+    const accepted = job.result;
+    if (accepted !== undefined) {
+      if (accepted.attempt === result.attempt) {
+        this.verdict(msg, 'accepted', 'already accepted', accepted.attempt);
+        return;
+      }
+      if (attempt.outcome === 'running') {
+        this.close(attempt, 'rejected', `attempt ${accepted.attempt} delivered first`);
+        await this.persist(job);
+      }
+      counters.inc('results_rejected');
+      this.verdict(msg, 'rejected', `attempt ${accepted.attempt} on ${accepted.executor} delivered first`, accepted.attempt);
+      return;
+    }
+    if (isFinal(job.state)) {
+      this.verdict(msg, 'rejected', `the job already ended: ${job.reason ?? job.state}`);
+      return;
+    }
+    if (result.outcome === 'host_error' || result.outcome === 'cancelled') {
+      await this.retry(job, attempt, `${msg.from}: ${result.message}`);
+      this.verdict(msg, 'rejected', `not a result of the job (${result.outcome}); it runs again elsewhere`);
+      return;
+    }
+    await this.accept(job, attempt, msg);
+    counters.inc('results_accepted');
+    this.verdict(msg, 'accepted', 'first result', result.attempt);
+  }
+
+  private async accept(job: Job, attempt: Mutable<AttemptRecord>, msg: Envelope<'job_result'>): Promise<void> {
+    const result = msg.body;
+    const at = this.node.link.now();
+    const version = { at: [at.wall, at.logical] as [number, number], writer: msg.from };
+    // Published before the decision is recorded: a crash in between re-runs this on the redelivery.
+    const published: string[] = [];
+    for (const item of result.named) {
+      if (job.spec.named_results[item.path] !== item.name) {
+        this.node.link.counters.reject(this.node.log, 'results_unexpected_name', msg.from, `${msg.from} tried to publish "${item.name}", which job ${job.job_id} does not name as a result`);
+        continue;
+      }
+      await this.data.store({ name: item.name, bytes: item.bytes, ...version });
+      published.push(item.name);
+    }
+    const archive = resultArchiveName(job.job_id);
+    await this.data.store({ name: archive, bytes: result.archive, ...version });
+
+    const now = Date.now();
+    job.result = {
+      attempt: result.attempt,
+      executor: msg.from,
+      outcome: result.outcome,
+      ...(result.exit_code !== undefined ? { exit_code: result.exit_code } : {}),
+      message: result.message,
+      duration_ms: result.duration_ms,
+      archive,
+      archive_bytes: result.archive.byteLength,
+      files: result.files,
+      missing: result.missing,
+      named_results: published,
+    };
+    const succeeded = result.outcome === 'exited' && result.exit_code === 0;
+    job.state = succeeded ? 'succeeded' : 'failed';
+    if (succeeded) delete job.reason;
+    else job.reason = `${result.outcome}: ${result.message}`;
+    job.updated_at = now;
+    this.close(attempt, 'accepted');
+    for (const other of job.attempts) if (other.outcome === 'running') this.close(other, 'cancelled', `attempt ${result.attempt} delivered first`);
+    for (const other of job.attempts) this.release(other.executor, job.job_id);
+    await this.persist(job);
+    this.notify(job, result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
+    this.requestSchedule();
+  }
+
+  /** The executor failed on its own account: run the job again elsewhere, unless attempts ran out. */
+  private async retry(job: Job, attempt: Mutable<AttemptRecord>, why: string): Promise<void> {
+    this.close(attempt, 'failed', why);
+    this.release(attempt.executor, job.job_id);
+    job.updated_at = Date.now();
+    if (job.attempts.length >= this.options.maxAttempts) {
+      job.state = 'failed';
+      job.reason = `gave up after ${job.attempts.length} attempts; the last failed on ${why}`;
+    } else {
+      job.state = 'queued';
+      job.reason = `attempt ${attempt.attempt} failed on ${why}`;
+      this.enqueue(job, job.updated_at, new Set([attempt.executor]));
+    }
+    await this.persist(job);
+    this.notify(job);
+    this.requestSchedule();
+  }
+
+  private close(attempt: Mutable<AttemptRecord>, outcome: AttemptRecord['outcome'], reason?: string): void {
+    attempt.outcome = outcome;
+    attempt.ended_at = Date.now();
+    if (reason !== undefined) attempt.reason = reason.slice(0, 2_048);
+  }
+
+  private verdict(msg: Envelope<'job_result'>, verdict: 'accepted' | 'rejected', reason: string, acceptedAttempt?: number): void {
+    this.node.link.send(msg.from, 'job_verdict', {
+      job_id: msg.body.job_id,
+      attempt: msg.body.attempt,
+      verdict,
+      reason: reason.slice(0, 1_024),
+      ...(acceptedAttempt !== undefined ? { accepted_attempt: acceptedAttempt } : {}),
+    });
+  }
+
+  // ---- bookkeeping ---------------------------------------------------------------------------------
+
+  /** Tells the owning client; it asks again (job_query) if this is lost, so it need not be durable. */
+  private notify(job: Job, archive?: Uint8Array): void {
+    this.node.link.send(job.owner, 'job_update', { job: viewOf(job), ...(archive !== undefined ? { archive } : {}) });
+  }
+
+  private async persist(job: Job): Promise<void> {
+    await this.table.put(job.job_id, job);
+    await this.node.store.durable();
+  }
+
+  private serialized(jobId: string, work: () => Promise<void>): Promise<void> {
+    const run = (this.locks.get(jobId) ?? Promise.resolve()).then(work);
+    const tail = run.catch(() => undefined);
+    this.locks.set(jobId, tail);
+    void tail.then(() => {
+      if (this.locks.get(jobId) === tail) this.locks.delete(jobId);
+    });
+    return run;
+  }
+
+  private restore(job: Job): void {
+    this.jobs.set(job.job_id, job);
+    if (job.state === 'queued') {
+      const last = currentAttempt(job);
+      this.enqueue(job, job.updated_at, last !== undefined ? new Set([last.executor]) : undefined);
+      return;
+    }
+    if (isFinal(job.state)) return;
+    const attempt = currentAttempt(job);
+    if (attempt !== undefined && attempt.outcome === 'running') this.occupy(attempt.executor, job.job_id);
+  }
+
+  private list(query: BodyOf<'job_list'>): BodyOf<'job_listing'> {
+    const items: BodyOf<'job_listing'>['items'] = [];
+    let next: string | undefined;
+    for (const key of this.table.getKeys(query.after !== undefined ? { start: query.after } : {})) {
+      const jobId = String(key);
+      if (jobId === query.after) continue;
+      const job = this.jobs.get(jobId);
+      if (job === undefined || (query.owner !== undefined && job.owner !== query.owner)) continue;
+      if (items.length === query.limit) {
+        next = items[items.length - 1]!.job_id;
+        break;
+      }
+      const attempt = currentAttempt(job);
+      const reason = job.reason;
+      items.push({
+        job_id: job.job_id,
+        state: job.state,
+        priority: job.priority,
+        owner: job.owner,
+        attempts: job.attempts.length,
+        ...(attempt !== undefined ? { executor: attempt.executor } : {}),
+        updated_at: job.updated_at,
+        ...(reason !== undefined ? { reason: reason.slice(0, 2_048) } : {}),
+      });
+    }
+    return { items, ...(next !== undefined ? { next } : {}) };
+  }
+}
+

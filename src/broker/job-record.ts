@@ -1,0 +1,57 @@
+import { createHash } from 'node:crypto';
+import type { JobSpec, JobView } from '../protocol/index.js';
+
+/** A job as its broker keeps it in LMDB: what clients see, plus what is needed to run it again. */
+export interface JobRecord extends JobView {
+  readonly spec: JobSpec;
+  /** Hash of the spec, so a retried submission is told apart from a different job reusing the id. */
+  readonly digest: string;
+  /** Inputs published by other jobs of the same plan: the job waits for them. */
+  readonly wait_for: readonly string[];
+}
+
+export type AttemptRecord = JobView['attempts'][number];
+
+/** Every data name a job reads before it starts. */
+export function inputsOf(spec: JobSpec): string[] {
+  const names = new Set([spec.wasm_module, ...Object.values(spec.data)]);
+  if (spec.stdin_file !== undefined) names.add(spec.stdin_file);
+  return [...names];
+}
+
+/** Deterministic across processes: keys are sorted, so field order in a plan does not matter. */
+export function specDigest(spec: JobSpec): string {
+  return createHash('sha256').update(canonicalJson(spec)).digest('hex');
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The client-facing part of a record. */
+export function viewOf(rec: JobRecord, reason?: string): JobView {
+  const why = reason ?? rec.reason;
+  return {
+    job_id: rec.job_id,
+    state: rec.state,
+    priority: rec.priority,
+    owner: rec.owner,
+    created_at: rec.created_at,
+    updated_at: rec.updated_at,
+    ...(why !== undefined ? { reason: why.slice(0, 2_048) } : {}),
+    attempts: rec.attempts,
+    ...(rec.result !== undefined ? { result: rec.result } : {}),
+  };
+}
+
+/** The attempt a job is on now, if one was made. */
+export function currentAttempt(rec: JobRecord): AttemptRecord | undefined {
+  return rec.attempts[rec.attempts.length - 1];
+}

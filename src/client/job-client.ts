@@ -1,0 +1,207 @@
+import { readFileSync } from 'node:fs';
+import { isFinal, type BodyOf, type JobSpec, type JobView } from '../protocol/index.js';
+import type { NodeStore, Table } from '../store/index.js';
+import { TransportError, type NodeLink } from '../transport/index.js';
+import type { DataClient } from './data-client.js';
+import { PlanError, type ExecutionPlan } from './plan.js';
+
+/** A job this client submitted, kept in its LMDB store so results can be collected after a restart. */
+export interface SubmittedJob {
+  readonly jobId: string;
+  readonly broker: string;
+  readonly plan: string;
+  readonly submittedAt: number;
+  /** When its result was written out (`ucp run` or `ucp results`). */
+  collectedAt?: number;
+}
+
+export type JobListItem = BodyOf<'job_listing'>['items'][number];
+
+export interface Finished {
+  readonly job: JobView;
+  /** The result archive when the broker sent it along with the final update. */
+  readonly archive?: Uint8Array;
+}
+
+export interface WaitOptions {
+  /** Give up after this long; the jobs not finished by then are missing from the answer. */
+  readonly timeoutMs?: number;
+  /** Every state change seen, for progress output. */
+  readonly onUpdate?: (job: JobView) => void;
+}
+
+export type PlanEvent = { type: 'published'; name: string; bytes: number } | { type: 'submitted'; job: JobView; created: boolean };
+
+/** How often jobs still running are asked about, in case an update was lost (a broker restart, a hub hiccup). */
+const POLL_MS = 2_000;
+/** Times a job request goes unanswered before the client gives up. */
+const ASK_ATTEMPTS = 3;
+/** Jobs listed per request. */
+const LIST_PAGE = 500;
+
+/**
+ * Jobs through a broker: publish a plan's data, submit its jobs, follow them to the end and fetch their
+ * result archives. What it submitted is recorded in the client's store, so `ucp results` can collect it
+ * after a restart, even from another broker.
+ */
+export class JobClient {
+  /** Absent for a client without a store (one-off queries): it then remembers nothing. */
+  private readonly submitted?: Table<SubmittedJob>;
+  private readonly listeners = new Set<(update: BodyOf<'job_update'>) => void>();
+
+  /** Register before the link connects, so no update is missed. */
+  constructor(
+    private readonly link: NodeLink,
+    store: NodeStore | undefined,
+    private readonly data: DataClient,
+  ) {
+    this.submitted = store?.table<SubmittedJob>('submitted_jobs');
+    link.on('job_update', (msg) => {
+      for (const listener of this.listeners) listener(msg.body);
+    });
+  }
+
+  /** Jobs this client submitted whose results it has not written out yet, oldest first. */
+  uncollected(): SubmittedJob[] {
+    if (this.submitted === undefined) return [];
+    return [...this.submitted.getRange()].map(({ value }) => value).filter((j) => j.collectedAt === undefined).sort((a, b) => a.submittedAt - b.submittedAt);
+  }
+
+  async markCollected(jobId: string): Promise<void> {
+    const job = this.submitted?.get(jobId);
+    if (job !== undefined) await this.submitted?.put(jobId, { ...job, collectedAt: Date.now() });
+  }
+
+  /**
+   * Publishes the plan's named and inline data, then submits every job. Data the plan reads but does not
+   * provide must already exist in the network: if any is missing nothing is submitted.
+   */
+  async submitPlan(plan: ExecutionPlan, onEvent: (event: PlanEvent) => void = () => undefined): Promise<JobView[]> {
+    await this.checkExternalData(plan);
+    for (const file of [...plan.namedData, ...plan.jobs.flatMap((j) => j.inline)]) {
+      const bytes = readFileSync(file.file);
+      await this.data.put(file.name, bytes);
+      onEvent({ type: 'published', name: file.name, bytes: bytes.byteLength });
+    }
+    const producedBy = new Map<string, string>();
+    for (const job of plan.jobs) for (const name of Object.values(job.spec.named_results)) producedBy.set(name, job.spec.job_id);
+    const views: JobView[] = [];
+    for (const job of plan.jobs) {
+      const waitFor = readsOf(job.spec).filter((name) => producedBy.has(name));
+      const { job: view, created } = await this.submit(job.spec, waitFor, plan.file);
+      onEvent({ type: 'submitted', job: view, created });
+      views.push(view);
+    }
+    return views;
+  }
+
+  private async checkExternalData(plan: ExecutionPlan): Promise<void> {
+    const problems: string[] = [];
+    const known = new Map<string, boolean>();
+    for (const ref of plan.externalRefs) {
+      let exists = known.get(ref.name);
+      if (exists === undefined) {
+        exists = (await this.data.list(ref.name)).some((item) => item.name === ref.name);
+        known.set(ref.name, exists);
+      }
+      if (!exists) problems.push(`${ref.field}: "${ref.name}" is neither in the plan nor in the network`);
+    }
+    if (problems.length > 0) throw new PlanError(plan.file, problems);
+  }
+
+  /** Submits one job; a retried submission of the same job is recognised by the broker. */
+  async submit(spec: JobSpec, waitFor: readonly string[] = [], plan = ''): Promise<{ job: JobView; created: boolean }> {
+    const reply = await this.ask('job_submit', { spec, wait_for: [...waitFor] });
+    if (reply.kind !== 'job_accepted') throw new Error(`the broker answered ${reply.kind} to a submission`);
+    if (this.submitted !== undefined && this.submitted.get(spec.job_id) === undefined) await this.submitted.put(spec.job_id, { jobId: spec.job_id, broker: reply.from, plan, submittedAt: Date.now() });
+    return reply.body;
+  }
+
+  async query(jobId: string): Promise<JobView> {
+    const reply = await this.ask('job_query', { job_id: jobId });
+    if (reply.kind !== 'job_info') throw new Error(`the broker answered ${reply.kind} to a job query`);
+    return reply.body.job;
+  }
+
+  /** Every job the broker knows (only `owner`'s when given), in id order. */
+  async list(owner?: string): Promise<JobListItem[]> {
+    const all: JobListItem[] = [];
+    let after: string | undefined;
+    do {
+      const reply = await this.ask('job_list', { limit: LIST_PAGE, ...(after !== undefined ? { after } : {}), ...(owner !== undefined ? { owner } : {}) });
+      if (reply.kind !== 'job_listing') throw new Error(`the broker answered ${reply.kind} to a job listing`);
+      all.push(...reply.body.items);
+      after = reply.body.next;
+    } while (after !== undefined);
+    return all;
+  }
+
+  /**
+   * Resolves when every job has ended (or the timeout passed), with what is known of each finished job.
+   * Updates pushed by the broker are used as they come; jobs are also asked about now and then, so a lost
+   * update or a restarted broker only delays the answer.
+   */
+  async wait(jobIds: readonly string[], options: WaitOptions = {}): Promise<Map<string, Finished>> {
+    const finished = new Map<string, Finished>();
+    const open = new Set(jobIds);
+    const seen = new Map<string, string>();
+    let wake: () => void = () => undefined;
+    const observe = (job: JobView, archive?: Uint8Array) => {
+      if (!open.has(job.job_id)) return;
+      const key = `${job.state}/${job.attempts.length}/${job.attempts.at(-1)?.outcome ?? ''}`;
+      if (seen.get(job.job_id) !== key) {
+        seen.set(job.job_id, key);
+        options.onUpdate?.(job);
+      }
+      if (isFinal(job.state)) {
+        open.delete(job.job_id);
+        finished.set(job.job_id, { job, ...(archive !== undefined ? { archive } : {}) });
+        if (open.size === 0) wake();
+      }
+    };
+    const listener = (update: BodyOf<'job_update'>) => observe(update.job, update.archive);
+    this.listeners.add(listener);
+    const deadline = options.timeoutMs !== undefined ? performance.now() + options.timeoutMs : Infinity;
+    try {
+      while (open.size > 0 && performance.now() < deadline) {
+        await Promise.all([...open].map(async (id) => observe(await this.query(id))));
+        if (open.size === 0) break;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, Math.max(0, Math.min(POLL_MS, deadline - performance.now())));
+        });
+      }
+    } finally {
+      this.listeners.delete(listener);
+    }
+    return finished;
+  }
+
+  /** The bytes of a finished job's result archive: the copy that came with its update, or the datastore's. */
+  async resultArchive(done: Finished): Promise<Uint8Array> {
+    if (done.archive !== undefined) return done.archive;
+    const name = done.job.result?.archive;
+    if (name === undefined) throw new Error(`job ${done.job.job_id} ended without a result: ${done.job.reason ?? done.job.state}`);
+    return (await this.data.get(name)).bytes;
+  }
+
+  /**
+   * A request to the broker. An unanswered one is asked again (of whichever broker is alive by then, as
+   * the first may have been restarting); every kind asked here is safe to repeat.
+   */
+  private async ask<K extends 'job_submit' | 'job_query' | 'job_list'>(kind: K, body: BodyOf<K>) {
+    for (let attempt = 1; ; attempt++) {
+      const broker = await this.data.broker();
+      try {
+        return await this.link.request(broker, kind, body);
+      } catch (err) {
+        if (!(err instanceof TransportError && err.code === 'request_timeout') || attempt >= ASK_ATTEMPTS) throw err;
+      }
+    }
+  }
+}
+
+/** The data names a job reads. */
+function readsOf(spec: JobSpec): string[] {
+  return [spec.wasm_module, ...Object.values(spec.data), ...(spec.stdin_file !== undefined ? [spec.stdin_file] : [])];
+}
