@@ -3,6 +3,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
 import {
+  ATTEMPT_OUTCOMES,
+  JOB_STATES,
+  PRIORITIES,
+  RUN_OUTCOMES,
   DEFAULT_LIMITS,
   KINDS,
   PROTOCOL_VERSION,
@@ -15,6 +19,8 @@ import {
   type CodecLimits,
   type DecodeResult,
   type Envelope,
+  type JobSpec,
+  type JobView,
   type Kind,
   type ProtocolErrorCode,
 } from '../../src/protocol/index.js';
@@ -52,6 +58,65 @@ const uintArb = fc.maxSafeNat();
 const dataNameArb = fc.array(fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,8}$/), { minLength: 1, maxLength: 4 }).map((segments) => segments.join('/'));
 const atArb = fc.tuple(fc.integer({ min: 0, max: 2 ** 48 }), fc.integer({ min: 0, max: 2 ** 32 }));
 const textArb = (max: number, min = 0): fc.Arbitrary<string> => fc.string({ minLength: min, maxLength: max, unit: 'binary' });
+
+const jobIdArb = fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}$/);
+const priorityArb = fc.constantFrom(...PRIORITIES);
+const specArb: fc.Arbitrary<JobSpec> = fc.record(
+  {
+    job_id: jobIdArb,
+    wasm_module: dataNameArb,
+    capabilities: fc.record({ cpu_cores: fc.integer({ min: 0, max: 64 }), free_memory: uintArb, tags: fc.array(textArb(16, 1), { maxLength: 3 }), requires_mains_power: fc.boolean() }, { requiredKeys: [] }),
+    argv: fc.array(textArb(20), { maxLength: 4 }),
+    env: fc.dictionary(fc.stringMatching(/^[A-Z_]{1,8}$/).filter(notProto), textArb(20), { maxKeys: 3 }),
+    stdin_file: dataNameArb,
+    dirs: fc.array(dataNameArb, { maxLength: 3 }),
+    data: fc.dictionary(dataNameArb.filter(notProto), dataNameArb, { maxKeys: 3 }),
+    stdout_file: dataNameArb,
+    stderr_file: dataNameArb,
+    results: fc.array(dataNameArb, { maxLength: 3 }),
+    named_results: fc.dictionary(dataNameArb.filter(notProto), dataNameArb, { maxKeys: 3 }),
+    priority: priorityArb,
+    timeout_s: fc.integer({ min: 1, max: 604_800 }),
+    max_memory_mb: fc.integer({ min: 1, max: 4_096 }),
+  },
+  { requiredKeys: ['job_id', 'wasm_module', 'capabilities', 'argv', 'env', 'dirs', 'data', 'results', 'named_results', 'priority', 'timeout_s', 'max_memory_mb'] },
+);
+const wallArb = fc.integer({ min: 0, max: 2 ** 48 });
+const viewArb: fc.Arbitrary<JobView> = fc.record(
+  {
+    job_id: jobIdArb,
+    state: fc.constantFrom(...JOB_STATES),
+    priority: priorityArb,
+    owner: nodeIdArb,
+    created_at: wallArb,
+    updated_at: wallArb,
+    reason: textArb(40),
+    attempts: fc.array(
+      fc.record(
+        { attempt: fc.integer({ min: 1, max: 100 }), executor: nodeIdArb, outcome: fc.constantFrom(...ATTEMPT_OUTCOMES), assigned_at: wallArb, started_at: wallArb, ended_at: wallArb, reason: textArb(40) },
+        { requiredKeys: ['attempt', 'executor', 'outcome', 'assigned_at'] },
+      ),
+      { maxLength: 3 },
+    ),
+    result: fc.record(
+      {
+        attempt: fc.integer({ min: 1, max: 100 }),
+        executor: nodeIdArb,
+        outcome: fc.constantFrom(...RUN_OUTCOMES),
+        exit_code: fc.integer({ min: 0, max: 2 ** 32 }),
+        message: textArb(40),
+        duration_ms: uintArb,
+        archive: dataNameArb,
+        archive_bytes: uintArb,
+        files: fc.array(dataNameArb, { maxLength: 3 }),
+        missing: fc.array(dataNameArb, { maxLength: 3 }),
+        named_results: fc.array(dataNameArb, { maxLength: 3 }),
+      },
+      { requiredKeys: ['attempt', 'executor', 'outcome', 'message', 'duration_ms', 'archive', 'archive_bytes', 'files', 'missing', 'named_results'] },
+    ),
+  },
+  { requiredKeys: ['job_id', 'state', 'priority', 'owner', 'created_at', 'updated_at', 'attempts'] },
+);
 
 const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
   birth: fc.record({ software: textArb(64), host: textArb(255), pid: uintArb, heartbeat_interval_ms: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }) }),
@@ -91,6 +156,46 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
   ),
   data_delete: fc.record({ name: dataNameArb, job_id: fc.stringMatching(/^[A-Za-z0-9_-]{1,20}$/), at: atArb, writer: nodeIdArb }, { requiredKeys: ['at', 'writer'] }),
   data_deleted: fc.record({ count: uintArb }),
+  job_submit: fc.record({ spec: specArb, wait_for: fc.array(dataNameArb, { maxLength: 3 }) }),
+  job_accepted: fc.record({ job: viewArb, created: fc.boolean() }),
+  job_assign: fc.record({ attempt: fc.integer({ min: 1, max: 100 }), spec: specArb, versions: fc.dictionary(dataNameArb.filter(notProto), atArb, { maxKeys: 3 }) }),
+  job_started: fc.record({ job_id: jobIdArb, attempt: fc.integer({ min: 1, max: 100 }) }),
+  job_result: fc.record(
+    {
+      job_id: jobIdArb,
+      attempt: fc.integer({ min: 1, max: 100 }),
+      outcome: fc.constantFrom(...RUN_OUTCOMES),
+      exit_code: fc.integer({ min: 0, max: 2 ** 32 }),
+      message: textArb(40),
+      duration_ms: uintArb,
+      archive: fc.uint8Array({ maxLength: 64 }),
+      files: fc.array(dataNameArb, { maxLength: 3 }),
+      missing: fc.array(dataNameArb, { maxLength: 3 }),
+      named: fc.array(fc.record({ path: dataNameArb, name: dataNameArb, bytes: fc.uint8Array({ maxLength: 16 }) }), { maxLength: 2 }),
+    },
+    { requiredKeys: ['job_id', 'attempt', 'outcome', 'message', 'duration_ms', 'archive', 'files', 'missing', 'named'] },
+  ),
+  job_verdict: fc.record(
+    { job_id: jobIdArb, attempt: fc.integer({ min: 1, max: 100 }), verdict: fc.constantFrom('accepted' as const, 'rejected' as const), accepted_attempt: fc.integer({ min: 1, max: 100 }), reason: textArb(40) },
+    { requiredKeys: ['job_id', 'attempt', 'verdict', 'reason'] },
+  ),
+  job_update: fc.record({ job: viewArb, archive: fc.uint8Array({ maxLength: 64 }) }, { requiredKeys: ['job'] }),
+  job_query: fc.record({ job_id: jobIdArb }),
+  job_info: fc.record({ job: viewArb }),
+  job_list: fc.record({ limit: fc.integer({ min: 1, max: 500 }), after: jobIdArb, owner: nodeIdArb }, { requiredKeys: ['limit'] }),
+  job_listing: fc.record(
+    {
+      items: fc.array(
+        fc.record(
+          { job_id: jobIdArb, state: fc.constantFrom(...JOB_STATES), priority: priorityArb, owner: nodeIdArb, attempts: uintArb, executor: nodeIdArb, updated_at: wallArb, reason: textArb(40) },
+          { requiredKeys: ['job_id', 'state', 'priority', 'owner', 'attempts', 'updated_at'] },
+        ),
+        { maxLength: 3 },
+      ),
+      next: jobIdArb,
+    },
+    { requiredKeys: ['items'] },
+  ),
 };
 
 const envelopeArb: fc.Arbitrary<Envelope> = fc

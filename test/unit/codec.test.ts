@@ -15,6 +15,8 @@ import {
   type CodecLimits,
   type DecodeResult,
   type Envelope,
+  type JobSpec,
+  type JobView,
   type Kind,
   type ProtocolErrorCode,
   type TopicClass,
@@ -30,6 +32,49 @@ const rawBytes = (value: unknown): Uint8Array => rawEncoder.encode(value);
  * Valid bodies for every kind. The mapped type makes a new kind without a case a compile error; the
  * coverage test below makes it a test failure too, for anyone running vitest without tsc.
  */
+const SPEC: JobSpec = {
+  job_id: 'fw-stats',
+  wasm_module: 'fire/bin/stats.wasm',
+  capabilities: { cpu_cores: 1, tags: ['firefighting'], min_battery_percent: 20 },
+  argv: ['stats', '--district', '3'],
+  env: { DISTRICT: '3' },
+  dirs: ['output'],
+  data: { 'input/temps.txt': 'fire/district-3/temps' },
+  results: ['out.txt', 'output'],
+  named_results: { 'stats.txt': 'fire/district-3/stats' },
+  priority: 'critical',
+  timeout_s: 30,
+  max_memory_mb: 64,
+};
+const VIEW: JobView = {
+  job_id: 'fw-stats',
+  state: 'running',
+  priority: 'critical',
+  owner: 'client-7',
+  created_at: 1_700_000_000_000,
+  updated_at: 1_700_000_000_100,
+  attempts: [
+    { attempt: 1, executor: 'fire-unit-1', outcome: 'failed', assigned_at: 1_700_000_000_001, ended_at: 1_700_000_000_050, reason: 'disk full' },
+    { attempt: 2, executor: 'fire-unit-2', outcome: 'running', assigned_at: 1_700_000_000_060, started_at: 1_700_000_000_070 },
+  ],
+};
+const RESULT: NonNullable<JobView['result']> = {
+  attempt: 2,
+  executor: 'fire-unit-2',
+  outcome: 'exited',
+  exit_code: 0,
+  message: 'exited with code 0',
+  duration_ms: 12,
+  archive: 'fw-stats/result.zip',
+  archive_bytes: 300,
+  files: ['out.txt', 'output/stdout.txt'],
+  missing: [],
+  named_results: ['fire/district-3/stats'],
+};
+
+const { exit_code: _exitCode, ...TRAPPED_BASE } = RESULT;
+const TRAPPED: NonNullable<JobView['result']> = { ...TRAPPED_BASE, outcome: 'trap', message: 'trap: unreachable' };
+
 const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
   birth: [{ software: 'ucp-edge/0.1.0', host: 'edge-07.depot-b.local', pid: 4242, heartbeat_interval_ms: 1_000 }],
   death: [{ graceful: false }, { graceful: true }],
@@ -77,6 +122,26 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
   data_listing: [{ items: [{ name: 'job-1/result.zip', size: 1_234, store: 'ds-1', at: [5, 1] }] }, { items: [], next: 'z' }],
   data_delete: [{ name: 'fire/a', at: [9, 0], writer: 'ops' }, { job_id: 'job-1', at: [9, 1], writer: 'ops' }],
   data_deleted: [{ count: 0 }, { count: 12 }],
+  job_submit: [
+    { spec: SPEC, wait_for: [] },
+    { spec: { ...SPEC, stdin_file: 'fire/stdin', stdout_file: 'output/stdout.txt', stderr_file: 'output/stderr.txt' }, wait_for: ['fire/district-3/temps'] },
+  ],
+  job_accepted: [{ job: VIEW, created: true }],
+  job_assign: [{ attempt: 1, spec: SPEC, versions: { 'fire/bin/stats.wasm': [1_700_000_000_000, 2] } }],
+  job_started: [{ job_id: 'fw-stats', attempt: 2 }],
+  job_result: [
+    { job_id: 'fw-stats', attempt: 1, outcome: 'exited', exit_code: 0, message: 'exited with code 0', duration_ms: 41, archive: new Uint8Array([0x50, 0x4b, 5, 6]), files: ['out.txt'], missing: [], named: [{ path: 'stats.txt', name: 'fire/district-3/stats', bytes: new Uint8Array([1, 2]) }] },
+    { job_id: 'fw-stats', attempt: 3, outcome: 'missing_input', message: 'missing input "x"', duration_ms: 0, archive: new Uint8Array(), files: [], missing: [], named: [] },
+  ],
+  job_verdict: [
+    { job_id: 'fw-stats', attempt: 1, verdict: 'accepted', accepted_attempt: 1, reason: 'first result' },
+    { job_id: 'fw-stats', attempt: 2, verdict: 'rejected', reason: 'unauthorized' },
+  ],
+  job_update: [{ job: VIEW }, { job: { ...VIEW, state: 'succeeded', result: RESULT }, archive: new Uint8Array([1]) }],
+  job_query: [{ job_id: 'fw-stats' }],
+  job_info: [{ job: { ...VIEW, state: 'failed', reason: 'trap: unreachable', result: TRAPPED } }],
+  job_list: [{ limit: 100 }, { limit: 500, after: 'fw-a', owner: 'client-7' }],
+  job_listing: [{ items: [{ job_id: 'fw-stats', state: 'running', priority: 'high', owner: 'client-7', attempts: 1, executor: 'fire-unit-1', updated_at: 1_700_000_000_000 }], next: 'fw-stats' }, { items: [] }],
 };
 
 function envelope<K extends Kind>(kind: K, body: BodyOf<K>, extra: { re?: string; ack?: boolean } = {}): Envelope<K> {
