@@ -257,6 +257,7 @@ export class JobManager {
 
   private async accept(job: Job, attempt: Mutable<AttemptRecord>, msg: Envelope<'job_result'>): Promise<void> {
     const result = msg.body;
+    const arrived = Date.now();
     const at = this.node.link.now();
     const version = { at: [at.wall, at.logical] as [number, number], writer: msg.from };
     // Published before the decision is recorded: a crash in between re-runs this on the redelivery.
@@ -291,7 +292,7 @@ export class JobManager {
     if (succeeded) delete job.reason;
     else job.reason = `${result.outcome}: ${result.message}`;
     job.updated_at = now;
-    this.close(attempt, 'accepted');
+    this.close(attempt, 'accepted', undefined, arrived);
     for (const other of job.attempts) if (other.outcome === 'running') this.close(other, 'cancelled', `attempt ${result.attempt} delivered first`);
     for (const other of job.attempts) this.release(other.executor, job.job_id);
     await this.persist(job);
@@ -317,9 +318,9 @@ export class JobManager {
     this.requestSchedule();
   }
 
-  private close(attempt: Mutable<AttemptRecord>, outcome: AttemptRecord['outcome'], reason?: string): void {
+  private close(attempt: Mutable<AttemptRecord>, outcome: AttemptRecord['outcome'], reason?: string, at = Date.now()): void {
     attempt.outcome = outcome;
-    attempt.ended_at = Date.now();
+    attempt.ended_at = at;
     if (reason !== undefined) attempt.reason = reason.slice(0, 2_048);
   }
 

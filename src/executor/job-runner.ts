@@ -163,7 +163,7 @@ export class JobRunner {
     this.node.link.send(a.broker, 'job_started', { job_id: spec.job_id, attempt: a.attempt });
     const handle = this.pool.run({
       wasm,
-      args: spec.argv,
+      args: spec.argv.length > 0 ? spec.argv : [programName(spec.wasm_module)],
       env: spec.env,
       jobDir: dir,
       ...(stdinPath !== undefined ? { stdinPath } : {}),
@@ -270,6 +270,14 @@ function outcomeOf(ran: SandboxResult, stderrTail: string): Pick<RunReport, 'out
     default:
       return { outcome: ran.outcome, message: ran.message.slice(0, 2_048) };
   }
+}
+
+/**
+ * argv[0] for a job that lists no arguments: the module's name, as a shell would give it. An empty argv
+ * makes wasi-libc's start-up code exit with 71 (EX_OSERR) before main runs.
+ */
+function programName(wasmModule: string): string {
+  return (wasmModule.split('/').pop() ?? wasmModule).replace(/\.wasm$/, '');
 }
 
 /** The last non-empty line a job wrote to stderr (at most 200 characters), to say why it failed. */
