@@ -1,18 +1,37 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { unzipSync } from 'fflate';
 import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
-import { DataClient } from '../client/index.js';
+import { DataClient, JobClient, loadPlan } from '../client/index.js';
 import { NodeRuntime } from '../transport/index.js';
 import { table, waitForNodes, type Output } from './inspect.js';
 import { summarize } from './latency.js';
 import { startLocalCluster } from './local-cluster.js';
 
+const EXAMPLE_PLAN = 'examples/fire-watch/plan.toml';
+const EXPECTED_OUTPUT: Record<string, string> = {
+  'fw-stats': 'readings=6 min=41.5 max=71.0 mean=55.6\n',
+  'fw-alert': 'ALERT district 3: max 71.0 C >= 60.0 C\n',
+};
+
+/** The example plan in the package, found from this module whether it runs from src/ or dist/src/. */
+function examplePlan(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, EXAMPLE_PLAN);
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  throw new Error(`cannot find ${EXAMPLE_PLAN} in the package`);
+}
+
 /**
  * `npm start`: an all-in-one cluster on an embedded hub (broker, datastore, two executors and a client)
- * that shows what works end to end (presence, request/reply, durable delivery, named data, a graceful
- * leave) and checks what it shows. Exits non-zero if a check fails.
+ * that shows what works end to end (presence, request/reply, durable delivery, named data, a chained
+ * WASM plan, a graceful leave) and checks what it shows. Exits non-zero if a check fails.
  */
 export async function runDemo(config: UcpConfig, logger: Logger, out: Output): Promise<number> {
   const dataRoot = mkdtempSync(join(tmpdir(), 'ucp-demo-'));
@@ -24,6 +43,8 @@ export async function runDemo(config: UcpConfig, logger: Logger, out: Output): P
   out.print(`ucp-edge demo: embedded hub, broker, datastore, 2 executors and a client (data in ${dataRoot})`);
   const cluster = await startLocalCluster({ config, logger, dataRoot, executors: 2, base: 'demo', port: 0, host: '127.0.0.1' });
   const client = NodeRuntime.create({ config, nodeId: 'demo-client', role: 'client', dataDir: join(dataRoot, 'demo-client'), logger, hubUrl: cluster.hub.url });
+  const data = new DataClient(client.link, 10_000);
+  const jobs = new JobClient(client.link, client.store, data);
   try {
     await client.connect();
     const ids = cluster.nodes.map((n) => n.link.id);
@@ -65,7 +86,6 @@ export async function runDemo(config: UcpConfig, logger: Logger, out: Output): P
     check(client.link.outboxPending === 0, 'client outbox empty after acknowledgements');
 
     out.print('\n4. Named data: the broker places it on a datastore and finds it again by name or prefix');
-    const data = new DataClient(client.link, 10_000);
     const readings = ['21.5', '22.0', '23.4'].join('\n');
     const put = await data.put('fire/district-3/temps', new TextEncoder().encode(readings));
     await data.put('fire/district-3/wind', new TextEncoder().encode('NW 14 km/h'));
@@ -76,7 +96,23 @@ export async function runDemo(config: UcpConfig, logger: Logger, out: Output): P
     for await (const item of data.getPrefix('fire/district-3')) names.push(item.name);
     check(names.join(',') === 'fire/district-3/temps,fire/district-3/wind', `prefix get returns both names (${names.join(', ')})`);
 
-    out.print('\n5. Graceful leave: an executor stops and publishes its death');
+    out.print(`\n5. Jobs: the example plan ${EXAMPLE_PLAN} (two chained WASM jobs, the second reads the first one's result)`);
+    const plan = loadPlan(examplePlan(), { priority: config.client.priority, timeoutS: config.client.timeout_s, maxMemoryMb: config.client.max_memory_mb });
+    const submitted = await jobs.submitPlan(plan);
+    const finished = await jobs.wait(
+      submitted.map((j) => j.job_id),
+      { timeoutMs: 30_000 },
+    );
+    for (const [id, expected] of Object.entries(EXPECTED_OUTPUT)) {
+      const done = finished.get(id);
+      const got = done !== undefined && done.job.result !== undefined ? new TextDecoder().decode(unzipSync(await jobs.resultArchive(done))['out.txt'] ?? new Uint8Array()) : '';
+      out.print(`  ${id} on ${done?.job.result?.executor ?? '?'} (${done?.job.state ?? 'unfinished'}): ${got.trim()}`);
+      check(done?.job.state === 'succeeded' && got === expected, `${id} returned what it should`);
+    }
+    const alert = new TextDecoder().decode((await data.get('fire-watch/district-3/alert')).bytes);
+    check(alert === EXPECTED_OUTPUT['fw-alert'], 'the alert is readable as named data fire-watch/district-3/alert');
+
+    out.print('\n6. Graceful leave: an executor stops and publishes its death');
     const leaving = cluster.nodes[cluster.nodes.length - 1]!;
     await leaving.stop();
     const deadline = performance.now() + 2_000;

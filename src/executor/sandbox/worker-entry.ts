@@ -7,6 +7,14 @@ import type { RunReply, RunRequest } from './messages.js';
 // reaches a few tens of MiB, which aborts the whole process (seen with fd_write). Turning V8's fast API
 // calls off before node:wasi is loaded avoids it. The flag is process-wide; the pool sets it too.
 setFlagsFromString('--no-turbo-fast-api-calls');
+// Every worker would print Node's "WASI is an experimental feature" warning to the agent's stderr; it
+// says nothing an operator can act on. Other warnings still go through.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  const text = typeof warning === 'string' ? warning : warning.message;
+  if (/WASI is an experimental feature/.test(text)) return;
+  (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
+}) as typeof process.emitWarning;
 const { WASI } = await import('node:wasi');
 
 /**
