@@ -174,8 +174,8 @@ export class JobManager {
     }
     // Issued in the same turn, the record and the outbox entry normally commit in one LMDB batch.
     void this.table.put(jobId, job);
+    // The client hears when the job starts running; an update per assignment would only add traffic.
     await this.node.link.sendDurable(executor, 'job_assign', { attempt, spec: job.spec, versions });
-    this.notify(job);
   }
 
   private occupy(executor: string, jobId: string): void {
@@ -208,7 +208,8 @@ export class JobManager {
     attempt.started_at = Date.now();
     if (currentAttempt(job) === attempt) job.state = 'running';
     job.updated_at = attempt.started_at;
-    void this.table.put(job.job_id, job);
+    // Not written on its own: progress is worth a message, not a transaction. The next write of the
+    // record carries it; a broker that restarts before then shows the attempt as assigned.
     this.notify(job);
   }
 
@@ -229,10 +230,8 @@ export class JobManager {
     }
     const accepted = job.result;
     if (accepted !== undefined) {
-      if (accepted.attempt === result.attempt) {
-        this.verdict(msg, 'accepted', 'already accepted', accepted.attempt);
-        return;
-      }
+      // A redelivered accepted result is acknowledged again, which is the same answer as the first time.
+      if (accepted.attempt === result.attempt) return;
       if (attempt.outcome === 'running') {
         this.close(attempt, 'rejected', `attempt ${accepted.attempt} delivered first`);
         await this.persist(job);
@@ -252,7 +251,7 @@ export class JobManager {
     }
     await this.accept(job, attempt, msg);
     counters.inc('results_accepted');
-    this.verdict(msg, 'accepted', 'first result', result.attempt);
+    // The acknowledgement of the result tells the executor it was accepted; no verdict message is needed.
   }
 
   private async accept(job: Job, attempt: Mutable<AttemptRecord>, msg: Envelope<'job_result'>): Promise<void> {
@@ -261,17 +260,14 @@ export class JobManager {
     const at = this.node.link.now();
     const version = { at: [at.wall, at.logical] as [number, number], writer: msg.from };
     // Published before the decision is recorded: a crash in between re-runs this on the redelivery.
-    const published: string[] = [];
-    for (const item of result.named) {
-      if (job.spec.named_results[item.path] !== item.name) {
-        this.node.link.counters.reject(this.node.log, 'results_unexpected_name', msg.from, `${msg.from} tried to publish "${item.name}", which job ${job.job_id} does not name as a result`);
-        continue;
-      }
-      await this.data.store({ name: item.name, bytes: item.bytes, ...version });
-      published.push(item.name);
-    }
+    const named = result.named.filter((item) => {
+      if (job.spec.named_results[item.path] === item.name) return true;
+      this.node.link.counters.reject(this.node.log, 'results_unexpected_name', msg.from, `${msg.from} tried to publish "${item.name}", which job ${job.job_id} does not name as a result`);
+      return false;
+    });
     const archive = resultArchiveName(job.job_id);
-    await this.data.store({ name: archive, bytes: result.archive, ...version });
+    await Promise.all([...named, { name: archive, bytes: result.archive }].map((item) => this.data.store({ name: item.name, bytes: item.bytes, ...version })));
+    const published = named.map((item) => item.name);
 
     const now = Date.now();
     job.result = {
@@ -324,7 +320,7 @@ export class JobManager {
     if (reason !== undefined) attempt.reason = reason.slice(0, 2_048);
   }
 
-  private verdict(msg: Envelope<'job_result'>, verdict: 'accepted' | 'rejected', reason: string, acceptedAttempt?: number): void {
+  private verdict(msg: Envelope<'job_result'>, verdict: 'rejected', reason: string, acceptedAttempt?: number): void {
     this.node.link.send(msg.from, 'job_verdict', {
       job_id: msg.body.job_id,
       attempt: msg.body.attempt,

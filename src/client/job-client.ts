@@ -61,6 +61,12 @@ export class JobClient {
     });
   }
 
+  /** Calls `listener` with every update a broker pushes; returns the function that stops it. */
+  subscribe(listener: (update: BodyOf<'job_update'>) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
   /** Jobs this client submitted whose results it has not written out yet, oldest first. */
   uncollected(): SubmittedJob[] {
     if (this.submitted === undefined) return [];
@@ -159,8 +165,7 @@ export class JobClient {
         if (open.size === 0) wake();
       }
     };
-    const listener = (update: BodyOf<'job_update'>) => observe(update.job, update.archive);
-    this.listeners.add(listener);
+    const unsubscribe = this.subscribe((update) => observe(update.job, update.archive));
     const deadline = options.timeoutMs !== undefined ? performance.now() + options.timeoutMs : Infinity;
     try {
       while (open.size > 0 && performance.now() < deadline) {
@@ -172,7 +177,7 @@ export class JobClient {
         });
       }
     } finally {
-      this.listeners.delete(listener);
+      unsubscribe();
     }
     return finished;
   }

@@ -12,21 +12,22 @@ export interface JobRunnerOptions {
   readonly slots: number;
   /** Capability tags this executor offers. */
   readonly tags: readonly string[];
-  /** Where job directories are made: <workDir>/<job>-<attempt>. */
+  /** Where attempts run: <workDir>/<job>-<attempt>/root is the job directory, its streams sit beside it. */
   readonly workDir: string;
   readonly keepJobDirs: boolean;
   /** Archive plus named results must fit in one message to the broker. */
   readonly maxResultBytes: number;
 }
 
-/** An assignment this executor accepted, kept in LMDB until its result is delivered. */
+/**
+ * An assignment this executor accepted, kept in LMDB until its result is in the durable outbox (from
+ * then on the outbox delivers it, across restarts). One still here after a restart is run again.
+ */
 interface Assignment {
   readonly broker: string;
   readonly attempt: number;
   readonly spec: JobSpec;
   readonly versions: Record<string, [number, number]>;
-  /** Set once the result is in the outbox: after a restart the job is not run again. */
-  resultMessage?: string;
 }
 
 /** An input that could not be staged: the job fails with outcome missing_input, naming it. */
@@ -69,20 +70,16 @@ export class JobRunner {
     }));
     link.on('job_assign', (msg) => this.accept(msg));
     link.on('job_verdict', (msg) => {
-      const { job_id: jobId, attempt, verdict, reason } = msg.body;
-      link.counters.inc(verdict === 'accepted' ? 'results_accepted' : 'results_rejected');
-      node.log[verdict === 'accepted' ? 'debug' : 'warn']({ job: jobId, attempt, broker: msg.from, reason }, `result ${verdict}`);
+      const { job_id: jobId, attempt, reason } = msg.body;
+      link.counters.inc('results_rejected');
+      node.log.warn({ job: jobId, attempt, broker: msg.from, reason }, 'result rejected');
     });
     mkdirSync(options.workDir, { recursive: true });
   }
 
-  /** Picks up what a previous run of this executor left: jobs to run again, results to see delivered. */
+  /** Runs again what a previous run of this executor accepted but did not finish. */
   resume(): void {
-    for (const { key, value } of this.assignments.getRange()) {
-      const id = String(key);
-      if (value.resultMessage !== undefined) void this.cleanUpAfterDelivery(id, value.spec.job_id, value.attempt, value.resultMessage);
-      else this.start(id, value);
-    }
+    for (const { key, value } of this.assignments.getRange()) this.start(String(key), value);
   }
 
   async stop(): Promise<void> {
@@ -95,9 +92,11 @@ export class JobRunner {
     const id = `${spec.job_id}#${attempt}`;
     if (this.assignments.get(id) !== undefined || this.running.has(id)) return;
     const assignment: Assignment = { broker: msg.from, attempt, spec, versions };
-    // Recorded before the acknowledgement goes out (the link waits for this handler and a commit).
-    await this.assignments.put(id, assignment);
+    // The run starts at once; the acknowledgement waits until the assignment is recorded (the link waits
+    // for this handler and a commit), so a crash before that has the broker send it again.
+    const recorded = this.assignments.put(id, assignment);
     this.start(id, assignment);
+    await recorded;
   }
 
   private start(id: string, assignment: Assignment): void {
@@ -113,37 +112,33 @@ export class JobRunner {
 
   private async execute(id: string, a: Assignment): Promise<void> {
     const { spec, attempt, broker } = a;
-    const dir = join(this.options.workDir, `${spec.job_id}-${attempt}`);
-    const report = await this.run(id, a, dir);
+    const attemptDir = join(this.options.workDir, `${spec.job_id}-${attempt}`);
+    const report = await this.run(id, a, attemptDir);
     if (this.stopping) return;
-    const messageId = await this.node.link.sendDurable(broker, 'job_result', { job_id: spec.job_id, attempt, ...report });
-    await this.assignments.put(id, { ...a, resultMessage: messageId });
+    // In the same turn, so both land in one LMDB batch: after a crash the result is either still to be
+    // sent by the outbox, or the assignment is still here and runs again (the broker takes the first).
+    const sent = this.node.link.sendDurable(broker, 'job_result', { job_id: spec.job_id, attempt, ...report });
+    const removed = this.assignments.remove(id);
+    await Promise.all([sent, removed]);
     this.node.log.info({ job: spec.job_id, attempt, outcome: report.outcome, exitCode: report.exit_code, ms: report.duration_ms }, 'job finished');
-    if (!this.options.keepJobDirs) rmSync(dir, { recursive: true, force: true });
-    await this.cleanUpAfterDelivery(id, spec.job_id, attempt, messageId);
-  }
-
-  /** Once the broker holds the result (it acknowledged it), nothing here is needed any more. */
-  private async cleanUpAfterDelivery(id: string, jobId: string, attempt: number, messageId: string): Promise<void> {
-    await this.node.link.delivered(messageId);
-    await this.assignments.remove(id);
-    if (!this.options.keepJobDirs) rmSync(join(this.options.workDir, `${jobId}-${attempt}`), { recursive: true, force: true });
+    if (!this.options.keepJobDirs) rmSync(attemptDir, { recursive: true, force: true });
   }
 
   /** Stages, runs and collects one attempt; every way it can end becomes a report, never a throw. */
-  private async run(id: string, a: Assignment, dir: string): Promise<RunReport> {
+  private async run(id: string, a: Assignment, attemptDir: string): Promise<RunReport> {
     const { spec } = a;
     const started = performance.now();
     const elapsed = () => Math.round(performance.now() - started);
-    const stdoutPath = spec.stdout_file !== undefined ? join(dir, spec.stdout_file) : `${dir}.stdout`;
-    const stderrPath = spec.stderr_file !== undefined ? join(dir, spec.stderr_file) : `${dir}.stderr`;
+    const dir = join(attemptDir, 'root');
+    const stdoutPath = spec.stdout_file !== undefined ? join(dir, spec.stdout_file) : join(attemptDir, 'stdout');
+    const stderrPath = spec.stderr_file !== undefined ? join(dir, spec.stderr_file) : join(attemptDir, 'stderr');
     let wasm: Uint8Array;
     let stdinPath: string | undefined;
     try {
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(attemptDir, { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });
       for (const d of spec.dirs) mkdirSync(join(dir, d), { recursive: true });
-      for (const path of [stdoutPath, stderrPath]) mkdirSync(dirname(path), { recursive: true });
+      for (const path of [spec.stdout_file, spec.stderr_file]) if (path !== undefined) mkdirSync(dirname(join(dir, path)), { recursive: true });
       wasm = await this.module(a);
       for (const [path, name] of Object.entries(spec.data)) {
         const target = join(dir, path);
@@ -152,7 +147,7 @@ export class JobRunner {
       }
       if (spec.stdin_file !== undefined) {
         // Outside the job directory: the module reads it as stdin, not as a file it could change.
-        stdinPath = `${dir}.stdin`;
+        stdinPath = join(attemptDir, 'stdin');
         writeFileSync(stdinPath, await this.fetch(a.broker, spec.stdin_file));
       }
     } catch (err) {
@@ -184,7 +179,6 @@ export class JobRunner {
     } catch (err) {
       return { outcome: 'host_error', message: `collecting the results failed: ${(err as Error).message}`.slice(0, 2_048), duration_ms: elapsed(), archive: emptyArchive(), files: [], missing: [], named: [] };
     }
-    for (const path of [`${dir}.stdout`, `${dir}.stderr`, `${dir}.stdin`]) rmSync(path, { force: true });
     if ('tooLarge' in collected) {
       return { outcome: 'result_too_large', message: collected.tooLarge, duration_ms: elapsed(), archive: emptyArchive(), files: [], missing: [], named: [] };
     }

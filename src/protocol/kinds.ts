@@ -160,11 +160,14 @@ export const BODY_SCHEMAS = {
     missing: arrayOf(jobPath(), { max: 1_024 }),
     named: arrayOf(object({ path: jobPath(), name: dataName(), bytes: bytes({ max: MAX_OBJECT_BYTES }) }), { max: 1_024 }),
   }),
-  /** Broker -> executor: the decision on a job_result. A rejected result is dropped by its executor. */
+  /**
+   * Broker -> executor: a job_result was rejected (another attempt was first, or the sender was never
+   * assigned it). An accepted result needs no verdict: its acknowledgement says so.
+   */
   job_verdict: object({
     job_id: jobId(),
     attempt: uint({ min: 1 }),
-    verdict: literal('accepted', 'rejected'),
+    verdict: literal('rejected'),
     accepted_attempt: optional(uint({ min: 1 })),
     reason: str({ max: 1_024 }),
   }),

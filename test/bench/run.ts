@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { ROOT } from '../helpers/processes.js';
+import { jobsBench } from './jobs.js';
 import { transportBench } from './transport.js';
 
 export interface BenchRow {
@@ -26,6 +27,7 @@ export interface BenchResult {
 
 const SUITES: Record<string, () => Promise<BenchResult>> = {
   transport: transportBench,
+  jobs: jobsBench,
 };
 
 function printTable(results: BenchResult[]): void {

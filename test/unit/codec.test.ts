@@ -134,7 +134,7 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
     { job_id: 'fw-stats', attempt: 3, outcome: 'missing_input', message: 'missing input "x"', duration_ms: 0, archive: new Uint8Array(), files: [], missing: [], named: [] },
   ],
   job_verdict: [
-    { job_id: 'fw-stats', attempt: 1, verdict: 'accepted', accepted_attempt: 1, reason: 'first result' },
+    { job_id: 'fw-stats', attempt: 1, verdict: 'rejected', accepted_attempt: 2, reason: 'attempt 2 delivered first' },
     { job_id: 'fw-stats', attempt: 2, verdict: 'rejected', reason: 'unauthorized' },
   ],
   job_update: [{ job: VIEW }, { job: { ...VIEW, state: 'succeeded', result: RESULT }, archive: new Uint8Array([1]) }],

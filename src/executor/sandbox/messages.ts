@@ -12,11 +12,17 @@ export interface JobIo {
   readonly stderrPath: string;
 }
 
+/** Compiled modules a worker keeps, oldest dropped first; the pool mirrors the same list per worker. */
+export const WORKER_MODULE_CACHE = 16;
+
 /** What the pool asks a worker to run. */
 export interface RunRequest extends JobIo {
   readonly type: 'run';
   readonly runId: number;
-  readonly module: WebAssembly.Module;
+  /** Names the compiled module; the worker keeps the last few it was sent. */
+  readonly moduleKey: string;
+  /** Sent only when the worker does not hold `moduleKey` yet: cloning a module per run is costly. */
+  readonly module?: WebAssembly.Module;
   readonly importedMemory?: { module: string; name: string; limits: MemoryLimits };
 }
 

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
-import type { JobIo, RunReply, RunRequest } from './messages.js';
+import { WORKER_MODULE_CACHE, type JobIo, type RunReply, type RunRequest } from './messages.js';
 import { capMemory, MAX_WASM32_PAGES, MemoryCapError, WASM_PAGE_BYTES, type CappedModule } from './wasm-memory.js';
 
 export interface SandboxJob extends JobIo {
@@ -43,6 +43,8 @@ export interface RunHandle {
 
 interface Slot {
   worker: Worker;
+  /** Module keys this worker holds, in the order it received them (it drops the oldest, as we do here). */
+  sent: string[];
   /** The run this worker is busy with, if any. */
   run?: { runId: number; onReply: (reply: RunReply) => void; stop: (outcome: 'cancelled' | 'error', message: string) => void };
 }
@@ -79,7 +81,7 @@ function workerScript(): URL {
 export class SandboxPool {
   private readonly slots: Slot[] = [];
   private readonly queue: Pending[] = [];
-  private readonly cache = new Map<string, { module: WebAssembly.Module; capped: CappedModule }>();
+  private readonly cache = new Map<string, { key: string; module: WebAssembly.Module; capped: CappedModule }>();
   private readonly cacheEntries: number;
   private readonly script = workerScript();
   private nextRunId = 1;
@@ -165,7 +167,7 @@ export class SandboxPool {
     pending.stop = (outcome, message) => done({ outcome, message }, true);
     slot.run = { runId, onReply: (reply) => done(this.classify(reply, job.memoryCapBytes), false), stop: (outcome, message) => done({ outcome, message }, true) };
 
-    let compiled: { module: WebAssembly.Module; capped: CappedModule };
+    let compiled: { key: string; module: WebAssembly.Module; capped: CappedModule };
     try {
       compiled = await this.compile(job.wasm, job.memoryCapBytes);
     } catch (err) {
@@ -176,11 +178,17 @@ export class SandboxPool {
     if (pending.state !== 'running' || slot.run?.runId !== runId) return;
     timer = setTimeout(() => pending.stop?.('timeout', `killed after the ${job.timeoutMs} ms timeout`), job.timeoutMs);
     const { wasm: _bytes, timeoutMs: _timeout, memoryCapBytes: _cap, ...io } = job;
+    const known = slot.sent.includes(compiled.key);
+    if (!known) {
+      slot.sent.push(compiled.key);
+      if (slot.sent.length > WORKER_MODULE_CACHE) slot.sent.shift();
+    }
     const request: RunRequest = {
       ...io,
       type: 'run',
       runId,
-      module: compiled.module,
+      moduleKey: compiled.key,
+      ...(known ? {} : { module: compiled.module }),
       ...(compiled.capped.importedMemory !== undefined ? { importedMemory: compiled.capped.importedMemory } : {}),
     };
     slot.worker.postMessage(request);
@@ -212,6 +220,7 @@ export class SandboxPool {
   private startWorker(slot: Slot): void {
     const worker = new Worker(this.script, { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } });
     slot.worker = worker;
+    slot.sent = [];
     worker.unref();
     worker.on('message', (reply: RunReply) => {
       if (slot.worker === worker && slot.run?.runId === reply.runId) slot.run.onReply(reply);
@@ -235,7 +244,7 @@ export class SandboxPool {
     void old.terminate().finally(() => this.terminating--);
   }
 
-  private async compile(wasm: Uint8Array, capBytes: number): Promise<{ module: WebAssembly.Module; capped: CappedModule }> {
+  private async compile(wasm: Uint8Array, capBytes: number): Promise<{ key: string; module: WebAssembly.Module; capped: CappedModule }> {
     const key = `${createHash('sha256').update(wasm).digest('hex')}:${capBytes}`;
     const hit = this.cache.get(key);
     if (hit !== undefined) {
@@ -247,7 +256,7 @@ export class SandboxPool {
     const capped = capMemory(wasm, capBytes);
     const module = await WebAssembly.compile(capped.bytes);
     this.compiled++;
-    const entry = { module, capped };
+    const entry = { key, module, capped };
     this.cache.set(key, entry);
     if (this.cache.size > this.cacheEntries) this.cache.delete(this.cache.keys().next().value!);
     return entry;

@@ -1,7 +1,7 @@
 import { closeSync, openSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { parentPort } from 'node:worker_threads';
-import type { RunReply, RunRequest } from './messages.js';
+import { WORKER_MODULE_CACHE, type RunReply, type RunRequest } from './messages.js';
 
 // Node 20's node:wasi can let a garbage collection run in the middle of a WASI call once WASM memory
 // reaches a few tens of MiB, which aborts the whole process (seen with fd_write). Turning V8's fast API
@@ -21,7 +21,19 @@ const { WASI } = await import('node:wasi');
  * Runs one WASI job at a time inside a worker thread, so a module that loops, traps or allocates wildly
  * can be stopped by terminating the worker without touching the agent's own event loop.
  */
+const modules = new Map<string, WebAssembly.Module>();
+
+/** The request's module: the one it carries (kept for later runs) or the one kept under its key. */
+function moduleOf(req: RunRequest): WebAssembly.Module | undefined {
+  if (req.module === undefined) return modules.get(req.moduleKey);
+  modules.set(req.moduleKey, req.module);
+  if (modules.size > WORKER_MODULE_CACHE) modules.delete(modules.keys().next().value!);
+  return req.module;
+}
+
 async function run(req: RunRequest): Promise<RunReply> {
+  const module = moduleOf(req);
+  if (module === undefined) return { type: 'done', runId: req.runId, outcome: 'host_error', message: `the sandbox worker lost module ${req.moduleKey}` };
   const fds: number[] = [];
   const open = (path: string, flags: string) => {
     const fd = openSync(path, flags);
@@ -62,7 +74,7 @@ async function run(req: RunRequest): Promise<RunReply> {
     wasiImports.poll_oneoff = interruptiblePoll(wasiImports.poll_oneoff as PollOneoff, () => memory);
     let instance: WebAssembly.Instance;
     try {
-      instance = await WebAssembly.instantiate(req.module, imports);
+      instance = await WebAssembly.instantiate(module, imports);
     } catch (err) {
       return { type: 'done', runId: req.runId, outcome: 'invalid', message: `cannot instantiate the module: ${(err as Error).message}` };
     }
