@@ -2,7 +2,8 @@ import { isFinal, resultArchiveName, type BodyOf, type Envelope } from '../proto
 import type { Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import type { DataRouter } from './data-router.js';
-import { currentAttempt, inputsOf, specDigest, viewOf, type AttemptRecord, type JobRecord } from './job-record.js';
+import { arbitrate, recordAcceptance, recordAssignment, recordFailure, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
+import { currentAttempt, inputsOf, specDigest, viewOf, type JobRecord } from './job-record.js';
 import { answering, Refusal } from './refusal.js';
 import { JobQueue, type ExecutorView } from './scheduler.js';
 
@@ -11,12 +12,13 @@ export interface JobManagerOptions {
   readonly agingMs: number;
   /** Result archives up to this size travel inside the final update to the client. */
   readonly inlineResultBytes: number;
-  /** Attempts a job gets when executors fail on their own account. */
-  readonly maxAttempts: number;
+  /** Redeployments a job gets after losing executors (or their own failures) before it fails. */
+  readonly maxRedeploys: number;
+  /** How long a job whose executor was lost waits before it is placed again. */
+  readonly redeployDelayMs: number;
+  /** After a restart, how long executors get to show they are alive before their jobs count as lost. */
+  readonly deadAfterMs: number;
 }
-
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-type Job = Mutable<JobRecord> & { attempts: Array<Mutable<AttemptRecord>> };
 
 /**
  * The broker's jobs: it records each submitted job in LMDB, places it on a capable executor (or keeps it
@@ -56,13 +58,26 @@ export class JobManager {
     });
     link.on('job_list', (msg) => link.reply(msg, 'job_listing', this.list(msg.body)));
     link.onPresence((event) => {
-      if (event.peer.role === 'executor' && event.type === 'up') this.requestSchedule();
+      if (event.peer.role !== 'executor') return;
+      if (event.type === 'up') {
+        // A new incarnation is a restart: whatever the old one ran is gone (it may still deliver a
+        // result it had finished, and first come, first served decides).
+        if (event.restartedFrom !== undefined) this.lose(event.peer.id, `${event.peer.id} restarted`);
+        this.requestSchedule();
+      } else {
+        this.lose(event.peer.id, `${event.peer.id} was lost (${event.reason})`);
+      }
     });
     link.onHeartbeat((peer) => {
       if (peer.role === 'executor' && this.queue.size > 0) this.requestSchedule();
     });
     data.onStored((name) => this.published(name));
     if (this.queue.size > 0) this.requestSchedule();
+    node.onConnected(() => {
+      // Executors that died while this broker was down send no death now: give the living time to show
+      // themselves (births are retained, heartbeats follow), then treat the silent as lost.
+      setTimeout(() => this.reconcile(), options.deadAfterMs).unref();
+    });
   }
 
   /** Jobs by state, for status output and tests. */
@@ -160,12 +175,7 @@ export class JobManager {
   private async assign(jobId: string, executor: string): Promise<void> {
     const job = this.jobs.get(jobId);
     if (job === undefined || job.state !== 'queued') return;
-    const now = Date.now();
-    const attempt = job.attempts.length + 1;
-    job.attempts.push({ attempt, executor, outcome: 'running', assigned_at: now });
-    job.state = 'assigned';
-    job.updated_at = now;
-    delete job.reason;
+    const attempt = recordAssignment(job, executor, Date.now());
     this.occupy(executor, jobId);
     const versions: Record<string, [number, number]> = {};
     for (const name of inputsOf(job.spec)) {
@@ -215,46 +225,40 @@ export class JobManager {
 
   /**
    * First come, first served: the first result of any attempt this broker assigned is accepted and
-   * committed before the executor hears so; every later one is rejected naming the accepted attempt.
-   * A re-delivered submission gets the same answer again.
+   * committed before the executor hears so (by the acknowledgement); every later one is rejected naming
+   * the accepted attempt. A redelivered submission gets the same answer again.
    */
   private async decide(msg: Envelope<'job_result'>): Promise<void> {
     const result = msg.body;
     const job = this.jobs.get(result.job_id);
-    const attempt = job?.attempts[result.attempt - 1];
+    const decision = arbitrate(job, result.job_id, { from: msg.from, attempt: result.attempt, outcome: result.outcome });
     const counters = this.node.link.counters;
-    if (job === undefined || attempt === undefined || attempt.executor !== msg.from) {
-      counters.reject(this.node.log, 'results_unauthorized', msg.from, `${msg.from} submitted a result for attempt ${result.attempt} of job ${result.job_id}, which it was never assigned`);
-      this.verdict(msg, 'rejected', `unauthorized: ${msg.from} was never assigned attempt ${result.attempt} of job ${result.job_id}`, job?.result?.attempt);
-      return;
+    const now = Date.now();
+    switch (decision.kind) {
+      case 'redelivered':
+        counters.inc('results_redelivered');
+        return;
+      case 'reject':
+        if (decision.unauthorized) counters.reject(this.node.log, 'results_unauthorized', msg.from, decision.reason);
+        else counters.inc('results_rejected');
+        if (job !== undefined && !decision.unauthorized && job.attempts[result.attempt - 1]?.outcome === 'running') {
+          recordRejection(job, result.attempt, decision.reason, now);
+          this.release(msg.from, job.job_id);
+          await this.persist(job);
+        }
+        this.verdict(msg, decision.reason, decision.acceptedAttempt);
+        return;
+      case 'retry':
+        await this.retry(job!, result.attempt, `${decision.reason}: ${result.message}`);
+        this.verdict(msg, `not a result of the job (${result.outcome}); it runs again elsewhere`);
+        return;
+      case 'accept':
+        await this.accept(job!, msg);
+        counters.inc('results_accepted');
     }
-    const accepted = job.result;
-    if (accepted !== undefined) {
-      // A redelivered accepted result is acknowledged again, which is the same answer as the first time.
-      if (accepted.attempt === result.attempt) return;
-      if (attempt.outcome === 'running') {
-        this.close(attempt, 'rejected', `attempt ${accepted.attempt} delivered first`);
-        await this.persist(job);
-      }
-      counters.inc('results_rejected');
-      this.verdict(msg, 'rejected', `attempt ${accepted.attempt} on ${accepted.executor} delivered first`, accepted.attempt);
-      return;
-    }
-    if (isFinal(job.state)) {
-      this.verdict(msg, 'rejected', `the job already ended: ${job.reason ?? job.state}`);
-      return;
-    }
-    if (result.outcome === 'host_error' || result.outcome === 'cancelled') {
-      await this.retry(job, attempt, `${msg.from}: ${result.message}`);
-      this.verdict(msg, 'rejected', `not a result of the job (${result.outcome}); it runs again elsewhere`);
-      return;
-    }
-    await this.accept(job, attempt, msg);
-    counters.inc('results_accepted');
-    // The acknowledgement of the result tells the executor it was accepted; no verdict message is needed.
   }
 
-  private async accept(job: Job, attempt: Mutable<AttemptRecord>, msg: Envelope<'job_result'>): Promise<void> {
+  private async accept(job: Job, msg: Envelope<'job_result'>): Promise<void> {
     const result = msg.body;
     const arrived = Date.now();
     const at = this.node.link.now();
@@ -267,64 +271,89 @@ export class JobManager {
     });
     const archive = resultArchiveName(job.job_id);
     await Promise.all([...named, { name: archive, bytes: result.archive }].map((item) => this.data.store({ name: item.name, bytes: item.bytes, ...version })));
-    const published = named.map((item) => item.name);
 
-    const now = Date.now();
-    job.result = {
-      attempt: result.attempt,
-      executor: msg.from,
-      outcome: result.outcome,
-      ...(result.exit_code !== undefined ? { exit_code: result.exit_code } : {}),
-      message: result.message,
-      duration_ms: result.duration_ms,
-      archive,
-      archive_bytes: result.archive.byteLength,
-      files: result.files,
-      missing: result.missing,
-      named_results: published,
-    };
-    const succeeded = result.outcome === 'exited' && result.exit_code === 0;
-    job.state = succeeded ? 'succeeded' : 'failed';
-    if (succeeded) delete job.reason;
-    else job.reason = `${result.outcome}: ${result.message}`;
-    job.updated_at = now;
-    this.close(attempt, 'accepted', undefined, arrived);
-    for (const other of job.attempts) if (other.outcome === 'running') this.close(other, 'cancelled', `attempt ${result.attempt} delivered first`);
-    for (const other of job.attempts) this.release(other.executor, job.job_id);
+    const cancelled = recordAcceptance(
+      job,
+      result.attempt,
+      {
+        attempt: result.attempt,
+        executor: msg.from,
+        outcome: result.outcome,
+        ...(result.exit_code !== undefined ? { exit_code: result.exit_code } : {}),
+        message: result.message,
+        duration_ms: result.duration_ms,
+        archive,
+        archive_bytes: result.archive.byteLength,
+        files: result.files,
+        missing: result.missing,
+        named_results: named.map((item) => item.name),
+      },
+      arrived,
+      Date.now(),
+    );
+    for (const a of job.attempts) this.release(a.executor, job.job_id);
     await this.persist(job);
+    for (const a of cancelled) this.node.link.send(a.executor, 'job_cancel', { job_id: job.job_id, attempt: a.attempt, reason: a.reason ?? 'another attempt delivered first' });
     this.notify(job, result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
     this.requestSchedule();
   }
 
-  /** The executor failed on its own account: run the job again elsewhere, unless attempts ran out. */
-  private async retry(job: Job, attempt: Mutable<AttemptRecord>, why: string): Promise<void> {
-    this.close(attempt, 'failed', why);
-    this.release(attempt.executor, job.job_id);
-    job.updated_at = Date.now();
-    if (job.attempts.length >= this.options.maxAttempts) {
-      job.state = 'failed';
-      job.reason = `gave up after ${job.attempts.length} attempts; the last failed on ${why}`;
-    } else {
-      job.state = 'queued';
-      job.reason = `attempt ${attempt.attempt} failed on ${why}`;
-      this.enqueue(job, job.updated_at, new Set([attempt.executor]));
-    }
+  /** The current attempt's executor failed on its own account: run the job again elsewhere. */
+  private async retry(job: Job, attempt: number, why: string): Promise<void> {
+    const executor = job.attempts[attempt - 1]!.executor;
+    recordFailure(job, attempt, why, Date.now());
+    this.release(executor, job.job_id);
+    this.placeAgain(job, executor, why);
     await this.persist(job);
+  }
+
+  /**
+   * An executor is gone (its will, silence, a clean stop or a restart): each job running there becomes a
+   * new attempt elsewhere, never on it, after scheduler.redeploy_delay_ms.
+   */
+  private lose(executor: string, why: string): void {
+    const jobs = [...(this.active.get(executor) ?? [])];
+    this.active.delete(executor);
+    if (jobs.length === 0) return;
+    this.node.log.warn({ executor, jobs: jobs.length, why }, 'executor lost; redeploying its jobs');
+    for (const jobId of jobs) {
+      void this.serialized(jobId, async () => {
+        const job = this.jobs.get(jobId);
+        if (job === undefined || !recordLoss(job, executor, why, Date.now())) return;
+        this.node.link.counters.inc('jobs_redeployed');
+        this.placeAgain(job, executor, why);
+        await this.persist(job);
+      }).catch((err: Error) => this.node.log.error({ job: jobId, err: err.message }, 'redeploying failed'));
+    }
+  }
+
+  /** Queues a job that lost its attempt (or fails it when it has had its redeployments). */
+  private placeAgain(job: Job, lostOn: string, why: string): void {
+    const state = requeue(job, this.options.maxRedeploys, why, Date.now());
     this.notify(job);
-    this.requestSchedule();
+    if (state === 'failed') return;
+    const enqueue = () => {
+      if (job.state !== 'queued') return;
+      this.enqueue(job, Date.now(), new Set([lostOn]));
+      this.requestSchedule();
+    };
+    if (this.options.redeployDelayMs > 0) setTimeout(enqueue, this.options.redeployDelayMs).unref();
+    else enqueue();
   }
 
-  private close(attempt: Mutable<AttemptRecord>, outcome: AttemptRecord['outcome'], reason?: string, at = Date.now()): void {
-    attempt.outcome = outcome;
-    attempt.ended_at = at;
-    if (reason !== undefined) attempt.reason = reason.slice(0, 2_048);
+  /** After a restart: jobs on executors that never showed up alive are lost. */
+  private reconcile(): void {
+    for (const executor of [...this.active.keys()]) {
+      const peer = this.node.link.peers.get(executor);
+      if (peer === undefined || !peer.alive) this.lose(executor, `${executor} was not alive when ${this.node.link.id} restarted`);
+    }
   }
 
-  private verdict(msg: Envelope<'job_result'>, verdict: 'rejected', reason: string, acceptedAttempt?: number): void {
+  private verdict(msg: Envelope<'job_result'>, reason: string, acceptedAttempt?: number): void {
     this.node.link.send(msg.from, 'job_verdict', {
       job_id: msg.body.job_id,
       attempt: msg.body.attempt,
-      verdict,
+      verdict: 'rejected',
       reason: reason.slice(0, 1_024),
       ...(acceptedAttempt !== undefined ? { accepted_attempt: acceptedAttempt } : {}),
     });

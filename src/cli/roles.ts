@@ -21,7 +21,9 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
       new JobManager(node, data, {
         agingMs: config.scheduler.aging_s * 1_000,
         inlineResultBytes: config.scheduler.inline_result_bytes,
-        maxAttempts: config.scheduler.max_attempts,
+        maxRedeploys: config.scheduler.max_redeploy_attempts,
+        redeployDelayMs: config.scheduler.redeploy_delay_ms,
+        deadAfterMs: config.liveness.dead_after_ms,
       });
       return;
     }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isFinal, type BodyOf, type JobSpec, type JobView } from '../protocol/index.js';
 import type { NodeStore, Table } from '../store/index.js';
-import { TransportError, type NodeLink } from '../transport/index.js';
+import { RemoteError, TransportError, type NodeLink } from '../transport/index.js';
 import type { DataClient } from './data-client.js';
 import { PlanError, type ExecutionPlan } from './plan.js';
 
@@ -169,7 +169,16 @@ export class JobClient {
     const deadline = options.timeoutMs !== undefined ? performance.now() + options.timeoutMs : Infinity;
     try {
       while (open.size > 0 && performance.now() < deadline) {
-        await Promise.all([...open].map(async (id) => observe(await this.query(id))));
+        await Promise.all(
+          [...open].map(async (id) => {
+            try {
+              observe(await this.query(id));
+            } catch (err) {
+              // A broker restarting or out of reach only delays the answer; an unknown job never comes.
+              if (err instanceof RemoteError && err.code === 'not_found') throw err;
+            }
+          }),
+        );
         if (open.size === 0) break;
         await new Promise<void>((resolve) => {
           wake = resolve;

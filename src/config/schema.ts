@@ -148,7 +148,8 @@ export const CONFIG_SCHEMA = {
   scheduler: {
     aging_s: { type: 'integer', min: 1 },
     inline_result_bytes: { type: 'integer', min: 0, max: 67108864 },
-    max_attempts: { type: 'integer', min: 1, max: 100 },
+    max_redeploy_attempts: { type: 'integer', min: 0, max: 100 },
+    redeploy_delay_ms: { type: 'integer', min: 0 },
   },
   client: {
     priority: { type: 'string', enum: ['low', 'normal', 'high', 'critical'] },
@@ -254,7 +255,8 @@ export interface ExecutorConfig {
 export interface SchedulerConfig {
   readonly aging_s: number;
   readonly inline_result_bytes: number;
-  readonly max_attempts: number;
+  readonly max_redeploy_attempts: number;
+  readonly redeploy_delay_ms: number;
 }
 
 export interface ClientConfig {

@@ -50,7 +50,7 @@ export class JobRunner {
   private readonly pool: SandboxPool;
   private readonly assignments: Table<Assignment>;
   /** Attempts being staged or run here, by `<job>#<attempt>`. */
-  private readonly running = new Map<string, { jobId: string; handle?: RunHandle }>();
+  private readonly running = new Map<string, { jobId: string; handle?: RunHandle; cancelled?: string }>();
   /** Module bytes by `<name>@<version>`: a version never changes, so a hit needs no fetch. */
   private readonly modules = new Map<string, Uint8Array>();
   private moduleBytes = 0;
@@ -74,7 +74,25 @@ export class JobRunner {
       link.counters.inc('results_rejected');
       node.log.warn({ job: jobId, attempt, broker: msg.from, reason }, 'result rejected');
     });
+    link.on('job_cancel', (msg) => this.cancel(msg));
     mkdirSync(options.workDir, { recursive: true });
+  }
+
+  /** Another attempt's result was accepted: stop this one and free its slot; no result is sent. */
+  private cancel(msg: Envelope<'job_cancel'>): void {
+    const { job_id: jobId, attempt, reason } = msg.body;
+    const id = `${jobId}#${attempt}`;
+    const entry = this.running.get(id);
+    if (entry === undefined) return;
+    const assignment = this.assignments.get(id);
+    if (assignment === undefined || assignment.broker !== msg.from) {
+      this.node.link.counters.reject(this.node.log, 'job_cancel_refused', msg.from, `${msg.from} tried to cancel attempt ${attempt} of job ${jobId}, which it did not assign here`);
+      return;
+    }
+    entry.cancelled = reason;
+    entry.handle?.cancel();
+    this.node.link.counters.inc('jobs_cancelled');
+    this.node.log.info({ job: jobId, attempt, broker: msg.from, reason }, 'job cancelled');
   }
 
   /** Runs again what a previous run of this executor accepted but did not finish. */
@@ -115,6 +133,11 @@ export class JobRunner {
     const attemptDir = join(this.options.workDir, `${spec.job_id}-${attempt}`);
     const report = await this.run(id, a, attemptDir);
     if (this.stopping) return;
+    if (this.running.get(id)?.cancelled !== undefined) {
+      await this.assignments.remove(id);
+      if (!this.options.keepJobDirs) rmSync(attemptDir, { recursive: true, force: true });
+      return;
+    }
     // In the same turn, so both land in one LMDB batch: after a crash the result is either still to be
     // sent by the outbox, or the assignment is still here and runs again (the broker takes the first).
     const sent = this.node.link.sendDurable(broker, 'job_result', { job_id: spec.job_id, attempt, ...report });
@@ -155,6 +178,8 @@ export class JobRunner {
       const outcome: RunOutcome = err instanceof MissingInput ? 'missing_input' : 'host_error';
       return { outcome, message: message.slice(0, 2_048), duration_ms: elapsed(), archive: emptyArchive(), files: [], missing: [], named: [] };
     }
+    const entry = this.running.get(id);
+    if (entry?.cancelled !== undefined) return { outcome: 'cancelled', message: entry.cancelled, duration_ms: elapsed(), archive: emptyArchive(), files: [], missing: [], named: [] };
     this.node.link.send(a.broker, 'job_started', { job_id: spec.job_id, attempt: a.attempt });
     const handle = this.pool.run({
       wasm,
@@ -167,7 +192,6 @@ export class JobRunner {
       timeoutMs: spec.timeout_s * 1_000,
       memoryCapBytes: spec.max_memory_mb * 1_048_576,
     });
-    const entry = this.running.get(id);
     if (entry !== undefined) entry.handle = handle;
     const ran = await handle.result;
     const captured: Record<string, string> = {};

@@ -171,6 +171,12 @@ export const BODY_SCHEMAS = {
     accepted_attempt: optional(uint({ min: 1 })),
     reason: str({ max: 1_024 }),
   }),
+  /** Broker -> executor: stop this attempt (another attempt's result was accepted); no result is wanted. */
+  job_cancel: object({
+    job_id: jobId(),
+    attempt: uint({ min: 1 }),
+    reason: str({ max: 1_024 }),
+  }),
   /** Broker -> owning client: the job changed state. Final updates of small results carry the archive. */
   job_update: object({
     job: jobViewSchema,

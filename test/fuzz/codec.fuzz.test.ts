@@ -179,6 +179,7 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
     { job_id: jobIdArb, attempt: fc.integer({ min: 1, max: 100 }), verdict: fc.constant('rejected' as const), accepted_attempt: fc.integer({ min: 1, max: 100 }), reason: textArb(40) },
     { requiredKeys: ['job_id', 'attempt', 'verdict', 'reason'] },
   ),
+  job_cancel: fc.record({ job_id: jobIdArb, attempt: fc.integer({ min: 1, max: 100 }), reason: textArb(40) }),
   job_update: fc.record({ job: viewArb, archive: fc.uint8Array({ maxLength: 64 }) }, { requiredKeys: ['job'] }),
   job_query: fc.record({ job_id: jobIdArb }),
   job_info: fc.record({ job: viewArb }),

@@ -137,6 +137,7 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
     { job_id: 'fw-stats', attempt: 1, verdict: 'rejected', accepted_attempt: 2, reason: 'attempt 2 delivered first' },
     { job_id: 'fw-stats', attempt: 2, verdict: 'rejected', reason: 'unauthorized' },
   ],
+  job_cancel: [{ job_id: 'fw-stats', attempt: 1, reason: 'attempt 2 delivered first' }],
   job_update: [{ job: VIEW }, { job: { ...VIEW, state: 'succeeded', result: RESULT }, archive: new Uint8Array([1]) }],
   job_query: [{ job_id: 'fw-stats' }],
   job_info: [{ job: { ...VIEW, state: 'failed', reason: 'trap: unreachable', result: TRAPPED } }],
