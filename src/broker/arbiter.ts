@@ -76,10 +76,15 @@ export function recordAcceptance(job: Job, attempt: number, result: NonNullable<
   return cancelled;
 }
 
-/** A later result for an attempt still marked running: that attempt lost the race. */
-export function recordRejection(job: Job, attempt: number, reason: string, now: number): void {
+/**
+ * A later result for an attempt still running, or for one given up as lost (its executor came back):
+ * that attempt lost the race, and the record says so. Returns true if it changed.
+ */
+export function recordRejection(job: Job, attempt: number, reason: string, now: number): boolean {
   const a = job.attempts[attempt - 1];
-  if (a !== undefined && a.outcome === 'running') close(a, 'rejected', reason, now);
+  if (a === undefined || (a.outcome !== 'running' && a.outcome !== 'lost')) return false;
+  close(a, 'rejected', reason, now);
+  return true;
 }
 
 /**

@@ -241,9 +241,8 @@ export class JobManager {
       case 'reject':
         if (decision.unauthorized) counters.reject(this.node.log, 'results_unauthorized', msg.from, decision.reason);
         else counters.inc('results_rejected');
-        if (job !== undefined && !decision.unauthorized && job.attempts[result.attempt - 1]?.outcome === 'running') {
-          recordRejection(job, result.attempt, decision.reason, now);
-          this.release(msg.from, job.job_id);
+        if (job !== undefined && !decision.unauthorized && recordRejection(job, result.attempt, decision.reason, now)) {
+          if (currentAttempt(job)?.executor !== msg.from) this.release(msg.from, job.job_id);
           await this.persist(job);
         }
         this.verdict(msg, decision.reason, decision.acceptedAttempt);
