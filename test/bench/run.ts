@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { ROOT } from '../helpers/processes.js';
+import { failoverBench } from './failover.js';
 import { jobsBench } from './jobs.js';
 import { transportBench } from './transport.js';
 
@@ -28,6 +29,7 @@ export interface BenchResult {
 const SUITES: Record<string, () => Promise<BenchResult>> = {
   transport: transportBench,
   jobs: jobsBench,
+  failover: failoverBench,
 };
 
 function printTable(results: BenchResult[]): void {
