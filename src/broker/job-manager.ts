@@ -311,6 +311,9 @@ export class JobManager {
    * new attempt elsewhere, never on it, after scheduler.redeploy_delay_ms.
    */
   private lose(executor: string, why: string): void {
+    // Assignments it never acknowledged would make it run stale attempts when it comes back.
+    const withdrawn = this.node.link.withdraw(executor, 'job_assign');
+    if (withdrawn > 0) this.node.link.counters.inc('assignments_withdrawn', withdrawn);
     const jobs = [...(this.active.get(executor) ?? [])];
     this.active.delete(executor);
     if (jobs.length === 0) return;

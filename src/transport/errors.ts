@@ -1,4 +1,4 @@
-export type TransportErrorCode = 'request_timeout' | 'link_closed' | 'no_store' | 'unhandled_kind' | 'hub_unreachable';
+export type TransportErrorCode = 'request_timeout' | 'link_closed' | 'no_store' | 'unhandled_kind' | 'hub_unreachable' | 'withdrawn';
 
 export class TransportError extends Error {
   constructor(

@@ -250,6 +250,14 @@ export class NodeLink {
     return this.outbox?.delivered(messageId) ?? Promise.resolve();
   }
 
+  /**
+   * Withdraws undelivered durable messages of one kind to one node, e.g. assignments to an executor that
+   * was lost (its jobs went elsewhere). Returns how many.
+   */
+  withdraw(to: string, kind: Kind): number {
+    return this.outbox?.withdraw(to, kind, new TransportError('withdrawn', `the ${kind} to ${to} was withdrawn`)) ?? 0;
+  }
+
   /** What this node still owes others, in the order it was sent. */
   pendingMessages(): Array<Pick<OutboxEntry, 'id' | 'to' | 'kind' | 'createdAt'>> {
     return (this.outbox?.entries() ?? []).map(({ id, to, kind, createdAt }) => ({ id, to, kind, createdAt }));

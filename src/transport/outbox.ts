@@ -80,6 +80,22 @@ export class DurableOutbox {
     return true;
   }
 
+  /**
+   * Gives up messages to `to` of one kind that are no longer wanted (the work they carry went elsewhere).
+   * Their waiters are rejected with `reason`. Returns how many were withdrawn.
+   */
+  withdraw(to: string, kind: string, reason: Error): number {
+    let n = 0;
+    for (const [id, p] of this.pending) {
+      if (p.entry.to !== to || p.entry.kind !== kind) continue;
+      this.pending.delete(id);
+      this.table.remove(id).catch(() => undefined);
+      for (const w of p.waiters) w.reject(reason);
+      n++;
+    }
+    return n;
+  }
+
   /** Entries whose retry is due; each is rescheduled with backoff as it is returned. */
   due(): OutboxEntry[] {
     const now = this.now();

@@ -161,6 +161,21 @@ describe('DurableOutbox', () => {
     await expect(Promise.all(waiters)).resolves.toHaveLength(2);
   });
 
+  it('withdraw drops only the given kind to the given receiver, from memory and disk, and rejects its waiters', async () => {
+    const outbox = open();
+    const assign = (id: string, to: string): OutboxEntry => ({ ...entry(id, to), kind: 'job_assign' });
+    await outbox.add(assign('1.1', 'ex-1'));
+    await outbox.add(assign('1.2', 'ex-2'));
+    await outbox.add(entry('1.3', 'ex-1'));
+    const waiting = outbox.delivered('1.1');
+    expect(outbox.withdraw('ex-1', 'job_assign', new Error('lost'))).toBe(1);
+    await expect(waiting).rejects.toThrow('lost');
+    expect(ids(outbox.entries())).toEqual(['1.2', '1.3']);
+    await store.durable();
+    await reopen();
+    expect(ids(open().entries())).toEqual(['1.2', '1.3']);
+  });
+
   it('reloads pending messages after a restart and makes them due at once', async () => {
     const first = open();
     await first.add(entry('1.1', 'b1'));
