@@ -80,13 +80,6 @@ export class JobManager {
     });
   }
 
-  /** Jobs by state, for status output and tests. */
-  counts(): Record<string, number> {
-    const counts: Record<string, number> = {};
-    for (const job of this.jobs.values()) counts[job.state] = (counts[job.state] ?? 0) + 1;
-    return counts;
-  }
-
   // ---- submission ----------------------------------------------------------------------------------
 
   private async submit(msg: Envelope<'job_submit'>): Promise<void> {
