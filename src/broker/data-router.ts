@@ -1,6 +1,7 @@
 import { resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
-import { pageUnder, type NamePage, type Table } from '../store/index.js';
+import type { NamePage } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
+import type { MetadataReplica } from './metadata-replica.js';
 import { answering, Refusal } from './refusal.js';
 
 /** Where a name lives, as the broker last learned it. */
@@ -15,15 +16,18 @@ type Item = BodyOf<'data_items'>['items'][number];
 
 /**
  * The broker's part of named data: it places new data on the live datastore with the most free space,
- * keeps a name -> datastore index in LMDB so that a get asks one store rather than all, and answers
- * listings from that index.
+ * keeps a name -> datastore index so that a get asks one store rather than all, and answers listings
+ * from that index. The index is part of the replicated broker metadata: any broker can find any name.
  */
 export class DataRouter {
-  private readonly index: Table<Located>;
+
   private readonly storedListeners: Array<(name: string) => void> = [];
 
-  constructor(private readonly node: NodeRuntime) {
-    this.index = node.store.table<Located>('data_index');
+  constructor(
+    private readonly node: NodeRuntime,
+    private readonly index: MetadataReplica,
+  ) {
+    importLegacyIndex(node, index);
     const link = node.link;
     link.on('data_put', (msg) => answering(link, msg, () => this.put(msg)));
     link.on('data_get', (msg) => answering(link, msg, () => this.get(msg)));
@@ -47,7 +51,7 @@ export class DataRouter {
 
   /** Where the broker last placed `name`, with the version stored there. */
   locate(name: string): Readonly<Located> | undefined {
-    return this.index.get(name);
+    return this.index.locate(name);
   }
 
   /** Called after a name was stored (not for stale writes), e.g. to start jobs that wait for it. */
@@ -60,13 +64,13 @@ export class DataRouter {
    * store is alive, so last-write-wins is decided in one place; new names go where there is most room.
    */
   async store(put: BodyOf<'data_put'>): Promise<BodyOf<'data_put_result'>> {
-    const known = this.index.get(put.name);
+    const known = this.index.locate(put.name);
     const store = known !== undefined && this.alive(known.store) ? known.store : this.datastores()[0]?.id;
     if (store === undefined) throw new Refusal('no_datastore', 'no datastore is alive to hold the data; start one (`ucp datastore`)');
     const reply = await this.node.link.request(store, 'data_put', put);
     if (reply.kind !== 'data_put_result') throw new Refusal('bad_reply', `${store} answered ${reply.kind}`);
     if (reply.body.outcome !== 'stale') {
-      await this.index.put(put.name, { store, size: put.bytes.byteLength, at: put.at });
+      await this.index.setName(put.name, { store, size: put.bytes.byteLength, at: put.at });
       await this.node.store.durable();
       for (const listener of this.storedListeners) listener(put.name);
     }
@@ -78,7 +82,7 @@ export class DataRouter {
   }
 
   private async fetch(name: string): Promise<Item> {
-    const known = this.index.get(name);
+    const known = this.index.locate(name);
     if (known === undefined) throw new Refusal('not_found', `no data named "${name}"`);
     if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
     const reply = await this.node.link.request(known.store, 'data_get', { name, prefix: false, limit: 1 });
@@ -111,12 +115,12 @@ export class DataRouter {
     if (name === undefined && jobId === undefined) throw new Refusal('bad_request', 'say which data to delete: a name or a job id');
     let count = 0;
     if (name !== undefined) {
-      const known = this.index.get(name);
+      const known = this.index.locate(name);
       if (known !== undefined) {
         if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
         const reply = await this.node.link.request(known.store, 'data_delete', { name, at: msg.body.at, writer: msg.body.writer });
         if (reply.kind === 'data_deleted') count += reply.body.count;
-        await this.index.remove(name);
+        await this.index.setName(name, undefined);
       }
     }
     if (jobId !== undefined) {
@@ -128,7 +132,7 @@ export class DataRouter {
         if (reply.kind === 'data_deleted') count += reply.body.count;
       }
       const keep = resultArchiveName(jobId);
-      for (const { name: n } of this.names(jobId)) if (n !== keep && n !== jobId) await this.index.remove(n);
+      for (const { name: n } of this.names(jobId)) if (n !== keep && n !== jobId) await this.index.setName(n, undefined);
     }
     await this.node.store.durable();
     this.node.link.reply(msg, 'data_deleted', { count });
@@ -140,6 +144,15 @@ export class DataRouter {
   }
 
   private page(prefix: string, limit: number, after?: string): NamePage<{ name: string; located: Located }> {
-    return pageUnder(this.index, prefix, limit, after, (name, located) => ({ name, located }));
+    return this.index.namePage(prefix, limit, after);
+  }
+}
+
+/** Brokers from before metadata sync kept their name index in a table of their own: carry it over once. */
+function importLegacyIndex(node: NodeRuntime, index: MetadataReplica): void {
+  const legacy = node.store.table<Located>('data_index');
+  for (const { key, value } of legacy.getRange()) {
+    if (index.locate(String(key)) === undefined) void index.setName(String(key), value);
+    void legacy.remove(key);
   }
 }

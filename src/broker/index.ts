@@ -1,4 +1,5 @@
 export * from './data-router.js';
 export * from './job-manager.js';
+export * from './metadata-replica.js';
 export * from './refusal.js';
 export * from './scheduler.js';

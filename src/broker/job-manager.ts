@@ -1,7 +1,7 @@
 import { isFinal, resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
-import type { Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import type { DataRouter } from './data-router.js';
+import type { MetadataReplica, SyncedJob } from './metadata-replica.js';
 import { arbitrate, recordAcceptance, recordAssignment, recordFailure, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
 import { currentAttempt, inputsOf, specDigest, viewOf, type JobRecord } from './job-record.js';
 import { answering, Refusal } from './refusal.js';
@@ -27,7 +27,6 @@ export interface JobManagerOptions {
  * they are accepted, so an accepted result can always be read.
  */
 export class JobManager {
-  private readonly table: Table<JobRecord>;
   private readonly jobs = new Map<string, Job>();
   private readonly queue: JobQueue;
   /** Data name -> jobs waiting for it to be published. */
@@ -41,20 +40,25 @@ export class JobManager {
   constructor(
     private readonly node: NodeRuntime,
     private readonly data: DataRouter,
+    private readonly replica: MetadataReplica,
     private readonly options: JobManagerOptions,
   ) {
-    this.table = node.store.table<JobRecord>('jobs');
     this.queue = new JobQueue(options.agingMs);
-    for (const { value } of this.table.getRange()) this.restore(structuredClone(value) as Job);
+    // The replicated metadata holds every job in the cluster; this broker manages those that name it.
+    for (const jobId of replica.jobIds()) {
+      const job = replica.job(jobId);
+      if (job?.broker === node.link.id) this.restore(structuredClone(job) as Job);
+    }
 
     const link = node.link;
     link.on('job_submit', (msg) => answering(link, msg, () => this.submit(msg)));
     link.on('job_started', (msg) => this.started(msg));
     link.on('job_result', (msg) => this.serialized(msg.body.job_id, () => this.decide(msg)));
     link.on('job_query', (msg) => {
-      const job = this.jobs.get(msg.body.job_id);
+      const own = this.jobs.get(msg.body.job_id);
+      const job = own ?? replica.job(msg.body.job_id);
       if (job === undefined) link.reply(msg, 'error', { code: 'not_found', message: `no job "${msg.body.job_id}" is known to ${link.id}` });
-      else link.reply(msg, 'job_info', { job: viewOf(job, this.whyQueued(job)) });
+      else link.reply(msg, 'job_info', { job: viewOf(job as JobRecord, own !== undefined ? this.whyQueued(own) : undefined) });
     });
     link.on('job_list', (msg) => link.reply(msg, 'job_listing', this.list(msg.body)));
     link.onPresence((event) => {
@@ -88,7 +92,7 @@ export class JobManager {
     const stray = waitFor.find((name) => !inputs.has(name));
     if (stray !== undefined) throw new Refusal('bad_request', `job ${spec.job_id} waits for "${stray}", which it does not read`);
     const digest = specDigest(spec);
-    const existing = this.jobs.get(spec.job_id);
+    const existing = this.jobs.get(spec.job_id) ?? (this.replica.job(spec.job_id) as JobRecord | undefined);
     if (existing !== undefined) {
       if (existing.digest === digest && existing.owner === msg.from) {
         // A retried submission (the reply was lost): the same answer, nothing recorded twice.
@@ -98,7 +102,7 @@ export class JobManager {
       throw new Refusal('job_exists', `job id "${spec.job_id}" is already used${existing.owner === msg.from ? ' by a different job of yours' : ` by ${existing.owner}`}; give the job another job_id`);
     }
     const now = Date.now();
-    const job: Job = { job_id: spec.job_id, state: 'queued', priority: spec.priority, owner: msg.from, created_at: now, updated_at: now, attempts: [], spec, digest, wait_for: waitFor };
+    const job: Job = { job_id: spec.job_id, state: 'queued', priority: spec.priority, owner: msg.from, broker: this.node.link.id, created_at: now, updated_at: now, attempts: [], spec, digest, wait_for: waitFor };
     this.jobs.set(spec.job_id, job);
     this.enqueue(job, now);
     await this.persist(job);
@@ -176,7 +180,7 @@ export class JobManager {
       if (at !== undefined) versions[name] = at;
     }
     // Issued in the same turn, the record and the outbox entry normally commit in one LMDB batch.
-    void this.table.put(jobId, job);
+    void this.replica.setJob(job as SyncedJob);
     // The client hears when the job starts running; an update per assignment would only add traffic.
     await this.node.link.sendDurable(executor, 'job_assign', { attempt, spec: job.spec, versions });
   }
@@ -362,7 +366,7 @@ export class JobManager {
   }
 
   private async persist(job: Job): Promise<void> {
-    await this.table.put(job.job_id, job);
+    await this.replica.setJob(job as SyncedJob);
     await this.node.store.durable();
   }
 
@@ -391,10 +395,8 @@ export class JobManager {
   private list(query: BodyOf<'job_list'>): BodyOf<'job_listing'> {
     const items: BodyOf<'job_listing'>['items'] = [];
     let next: string | undefined;
-    for (const key of this.table.getKeys(query.after !== undefined ? { start: query.after } : {})) {
-      const jobId = String(key);
-      if (jobId === query.after) continue;
-      const job = this.jobs.get(jobId);
+    for (const jobId of this.replica.jobIds(query.after)) {
+      const job = this.jobs.get(jobId) ?? this.replica.job(jobId);
       if (job === undefined || (query.owner !== undefined && job.owner !== query.owner)) continue;
       if (items.length === query.limit) {
         next = items[items.length - 1]!.job_id;

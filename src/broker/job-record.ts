@@ -43,6 +43,7 @@ export function viewOf(rec: JobRecord, reason?: string): JobView {
     state: rec.state,
     priority: rec.priority,
     owner: rec.owner,
+    ...(rec.broker !== undefined ? { broker: rec.broker } : {}),
     created_at: rec.created_at,
     updated_at: rec.updated_at,
     ...(why !== undefined ? { reason: why.slice(0, 2_048) } : {}),

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
-import { DataRouter, JobManager } from '../broker/index.js';
+import { DataRouter, JobManager, MetadataReplica } from '../broker/index.js';
 import { DatastoreNode } from '../datastore/index.js';
 import { JobRunner } from '../executor/index.js';
 import type { Role } from '../protocol/index.js';
@@ -17,8 +17,13 @@ const RESULT_ENVELOPE_BYTES = 64 * 1_024;
 export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): void {
   switch (role) {
     case 'broker': {
-      const data = new DataRouter(node);
-      new JobManager(node, data, {
+      const replica = new MetadataReplica(node, {
+        intervalMs: config.metadata_sync.interval_s * 1_000,
+        retryOnFailure: config.metadata_sync.retry_on_failure,
+        failureRetryMs: config.metadata_sync.failure_retry_interval_s * 1_000,
+      });
+      const data = new DataRouter(node, replica);
+      new JobManager(node, data, replica, {
         agingMs: config.scheduler.aging_s * 1_000,
         inlineResultBytes: config.scheduler.inline_result_bytes,
         maxRedeploys: config.scheduler.max_redeploy_attempts,

@@ -151,6 +151,11 @@ export const CONFIG_SCHEMA = {
     max_redeploy_attempts: { type: 'integer', min: 0, max: 100 },
     redeploy_delay_ms: { type: 'integer', min: 0 },
   },
+  metadata_sync: {
+    interval_s: { type: 'integer', min: 1, max: 86400 },
+    retry_on_failure: { type: 'boolean' },
+    failure_retry_interval_s: { type: 'integer', min: 1, max: 86400 },
+  },
   client: {
     priority: { type: 'string', enum: ['low', 'normal', 'high', 'critical'] },
     timeout_s: { type: 'integer', min: 1, max: 604800 },
@@ -259,6 +264,12 @@ export interface SchedulerConfig {
   readonly redeploy_delay_ms: number;
 }
 
+export interface MetadataSyncConfig {
+  readonly interval_s: number;
+  readonly retry_on_failure: boolean;
+  readonly failure_retry_interval_s: number;
+}
+
 export interface ClientConfig {
   readonly priority: 'low' | 'normal' | 'high' | 'critical';
   readonly timeout_s: number;
@@ -291,6 +302,7 @@ export interface UcpConfig {
   readonly datastore: DatastoreConfig;
   readonly executor: ExecutorConfig;
   readonly scheduler: SchedulerConfig;
+  readonly metadata_sync: MetadataSyncConfig;
   readonly client: ClientConfig;
   readonly liveness: LivenessConfig;
 }

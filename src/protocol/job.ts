@@ -82,6 +82,8 @@ export const jobViewSchema = object({
   priority: literal(...PRIORITIES),
   /** The client that submitted it. */
   owner: nodeId(),
+  /** The broker that manages it and arbitrates its results. */
+  broker: optional(nodeId()),
   created_at: wallMs(),
   updated_at: wallMs(),
   /** Why it is still queued, or why it failed. */

@@ -12,6 +12,14 @@ const writtenAt = () => tuple(uint({ max: 2 ** 48 }), uint({ max: 2 ** 32 }));
 const MAX_PAGE = 1_000;
 /** The largest object the wire can carry in one message; protocol.max_message_bytes bounds it further. */
 const MAX_OBJECT_BYTES = 64 * 1_048_576;
+/** A vector clock in a sync record: broker id -> counter, as in the envelope. */
+const vectorClock = () => record(nodeId(), uint({ min: 1, max: 2 ** 48 }), { max: 1_024 });
+/** Per origin broker, the highest sequence number a broker holds. */
+const versionVector = () => record(nodeId(), uint(), { max: 1_024 });
+/** A job as brokers replicate it: what clients see plus what it takes to run it again. */
+const syncedJob = () => object({ ...jobViewSchema.shape, spec: jobSpecSchema, digest: str({ max: 128 }), wait_for: arrayOf(dataName(), { max: 1_024 }) });
+/** The most changes one sync message carries; more are sent in several. */
+export const MAX_SYNC_CHANGES = 500;
 /** The most jobs one listing reply carries. */
 const MAX_JOB_PAGE = 500;
 
@@ -209,6 +217,35 @@ export const BODY_SCHEMAS = {
       { max: MAX_JOB_PAGE },
     ),
     next: optional(jobId()),
+  }),
+  /**
+   * Broker metadata sync. Every change to a replicated record (a job, a name's location) is stamped with
+   * its origin broker, that broker's sequence number, its vector clock and HLC time. Changes are pushed
+   * to peer brokers at once; `sync_digest` asks a peer for whatever the asker's version vector lacks,
+   * and is answered with a `sync_delta`.
+   */
+  sync_delta: object({
+    changes: arrayOf(
+      object({
+        table: literal('jobs', 'names'),
+        key: str({ min: 1, max: 512 }),
+        origin: nodeId(),
+        seq: uint({ min: 1 }),
+        vc: vectorClock(),
+        hlc: writtenAt(),
+        /** jobs: the record. */
+        job: optional(syncedJob()),
+        /** names: where the data is; absent when the name was deleted. */
+        location: optional(object({ store: nodeId(), size: uint(), at: writtenAt() })),
+      }),
+      { max: MAX_SYNC_CHANGES },
+    ),
+    /** The sender's version vector: with `complete`, the asker holds everything up to it afterwards. */
+    versions: versionVector(),
+    complete: bool(),
+  }),
+  sync_digest: object({
+    versions: versionVector(),
   }),
   /** The reply to a request that could not be served. */
   error: object({

@@ -292,6 +292,14 @@ export class NodeLink {
     this.heartbeatFields = fields;
   }
 
+  /**
+   * Timestamps for a local event that others will order, such as a broker's metadata change: a broker
+   * ticks its own vector-clock entry, as it does for a message it sends.
+   */
+  stamp(): { vc: VectorClock; hlc: HlcTimestamp } {
+    return this.clocks.stamp();
+  }
+
   /** A fresh HLC timestamp from this node's clock, e.g. the version of a write. */
   now(): HlcTimestamp {
     return this.clocks.hlc.now();

@@ -137,6 +137,19 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
     { job_id: 'fw-stats', attempt: 1, verdict: 'rejected', accepted_attempt: 2, reason: 'attempt 2 delivered first' },
     { job_id: 'fw-stats', attempt: 2, verdict: 'rejected', reason: 'unauthorized' },
   ],
+  sync_delta: [
+    {
+      changes: [
+        { table: 'jobs', key: 'fw-stats', origin: 'west', seq: 7, vc: { west: 7, east: 2 }, hlc: [1_700_000_000_000, 1], job: { ...VIEW, broker: 'west', spec: SPEC, digest: 'ab12', wait_for: [] } },
+        { table: 'names', key: 'fire/district-3/temps', origin: 'east', seq: 3, vc: { east: 3 }, hlc: [1_700_000_000_001, 0], location: { store: 'ds-1', size: 30, at: [1_700_000_000_001, 0] } },
+        { table: 'names', key: 'fire/old', origin: 'east', seq: 4, vc: { east: 4 }, hlc: [1_700_000_000_002, 0] },
+      ],
+      versions: { west: 7, east: 4 },
+      complete: true,
+    },
+    { changes: [], versions: {}, complete: false },
+  ],
+  sync_digest: [{ versions: {} }, { versions: { west: 12, east: 0 } }],
   job_cancel: [{ job_id: 'fw-stats', attempt: 1, reason: 'attempt 2 delivered first' }],
   job_update: [{ job: VIEW }, { job: { ...VIEW, state: 'succeeded', result: RESULT }, archive: new Uint8Array([1]) }],
   job_query: [{ job_id: 'fw-stats' }],

@@ -1,0 +1,275 @@
+import { compare, compareEvents } from '../clock/index.js';
+import { DATA_NAME_PATTERN, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
+import { pageUnder, type NamePage, type Table } from '../store/index.js';
+import type { NodeRuntime } from '../transport/index.js';
+
+export type Change = BodyOf<'sync_delta'>['changes'][number];
+export type Location = NonNullable<Change['location']>;
+export type SyncedJob = NonNullable<Change['job']>;
+type TableName = Change['table'];
+
+export interface ReplicaOptions {
+  /** Anti-entropy: how often each peer broker is sent this broker's digest. */
+  readonly intervalMs: number;
+  /** After a failed exchange, try that peer again after failureRetryMs instead of the next round. */
+  readonly retryOnFailure: boolean;
+  readonly failureRetryMs: number;
+}
+
+/** Digest answers that were cut short are continued at once, up to this many in a row. */
+const MAX_CONTINUATIONS = 1_000;
+const SEQ_DIGITS = 15;
+
+/**
+ * The broker metadata every broker holds a replica of: jobs and where named data lives. Each change is
+ * stamped with its origin broker, that broker's sequence number, vector clock and HLC time; a record's
+ * newest change wins (causally later, else the later HLC, else the higher origin id), so every broker
+ * that has seen the same changes holds the same records, whatever order they came in.
+ *
+ * Changes are pushed to the live peer brokers as they happen. Every `intervalMs` each broker sends each
+ * peer its version vector (origin -> highest sequence held) and gets back only the changes it lacks; a
+ * restarted broker catches up the same way, from the vector kept in LMDB.
+ */
+export class MetadataReplica {
+  private readonly tables: Record<TableName, Table<Change>>;
+  /** `<origin>\0<seq>` -> `<table>\0<key>`, to find what one origin changed after a sequence number. */
+  private readonly byOrigin: Table<string>;
+  private readonly versionTable: Table<number>;
+  private readonly versions = new Map<string, number>();
+  private seq: number;
+  private outgoing: Change[] = [];
+  private pushScheduled = false;
+  private timer?: NodeJS.Timeout;
+  private readonly jobListeners: Array<(job: SyncedJob, change: Change) => void> = [];
+
+  constructor(
+    private readonly node: NodeRuntime,
+    private readonly options: ReplicaOptions,
+  ) {
+    const store = node.store;
+    this.tables = { jobs: store.table<Change>('meta_jobs'), names: store.table<Change>('meta_names') };
+    this.byOrigin = store.table<string>('meta_by_origin');
+    this.versionTable = store.table<number>('meta_versions');
+    for (const { key, value } of this.versionTable.getRange()) this.versions.set(String(key), value);
+    this.seq = this.versions.get(node.link.id) ?? 0;
+
+    const link = node.link;
+    link.on('sync_delta', (msg) => {
+      this.receive(msg.body, msg.from);
+    });
+    link.on('sync_digest', (msg) => this.answer(msg));
+    link.onPresence((event) => {
+      if (event.peer.role === 'broker' && event.type === 'up' && event.peer.id !== link.id) void this.exchange(event.peer.id);
+    });
+    node.onConnected(() => {
+      this.timer = setInterval(() => {
+        for (const peer of this.peers()) void this.exchange(peer);
+      }, options.intervalMs);
+      this.timer.unref();
+    });
+    node.beforeStop(async () => clearInterval(this.timer));
+  }
+
+  /** Where the cluster last placed `name`, or undefined if it is unknown or deleted. */
+  locate(name: string): Location | undefined {
+    return this.tables.names.get(name)?.location;
+  }
+
+  /** Live names at or below `prefix`, a page at a time. */
+  namePage(prefix: string, limit: number, after?: string): NamePage<{ name: string; located: Location }> {
+    return pageUnder(this.tables.names, prefix, limit, after, (name, c) => ({ name, located: c.location! }), (c) => c.location !== undefined);
+  }
+
+  job(jobId: string): SyncedJob | undefined {
+    return this.tables.jobs.get(jobId)?.job;
+  }
+
+  /** Job ids in order, after `after`. */
+  *jobIds(after?: string): Generator<string> {
+    for (const key of this.tables.jobs.getKeys(after !== undefined ? { start: after } : {})) {
+      if (key !== after) yield String(key);
+    }
+  }
+
+  /** Called for every job record that changed, locally or by sync. */
+  onJob(listener: (job: SyncedJob, change: Change) => void): void {
+    this.jobListeners.push(listener);
+  }
+
+  /** The version vector: per origin broker, the highest sequence number held. */
+  digest(): Record<string, number> {
+    return Object.fromEntries(this.versions);
+  }
+
+  setName(name: string, location: Location | undefined): Promise<void> {
+    return this.local('names', name, location !== undefined ? { location } : {});
+  }
+
+  setJob(job: SyncedJob): Promise<void> {
+    return this.local('jobs', job.job_id, { job });
+  }
+
+  // ---- local changes -------------------------------------------------------------------------------
+
+  private local(table: TableName, key: string, value: Pick<Change, 'job' | 'location'>): Promise<void> {
+    const { vc, hlc } = this.node.link.stamp();
+    const change: Change = { table, key, origin: this.node.link.id, seq: ++this.seq, vc, hlc: [hlc.wall, hlc.logical], ...value };
+    const written = this.store(change, this.tables[table].get(key));
+    this.versions.set(change.origin, change.seq);
+    void this.versionTable.put(change.origin, change.seq);
+    this.push(change);
+    return written;
+  }
+
+  private push(change: Change): void {
+    if (this.peers().length === 0) return;
+    this.outgoing.push(change);
+    if (this.pushScheduled) return;
+    this.pushScheduled = true;
+    setImmediate(() => {
+      this.pushScheduled = false;
+      const changes = this.outgoing;
+      this.outgoing = [];
+      for (const peer of this.peers()) {
+        for (let i = 0; i < changes.length; i += MAX_SYNC_CHANGES) {
+          // Versions stay empty: a push says nothing about what else the receiver holds.
+          this.node.link.send(peer, 'sync_delta', { changes: changes.slice(i, i + MAX_SYNC_CHANGES), versions: {}, complete: false });
+        }
+      }
+      this.node.link.counters.inc('sync_changes_pushed', changes.length);
+    });
+  }
+
+  // ---- merging -------------------------------------------------------------------------------------
+
+  /** Applies changes from a peer; returns how many replaced what this broker held. */
+  receive(delta: BodyOf<'sync_delta'>, from: string): number {
+    const counters = this.node.link.counters;
+    let applied = 0;
+    const touched = new Set<string>();
+    for (const change of delta.changes) {
+      const problem = invalid(change);
+      if (problem !== undefined) {
+        counters.reject(this.node.log, 'sync_changes_refused', from, problem);
+        continue;
+      }
+      counters.inc('sync_changes_received');
+      const current = this.tables[change.table].get(change.key);
+      if (current === undefined || newer(change, current)) {
+        void this.store(change, current);
+        applied++;
+        if (change.table === 'jobs') for (const listener of this.jobListeners) listener(change.job!, change);
+      }
+      // Our own changes, coming back after this broker lost its state: never reuse their numbers.
+      if (change.origin === this.node.link.id && change.seq > this.seq) this.seq = change.seq;
+      if (change.seq === (this.versions.get(change.origin) ?? 0) + 1) {
+        this.versions.set(change.origin, change.seq);
+        touched.add(change.origin);
+      }
+    }
+    for (const [origin, seq] of Object.entries(delta.versions)) {
+      if (seq > (this.versions.get(origin) ?? 0)) {
+        this.versions.set(origin, seq);
+        touched.add(origin);
+      }
+    }
+    for (const origin of touched) void this.versionTable.put(origin, this.versions.get(origin)!);
+    counters.inc('sync_changes_applied', applied);
+    return applied;
+  }
+
+  private store(change: Change, replaced: Change | undefined): Promise<void> {
+    if (replaced !== undefined) void this.byOrigin.remove(originKey(replaced.origin, replaced.seq));
+    void this.byOrigin.put(originKey(change.origin, change.seq), `${change.table}\0${change.key}`);
+    return this.tables[change.table].put(change.key, change).then(() => undefined);
+  }
+
+  // ---- anti-entropy --------------------------------------------------------------------------------
+
+  /** Sends a peer our digest and applies what it returns, continuing while its answer was cut short. */
+  private async exchange(peer: string): Promise<void> {
+    const counters = this.node.link.counters;
+    try {
+      for (let i = 0; i < MAX_CONTINUATIONS; i++) {
+        const reply = await this.node.link.request(peer, 'sync_digest', { versions: this.digest() });
+        if (reply.kind !== 'sync_delta') throw new Error(`${peer} answered ${reply.kind} to a digest`);
+        this.receive(reply.body, peer);
+        counters.inc('sync_exchanges');
+        if (reply.body.complete) break;
+      }
+      await this.node.store.durable();
+    } catch (err) {
+      counters.inc('sync_failures');
+      this.node.log.warn({ peer, err: (err as Error).message }, 'metadata sync with a peer failed');
+      if (this.options.retryOnFailure && this.node.link.peers.get(peer)?.alive === true) {
+        setTimeout(() => void this.exchange(peer), this.options.failureRetryMs).unref();
+      }
+    }
+  }
+
+  /**
+   * Answers a digest with the changes the asker lacks: for each origin, the records whose newest change
+   * came after the asker's sequence number. `versions` says up to where the answer covers each origin.
+   */
+  private answer(msg: AnyEnvelope & { kind: 'sync_digest' }): void {
+    const theirs = msg.body.versions;
+    const changes: Change[] = [];
+    const covered: Record<string, number> = {};
+    let complete = true;
+    for (const [origin, mine] of this.versions) {
+      const since = theirs[origin] ?? 0;
+      if (mine <= since) continue;
+      let cutAt: number | undefined;
+      for (const { key, value } of this.byOrigin.getRange({ start: originKey(origin, since + 1), end: `${origin}\u0001` })) {
+        if (changes.length === MAX_SYNC_CHANGES) {
+          cutAt = seqOf(String(key)) - 1;
+          break;
+        }
+        const sep = value.indexOf('\0');
+        const change = this.tables[value.slice(0, sep) as TableName].get(value.slice(sep + 1));
+        if (change !== undefined) changes.push(change);
+      }
+      covered[origin] = cutAt ?? mine;
+      if (cutAt !== undefined) {
+        complete = false;
+        break;
+      }
+    }
+    this.node.link.counters.inc('sync_changes_sent', changes.length);
+    this.node.link.reply(msg, 'sync_delta', { changes, versions: covered, complete });
+  }
+
+  private peers(): string[] {
+    return this.node.link.peers
+      .peers()
+      .filter((p) => p.alive && p.role === 'broker' && p.id !== this.node.link.id)
+      .map((p) => p.id);
+  }
+}
+
+/** The newer of two changes to one record: causally later, else later in HLC time, else the higher origin. */
+export function newer(a: Change, b: Change): boolean {
+  if (a.origin === b.origin && a.seq === b.seq) return false;
+  const order = compare(a.vc, b.vc);
+  if (order === 'after') return true;
+  if (order === 'before') return false;
+  return compareEvents({ hlc: { wall: a.hlc[0], logical: a.hlc[1] }, node: a.origin }, { hlc: { wall: b.hlc[0], logical: b.hlc[1] }, node: b.origin }) > 0;
+}
+
+function invalid(change: Change): string | undefined {
+  if (change.table === 'jobs') {
+    if (change.job === undefined) return `job change ${change.key} carries no job`;
+    if (change.job.job_id !== change.key) return `job change ${change.key} carries job ${change.job.job_id}`;
+  } else if (change.key.length > 512 || !DATA_NAME_PATTERN.test(change.key)) {
+    return `"${change.key}" is not a data name`;
+  }
+  return undefined;
+}
+
+function originKey(origin: string, seq: number): string {
+  return `${origin}\0${String(seq).padStart(SEQ_DIGITS, '0')}`;
+}
+
+function seqOf(key: string): number {
+  return Number(key.slice(key.indexOf('\0') + 1));
+}
