@@ -113,8 +113,13 @@ export class MetadataReplica {
 
   private local(table: TableName, key: string, value: Pick<Change, 'job' | 'location'>): Promise<void> {
     const { vc, hlc } = this.node.link.stamp();
-    const change: Change = { table, key, origin: this.node.link.id, seq: ++this.seq, vc, hlc: [hlc.wall, hlc.logical], ...value };
-    const written = this.store(change, this.tables[table].get(key));
+    const current = this.tables[table].get(key);
+    // The rule compares HLC times only between concurrent changes, and stays one order only while a
+    // change's time is after the change it replaces. The HLC ensures that, except when it refused a
+    // peer's clock as implausible: then the replaced change's time, plus one, stands in.
+    const at: [number, number] = current !== undefined && (current.hlc[0] > hlc.wall || (current.hlc[0] === hlc.wall && current.hlc[1] >= hlc.logical)) ? [current.hlc[0], current.hlc[1] + 1] : [hlc.wall, hlc.logical];
+    const change: Change = { table, key, origin: this.node.link.id, seq: ++this.seq, vc, hlc: at, ...value };
+    const written = this.store(change, current);
     this.versions.set(change.origin, change.seq);
     void this.versionTable.put(change.origin, change.seq);
     this.push(change);
