@@ -1,4 +1,4 @@
-import { isFinal, resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
+import { adopterOf, isFinal, resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import type { DataRouter } from './data-router.js';
 import type { MetadataReplica, SyncedJob } from './metadata-replica.js';
@@ -62,6 +62,8 @@ export class JobManager {
     });
     link.on('job_list', (msg) => link.reply(msg, 'job_listing', this.list(msg.body)));
     link.onPresence((event) => {
+      // A broker that restarted keeps its own jobs; one that is gone has them adopted.
+      if (event.peer.role === 'broker' && event.type === 'down' && event.reason !== 'restarted') this.adoptIfMine(event.peer.id);
       if (event.peer.role !== 'executor') return;
       if (event.type === 'up') {
         // A new incarnation is a restart: whatever the old one ran is gone (it may still deliver a
@@ -76,11 +78,23 @@ export class JobManager {
       if (peer.role === 'executor' && this.queue.size > 0) this.requestSchedule();
     });
     data.onStored((name) => this.published(name));
+    replica.onJob((job) => {
+      // A newer record names another broker (it adopted the job while this one was away): let it go.
+      const mine = this.jobs.get(job.job_id);
+      if (mine === undefined || job.broker === link.id) return;
+      this.jobs.delete(job.job_id);
+      this.queue.remove(job.job_id);
+      for (const a of mine.attempts) this.release(a.executor, job.job_id);
+      link.counters.inc('jobs_handed_over');
+    });
     if (this.queue.size > 0) this.requestSchedule();
     node.onConnected(() => {
       // Executors that died while this broker was down send no death now: give the living time to show
       // themselves (births are retained, heartbeats follow), then treat the silent as lost.
-      setTimeout(() => this.reconcile(), options.deadAfterMs).unref();
+      setTimeout(() => {
+        this.reconcile();
+        for (const broker of this.orphanOwners()) this.adoptIfMine(broker);
+      }, options.deadAfterMs).unref();
     });
   }
 
@@ -174,11 +188,7 @@ export class JobManager {
     if (job === undefined || job.state !== 'queued') return;
     const attempt = recordAssignment(job, executor, Date.now());
     this.occupy(executor, jobId);
-    const versions: Record<string, [number, number]> = {};
-    for (const name of inputsOf(job.spec)) {
-      const at = this.data.locate(name)?.at;
-      if (at !== undefined) versions[name] = at;
-    }
+    const versions = this.versionsOf(job);
     // Issued in the same turn, the record and the outbox entry normally commit in one LMDB batch.
     void this.replica.setJob(job as SyncedJob);
     // The client hears when the job starts running; an update per assignment would only add traffic.
@@ -227,6 +237,16 @@ export class JobManager {
    */
   private async decide(msg: Envelope<'job_result'>): Promise<void> {
     const result = msg.body;
+    if (!this.jobs.has(result.job_id)) {
+      const synced = this.replica.job(result.job_id);
+      if (synced?.broker !== undefined && synced.broker !== this.node.link.id) {
+        // The executor may have noticed the loss of the job's broker before this broker did.
+        if (!this.adoptIfMine(synced.broker)) {
+          // Not ours to decide: no acknowledgement, so the executor keeps the result until it is.
+          throw new Error(`job ${result.job_id} is managed by ${synced.broker}, not ${this.node.link.id}`);
+        }
+      }
+    }
     const job = this.jobs.get(result.job_id);
     const decision = arbitrate(job, result.job_id, { from: msg.from, attempt: result.attempt, outcome: result.outcome });
     const counters = this.node.link.counters;
@@ -338,6 +358,70 @@ export class JobManager {
     };
     if (this.options.redeployDelayMs > 0) setTimeout(enqueue, this.options.redeployDelayMs).unref();
     else enqueue();
+  }
+
+  /** Live brokers, this one included. */
+  private liveBrokers(): string[] {
+    const live = this.node.link.peers
+      .peers()
+      .filter((p) => p.alive && p.role === 'broker')
+      .map((p) => p.id);
+    return [...new Set([...live, this.node.link.id])];
+  }
+
+  /** Brokers named as managing unfinished jobs in the replica that are not alive. */
+  private orphanOwners(): Set<string> {
+    const owners = new Set<string>();
+    for (const jobId of this.replica.jobIds()) {
+      const job = this.replica.job(jobId);
+      if (job === undefined || job.broker === undefined || job.broker === this.node.link.id || isFinal(job.state)) continue;
+      if (this.node.link.peers.get(job.broker)?.alive !== true) owners.add(job.broker);
+    }
+    return owners;
+  }
+
+  /**
+   * A broker is lost: if this broker is its adopter (rendezvous over the live brokers), it takes over the
+   * lost broker's unfinished jobs from the replicated metadata: it arbitrates their results from now on
+   * (first come, first served continues from the synced decisions), resends assignments the lost broker
+   * may not have delivered, and redeploys what ran on executors that are gone. Returns whether it adopts.
+   */
+  private adoptIfMine(lost: string): boolean {
+    if (this.node.link.peers.get(lost)?.alive === true) return false;
+    if (adopterOf(lost, this.liveBrokers()) !== this.node.link.id) return false;
+    const now = Date.now();
+    let adopted = 0;
+    for (const jobId of this.replica.jobIds()) {
+      const synced = this.replica.job(jobId);
+      if (synced?.broker !== lost || isFinal(synced.state) || this.jobs.has(jobId)) continue;
+      const job = structuredClone(synced) as Job;
+      job.broker = this.node.link.id;
+      job.updated_at = now;
+      this.restore(job);
+      adopted++;
+      const attempt = currentAttempt(job);
+      if (attempt?.outcome === 'running' && this.node.link.peers.get(attempt.executor)?.alive === true) {
+        // Its executor ignores an assignment it already holds, and runs one it never got.
+        void this.node.link.sendDurable(attempt.executor, 'job_assign', { attempt: attempt.attempt, spec: job.spec, versions: this.versionsOf(job) });
+      }
+      void this.persist(job).catch((err: Error) => this.node.log.error({ job: jobId, err: err.message }, 'recording an adopted job failed'));
+    }
+    if (adopted > 0) {
+      this.node.link.counters.inc('jobs_adopted', adopted);
+      this.node.log.warn({ lost, jobs: adopted }, 'adopted the jobs of a lost broker');
+      this.reconcile();
+      this.requestSchedule();
+    }
+    return true;
+  }
+
+  private versionsOf(job: Job): Record<string, [number, number]> {
+    const versions: Record<string, [number, number]> = {};
+    for (const name of inputsOf(job.spec)) {
+      const at = this.data.locate(name)?.at;
+      if (at !== undefined) versions[name] = at;
+    }
+    return versions;
   }
 
   /** After a restart: jobs on executors that never showed up alive are lost. */

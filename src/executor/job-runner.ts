@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { BodyOf, Envelope, JobSpec, RunOutcome } from '../protocol/index.js';
+import { adopterOf, type BodyOf, type Envelope, type JobSpec, type RunOutcome } from '../protocol/index.js';
 import type { Table } from '../store/index.js';
 import { RemoteError, TransportError, type NodeRuntime } from '../transport/index.js';
 import { readCapabilities } from './capabilities.js';
@@ -38,6 +38,8 @@ type RunReport = Omit<BodyOf<'job_result'>, 'job_id' | 'attempt'>;
 /** Captured streams of jobs that do not redirect them are added to the result archive under these names. */
 const CAPTURED_STDOUT = '_stdout.txt';
 const CAPTURED_STDERR = '_stderr.txt';
+/** Reported attempts remembered, so that a resent assignment is not run again. */
+const REPORTED_REMEMBERED = 10_000;
 /** Compiled-module reuse needs the bytes first: keep this many bytes of recently used modules. */
 const MODULE_CACHE_BYTES = 64 * 1_048_576;
 
@@ -54,6 +56,8 @@ export class JobRunner {
   /** Module bytes by `<name>@<version>`: a version never changes, so a hit needs no fetch. */
   private readonly modules = new Map<string, Uint8Array>();
   private moduleBytes = 0;
+  /** Attempts reported lately: an assignment sent again (by a broker adopting the job) is not run twice. */
+  private readonly reported = new Set<string>();
   private stopping = false;
 
   constructor(
@@ -75,7 +79,35 @@ export class JobRunner {
       node.log.warn({ job: jobId, attempt, broker: msg.from, reason }, 'result rejected');
     });
     link.on('job_cancel', (msg) => this.cancel(msg));
+    link.onPresence((event) => {
+      if (event.peer.role === 'broker') this.redirectOrphanedResults();
+    });
     mkdirSync(options.workDir, { recursive: true });
+  }
+
+  /**
+   * Results owed to a broker that is gone go to the broker that adopts its jobs: the same rendezvous
+   * choice over the live brokers that the brokers make.
+   */
+  private redirectOrphanedResults(): void {
+    for (const owed of this.node.link.owedTo('job_result')) {
+      const target = this.resultTarget(owed);
+      if (target === owed) continue;
+      const n = this.node.link.redirect(owed, 'job_result', target);
+      this.node.log.warn({ lost: owed, adopter: target, results: n }, 'sending results owed to a lost broker to its adopter');
+    }
+  }
+
+  /** Where a result for `broker`'s job goes: to it, or to its adopter once it is known to be lost. */
+  private resultTarget(broker: string): string {
+    const link = this.node.link;
+    const peer = link.peers.get(broker);
+    if (peer === undefined || peer.alive) return broker;
+    const live = link.peers
+      .peers()
+      .filter((p) => p.alive && p.role === 'broker')
+      .map((p) => p.id);
+    return adopterOf(broker, live) ?? broker;
   }
 
   /** Another attempt's result was accepted: stop this one and free its slot; no result is sent. */
@@ -108,7 +140,7 @@ export class JobRunner {
   private async accept(msg: Envelope<'job_assign'>): Promise<void> {
     const { attempt, spec, versions } = msg.body;
     const id = `${spec.job_id}#${attempt}`;
-    if (this.assignments.get(id) !== undefined || this.running.has(id)) return;
+    if (this.assignments.get(id) !== undefined || this.running.has(id) || this.reported.has(id)) return;
     const assignment: Assignment = { broker: msg.from, attempt, spec, versions };
     // The run starts at once; the acknowledgement waits until the assignment is recorded (the link waits
     // for this handler and a commit), so a crash before that has the broker send it again.
@@ -140,9 +172,11 @@ export class JobRunner {
     }
     // In the same turn, so both land in one LMDB batch: after a crash the result is either still to be
     // sent by the outbox, or the assignment is still here and runs again (the broker takes the first).
-    const sent = this.node.link.sendDurable(broker, 'job_result', { job_id: spec.job_id, attempt, ...report });
+    const sent = this.node.link.sendDurable(this.resultTarget(broker), 'job_result', { job_id: spec.job_id, attempt, ...report });
     const removed = this.assignments.remove(id);
     await Promise.all([sent, removed]);
+    this.reported.add(id);
+    if (this.reported.size > REPORTED_REMEMBERED) this.reported.delete(this.reported.values().next().value!);
     this.node.log.info({ job: spec.job_id, attempt, outcome: report.outcome, exitCode: report.exit_code, ms: report.duration_ms }, 'job finished');
     if (!this.options.keepJobDirs) rmSync(attemptDir, { recursive: true, force: true });
   }

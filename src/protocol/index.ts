@@ -7,3 +7,4 @@ export * from './codec.js';
 export * from './topics.js';
 export * from './capabilities.js';
 export * from './job.js';
+export * from './rendezvous.js';

@@ -258,6 +258,21 @@ export class NodeLink {
     return this.outbox?.withdraw(to, kind, new TransportError('withdrawn', `the ${kind} to ${to} was withdrawn`)) ?? 0;
   }
 
+  /**
+   * Re-addresses undelivered durable messages of one kind from `from` to `to`, e.g. job results owed to a
+   * lost broker, to the broker that adopted its jobs; they go out at once. Returns how many.
+   */
+  redirect(from: string, kind: Kind, to: string): number {
+    const n = this.outbox?.redirect(from, kind, to, this.topics.inbox(to)) ?? 0;
+    if (n > 0) this.flushOutbox();
+    return n;
+  }
+
+  /** The nodes that durable messages of one kind are still waiting for. */
+  owedTo(kind: Kind): Set<string> {
+    return this.outbox?.receivers(kind) ?? new Set();
+  }
+
   /** What this node still owes others, in the order it was sent. */
   pendingMessages(): Array<Pick<OutboxEntry, 'id' | 'to' | 'kind' | 'createdAt'>> {
     return (this.outbox?.entries() ?? []).map(({ id, to, kind, createdAt }) => ({ id, to, kind, createdAt }));

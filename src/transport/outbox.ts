@@ -96,6 +96,32 @@ export class DurableOutbox {
     return n;
   }
 
+  /**
+   * Sends messages of one kind that wait for `from` to `to` instead (on `topic`), due at once: e.g. job
+   * results owed to a broker that was lost, to the broker that adopted its jobs. The acknowledgement must
+   * then come from `to`. Returns how many.
+   */
+  redirect(from: string, kind: string, to: string, topic: string): number {
+    let n = 0;
+    const now = this.now();
+    for (const p of this.pending.values()) {
+      if (p.entry.to !== from || p.entry.kind !== kind) continue;
+      p.entry = { ...p.entry, to, topic };
+      p.attempts = 0;
+      p.nextAttemptAt = now;
+      this.table.put(p.entry.id, p.entry).catch(() => undefined);
+      n++;
+    }
+    return n;
+  }
+
+  /** Receivers that messages of `kind` are waiting for. */
+  receivers(kind: string): Set<string> {
+    const to = new Set<string>();
+    for (const p of this.pending.values()) if (p.entry.kind === kind) to.add(p.entry.to);
+    return to;
+  }
+
   /** Entries whose retry is due; each is rescheduled with backoff as it is returned. */
   due(): OutboxEntry[] {
     const now = this.now();

@@ -117,4 +117,31 @@ describe('brokers keep their metadata in sync', () => {
     expect(c.sync_changes_received).toBe(away + 1);
     expect(c.sync_changes_applied).toBe(away + 1);
   });
+
+  it('kill -9 the broker managing jobs in flight: a survivor adopts them, the results reach it, each job has exactly one accepted result', async () => {
+    expect(await data.broker()).toBe('br-b');
+    await data.put('bin/spin-for.wasm', readFileSync(join(ROOT, 'test', 'fixtures', 'wasm', 'spin-for.wasm')));
+    const ids = Array.from({ length: 6 }, (_, i) => `adopted-${i}`);
+    for (const id of ids) {
+      await jobs.submit({ job_id: id, wasm_module: 'bin/spin-for.wasm', capabilities: {}, argv: ['spin-for', '800'], env: {}, dirs: [], data: {}, results: ['result.txt'], named_results: {}, priority: 'normal', timeout_s: 30, max_memory_mb: 32 });
+    }
+    const deadline = performance.now() + 10_000;
+    while (performance.now() < deadline) {
+      const first = await jobs.query(ids[0]!);
+      if (first.state === 'running') break;
+      await sleep(50);
+    }
+    brokers.get('br-b')!.kill('SIGKILL');
+    await brokers.get('br-b')!.exited;
+    const done = await jobs.wait(ids, { timeoutMs: 30_000 });
+    expect(done.size).toBe(ids.length);
+    for (const id of ids) {
+      const job = done.get(id)!.job;
+      expect(job, id).toMatchObject({ state: 'succeeded', broker: 'br-c' });
+      expect(job.attempts.filter((a) => a.outcome === 'accepted'), id).toHaveLength(1);
+      expect(text((await data.get(`${id}/result.zip`)).bytes).length).toBeGreaterThan(0);
+    }
+    const c = await counters('br-c');
+    expect(c.jobs_adopted).toBeGreaterThan(0);
+  }, 60_000);
 });
