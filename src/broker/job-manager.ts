@@ -175,7 +175,8 @@ export class JobManager {
       views.push({
         id: peer.id,
         capabilities,
-        running: this.active.get(peer.id)?.size ?? 0,
+        // Other brokers place jobs on the same executors: the jobs it says it runs for them count too.
+        running: (this.active.get(peer.id)?.size ?? 0) + (peer.heartbeat?.running_jobs ?? []).filter((id) => !this.jobs.has(id)).length,
         slots: peer.heartbeat?.job_slots ?? Math.max(1, capabilities.cpu_cores),
         load: peer.heartbeat?.load ?? 0,
       });
