@@ -7,7 +7,7 @@ import { table, type Output } from './inspect.js';
 import { withTool } from './settings.js';
 
 function withData<T>(config: UcpConfig, logger: Logger, work: (data: DataClient) => Promise<T>): Promise<T> {
-  return withTool(config, logger, (link) => work(new DataClient(link, config.transport.request_timeout_ms)));
+  return withTool(config, logger, (link) => work(new DataClient(link, config.transport.request_timeout_ms, config.node.broker)));
 }
 
 /** `ucp data put NAME FILE` */

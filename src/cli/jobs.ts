@@ -23,7 +23,7 @@ export const EXIT_NOT_DONE = 3;
 async function withClient<T>(config: UcpConfig, logger: Logger, work: (jobs: JobClient, data: DataClient, node: NodeRuntime) => Promise<T>): Promise<T> {
   const nodeId = defaultNodeId(config, 'client');
   const node = NodeRuntime.create({ config, nodeId, role: 'client', dataDir: defaultDataDir(config, nodeId), logger });
-  const data = new DataClient(node.link, config.client.broker_wait_s * 1_000);
+  const data = new DataClient(node.link, config.client.broker_wait_s * 1_000, config.node.broker);
   const jobs = new JobClient(node.link, node.store, data);
   try {
     await connectWithin(node, config);
@@ -191,7 +191,7 @@ class Progress {
 /** `ucp jobs`: every job the broker knows, or only this client's. */
 export async function listJobs(config: UcpConfig, logger: Logger, out: Output, owner?: string): Promise<void> {
   await withTool(config, logger, async (link) => {
-    const jobs = new JobClient(link, undefined, new DataClient(link, config.client.broker_wait_s * 1_000));
+    const jobs = new JobClient(link, undefined, new DataClient(link, config.client.broker_wait_s * 1_000, config.node.broker));
     const items = await jobs.list(owner);
     if (out.json) {
       out.print(JSON.stringify(items.map((j) => ({ id: j.job_id, state: j.state, priority: j.priority, owner: j.owner, attempts: j.attempts, executor: j.executor, updatedAt: j.updated_at, reason: j.reason }))));
@@ -208,7 +208,7 @@ export async function listJobs(config: UcpConfig, logger: Logger, out: Output, o
 /** `ucp job ID`: one job's state, attempts and result. */
 export async function showJob(config: UcpConfig, logger: Logger, out: Output, jobId: string): Promise<void> {
   await withTool(config, logger, async (link) => {
-    const jobs = new JobClient(link, undefined, new DataClient(link, config.client.broker_wait_s * 1_000));
+    const jobs = new JobClient(link, undefined, new DataClient(link, config.client.broker_wait_s * 1_000, config.node.broker));
     const job = await jobs.query(jobId);
     if (out.json) {
       out.print(JSON.stringify(jobJson(job)));

@@ -20,22 +20,38 @@ function checkName(name: string): string {
  * The broker decides which datastore holds what.
  */
 export class DataClient {
+  /** The broker this client attached to; it stays while that broker lives. */
+  private attached?: string;
+
   constructor(
     private readonly link: NodeLink,
     /** How long to wait for a broker to appear before giving up. */
     private readonly brokerWaitMs: number,
+    /** The broker to attach to while it is alive (node.broker); otherwise the least loaded. */
+    private preferred?: string,
   ) {}
 
-  /** The live broker to talk to: the first by id, so repeated commands stick to one. */
+  /** Attaches to this broker from now on, whenever it is alive. */
+  prefer(broker: string | undefined): void {
+    this.preferred = broker;
+  }
+
+  /**
+   * The live broker to talk to: the preferred one if it is alive, else the one attached to before, else
+   * the least loaded (by its heartbeats; ties by id). A lost broker is replaced at the next request.
+   */
   async broker(): Promise<string> {
     const deadline = performance.now() + this.brokerWaitMs;
     for (;;) {
-      const brokers = this.link.peers
-        .peers()
-        .filter((p) => p.alive && p.role === 'broker')
-        .map((p) => p.id)
-        .sort();
-      if (brokers[0] !== undefined) return brokers[0];
+      const brokers = this.link.peers.peers().filter((p) => p.alive && p.role === 'broker');
+      const alive = (id: string | undefined) => id !== undefined && id !== '' && brokers.some((p) => p.id === id);
+      if (alive(this.preferred)) return this.preferred!;
+      if (alive(this.attached)) return this.attached!;
+      const least = brokers.sort((a, b) => (a.heartbeat?.load ?? 0) - (b.heartbeat?.load ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))[0];
+      if (least !== undefined) {
+        this.attached = least.id;
+        return least.id;
+      }
       if (performance.now() > deadline) throw new Error(`no broker is alive in this cluster after ${this.brokerWaitMs} ms; start one (\`ucp broker\`) or check --hub and --cluster`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }

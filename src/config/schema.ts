@@ -94,6 +94,7 @@ export const CONFIG_SCHEMA = {
       pattern: CLUSTER_PATTERN,
       hint: '1-64 characters from A-Z a-z 0-9 _ -',
     },
+    broker: { type: 'string', pattern: /^$|^(?!__)[A-Za-z0-9._-]{1,128}$/, hint: 'empty, or a broker node id' },
     data_dir: { type: 'string' },
   },
   hub: {
@@ -214,6 +215,7 @@ export type StoreSyncMode = Schema['store']['sync']['enum'][number];
 export interface NodeConfig {
   readonly id: string;
   readonly cluster: string;
+  readonly broker: string;
   readonly data_dir: string;
 }
 

@@ -52,7 +52,7 @@ describe('brokers keep their metadata in sync', () => {
     for (const [, b] of brokers) for (const peer of ['ds', 'ex']) await b.waitForLog({ msg: 'peer up', peer });
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'mb', 'hub.url': `mqtt://127.0.0.1:${port}`, 'liveness.heartbeat_interval_ms': 250, 'liveness.dead_after_ms': 1000 } });
     client = NodeRuntime.create({ config, nodeId: 'tester', role: 'client', dataDir: join(dir, 'tester'), logger: createLogger({ level: 'silent', format: 'json' }) });
-    data = new DataClient(client.link, 20_000);
+    data = new DataClient(client.link, 20_000, 'br-a');
     jobs = new JobClient(client.link, client.store, data);
     await client.connect();
   }, 60_000);
@@ -65,7 +65,7 @@ describe('brokers keep their metadata in sync', () => {
   });
 
   it('a job and names handled by one broker stay findable and readable through the others after it is killed', async () => {
-    // The client talks to the first live broker by id: br-a.
+    // The client is attached to br-a (its node.broker).
     expect(await data.broker()).toBe('br-a');
     await data.put('bin/echo.wasm', readFileSync(join(ROOT, 'test', 'fixtures', 'wasm', 'echo.wasm')));
     for (let i = 0; i < 5; i++) await data.put(`fire/district-${i}/temps`, bytes(`reading ${i}`));
@@ -87,8 +87,10 @@ describe('brokers keep their metadata in sync', () => {
       const out = await ask(survivor, 'data_get', { name: 'synced/out', prefix: false, limit: 1 });
       expect(out.kind === 'data_items' ? text(out.body.items[0]!.bytes) : '', survivor).toBe('hello from echo\n');
     }
-    // The client moves on to the next broker by itself.
-    expect(await data.broker()).toBe('br-b');
+    // The client re-attaches to a survivor by itself.
+    data.prefer(undefined);
+    expect(['br-b', 'br-c']).toContain(await data.broker());
+    data.prefer('br-b');
     expect(text((await data.get('fire/district-0/temps')).bytes)).toBe('reading 0');
   });
 

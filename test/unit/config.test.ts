@@ -18,7 +18,7 @@ import {
 } from '../../src/config/index.js';
 
 const EXPECTED_DEFAULTS: UcpConfig = {
-  node: { id: '', cluster: 'default', data_dir: '' },
+  node: { id: '', cluster: 'default', broker: '', data_dir: '' },
   hub: { url: 'mqtt://127.0.0.1:1883', listen_host: '127.0.0.1', port: 1883, username: '', password: '' },
   log: { level: 'info', format: 'auto' },
   protocol: { max_message_bytes: 1048576, max_depth: 32, max_clock_offset_ms: 86400000 },
@@ -175,7 +175,7 @@ describe('layering', () => {
       },
     });
     expect(config.hub.url).toBe('mqtt://alias:1884');
-    expect(config.node).toEqual({ id: 'exec-1', cluster: 'west', data_dir: '/var/lib/ucp' });
+    expect(config.node).toEqual({ id: 'exec-1', cluster: 'west', broker: '', data_dir: '/var/lib/ucp' });
     expect(config.log.level).toBe('warn');
     expect(Object.keys(ENV_ALIASES).sort()).toEqual(['UCP_CLUSTER', 'UCP_DATA_DIR', 'UCP_HUB', 'UCP_LOG_LEVEL', 'UCP_NODE_ID']);
   });
