@@ -12,6 +12,7 @@ import { runDemo } from './demo.js';
 import { listNodes, ping, status, stdout, type Output } from './inspect.js';
 import { collectResults, listJobs, runPlan, showJob } from './jobs.js';
 import { runUntilSignal } from './lifecycle.js';
+import { promoteWhenBrokerless } from './promotion.js';
 import { attachRole } from './roles.js';
 import { startHub, startLocalCluster } from './local-cluster.js';
 import { flushOutbox, sendNotice } from './notice.js';
@@ -74,6 +75,10 @@ async function runRole(cmd: Command, role: Role): Promise<void> {
   const stopping = runUntilSignal(logger, async () => node?.stop());
   node = NodeRuntime.create({ config, nodeId, role, dataDir: defaultDataDir(config, nodeId), logger });
   attachRole(node, role, config);
+  if (config.node.broker_eligible && role !== 'broker') {
+    const promotion = promoteWhenBrokerless(node, config, logger);
+    node.beforeStop(() => promotion.stop());
+  }
   node.log.info({ hub: config.hub.url, cluster: config.node.cluster, dataDir: node.store.dir }, `starting ${role}`);
   try {
     await node.connect();

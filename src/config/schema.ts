@@ -95,6 +95,7 @@ export const CONFIG_SCHEMA = {
       hint: '1-64 characters from A-Z a-z 0-9 _ -',
     },
     broker: { type: 'string', pattern: /^$|^(?!__)[A-Za-z0-9._-]{1,128}$/, hint: 'empty, or a broker node id' },
+    broker_eligible: { type: 'boolean' },
     data_dir: { type: 'string' },
   },
   hub: {
@@ -171,6 +172,7 @@ export const CONFIG_SCHEMA = {
       min: 100,
       atLeast: { key: 'liveness.heartbeat_interval_ms', factor: 2 },
     },
+    promote_after_ms: { type: 'integer', min: 0 },
   },
 } as const satisfies ConfigSchema;
 
@@ -216,6 +218,7 @@ export interface NodeConfig {
   readonly id: string;
   readonly cluster: string;
   readonly broker: string;
+  readonly broker_eligible: boolean;
   readonly data_dir: string;
 }
 
@@ -290,6 +293,7 @@ export interface StoreConfig {
 export interface LivenessConfig {
   readonly heartbeat_interval_ms: number;
   readonly dead_after_ms: number;
+  readonly promote_after_ms: number;
 }
 
 /** The merged, validated, deeply frozen configuration. Keys are snake_case exactly as in TOML. */

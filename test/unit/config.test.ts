@@ -18,7 +18,7 @@ import {
 } from '../../src/config/index.js';
 
 const EXPECTED_DEFAULTS: UcpConfig = {
-  node: { id: '', cluster: 'default', broker: '', data_dir: '' },
+  node: { id: '', cluster: 'default', broker: '', broker_eligible: false, data_dir: '' },
   hub: { url: 'mqtt://127.0.0.1:1883', listen_host: '127.0.0.1', port: 1883, username: '', password: '' },
   log: { level: 'info', format: 'auto' },
   protocol: { max_message_bytes: 1048576, max_depth: 32, max_clock_offset_ms: 86400000 },
@@ -38,7 +38,7 @@ const EXPECTED_DEFAULTS: UcpConfig = {
   scheduler: { aging_s: 60, inline_result_bytes: 65536, max_redeploy_attempts: 3, redeploy_delay_ms: 0 },
   metadata_sync: { interval_s: 5, retry_on_failure: true, failure_retry_interval_s: 2 },
   client: { priority: 'normal', timeout_s: 300, max_memory_mb: 256, broker_wait_s: 30 },
-  liveness: { heartbeat_interval_ms: 1000, dead_after_ms: 4000 },
+  liveness: { heartbeat_interval_ms: 1000, dead_after_ms: 4000, promote_after_ms: 10000 },
 };
 
 let dir: string;
@@ -128,7 +128,7 @@ describe('layering', () => {
     const file = tomlFile('[hub]\nurl = "mqtts://hub.example:8883"\n[liveness]\nheartbeat_interval_ms = 200\ndead_after_ms = 800\n');
     const config = loadConfig({ file, env: {} });
     expect(config.hub.url).toBe('mqtts://hub.example:8883');
-    expect(config.liveness).toEqual({ heartbeat_interval_ms: 200, dead_after_ms: 800 });
+    expect(config.liveness).toEqual({ heartbeat_interval_ms: 200, dead_after_ms: 800, promote_after_ms: 10000 });
     expect(config.hub.port).toBe(1883);
     expect(config.transport).toEqual(EXPECTED_DEFAULTS.transport);
   });
@@ -175,7 +175,7 @@ describe('layering', () => {
       },
     });
     expect(config.hub.url).toBe('mqtt://alias:1884');
-    expect(config.node).toEqual({ id: 'exec-1', cluster: 'west', broker: '', data_dir: '/var/lib/ucp' });
+    expect(config.node).toEqual({ id: 'exec-1', cluster: 'west', broker: '', broker_eligible: false, data_dir: '/var/lib/ucp' });
     expect(config.log.level).toBe('warn');
     expect(Object.keys(ENV_ALIASES).sort()).toEqual(['UCP_CLUSTER', 'UCP_DATA_DIR', 'UCP_HUB', 'UCP_LOG_LEVEL', 'UCP_NODE_ID']);
   });
@@ -202,7 +202,7 @@ describe('unknown keys', () => {
     const file = tomlFile('[liveness]\ndead_after = 10\n');
     const error = configError(() => loadConfig({ file, env: {} }));
     expect(error.message).toBe(
-      `unknown config key "liveness.dead_after" in ${file}; known keys in [liveness]: heartbeat_interval_ms, dead_after_ms`,
+      `unknown config key "liveness.dead_after" in ${file}; known keys in [liveness]: heartbeat_interval_ms, dead_after_ms, promote_after_ms`,
     );
     expect(error.key).toBe('liveness.dead_after');
   });
