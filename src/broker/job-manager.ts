@@ -78,15 +78,7 @@ export class JobManager {
       if (peer.role === 'executor' && this.queue.size > 0) this.requestSchedule();
     });
     data.onStored((name) => this.published(name));
-    replica.onJob((job) => {
-      // A newer record names another broker (it adopted the job while this one was away): let it go.
-      const mine = this.jobs.get(job.job_id);
-      if (mine === undefined || job.broker === link.id) return;
-      this.jobs.delete(job.job_id);
-      this.queue.remove(job.job_id);
-      for (const a of mine.attempts) this.release(a.executor, job.job_id);
-      link.counters.inc('jobs_handed_over');
-    });
+    replica.onJob((job) => this.merged(job));
     if (this.queue.size > 0) this.requestSchedule();
     node.onConnected(() => {
       // Executors that died while this broker was down send no death now: give the living time to show
@@ -287,7 +279,11 @@ export class JobManager {
       return false;
     });
     const archive = resultArchiveName(job.job_id);
-    await Promise.all([...named, { name: archive, bytes: result.archive }].map((item) => this.data.store({ name: item.name, bytes: item.bytes, ...version })));
+    const items = [...named, { name: archive, bytes: result.archive }];
+    const stored = await Promise.all(items.map((item) => this.data.store({ name: item.name, bytes: item.bytes, ...version })));
+    const published = Object.fromEntries(items.map((item, i) => [item.name, { store: stored[i]!.store, size: item.bytes.byteLength, at: version.at }]));
+    // The decision's own place in causal order, for settling two acceptances made apart (a partition).
+    const decided = this.node.link.stamp();
 
     const cancelled = recordAcceptance(
       job,
@@ -304,6 +300,10 @@ export class JobManager {
         files: result.files,
         missing: result.missing,
         named_results: named.map((item) => item.name),
+        decided_by: this.node.link.id,
+        decided_at: [decided.hlc.wall, decided.hlc.logical],
+        decided_vc: decided.vc,
+        published,
       },
       arrived,
       Date.now(),
@@ -359,6 +359,47 @@ export class JobManager {
     };
     if (this.options.redeployDelayMs > 0) setTimeout(enqueue, this.options.redeployDelayMs).unref();
     else enqueue();
+  }
+
+  /**
+   * A synced record of a job this broker manages replaced its own. If another broker's acceptance beat
+   * this broker's (both accepted a result while partitioned), this one's is superseded: the client is
+   * told. If the record names another broker (it adopted the job meanwhile), the job is handed over.
+   */
+  private merged(synced: SyncedJob): void {
+    const link = this.node.link;
+    const mine = this.jobs.get(synced.job_id);
+    if (mine === undefined) return;
+    const ours = mine.result;
+    if (ours !== undefined && synced.result !== undefined && (ours.attempt !== synced.result.attempt || ours.executor !== synced.result.executor)) {
+      link.counters.inc('acceptances_superseded');
+      this.node.log.warn({ job: synced.job_id, ours: ours.attempt, winner: synced.result.attempt, by: synced.result.decided_by }, 'our acceptance was superseded by an earlier one');
+      link.send(synced.owner, 'job_update', { job: viewOf(synced as JobRecord) });
+    }
+    if (synced.broker !== link.id) {
+      this.jobs.delete(synced.job_id);
+      this.queue.remove(synced.job_id);
+      for (const a of mine.attempts) this.release(a.executor, synced.job_id);
+      link.counters.inc('jobs_handed_over');
+      return;
+    }
+    if (synced.result === undefined) return;
+    // A final record: the merged one is complete (its result, the acceptances it beat).
+    this.jobs.set(synced.job_id, structuredClone(synced) as Job);
+    if ((synced.superseded?.length ?? 0) > (mine.superseded?.length ?? 0) && synced.result.decided_by === link.id) this.reassertPublished(synced);
+  }
+
+  /**
+   * After a partition both sides may have stored results under the same names; the index then points
+   * wherever the later write went. The broker whose acceptance won points the names back at its copies.
+   */
+  private reassertPublished(job: SyncedJob): void {
+    for (const [name, location] of Object.entries(job.result?.published ?? {})) {
+      const now = this.data.locate(name);
+      if (now?.store !== location.store || now.at[0] !== location.at[0] || now.at[1] !== location.at[1]) {
+        void this.replica.setName(name, location);
+      }
+    }
   }
 
   /** Live brokers, this one included. */

@@ -49,6 +49,7 @@ export function viewOf(rec: JobRecord, reason?: string): JobView {
     ...(why !== undefined ? { reason: why.slice(0, 2_048) } : {}),
     attempts: rec.attempts,
     ...(rec.result !== undefined ? { result: rec.result } : {}),
+    ...(rec.superseded !== undefined && rec.superseded.length > 0 ? { superseded: rec.superseded } : {}),
   };
 }
 

@@ -1,9 +1,10 @@
-import { compare, compareEvents } from '../clock/index.js';
 import { DATA_NAME_PATTERN, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
 import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
+import { resolve, type Change } from './metadata-merge.js';
 
-export type Change = BodyOf<'sync_delta'>['changes'][number];
+export type { Change } from './metadata-merge.js';
+export { newer, resolve } from './metadata-merge.js';
 export type Location = NonNullable<Change['location']>;
 export type SyncedJob = NonNullable<Change['job']>;
 type TableName = Change['table'];
@@ -119,10 +120,13 @@ export class MetadataReplica {
     // peer's clock as implausible: then the replaced change's time, plus one, stands in.
     const at: [number, number] = current !== undefined && (current.hlc[0] > hlc.wall || (current.hlc[0] === hlc.wall && current.hlc[1] >= hlc.logical)) ? [current.hlc[0], current.hlc[1] + 1] : [hlc.wall, hlc.logical];
     const change: Change = { table, key, origin: this.node.link.id, seq: ++this.seq, vc, hlc: at, ...value };
-    const written = this.store(change, current);
+    // A local write merges like any other: it cannot undo an accepted result or drop a superseded one.
+    const kept = current === undefined ? change : resolve(change, current);
     this.versions.set(change.origin, change.seq);
     void this.versionTable.put(change.origin, change.seq);
-    this.push(change);
+    if (kept === undefined) return Promise.resolve();
+    const written = this.store(kept, current);
+    this.push(kept);
     return written;
   }
 
@@ -160,10 +164,11 @@ export class MetadataReplica {
       }
       counters.inc('sync_changes_received');
       const current = this.tables[change.table].get(change.key);
-      if (current === undefined || newer(change, current)) {
-        void this.store(change, current);
+      const kept = current === undefined ? change : resolve(change, current);
+      if (kept !== undefined) {
+        void this.store(kept, current);
         applied++;
-        if (change.table === 'jobs') for (const listener of this.jobListeners) listener(change.job!, change);
+        if (kept.table === 'jobs') for (const listener of this.jobListeners) listener(kept.job!, kept);
       }
       // Our own changes, coming back after this broker lost its state: never reuse their numbers.
       if (change.origin === this.node.link.id && change.seq > this.seq) this.seq = change.seq;
@@ -250,15 +255,6 @@ export class MetadataReplica {
       .filter((p) => p.alive && p.role === 'broker' && p.id !== this.node.link.id)
       .map((p) => p.id);
   }
-}
-
-/** The newer of two changes to one record: causally later, else later in HLC time, else the higher origin. */
-export function newer(a: Change, b: Change): boolean {
-  if (a.origin === b.origin && a.seq === b.seq) return false;
-  const order = compare(a.vc, b.vc);
-  if (order === 'after') return true;
-  if (order === 'before') return false;
-  return compareEvents({ hlc: { wall: a.hlc[0], logical: a.hlc[1] }, node: a.origin }, { hlc: { wall: b.hlc[0], logical: b.hlc[1] }, node: b.origin }) > 0;
 }
 
 function invalid(change: Change): string | undefined {

@@ -1,4 +1,4 @@
-import { arrayOf, literal, object, optional, record, str, uint, type Infer } from './schema.js';
+import { arrayOf, literal, object, optional, record, str, tuple, uint, type Infer } from './schema.js';
 import { requirementsSchema } from './capabilities.js';
 import { nodeId } from './names.js';
 
@@ -74,6 +74,8 @@ export const ATTEMPT_OUTCOMES = ['running', 'accepted', 'rejected', 'cancelled',
 export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];
 
 const wallMs = () => uint({ max: 2 ** 48 });
+const hlcTime = () => tuple(uint({ max: 2 ** 48 }), uint({ max: 2 ** 32 }));
+const clock = () => record(nodeId(), uint({ min: 1, max: 2 ** 48 }), { max: 1_024 });
 
 /** A job as brokers report it to clients: `ucp job ID --json` prints this. */
 export const jobViewSchema = object({
@@ -115,7 +117,20 @@ export const jobViewSchema = object({
       files: arrayOf(jobPath(), { max: 4_096 }),
       missing: arrayOf(jobPath(), { max: 1_024 }),
       named_results: arrayOf(dataName(), { max: 1_024 }),
+      /** The broker that accepted it, and when: its HLC time and vector clock at the decision. */
+      decided_by: optional(nodeId()),
+      decided_at: optional(hlcTime()),
+      decided_vc: optional(clock()),
+      /** Where the archive and the named results were stored. */
+      published: optional(record(dataName(), object({ store: nodeId(), size: uint(), at: hlcTime() }), { max: 1_025 })),
     }),
+  ),
+  /**
+   * Acceptances that lost to this one: brokers on both sides of a partition each accepted a result, and
+   * the causally earlier acceptance (else the earlier HLC time, else the lower broker id) won.
+   */
+  superseded: optional(
+    arrayOf(object({ attempt: uint({ min: 1 }), executor: nodeId(), decided_by: nodeId(), decided_at: hlcTime() }), { max: 64 }),
   ),
 });
 
