@@ -214,7 +214,7 @@ export async function showJob(config: UcpConfig, logger: Logger, out: Output, jo
       out.print(JSON.stringify(jobJson(job)));
       return;
     }
-    out.print(`job ${job.job_id}: ${job.state} (priority ${job.priority}, submitted by ${job.owner})`);
+    out.print(`job ${job.job_id}: ${job.state} (priority ${job.priority}, submitted by ${job.owner}${job.broker !== undefined ? `, managed by ${job.broker}` : ''})`);
     if (job.reason !== undefined) out.print(`reason: ${job.reason}`);
     if (job.attempts.length > 0) {
       out.print(table(['ATTEMPT', 'EXECUTOR', 'OUTCOME', 'ASSIGNED', 'ENDED', 'REASON'], job.attempts.map((a) => [String(a.attempt), a.executor, a.outcome, iso(a.assigned_at), a.ended_at !== undefined ? iso(a.ended_at) : '-', a.reason ?? ''])));
@@ -224,6 +224,10 @@ export async function showJob(config: UcpConfig, logger: Logger, out: Output, jo
       out.print(`result: attempt ${r.attempt} on ${r.executor}: ${r.outcome}${r.exit_code !== undefined ? ` (exit code ${r.exit_code})` : ''}, ${r.duration_ms} ms: ${r.message}`);
       out.print(`archive: ${r.archive} (${r.archive_bytes} bytes; ${r.files.length} file(s)${r.missing.length > 0 ? `; missing: ${r.missing.join(', ')}` : ''})`);
       if (r.named_results.length > 0) out.print(`named results: ${r.named_results.join(', ')}`);
+      if (r.decided_by !== undefined) out.print(`accepted by: ${r.decided_by}`);
+    }
+    for (const s of job.superseded ?? []) {
+      out.print(`conflict: attempt ${s.attempt} on ${s.executor}, accepted by ${s.decided_by} at ${iso(s.decided_at[0])} while partitioned, was superseded by the earlier acceptance above`);
     }
   });
 }
@@ -235,6 +239,7 @@ export function jobJson(job: JobView): Record<string, unknown> {
     state: job.state,
     priority: job.priority,
     owner: job.owner,
+    ...(job.broker !== undefined ? { broker: job.broker } : {}),
     createdAt: job.created_at,
     updatedAt: job.updated_at,
     ...(job.reason !== undefined ? { reason: job.reason } : {}),
@@ -262,9 +267,11 @@ export function jobJson(job: JobView): Record<string, unknown> {
             files: job.result.files,
             missing: job.result.missing,
             namedResults: job.result.named_results,
+            ...(job.result.decided_by !== undefined ? { acceptedBy: job.result.decided_by } : {}),
           },
         }
       : {}),
+    ...(job.superseded !== undefined ? { superseded: job.superseded.map((s) => ({ attempt: s.attempt, executor: s.executor, acceptedBy: s.decided_by, acceptedAt: s.decided_at[0] })) } : {}),
   };
 }
 
