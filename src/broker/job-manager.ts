@@ -84,7 +84,7 @@ export class JobManager {
       // Executors that died while this broker was down send no death now: give the living time to show
       // themselves (births are retained, heartbeats follow), then treat the silent as lost.
       setTimeout(() => {
-        this.reconcile();
+        this.reconcile(`was not alive when ${link.id} restarted`);
         for (const broker of this.orphanOwners()) this.adoptIfMine(broker);
       }, options.deadAfterMs).unref();
     });
@@ -451,7 +451,7 @@ export class JobManager {
     if (adopted > 0) {
       this.node.link.counters.inc('jobs_adopted', adopted);
       this.node.log.warn({ lost, jobs: adopted }, 'adopted the jobs of a lost broker');
-      this.reconcile();
+      this.reconcile(`was not alive when ${this.node.link.id} adopted its jobs from ${lost}`);
       this.requestSchedule();
     }
     return true;
@@ -466,11 +466,11 @@ export class JobManager {
     return versions;
   }
 
-  /** After a restart: jobs on executors that never showed up alive are lost. */
-  private reconcile(): void {
+  /** After a restart or an adoption: jobs on executors that are not alive are lost. */
+  private reconcile(why: string): void {
     for (const executor of [...this.active.keys()]) {
       const peer = this.node.link.peers.get(executor);
-      if (peer === undefined || !peer.alive) this.lose(executor, `${executor} was not alive when ${this.node.link.id} restarted`);
+      if (peer === undefined || !peer.alive) this.lose(executor, `${executor} ${why}`);
     }
   }
 

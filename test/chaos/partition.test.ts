@@ -1,0 +1,176 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DataClient, JobClient } from '../../src/client/index.js';
+import { loadConfig } from '../../src/config/index.js';
+import { createLogger } from '../../src/log/index.js';
+import type { JobView } from '../../src/protocol/index.js';
+import { NodeRuntime } from '../../src/transport/index.js';
+import { SKIP_WITHOUT_MOSQUITTO } from '../helpers/mosquitto.js';
+import { cleanEnv, freePort, Proc, removeDir, ROOT, tempDir, ucp, ucpRun } from '../helpers/processes.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const FAST = ['--set', 'liveness.heartbeat_interval_ms=250', '--set', 'liveness.dead_after_ms=1000', '--set', 'metadata_sync.interval_s=1'];
+
+/** A TCP proxy that can cut every connection through it and refuse new ones, then let them through again. */
+class Link {
+  private readonly sockets = new Set<Socket>();
+  private cut = false;
+  private server?: Server;
+
+  async start(targetPort: number): Promise<number> {
+    const port = await freePort();
+    this.server = createServer((inbound) => {
+      if (this.cut) {
+        inbound.destroy();
+        return;
+      }
+      const outbound = connect({ host: '127.0.0.1', port: targetPort });
+      for (const s of [inbound, outbound]) {
+        this.sockets.add(s);
+        s.setNoDelay(true);
+        s.on('error', () => undefined);
+        s.on('close', () => {
+          this.sockets.delete(s);
+          inbound.destroy();
+          outbound.destroy();
+        });
+      }
+      inbound.pipe(outbound);
+      outbound.pipe(inbound);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', resolve));
+    return port;
+  }
+
+  partition(): void {
+    this.cut = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  heal(): void {
+    this.cut = false;
+  }
+
+  async stop(): Promise<void> {
+    this.partition();
+    await new Promise((resolve) => this.server?.close(resolve));
+  }
+}
+
+async function mosquitto(dir: string, name: string, extra: string[] = []): Promise<{ proc: Proc; port: number }> {
+  const port = await freePort();
+  const conf = join(dir, `${name}.conf`);
+  writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'set_tcp_nodelay true', 'log_dest stderr', ...extra, ''].join('\n'));
+  const proc = new Proc('mosquitto', ['-c', conf], cleanEnv());
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
+    const up = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (up) return { proc, port };
+    await sleep(50);
+  }
+  throw new Error(`mosquitto ${name} did not start`);
+}
+
+/**
+ * Two districts, each with its own Mosquitto hub, broker, executor and datastore, joined by a Mosquitto
+ * bridge through a TCP link this test can cut. While cut, each side carries on: the east broker adopts the
+ * west broker's job and runs it on its own executor, while the west executor finishes it too, so both
+ * brokers accept a result. When the link heals, every broker settles on the earlier acceptance.
+ */
+describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('a partition between districts', () => {
+  const dir = tempDir();
+  const procs: Proc[] = [];
+  const link = new Link();
+  let client: NodeRuntime | undefined;
+
+  afterAll(async () => {
+    await client?.stop();
+    for (const p of [...procs].reverse()) await p.stop();
+    await link.stop();
+    removeDir(dir);
+  });
+
+  it('heals to one deterministic winner on every broker; the superseded acceptance is recorded and shown', async () => {
+    const east = await mosquitto(dir, 'east');
+    procs.push(east.proc);
+    const proxyPort = await link.start(east.port);
+    const west = await mosquitto(dir, 'west', ['connection to-east', `address 127.0.0.1:${proxyPort}`, 'topic ucp/# both 1', 'cleansession true', 'restart_timeout 1 1', 'keepalive_interval 5']);
+    procs.push(west.proc);
+    const on = (port: number) => ['--hub', `mqtt://127.0.0.1:${port}`, '--cluster', 'pt', ...FAST];
+    const start = (args: string[], port: number) => {
+      const p = ucp([...args, '--data-dir', join(dir, args[2]!), ...on(port)]);
+      procs.push(p);
+      return p;
+    };
+    const bw = start(['broker', '--node-id', 'br-west'], west.port);
+    const be = start(['broker', '--node-id', 'br-east'], east.port);
+    start(['datastore', '--node-id', 'ds-west'], west.port);
+    start(['datastore', '--node-id', 'ds-east'], east.port);
+    start(['executor', '--node-id', 'ex-west'], west.port);
+    for (const peer of ['br-east', 'ds-east', 'ds-west', 'ex-west']) await bw.waitForLog({ msg: 'peer up', peer }, 15_000);
+
+    const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'pt', 'hub.url': `mqtt://127.0.0.1:${east.port}`, 'liveness.heartbeat_interval_ms': 250, 'liveness.dead_after_ms': 1000 } });
+    client = NodeRuntime.create({ config, nodeId: 'responder', role: 'client', dataDir: join(dir, 'responder'), logger: createLogger({ level: 'silent', format: 'json' }) });
+    const data = new DataClient(client.link, 15_000, 'br-west');
+    const jobs = new JobClient(client.link, client.store, data);
+    await client.connect();
+    await data.put('bin/spin-for.wasm', readFileSync(join(ROOT, 'test', 'fixtures', 'wasm', 'spin-for.wasm')));
+    await jobs.submit({ job_id: 'split', wasm_module: 'bin/spin-for.wasm', capabilities: {}, argv: ['spin-for', '2500'], env: {}, dirs: [], data: {}, results: ['result.txt'], named_results: {}, priority: 'high', timeout_s: 60, max_memory_mb: 32 });
+    const query = async (broker: string): Promise<JobView> => {
+      const reply = await client!.link.request(broker, 'job_query', { job_id: 'split' });
+      if (reply.kind !== 'job_info') throw new Error(`${broker} answered ${reply.kind}`);
+      return reply.body.job;
+    };
+    for (let deadline = Date.now() + 10_000; (await query('br-west')).state !== 'running'; ) {
+      if (Date.now() > deadline) throw new Error('the job never ran on the west side');
+      await sleep(50);
+    }
+    // The east side's own executor joins; the job already runs in the west.
+    start(['executor', '--node-id', 'ex-east'], east.port);
+    await be.waitForLog({ msg: 'peer up', peer: 'ex-east' }, 15_000);
+    await sleep(200);
+
+    link.partition();
+    // Each side finishes the job on its own: the west on its first attempt, the east after adopting it.
+    // (From the east, only the east broker can be asked.)
+    const exWest = procs.find((p) => p.child.spawnargs.includes('ex-west'))!;
+    await exWest.waitForLog({ msg: 'job finished', job: 'split', attempt: 1 }, 15_000);
+    for (let deadline = Date.now() + 20_000; ; ) {
+      const e = await query('br-east');
+      if (e.result !== undefined) {
+        expect(e.result).toMatchObject({ attempt: 2, executor: 'ex-east', decided_by: 'br-east' });
+        expect(e.attempts[0]).toMatchObject({ executor: 'ex-west', outcome: 'lost' });
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`no result in the east: ${JSON.stringify(e)}`);
+      await sleep(100);
+    }
+
+    link.heal();
+    let settled: Array<JobView | undefined> = [];
+    for (let deadline = Date.now() + 30_000; ; ) {
+      // The bridge takes a moment to reconnect: an unanswered question is asked again.
+      settled = await Promise.all(['br-west', 'br-east'].map((b) => query(b).catch(() => undefined)));
+      if (settled.every((j) => (j?.superseded?.length ?? 0) > 0 && j?.result?.attempt === 1)) break;
+      if (Date.now() > deadline) throw new Error(`did not converge: ${JSON.stringify(settled)}`);
+      await sleep(200);
+    }
+    // The west accepted first (it did not wait for a loss to be detected): its acceptance wins everywhere.
+    for (const job of settled as JobView[]) {
+      expect(job.result).toMatchObject({ attempt: 1, executor: 'ex-west', decided_by: 'br-west' });
+      expect(job.superseded).toEqual([expect.objectContaining({ attempt: 2, executor: 'ex-east', decided_by: 'br-east' })]);
+    }
+    const status = await client.link.request('br-east', 'status_request', {});
+    expect(status.kind === 'status' ? status.body.counters.acceptances_superseded : 0).toBe(1);
+    const shown = await ucpRun(['job', 'split', '--hub', `mqtt://127.0.0.1:${east.port}`, '--cluster', 'pt']);
+    expect(shown.stdout).toMatch(/conflict: attempt 2 on ex-east, accepted by br-east .* was superseded/);
+  }, 90_000);
+});
