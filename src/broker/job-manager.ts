@@ -234,9 +234,16 @@ export class JobManager {
       const synced = this.replica.job(result.job_id);
       if (synced?.broker !== undefined && synced.broker !== this.node.link.id) {
         // The executor may have noticed the loss of the job's broker before this broker did.
-        if (!this.adoptIfMine(synced.broker)) {
-          // Not ours to decide: no acknowledgement, so the executor keeps the result until it is.
-          throw new Error(`job ${result.job_id} is managed by ${synced.broker}, not ${this.node.link.id}`);
+        if (this.node.link.peers.get(synced.broker)?.alive !== true && !this.adoptIfMine(synced.broker)) {
+          // Its adopter is another broker: keep the result until the executor sends it there.
+          throw new Error(`job ${result.job_id} belongs to ${synced.broker}, which another broker adopts`);
+        }
+        if (!this.jobs.has(result.job_id)) {
+          // Handed over to a live broker (it adopted the job while this one was cut off), which has
+          // redeployed it: this result came too late to the wrong arbiter.
+          this.node.link.counters.inc('results_rejected');
+          this.verdict(msg, `job ${result.job_id} is now managed by ${synced.broker}, which placed it again`);
+          return;
         }
       }
     }
@@ -264,6 +271,7 @@ export class JobManager {
       case 'accept':
         await this.accept(job!, msg);
         counters.inc('results_accepted');
+        this.node.log.info({ job: result.job_id, attempt: result.attempt, executor: msg.from, outcome: result.outcome, exitCode: result.exit_code }, 'result accepted');
     }
   }
 

@@ -302,7 +302,9 @@ export class JobRunner {
       if (item === undefined) throw new MissingInput(`missing input "${name}": the broker returned no data`);
       return item.bytes;
     } catch (err) {
-      if (err instanceof RemoteError && (err.code === 'not_found' || err.code === 'store_unavailable')) throw new MissingInput(`missing input "${name}": ${err.message}`);
+      if (err instanceof RemoteError && err.code === 'not_found') throw new MissingInput(`missing input "${name}": ${err.message}`);
+      // Its datastore is out of reach (down, or across a partition): not the job's fault, so a host
+      // error, which the broker answers by placing the job again.
       if (err instanceof TransportError) throw new Error(`cannot fetch input "${name}" from ${broker}: ${err.message}`);
       throw err;
     }
