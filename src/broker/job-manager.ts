@@ -1,4 +1,4 @@
-import { adopterOf, isFinal, resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
+import { adopterOf, isFinal, resultArchiveName, unmetRequirement, type BodyOf, type Envelope } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import type { DataRouter } from './data-router.js';
 import type { MetadataReplica, SyncedJob } from './metadata-replica.js';
@@ -18,6 +18,8 @@ export interface JobManagerOptions {
   readonly redeployDelayMs: number;
   /** After a restart, how long executors get to show they are alive before their jobs count as lost. */
   readonly deadAfterMs: number;
+  /** A job with no capable executor in sight for this long is offered to peer brokers. */
+  readonly delegateAfterMs: number;
 }
 
 /**
@@ -36,6 +38,9 @@ export class JobManager {
   /** Per job, the tail of the work deciding its results, so two results never race. */
   private readonly locks = new Map<string, Promise<void>>();
   private scheduleRequested = false;
+  /** Queued jobs that no executor in sight can run, and since when (local monotonic time). */
+  private readonly stranded = new Map<string, number>();
+  private delegating = false;
 
   constructor(
     private readonly node: NodeRuntime,
@@ -61,6 +66,7 @@ export class JobManager {
       else link.reply(msg, 'job_info', { job: viewOf(job as JobRecord, own !== undefined ? this.whyQueued(own) : undefined) });
     });
     link.on('job_list', (msg) => link.reply(msg, 'job_listing', this.list(msg.body)));
+    link.on('job_delegate', (msg) => answering(link, msg, () => this.takeDelegated(msg)));
     link.onPresence((event) => {
       // A broker that restarted keeps its own jobs; one that is gone has them adopted.
       if (event.peer.role === 'broker' && event.type === 'down' && event.reason !== 'restarted') this.adoptIfMine(event.peer.id);
@@ -81,6 +87,7 @@ export class JobManager {
     replica.onJob((job) => this.merged(job));
     if (this.queue.size > 0) this.requestSchedule();
     node.onConnected(() => {
+      setInterval(() => void this.delegateStranded(), Math.max(250, Math.floor(options.delegateAfterMs / 4))).unref();
       // Executors that died while this broker was down send no death now: give the living time to show
       // themselves (births are retained, heartbeats follow), then treat the silent as lost.
       setTimeout(() => {
@@ -408,6 +415,73 @@ export class JobManager {
         void this.replica.setName(name, location);
       }
     }
+  }
+
+  /**
+   * Offers to peer brokers the queued jobs that no executor this broker can see is able to run (not merely
+   * busy ones) once they have waited delegateAfterMs: with bridged hubs a peer may reach executors this
+   * broker cannot. The first peer that sees a capable executor takes the job over.
+   */
+  private async delegateStranded(): Promise<void> {
+    if (this.delegating) return;
+    this.delegating = true;
+    try {
+      const now = performance.now();
+      const executors = this.executors();
+      const peers = this.liveBrokers().filter((b) => b !== this.node.link.id);
+      for (const jobId of this.stranded.keys()) if (!this.jobs.has(jobId)) this.stranded.delete(jobId);
+      for (const [jobId, job] of this.jobs) {
+        if (job.state !== 'queued' || !this.queue.has(jobId) || executors.some((e) => unmetRequirement(e.capabilities, job.spec.capabilities) === undefined)) {
+          this.stranded.delete(jobId);
+          continue;
+        }
+        const since = this.stranded.get(jobId) ?? now;
+        this.stranded.set(jobId, since);
+        if (now - since < this.options.delegateAfterMs || peers.length === 0) continue;
+        for (const peer of peers) {
+          try {
+            const reply = await this.node.link.request(peer, 'job_delegate', { job: job as SyncedJob });
+            if (reply.kind !== 'job_accepted') continue;
+            // The peer's record (naming it) may have arrived by sync already and taken the job off us.
+            this.jobs.delete(jobId);
+            this.queue.remove(jobId);
+            this.stranded.delete(jobId);
+            this.node.link.counters.inc('jobs_delegated');
+            this.node.log.info({ job: jobId, to: peer }, 'delegated a job no executor in sight can run');
+            break;
+          } catch {
+            // Refused (it sees no capable executor either) or unreachable: ask the next peer.
+          }
+        }
+        // Asked everyone: wait another period before asking again.
+        if (this.jobs.has(jobId)) this.stranded.set(jobId, performance.now());
+      }
+    } finally {
+      this.delegating = false;
+    }
+  }
+
+  /** A peer broker offers a job it cannot place: take it if an executor this broker sees can run it. */
+  private async takeDelegated(msg: Envelope<'job_delegate'>): Promise<void> {
+    const offered = msg.body.job;
+    const known = this.jobs.get(offered.job_id);
+    if (known !== undefined) {
+      this.node.link.reply(msg, 'job_accepted', { job: viewOf(known), created: false });
+      return;
+    }
+    if (!this.executors().some((e) => unmetRequirement(e.capabilities, offered.spec.capabilities) === undefined)) {
+      throw new Refusal('cannot_place', `${this.node.link.id} sees no executor that can run job ${offered.job_id} either`);
+    }
+    const job = structuredClone(offered) as Job;
+    job.broker = this.node.link.id;
+    job.updated_at = Date.now();
+    job.reason = `taken over from ${msg.from}, which has no executor that can run it`;
+    this.restore(job);
+    await this.persist(job);
+    this.node.link.counters.inc('jobs_taken_over');
+    this.node.log.info({ job: job.job_id, from: msg.from }, 'took over a job a peer broker cannot place');
+    this.node.link.reply(msg, 'job_accepted', { job: viewOf(job), created: true });
+    this.requestSchedule();
   }
 
   /** Live brokers, this one included. */

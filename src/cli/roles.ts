@@ -28,6 +28,7 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
         inlineResultBytes: config.scheduler.inline_result_bytes,
         maxRedeploys: config.scheduler.max_redeploy_attempts,
         redeployDelayMs: config.scheduler.redeploy_delay_ms,
+        delegateAfterMs: config.scheduler.delegate_after_ms,
         deadAfterMs: config.liveness.dead_after_ms,
       });
       return;

@@ -152,6 +152,7 @@ export const CONFIG_SCHEMA = {
     inline_result_bytes: { type: 'integer', min: 0, max: 67108864 },
     max_redeploy_attempts: { type: 'integer', min: 0, max: 100 },
     redeploy_delay_ms: { type: 'integer', min: 0 },
+    delegate_after_ms: { type: 'integer', min: 0 },
   },
   metadata_sync: {
     interval_s: { type: 'integer', min: 1, max: 86400 },
@@ -267,6 +268,7 @@ export interface SchedulerConfig {
   readonly inline_result_bytes: number;
   readonly max_redeploy_attempts: number;
   readonly redeploy_delay_ms: number;
+  readonly delegate_after_ms: number;
 }
 
 export interface MetadataSyncConfig {

@@ -247,6 +247,13 @@ export const BODY_SCHEMAS = {
   sync_digest: object({
     versions: versionVector(),
   }),
+  /**
+   * Broker -> broker: take over this job, which no executor the sender can reach is able to run. The
+   * receiver takes it (reply job_accepted) if an executor it sees satisfies the job, or refuses (error).
+   */
+  job_delegate: object({
+    job: syncedJob(),
+  }),
   /** The reply to a request that could not be served. */
   error: object({
     code: str({ max: 64 }),

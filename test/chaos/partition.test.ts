@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -7,8 +7,8 @@ import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
 import type { JobView } from '../../src/protocol/index.js';
 import { NodeRuntime } from '../../src/transport/index.js';
-import { SKIP_WITHOUT_MOSQUITTO } from '../helpers/mosquitto.js';
-import { cleanEnv, freePort, Proc, removeDir, ROOT, tempDir, ucp, ucpRun } from '../helpers/processes.js';
+import { SKIP_WITHOUT_MOSQUITTO, startMosquitto } from '../helpers/mosquitto.js';
+import { freePort, type Proc, removeDir, ROOT, tempDir, ucp, ucpRun } from '../helpers/processes.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FAST = ['--set', 'liveness.heartbeat_interval_ms=250', '--set', 'liveness.dead_after_ms=1000', '--set', 'metadata_sync.interval_s=1'];
@@ -59,26 +59,6 @@ class Link {
   }
 }
 
-async function mosquitto(dir: string, name: string, extra: string[] = []): Promise<{ proc: Proc; port: number }> {
-  const port = await freePort();
-  const conf = join(dir, `${name}.conf`);
-  writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'set_tcp_nodelay true', 'log_dest stderr', ...extra, ''].join('\n'));
-  const proc = new Proc('mosquitto', ['-c', conf], cleanEnv());
-  for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port });
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (up) return { proc, port };
-    await sleep(50);
-  }
-  throw new Error(`mosquitto ${name} did not start`);
-}
-
 /**
  * Two districts, each with its own Mosquitto hub, broker, executor and datastore, joined by a Mosquitto
  * bridge through a TCP link this test can cut. While cut, each side carries on: the east broker adopts the
@@ -99,10 +79,10 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('a partition between districts', () => {
   });
 
   it('heals to one deterministic winner on every broker; the superseded acceptance is recorded and shown', async () => {
-    const east = await mosquitto(dir, 'east');
+    const east = await startMosquitto(dir, { name: 'east' });
     procs.push(east.proc);
     const proxyPort = await link.start(east.port);
-    const west = await mosquitto(dir, 'west', ['connection to-east', `address 127.0.0.1:${proxyPort}`, 'topic ucp/# both 1', 'cleansession true', 'restart_timeout 1 1', 'keepalive_interval 5']);
+    const west = await startMosquitto(dir, { name: 'west', extra: ['connection to-east', `address 127.0.0.1:${proxyPort}`, 'topic ucp/# both 1', 'cleansession true', 'restart_timeout 1 1', 'keepalive_interval 5'] });
     procs.push(west.proc);
     const on = (port: number) => ['--hub', `mqtt://127.0.0.1:${port}`, '--cluster', 'pt', ...FAST];
     const start = (args: string[], port: number) => {

@@ -200,6 +200,7 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
     versions: fc.dictionary(nodeIdArb.filter(notProto), uintArb, { maxKeys: 3 }),
     complete: fc.boolean(),
   }),
+  job_delegate: fc.record({ job: fc.tuple(viewArb, specArb).map(([view, spec]) => ({ ...view, spec, digest: 'ab', wait_for: [] })) }),
   sync_digest: fc.record({ versions: fc.dictionary(nodeIdArb.filter(notProto), uintArb, { maxKeys: 3 }) }),
   job_cancel: fc.record({ job_id: jobIdArb, attempt: fc.integer({ min: 1, max: 100 }), reason: textArb(40) }),
   job_update: fc.record({ job: viewArb, archive: fc.uint8Array({ maxLength: 64 }) }, { requiredKeys: ['job'] }),

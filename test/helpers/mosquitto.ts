@@ -21,10 +21,11 @@ export const HAVE_MOSQUITTO = which('mosquitto') && which('mosquitto_pub');
 export const SKIP_WITHOUT_MOSQUITTO = !HAVE_MOSQUITTO && process.env.CI !== 'true';
 
 /** A real Mosquitto broker on a free loopback port, with TCP_NODELAY as every hub here must have. */
-export async function startMosquitto(dir: string): Promise<{ proc: Proc; url: string; port: number }> {
+export async function startMosquitto(dir: string, options: { name?: string; extra?: readonly string[] } = {}): Promise<{ proc: Proc; url: string; port: number }> {
   const port = await freePort();
-  const conf = join(dir, 'mosquitto.conf');
-  writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'set_tcp_nodelay true', 'log_dest stderr', ''].join('\n'));
+  const conf = join(dir, `${options.name ?? 'mosquitto'}.conf`);
+  // `extra` adds configuration lines, e.g. a bridge to another hub.
+  writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'set_tcp_nodelay true', 'log_dest stderr', ...(options.extra ?? []), ''].join('\n'));
   const proc = new Proc('mosquitto', ['-c', conf], cleanEnv());
   // Mosquitto block-buffers its log when not on a terminal, so wait for the port instead of a log line.
   const deadline = Date.now() + 10_000;

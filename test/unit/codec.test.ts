@@ -149,6 +149,7 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
     },
     { changes: [], versions: {}, complete: false },
   ],
+  job_delegate: [{ job: { ...VIEW, broker: 'west', spec: SPEC, digest: 'ab12', wait_for: [] } }],
   sync_digest: [{ versions: {} }, { versions: { west: 12, east: 0 } }],
   job_cancel: [{ job_id: 'fw-stats', attempt: 1, reason: 'attempt 2 delivered first' }],
   job_update: [{ job: VIEW }, { job: { ...VIEW, state: 'succeeded', result: RESULT }, archive: new Uint8Array([1]) }],
