@@ -5,9 +5,9 @@ import { DataClient, JobClient, loadPlan, type Finished } from '../client/index.
 import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
 import { isFinal, type JobView } from '../protocol/index.js';
-import { NodeRuntime, TransportError } from '../transport/index.js';
+import { NodeRuntime } from '../transport/index.js';
 import { table, type Output } from './inspect.js';
-import { defaultDataDir, defaultNodeId, withTool } from './settings.js';
+import { connectWithin, defaultDataDir, defaultNodeId, withTool } from './settings.js';
 
 /** Exit codes shared by `ucp run` and `ucp results`. */
 export const EXIT_OK = 0;
@@ -26,28 +26,10 @@ async function withClient<T>(config: UcpConfig, logger: Logger, work: (jobs: Job
   const data = new DataClient(node.link, config.client.broker_wait_s * 1_000, config.node.broker);
   const jobs = new JobClient(node.link, node.store, data);
   try {
-    await connectWithin(node, config);
+    await connectWithin(config, node.link, () => node.connect());
     return await work(jobs, data, node);
   } finally {
     await node.stop();
-  }
-}
-
-async function connectWithin(node: NodeRuntime, config: UcpConfig): Promise<void> {
-  const timeout = config.transport.connect_timeout_ms;
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      node.connect(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => {
-          const cause = node.link.lastHubError !== undefined ? ` (${node.link.lastHubError})` : '; is it running?';
-          reject(new TransportError('hub_unreachable', `cannot reach the hub at ${config.hub.url} within ${timeout} ms${cause}; set --hub or UCP_HUB`));
-        }, timeout);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -82,11 +82,22 @@ async function connectTool(config: UcpConfig, logger: Logger): Promise<NodeLink>
     announce: false,
     watchPresence: true,
   });
+  try {
+    await connectWithin(config, link, () => link.connect());
+  } catch (err) {
+    await link.stop();
+    throw err;
+  }
+  return link;
+}
+
+/** Runs `connect`, failing with a one-line hub_unreachable error after transport.connect_timeout_ms. */
+export async function connectWithin(config: UcpConfig, link: NodeLink, connect: () => Promise<void>): Promise<void> {
   const timeout = config.transport.connect_timeout_ms;
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
-      link.connect(),
+      connect(),
       new Promise((_, reject) => {
         timer = setTimeout(() => {
           const cause = link.lastHubError !== undefined ? ` (${link.lastHubError})` : '; is it running?';
@@ -94,13 +105,9 @@ async function connectTool(config: UcpConfig, logger: Logger): Promise<NodeLink>
         }, timeout);
       }),
     ]);
-  } catch (err) {
-    await link.stop();
-    throw err;
   } finally {
     clearTimeout(timer);
   }
-  return link;
 }
 
 /** Runs a query command's work on a short-lived link, which is always stopped afterwards. */

@@ -106,7 +106,7 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('a partition between districts', () => {
     await data.put('bin/spin-for.wasm', readFileSync(join(ROOT, 'test', 'fixtures', 'wasm', 'spin-for.wasm')));
     start(['datastore', '--node-id', 'ds-west'], west.port);
     await bw.waitForLog({ msg: 'peer up', peer: 'ds-west' }, 15_000);
-    await jobs.submit({ job_id: 'split', wasm_module: 'bin/spin-for.wasm', capabilities: {}, argv: ['spin-for', '2500'], env: {}, dirs: [], data: {}, results: ['result.txt'], named_results: {}, priority: 'high', timeout_s: 60, max_memory_mb: 32 });
+    await jobs.submit({ job_id: 'split', wasm_module: 'bin/spin-for.wasm', capabilities: {}, argv: ['spin-for', '6000'], env: {}, dirs: [], data: {}, results: ['result.txt'], named_results: {}, priority: 'high', timeout_s: 60, max_memory_mb: 32 });
     const query = async (broker: string): Promise<JobView> => {
       const reply = await client!.link.request(broker, 'job_query', { job_id: 'split' });
       if (reply.kind !== 'job_info') throw new Error(`${broker} answered ${reply.kind}`);
@@ -120,7 +120,8 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('a partition between districts', () => {
     start(['executor', '--node-id', 'ex-east'], east.port);
     await be.waitForLog({ msg: 'peer up', peer: 'ex-east' }, 15_000);
     await sleep(200);
-
+    // Long enough that the link is cut while the west still runs it, even on a loaded machine.
+    expect((await query('br-west')).result).toBeUndefined();
     link.partition();
     // Each side finishes the job on its own: the west on its first attempt, the east after adopting it.
     // (From the east, only the east broker can be asked.)
