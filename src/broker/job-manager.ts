@@ -428,7 +428,7 @@ export class JobManager {
     try {
       const now = performance.now();
       const executors = this.executors();
-      const peers = this.liveBrokers().filter((b) => b !== this.node.link.id);
+      const live = this.liveBrokers().filter((b) => b !== this.node.link.id);
       for (const jobId of this.stranded.keys()) if (!this.jobs.has(jobId)) this.stranded.delete(jobId);
       for (const [jobId, job] of this.jobs) {
         if (job.state !== 'queued' || !this.queue.has(jobId) || executors.some((e) => unmetRequirement(e.capabilities, job.spec.capabilities) === undefined)) {
@@ -437,6 +437,7 @@ export class JobManager {
         }
         const since = this.stranded.get(jobId) ?? now;
         this.stranded.set(jobId, since);
+        const peers = this.candidatesFor(job, live);
         if (now - since < this.options.delegateAfterMs || peers.length === 0) continue;
         for (const peer of peers) {
           try {
@@ -459,6 +460,22 @@ export class JobManager {
     } finally {
       this.delegating = false;
     }
+  }
+
+  /**
+   * The peer brokers to offer a job to, from the replicated registry: first those that recorded a live
+   * executor able to run it; brokers that recorded executors but none able are left out; brokers that
+   * recorded none (nothing synced from them yet) are asked last.
+   */
+  private candidatesFor(job: Job, live: readonly string[]): string[] {
+    const recorded = new Set<string>();
+    const able = new Set<string>();
+    for (const { broker, node } of this.replica.registry()) {
+      if (node.role !== 'executor' || !live.includes(broker)) continue;
+      recorded.add(broker);
+      if (node.alive && node.capabilities !== undefined && unmetRequirement(node.capabilities, job.spec.capabilities) === undefined) able.add(broker);
+    }
+    return [...live.filter((b) => able.has(b)), ...live.filter((b) => !recorded.has(b))];
   }
 
   /** A peer broker offers a job it cannot place: take it if an executor this broker sees can run it. */

@@ -7,6 +7,7 @@ export type { Change } from './metadata-merge.js';
 export { newer, resolve } from './metadata-merge.js';
 export type Location = NonNullable<Change['location']>;
 export type SyncedJob = NonNullable<Change['job']>;
+export type RegisteredNode = NonNullable<Change['peer']>;
 type TableName = Change['table'];
 
 export interface ReplicaOptions {
@@ -48,7 +49,7 @@ export class MetadataReplica {
     private readonly options: ReplicaOptions,
   ) {
     const store = node.store;
-    this.tables = { jobs: store.table<Change>('meta_jobs'), names: store.table<Change>('meta_names') };
+    this.tables = { jobs: store.table<Change>('meta_jobs'), names: store.table<Change>('meta_names'), nodes: store.table<Change>('meta_nodes') };
     this.byOrigin = store.table<string>('meta_by_origin');
     this.versionTable = store.table<number>('meta_versions');
     for (const { key, value } of this.versionTable.getRange()) this.versions.set(String(key), value);
@@ -92,6 +93,21 @@ export class MetadataReplica {
     }
   }
 
+  /** The executors and datastores each broker last recorded seeing, as (broker, node) pairs. */
+  *registry(): Generator<{ broker: string; node: RegisteredNode }> {
+    for (const { value } of this.tables.nodes.getRange()) if (value.peer !== undefined) yield { broker: value.origin, node: value.peer };
+  }
+
+  /** What this broker last recorded about `nodeId`. */
+  registered(nodeId: string): RegisteredNode | undefined {
+    return this.tables.nodes.get(`${this.node.link.id}/${nodeId}`)?.peer;
+  }
+
+  /** Records this broker's view of an executor or datastore. */
+  setNode(peer: RegisteredNode): Promise<void> {
+    return this.local('nodes', `${this.node.link.id}/${peer.node_id}`, { peer });
+  }
+
   /** Called for every job record that changed, locally or by sync. */
   onJob(listener: (job: SyncedJob, change: Change) => void): void {
     this.jobListeners.push(listener);
@@ -112,7 +128,7 @@ export class MetadataReplica {
 
   // ---- local changes -------------------------------------------------------------------------------
 
-  private local(table: TableName, key: string, value: Pick<Change, 'job' | 'location'>): Promise<void> {
+  private local(table: TableName, key: string, value: Pick<Change, 'job' | 'location' | 'peer'>): Promise<void> {
     const { vc, hlc } = this.node.link.stamp();
     const current = this.tables[table].get(key);
     // The rule compares HLC times only between concurrent changes, and stays one order only while a
@@ -163,6 +179,7 @@ export class MetadataReplica {
         continue;
       }
       counters.inc('sync_changes_received');
+      counters.inc(`sync_${change.table}_received`);
       const current = this.tables[change.table].get(change.key);
       const kept = current === undefined ? change : resolve(change, current);
       if (kept !== undefined) {
@@ -261,6 +278,9 @@ function invalid(change: Change): string | undefined {
   if (change.table === 'jobs') {
     if (change.job === undefined) return `job change ${change.key} carries no job`;
     if (change.job.job_id !== change.key) return `job change ${change.key} carries job ${change.job.job_id}`;
+  } else if (change.table === 'nodes') {
+    // A broker speaks only for what it sees itself.
+    if (change.peer === undefined || change.key !== `${change.origin}/${change.peer.node_id}`) return `node change ${change.key} is not ${change.origin}'s own view`;
   } else if (change.key.length > 512 || !DATA_NAME_PATTERN.test(change.key)) {
     return `"${change.key}" is not a data name`;
   }

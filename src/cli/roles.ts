@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
-import { DataRouter, JobManager, MetadataReplica } from '../broker/index.js';
+import { DataRouter, JobManager, MetadataReplica, NodeRegistry } from '../broker/index.js';
 import { DatastoreNode } from '../datastore/index.js';
 import { JobRunner } from '../executor/index.js';
 import type { Role } from '../protocol/index.js';
@@ -22,6 +22,7 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
         retryOnFailure: config.metadata_sync.retry_on_failure,
         failureRetryMs: config.metadata_sync.failure_retry_interval_s * 1_000,
       });
+      new NodeRegistry(node, replica);
       const data = new DataRouter(node, replica);
       new JobManager(node, data, replica, {
         agingMs: config.scheduler.aging_s * 1_000,

@@ -227,7 +227,7 @@ export const BODY_SCHEMAS = {
   sync_delta: object({
     changes: arrayOf(
       object({
-        table: literal('jobs', 'names'),
+        table: literal('jobs', 'names', 'nodes'),
         key: str({ min: 1, max: 512 }),
         origin: nodeId(),
         seq: uint({ min: 1 }),
@@ -237,6 +237,16 @@ export const BODY_SCHEMAS = {
         job: optional(syncedJob()),
         /** names: where the data is; absent when the name was deleted. */
         location: optional(object({ store: nodeId(), size: uint(), at: writtenAt() })),
+        /** nodes (key `<origin broker>/<node>`): an executor or datastore as the origin broker sees it. */
+        peer: optional(
+          object({
+            node_id: nodeId(),
+            role: literal('executor', 'datastore'),
+            alive: bool(),
+            capabilities: optional(capabilitiesSchema),
+            job_slots: optional(uint({ max: 4_096 })),
+          }),
+        ),
       }),
       { max: MAX_SYNC_CHANGES },
     ),

@@ -114,10 +114,11 @@ describe('brokers keep their metadata in sync', () => {
     const updated = await ask('br-c', 'data_get', { name: 'fire/district-0/temps', prefix: false, limit: 1 });
     expect(updated.kind === 'data_items' ? text(updated.body.items[0]!.bytes) : '').toBe('updated');
     await sleep(1_500);
-    // 21 records changed while it was away; the 7 it already had (names and the job) did not travel again.
+    // 21 names changed while it was away; the 8 names and the job it already had did not travel again.
+    // (Registry records may travel too: a unit that looked dead for a moment on a loaded machine.)
     const c = await counters('br-c');
-    expect(c.sync_changes_received).toBe(away + 1);
-    expect(c.sync_changes_applied).toBe(away + 1);
+    expect(c.sync_names_received).toBe(away + 1);
+    expect(c.sync_jobs_received ?? 0).toBe(0);
   });
 
   it('kill -9 the broker managing jobs in flight: a survivor adopts them, the results reach it, each job has exactly one accepted result', async () => {

@@ -184,7 +184,7 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
     changes: fc.array(
       fc.record(
         {
-          table: fc.constantFrom('jobs' as const, 'names' as const),
+          table: fc.constantFrom('jobs' as const, 'names' as const, 'nodes' as const),
           key: dataNameArb,
           origin: nodeIdArb,
           seq: fc.integer({ min: 1, max: 2 ** 40 }),
@@ -192,6 +192,7 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
           hlc: atArb,
           job: fc.tuple(viewArb, specArb, fc.array(dataNameArb, { maxLength: 2 })).map(([view, spec, waitFor]) => ({ ...view, spec, digest: 'ab', wait_for: waitFor })),
           location: fc.record({ store: nodeIdArb, size: uintArb, at: atArb }),
+          peer: fc.record({ node_id: nodeIdArb, role: fc.constantFrom('executor' as const, 'datastore' as const), alive: fc.boolean(), job_slots: fc.integer({ min: 0, max: 4_096 }) }, { requiredKeys: ['node_id', 'role', 'alive'] }),
         },
         { requiredKeys: ['table', 'key', 'origin', 'seq', 'vc', 'hlc'] },
       ),
