@@ -38,8 +38,7 @@ export class DataRouter {
   /** Live datastores, most free space first (ties by id, so every broker picks alike). */
   datastores(): Array<{ id: string; free: number }> {
     return this.node.link.peers
-      .peers()
-      .filter((p) => p.alive && p.role === 'datastore')
+      .alive('datastore')
       .map((p) => ({ id: p.id, free: p.heartbeat?.free_bytes ?? 0 }))
       .sort((a, b) => b.free - a.free || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }

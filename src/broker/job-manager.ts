@@ -87,7 +87,9 @@ export class JobManager {
     replica.onJob((job) => this.merged(job));
     if (this.queue.size > 0) this.requestSchedule();
     node.onConnected(() => {
-      setInterval(() => void this.delegateStranded(), Math.max(250, Math.floor(options.delegateAfterMs / 4))).unref();
+      const delegation = setInterval(() => void this.delegateStranded(), Math.max(250, Math.floor(options.delegateAfterMs / 4)));
+      delegation.unref();
+      node.beforeStop(async () => clearInterval(delegation));
       // Executors that died while this broker was down send no death now: give the living time to show
       // themselves (births are retained, heartbeats follow), then treat the silent as lost.
       setTimeout(() => {
@@ -503,10 +505,7 @@ export class JobManager {
 
   /** Live brokers, this one included. */
   private liveBrokers(): string[] {
-    const live = this.node.link.peers
-      .peers()
-      .filter((p) => p.alive && p.role === 'broker')
-      .map((p) => p.id);
+    const live = this.node.link.peers.alive('broker').map((p) => p.id);
     return [...new Set([...live, this.node.link.id])];
   }
 

@@ -42,6 +42,8 @@ export class MetadataReplica {
   private outgoing: Change[] = [];
   private pushScheduled = false;
   private timer?: NodeJS.Timeout;
+  /** Peers an exchange is under way with: a second one at the same time would fetch the same changes. */
+  private readonly exchanging = new Set<string>();
   private readonly jobListeners: Array<(job: SyncedJob, change: Change) => void> = [];
 
   constructor(
@@ -215,6 +217,8 @@ export class MetadataReplica {
 
   /** Sends a peer our digest and applies what it returns, continuing while its answer was cut short. */
   private async exchange(peer: string): Promise<void> {
+    if (this.exchanging.has(peer)) return;
+    this.exchanging.add(peer);
     const counters = this.node.link.counters;
     try {
       for (let i = 0; i < MAX_CONTINUATIONS; i++) {
@@ -231,6 +235,8 @@ export class MetadataReplica {
       if (this.options.retryOnFailure && this.node.link.peers.get(peer)?.alive === true) {
         setTimeout(() => void this.exchange(peer), this.options.failureRetryMs).unref();
       }
+    } finally {
+      this.exchanging.delete(peer);
     }
   }
 
@@ -268,8 +274,8 @@ export class MetadataReplica {
 
   private peers(): string[] {
     return this.node.link.peers
-      .peers()
-      .filter((p) => p.alive && p.role === 'broker' && p.id !== this.node.link.id)
+      .alive('broker')
+      .filter((p) => p.id !== this.node.link.id)
       .map((p) => p.id);
   }
 }

@@ -22,7 +22,7 @@ export function promoteWhenBrokerless(node: NodeRuntime, config: UcpConfig, logg
   const jitterMs = [...node.link.id].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 1_000, 7);
   const timer = setInterval(() => {
     if (promoted !== undefined || promoting) return;
-    const brokerAlive = node.link.peers.peers().some((p) => p.alive && p.role === 'broker');
+    const brokerAlive = node.link.peers.alive('broker').length > 0;
     if (brokerAlive || !node.link.connected) {
       lastBrokerSeen = performance.now();
       return;

@@ -4,6 +4,8 @@ import type { NodeLink } from '../transport/index.js';
 export type DataItem = BodyOf<'data_items'>['items'][number];
 export type ListedName = BodyOf<'data_listing'>['items'][number];
 
+/** How long a client waits to hear from its preferred broker before attaching to another. */
+const PREFERRED_GRACE_MS = 2_000;
 /** Names are fetched and listed this many at a time. */
 const PAGE = 200;
 
@@ -22,6 +24,8 @@ function checkName(name: string): string {
 export class DataClient {
   /** The broker this client attached to; it stays while that broker lives. */
   private attached?: string;
+  /** When this client first looked for a broker: its preferred one gets a moment to be heard from. */
+  private firstLook?: number;
 
   constructor(
     private readonly link: NodeLink,
@@ -43,10 +47,17 @@ export class DataClient {
   async broker(): Promise<string> {
     const deadline = performance.now() + this.brokerWaitMs;
     for (;;) {
-      const brokers = this.link.peers.peers().filter((p) => p.alive && p.role === 'broker');
+      const brokers = this.link.peers.alive('broker');
       const alive = (id: string | undefined) => id !== undefined && id !== '' && brokers.some((p) => p.id === id);
       if (alive(this.preferred)) return this.preferred!;
       if (alive(this.attached)) return this.attached!;
+      // Just connected, the preferred broker's retained birth may not have arrived yet.
+      this.firstLook ??= performance.now();
+      const preferredUnheard = this.preferred !== undefined && this.preferred !== '' && this.link.peers.get(this.preferred) === undefined;
+      if (preferredUnheard && performance.now() - this.firstLook < PREFERRED_GRACE_MS && performance.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
       const least = brokers.sort((a, b) => (a.heartbeat?.load ?? 0) - (b.heartbeat?.load ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))[0];
       if (least !== undefined) {
         this.attached = least.id;

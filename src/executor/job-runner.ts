@@ -103,10 +103,7 @@ export class JobRunner {
     const link = this.node.link;
     const peer = link.peers.get(broker);
     if (peer === undefined || peer.alive) return broker;
-    const live = link.peers
-      .peers()
-      .filter((p) => p.alive && p.role === 'broker')
-      .map((p) => p.id);
+    const live = link.peers.alive('broker').map((p) => p.id);
     return adopterOf(broker, live) ?? broker;
   }
 

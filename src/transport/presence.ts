@@ -53,6 +53,11 @@ export class PeerTable {
     return [...this.table.values()];
   }
 
+  /** The live peers of one role. */
+  alive(role: Role): Readonly<PeerState>[] {
+    return this.peers().filter((p) => p.alive && p.role === role);
+  }
+
   onBirth(id: string, role: Role, incarnation: number, birth: BodyOf<'birth'>): PresenceEvent[] {
     const events = this.proofOfLife(id, role, incarnation);
     const peer = this.table.get(id);

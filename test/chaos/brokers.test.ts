@@ -55,6 +55,7 @@ describe('brokers keep their metadata in sync', () => {
     data = new DataClient(client.link, 20_000, 'br-a');
     jobs = new JobClient(client.link, client.store, data);
     await client.connect();
+    for (const deadline = Date.now() + 10_000; client.link.peers.alive('broker').length < 3 && Date.now() < deadline; ) await sleep(50);
   }, 60_000);
 
   afterAll(async () => {
