@@ -48,9 +48,10 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('cross-broker scheduling', () => {
     for (const peer of ['br-west', 'ds-east', 'ex-east']) await be.waitForLog({ msg: 'peer up', peer }, 15_000);
     expect(bw.logs.some((l) => l.msg === 'peer up' && l.peer === 'ex-east')).toBe(false);
 
-    // The module is stored in the east, where the job will run.
-    const put = await ucpRun(['data', 'put', 'bin/echo.wasm', join(ROOT, 'test', 'fixtures', 'wasm', 'echo.wasm'), ...on(east.port)]);
-    expect(put.code).toBe(0);
+    // The module is stored in the east, where the job will run, through the east broker (the west one is
+    // visible from here too, but its replies do not cross the bridge to a command-line client).
+    const put = await ucpRun(['data', 'put', 'bin/echo.wasm', join(ROOT, 'test', 'fixtures', 'wasm', 'echo.wasm'), '--set', 'node.broker=br-east', ...on(east.port)]);
+    expect(put.code, put.stderr).toBe(0);
 
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'dg', 'hub.url': `mqtt://127.0.0.1:${west.port}` } });
     client = NodeRuntime.create({ config, nodeId: 'responder', role: 'client', dataDir: join(dir, 'responder'), logger: createLogger({ level: 'silent', format: 'json' }) });
