@@ -98,7 +98,10 @@ export class JobRunner {
     }
   }
 
-  /** Where a result for `broker`'s job goes: to it, or to its adopter once it is known to be lost. */
+  /**
+   * Where to turn about a job `broker` assigned (its inputs, progress and result): to that broker, or to
+   * its adopter once it is known to be lost.
+   */
   private resultTarget(broker: string): string {
     const link = this.node.link;
     const peer = link.peers.get(broker);
@@ -114,7 +117,8 @@ export class JobRunner {
     const entry = this.running.get(id);
     if (entry === undefined) return;
     const assignment = this.assignments.get(id);
-    if (assignment === undefined || assignment.broker !== msg.from) {
+    // The broker that assigned it decides, or the one that adopted its jobs when it was lost.
+    if (assignment === undefined || (assignment.broker !== msg.from && this.resultTarget(assignment.broker) !== msg.from)) {
       this.node.link.counters.reject(this.node.log, 'job_cancel_refused', msg.from, `${msg.from} tried to cancel attempt ${attempt} of job ${jobId}, which it did not assign here`);
       return;
     }
@@ -197,12 +201,12 @@ export class JobRunner {
       for (const [path, name] of Object.entries(spec.data)) {
         const target = join(dir, path);
         mkdirSync(dirname(target), { recursive: true });
-        writeFileSync(target, await this.fetch(a.broker, name));
+        writeFileSync(target, await this.fetch(this.resultTarget(a.broker), name));
       }
       if (spec.stdin_file !== undefined) {
         // Outside the job directory: the module reads it as stdin, not as a file it could change.
         stdinPath = join(attemptDir, 'stdin');
-        writeFileSync(stdinPath, await this.fetch(a.broker, spec.stdin_file));
+        writeFileSync(stdinPath, await this.fetch(this.resultTarget(a.broker), spec.stdin_file));
       }
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
@@ -211,7 +215,7 @@ export class JobRunner {
     }
     const entry = this.running.get(id);
     if (entry?.cancelled !== undefined) return { outcome: 'cancelled', message: entry.cancelled, duration_ms: elapsed(), archive: emptyArchive(), files: [], missing: [], named: [] };
-    this.node.link.send(a.broker, 'job_started', { job_id: spec.job_id, attempt: a.attempt });
+    this.node.link.send(this.resultTarget(a.broker), 'job_started', { job_id: spec.job_id, attempt: a.attempt });
     const handle = this.pool.run({
       wasm,
       args: spec.argv.length > 0 ? spec.argv : [programName(spec.wasm_module)],
@@ -279,7 +283,7 @@ export class JobRunner {
       this.modules.set(key!, hit);
       return hit;
     }
-    const bytes = await this.fetch(a.broker, name);
+    const bytes = await this.fetch(this.resultTarget(a.broker), name);
     if (key !== undefined && bytes.byteLength <= MODULE_CACHE_BYTES) {
       this.modules.set(key, bytes);
       this.moduleBytes += bytes.byteLength;
