@@ -71,6 +71,8 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('cross-broker scheduling', () => {
       return status.kind === 'status' ? status.body.counters[name] : undefined;
     };
     expect(await counter('br-west', 'jobs_delegated')).toBe(1);
+    // The west learnt of the east's units from the replicated registry (each broker records what it sees).
+    expect(await counter('br-west', 'sync_nodes_received')).toBeGreaterThan(0);
     // (The east broker's replies do not cross the bridge to this client: its log tells.)
     expect(be.logs.filter((l) => l.msg === 'took over a job a peer broker cannot place').map((l) => [l.job, l.from])).toEqual([['needs-ambulance', 'br-west']]);
   }, 90_000);
