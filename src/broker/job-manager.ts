@@ -326,6 +326,8 @@ export class JobManager {
       Date.now(),
     );
     for (const a of job.attempts) this.release(a.executor, job.job_id);
+    // A lost attempt that delivered while the job waited to be placed again: it needs no new attempt.
+    this.queue.remove(job.job_id);
     await this.persist(job);
     for (const a of cancelled) this.node.link.send(a.executor, 'job_cancel', { job_id: job.job_id, attempt: a.attempt, reason: a.reason ?? 'another attempt delivered first' });
     this.notify(job, result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
