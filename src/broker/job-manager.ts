@@ -1,6 +1,7 @@
-import { adopterOf, isFinal, resultArchiveName, unmetRequirement, type BodyOf, type Envelope } from '../protocol/index.js';
+import { adopterOf, isFinal, resultArchiveName, unmetRequirement, type BodyOf, type Envelope, type Requirements } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import type { DataRouter } from './data-router.js';
+import { Delegation } from './delegation.js';
 import type { MetadataReplica, SyncedJob } from './metadata-replica.js';
 import { arbitrate, recordAcceptance, recordAssignment, recordFailure, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
 import { currentAttempt, inputsOf, specDigest, viewOf, type JobRecord } from './job-record.js';
@@ -38,9 +39,6 @@ export class JobManager {
   /** Per job, the tail of the work deciding its results, so two results never race. */
   private readonly locks = new Map<string, Promise<void>>();
   private scheduleRequested = false;
-  /** Queued jobs that no executor in sight can run, and since when (local monotonic time). */
-  private readonly stranded = new Map<string, number>();
-  private delegating = false;
 
   constructor(
     private readonly node: NodeRuntime,
@@ -85,11 +83,22 @@ export class JobManager {
     });
     data.onStored((name) => this.published(name));
     replica.onJob((job) => this.merged(job));
+    new Delegation(
+      node,
+      replica,
+      {
+        queued: () => [...this.jobs.values()].filter((job) => job.state === 'queued' && this.queue.has(job.job_id)) as SyncedJob[],
+        canRun: (needs) => this.canRun(needs),
+        peerBrokers: () => this.liveBrokers().filter((b) => b !== link.id),
+        handOver: (jobId) => {
+          this.jobs.delete(jobId);
+          this.queue.remove(jobId);
+        },
+      },
+      options.delegateAfterMs,
+    );
     if (this.queue.size > 0) this.requestSchedule();
     node.onConnected(() => {
-      const delegation = setInterval(() => void this.delegateStranded(), Math.max(250, Math.floor(options.delegateAfterMs / 4)));
-      delegation.unref();
-      node.beforeStop(async () => clearInterval(delegation));
       // Executors that died while this broker was down send no death now: give the living time to show
       // themselves (births are retained, heartbeats follow), then treat the silent as lost.
       setTimeout(() => {
@@ -421,65 +430,9 @@ export class JobManager {
     }
   }
 
-  /**
-   * Offers to peer brokers the queued jobs that no executor this broker can see is able to run (not merely
-   * busy ones) once they have waited delegateAfterMs: with bridged hubs a peer may reach executors this
-   * broker cannot. The first peer that sees a capable executor takes the job over.
-   */
-  private async delegateStranded(): Promise<void> {
-    if (this.delegating) return;
-    this.delegating = true;
-    try {
-      const now = performance.now();
-      const executors = this.executors();
-      const live = this.liveBrokers().filter((b) => b !== this.node.link.id);
-      for (const jobId of this.stranded.keys()) if (!this.jobs.has(jobId)) this.stranded.delete(jobId);
-      for (const [jobId, job] of this.jobs) {
-        if (job.state !== 'queued' || !this.queue.has(jobId) || executors.some((e) => unmetRequirement(e.capabilities, job.spec.capabilities) === undefined)) {
-          this.stranded.delete(jobId);
-          continue;
-        }
-        const since = this.stranded.get(jobId) ?? now;
-        this.stranded.set(jobId, since);
-        const peers = this.candidatesFor(job, live);
-        if (now - since < this.options.delegateAfterMs || peers.length === 0) continue;
-        for (const peer of peers) {
-          try {
-            const reply = await this.node.link.request(peer, 'job_delegate', { job: job as SyncedJob });
-            if (reply.kind !== 'job_accepted') continue;
-            // The peer's record (naming it) may have arrived by sync already and taken the job off us.
-            this.jobs.delete(jobId);
-            this.queue.remove(jobId);
-            this.stranded.delete(jobId);
-            this.node.link.counters.inc('jobs_delegated');
-            this.node.log.info({ job: jobId, to: peer }, 'delegated a job no executor in sight can run');
-            break;
-          } catch {
-            // Refused (it sees no capable executor either) or unreachable: ask the next peer.
-          }
-        }
-        // Asked everyone: wait another period before asking again.
-        if (this.jobs.has(jobId)) this.stranded.set(jobId, performance.now());
-      }
-    } finally {
-      this.delegating = false;
-    }
-  }
-
-  /**
-   * The peer brokers to offer a job to, from the replicated registry: first those that recorded a live
-   * executor able to run it; brokers that recorded executors but none able are left out; brokers that
-   * recorded none (nothing synced from them yet) are asked last.
-   */
-  private candidatesFor(job: Job, live: readonly string[]): string[] {
-    const recorded = new Set<string>();
-    const able = new Set<string>();
-    for (const { broker, node } of this.replica.registry()) {
-      if (node.role !== 'executor' || !live.includes(broker)) continue;
-      recorded.add(broker);
-      if (node.alive && node.capabilities !== undefined && unmetRequirement(node.capabilities, job.spec.capabilities) === undefined) able.add(broker);
-    }
-    return [...live.filter((b) => able.has(b)), ...live.filter((b) => !recorded.has(b))];
+  /** Whether an executor this broker sees can run a job that needs this, busy or not. */
+  private canRun(needs: Requirements): boolean {
+    return this.executors().some((e) => unmetRequirement(e.capabilities, needs) === undefined);
   }
 
   /** A peer broker offers a job it cannot place: take it if an executor this broker sees can run it. */
@@ -490,7 +443,7 @@ export class JobManager {
       this.node.link.reply(msg, 'job_accepted', { job: viewOf(known), created: false });
       return;
     }
-    if (!this.executors().some((e) => unmetRequirement(e.capabilities, offered.spec.capabilities) === undefined)) {
+    if (!this.canRun(offered.spec.capabilities)) {
       throw new Refusal('cannot_place', `${this.node.link.id} sees no executor that can run job ${offered.job_id} either`);
     }
     const job = structuredClone(offered) as Job;
