@@ -1,10 +1,10 @@
-import { adopterOf, isFinal, resultArchiveName, unmetRequirement, type BodyOf, type Envelope, type Requirements } from '../protocol/index.js';
+import { adopterOf, inputsOf, isFinal, resultArchiveName, unmetRequirement, type BodyOf, type Envelope, type Requirements } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import type { DataRouter } from './data-router.js';
 import { Delegation } from './delegation.js';
 import type { MetadataReplica, SyncedJob } from './metadata-replica.js';
 import { arbitrate, recordAcceptance, recordAssignment, recordFailure, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
-import { currentAttempt, inputsOf, specDigest, viewOf, type JobRecord } from './job-record.js';
+import { currentAttempt, specDigest, viewOf, type JobRecord } from './job-record.js';
 import { answering, Refusal } from './refusal.js';
 import { JobQueue, type ExecutorView } from './scheduler.js';
 

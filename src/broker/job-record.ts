@@ -12,13 +12,6 @@ export interface JobRecord extends JobView {
 
 export type AttemptRecord = JobView['attempts'][number];
 
-/** Every data name a job reads before it starts. */
-export function inputsOf(spec: JobSpec): string[] {
-  const names = new Set([spec.wasm_module, ...Object.values(spec.data)]);
-  if (spec.stdin_file !== undefined) names.add(spec.stdin_file);
-  return [...names];
-}
-
 /** Deterministic across processes: keys are sorted, so field order in a plan does not matter. */
 export function specDigest(spec: JobSpec): string {
   return createHash('sha256').update(canonicalJson(spec)).digest('hex');

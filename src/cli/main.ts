@@ -51,17 +51,13 @@ function output(flags: GlobalFlags): Output {
   return { ...stdout, json: flags.json === true };
 }
 
-/** What a query command needs: its configuration, a logger on stderr, and where its answer goes. */
-function tool(cmd: Command) {
+/**
+ * What a query command needs: its configuration, a logger on stderr, and where its answer goes. A `quiet`
+ * command's own output is the story: node logs appear only when asked for with --log-level.
+ */
+function tool(cmd: Command, quiet = false) {
   const flags = globals(cmd);
-  const config = resolveConfig(flags);
-  return { config, logger: makeLogger(config, true), out: output(flags) };
-}
-
-/** A client command whose own output is the story: node logs only when asked for with --log-level. */
-function quietTool(cmd: Command) {
-  const flags = globals(cmd);
-  const config = resolveConfig(flags, flags.logLevel === undefined ? { 'log.level': 'warn' } : {});
+  const config = resolveConfig(flags, quiet && flags.logLevel === undefined ? { 'log.level': 'warn' } : {});
   return { config, logger: makeLogger(config, true), out: output(flags) };
 }
 
@@ -229,7 +225,7 @@ program
   .option('--detach', 'submit, print the job ids and exit (exit code 3); collect later with `ucp results`')
   .option('--timeout <s>', 'seconds to wait for the jobs before giving up (exit code 3; the jobs keep running)', integer('timeout', 1, 604_800))
   .action(async (plan: string, opts: { results: string; detach?: boolean; timeout?: number }, cmd: Command) => {
-    const { config, logger, out } = quietTool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     process.exitCode = await runPlan(config, logger, out, plan, { results: opts.results, detach: opts.detach === true, ...(opts.timeout !== undefined ? { timeoutS: opts.timeout } : {}) });
   });
 
@@ -241,7 +237,7 @@ program
   .option('--wait', 'wait for unfinished jobs to end')
   .option('--timeout <s>', 'with --wait: seconds to wait before giving up', integer('timeout', 1, 604_800))
   .action(async (ids: string[], opts: { results: string; wait?: boolean; timeout?: number }, cmd: Command) => {
-    const { config, logger, out } = quietTool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     process.exitCode = await collectResults(config, logger, out, ids, { results: opts.results, wait: opts.wait === true, ...(opts.timeout !== undefined ? { timeoutS: opts.timeout } : {}) });
   });
 
@@ -250,7 +246,7 @@ program
   .description('list the jobs the broker knows')
   .option('--owner <client>', "only this client's jobs")
   .action(async (opts: { owner?: string }, cmd: Command) => {
-    const { config, logger, out } = quietTool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     await listJobs(config, logger, out, opts.owner);
   });
 
@@ -259,7 +255,7 @@ program
   .description("show one job: state, attempts (with each one's outcome) and result")
   .argument('<id>', 'job id')
   .action(async (id: string, _opts: unknown, cmd: Command) => {
-    const { config, logger, out } = quietTool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     await showJob(config, logger, out, id);
   });
 
@@ -267,10 +263,9 @@ program
   .command('demo')
   .description('run the all-in-one demo on an embedded hub and check what it shows (npm start)')
   .action(async (_opts: unknown, cmd: Command) => {
-    const flags = globals(cmd);
     // The demo prints its own story; node logs would drown it unless asked for.
-    const config = resolveConfig(flags, flags.logLevel === undefined ? { 'log.level': 'warn' } : {});
-    process.exitCode = await runDemo(config, makeLogger(config, true), output(flags));
+    const { config, logger, out } = tool(cmd, true);
+    process.exitCode = await runDemo(config, logger, out);
   });
 
 /** One line, no stack: what went wrong and what to do. */

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { isFinal, type BodyOf, type JobSpec, type JobView } from '../protocol/index.js';
+import { inputsOf, isFinal, type BodyOf, type JobSpec, type JobView } from '../protocol/index.js';
 import type { NodeStore, Table } from '../store/index.js';
 import { RemoteError, TransportError, type NodeLink } from '../transport/index.js';
 import type { DataClient } from './data-client.js';
@@ -93,7 +93,7 @@ export class JobClient {
     for (const job of plan.jobs) for (const name of Object.values(job.spec.named_results)) producedBy.set(name, job.spec.job_id);
     const views: JobView[] = [];
     for (const job of plan.jobs) {
-      const waitFor = readsOf(job.spec).filter((name) => producedBy.has(name));
+      const waitFor = inputsOf(job.spec).filter((name) => producedBy.has(name));
       const { job: view, created } = await this.submit(job.spec, waitFor, plan.file);
       onEvent({ type: 'submitted', job: view, created });
       views.push(view);
@@ -213,9 +213,4 @@ export class JobClient {
       }
     }
   }
-}
-
-/** The data names a job reads. */
-function readsOf(spec: JobSpec): string[] {
-  return [spec.wasm_module, ...Object.values(spec.data), ...(spec.stdin_file !== undefined ? [spec.stdin_file] : [])];
 }

@@ -48,6 +48,13 @@ export const jobSpecSchema = object({
 
 export type JobSpec = Infer<typeof jobSpecSchema>;
 
+/** Every data name a job reads before it starts, once each. */
+export function inputsOf(spec: JobSpec): string[] {
+  const names = new Set([spec.wasm_module, ...Object.values(spec.data)]);
+  if (spec.stdin_file !== undefined) names.add(spec.stdin_file);
+  return [...names];
+}
+
 /** The name under which a job's result archive is kept; deleting a job's data keeps it. */
 export function resultArchiveName(jobId: string): string {
   return `${jobId}/result.zip`;
