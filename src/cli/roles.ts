@@ -44,6 +44,13 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
         workDir: join(node.store.dir, 'jobs'),
         keepJobDirs: config.executor.keep_job_dirs,
         maxResultBytes: Math.max(1_024, config.protocol.max_message_bytes - RESULT_ENVELOPE_BYTES),
+        limits: {
+          memoryBytes: config.executor.max_memory_mb * 1_048_576,
+          outputBytes: config.executor.max_output_mb * 1_048_576,
+          jobMs: config.executor.max_job_seconds * 1_000,
+          files: config.executor.max_files,
+        },
+        sandboxIdleMs: config.executor.sandbox_idle_s * 1_000,
       });
       node.onConnected(() => runner.resume());
       node.beforeStop(() => runner.stop());

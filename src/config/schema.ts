@@ -146,6 +146,11 @@ export const CONFIG_SCHEMA = {
     tags: { type: 'string[]', itemPattern: /^[A-Za-z0-9._:-]{1,64}$/, hint: '1-64 characters from A-Z a-z 0-9 . _ : -', maxItems: 64 },
     slots: { type: 'integer', min: 0, max: 256 },
     keep_job_dirs: { type: 'boolean' },
+    max_memory_mb: { type: 'integer', min: 1, max: 4096 },
+    max_output_mb: { type: 'integer', min: 1, max: 65536 },
+    max_job_seconds: { type: 'integer', min: 1, max: 604800 },
+    max_files: { type: 'integer', min: 16, max: 10000000 },
+    sandbox_idle_s: { type: 'integer', min: 0, max: 86400 },
   },
   scheduler: {
     aging_s: { type: 'integer', min: 1 },
@@ -261,6 +266,11 @@ export interface ExecutorConfig {
   readonly tags: readonly string[];
   readonly slots: number;
   readonly keep_job_dirs: boolean;
+  readonly max_memory_mb: number;
+  readonly max_output_mb: number;
+  readonly max_job_seconds: number;
+  readonly max_files: number;
+  readonly sandbox_idle_s: number;
 }
 
 export interface SchedulerConfig {

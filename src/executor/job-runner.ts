@@ -1,10 +1,9 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { adopterOf, type BodyOf, type Envelope, type JobSpec, type RunOutcome } from '../protocol/index.js';
+import { adopterOf, BODY_SCHEMAS, type BodyOf, type Envelope, type JobSpec, type RunOutcome } from '../protocol/index.js';
 import type { Table } from '../store/index.js';
 import { RemoteError, TransportError, type NodeRuntime } from '../transport/index.js';
 import { readCapabilities } from './capabilities.js';
-import { buildResultArchive, ResultTooLargeError } from './result-archive.js';
 import { SandboxPool, type RunHandle, type SandboxResult } from './sandbox/index.js';
 
 export interface JobRunnerOptions {
@@ -12,16 +11,30 @@ export interface JobRunnerOptions {
   readonly slots: number;
   /** Capability tags this executor offers. */
   readonly tags: readonly string[];
-  /** Where attempts run: <workDir>/<job>-<attempt>/root is the job directory, its streams sit beside it. */
+  /** Where a finished job's files are written when keepJobDirs is set: <workDir>/<job>-<attempt>/. */
   readonly workDir: string;
   readonly keepJobDirs: boolean;
   /** Archive plus named results must fit in one message to the broker. */
   readonly maxResultBytes: number;
+  /** The executor's own ceilings: a job's request is clamped to them. */
+  readonly limits: ExecutorLimits;
+  /** A sandbox process with no job for this long exits (0 keeps them). */
+  readonly sandboxIdleMs: number;
+}
+
+export interface ExecutorLimits {
+  readonly memoryBytes: number;
+  /** All the bytes one job may write (files and streams). */
+  readonly outputBytes: number;
+  readonly jobMs: number;
+  /** Files and directories one job may create. */
+  readonly files: number;
 }
 
 /**
  * An assignment this executor accepted, kept in LMDB until its result is in the durable outbox (from
- * then on the outbox delivers it, across restarts). One still here after a restart is run again.
+ * then on the outbox delivers it, across restarts). One still here after a restart was running when the
+ * executor died: it is reported as killed_executor, never run again blindly.
  */
 interface Assignment {
   readonly broker: string;
@@ -35,18 +48,19 @@ class MissingInput extends Error {}
 
 type RunReport = Omit<BodyOf<'job_result'>, 'job_id' | 'attempt'>;
 
-/** Captured streams of jobs that do not redirect them are added to the result archive under these names. */
-const CAPTURED_STDOUT = '_stdout.txt';
-const CAPTURED_STDERR = '_stderr.txt';
 /** Reported attempts remembered, so that a resent assignment is not run again. */
 const REPORTED_REMEMBERED = 10_000;
 /** Compiled-module reuse needs the bytes first: keep this many bytes of recently used modules. */
 const MODULE_CACHE_BYTES = 64 * 1_048_576;
+/** Descriptors one job may hold open. */
+const JOB_MAX_FDS = 1_024;
+/** The most file paths one result lists (the wire's limit). */
+const RESULT_MAX_FILES = 4_096;
 
 /**
- * The executor role's work: it accepts assignments from brokers (durably, so a restart runs them
- * again), stages each job's inputs into a fresh job directory, runs the module in the sandbox pool,
- * and reports the outcome with the result archive and named results through the durable outbox.
+ * The executor role's work: it accepts assignments from brokers (durably), fetches each job's inputs,
+ * runs the module in a sandbox process over an in-memory job tree, and reports the outcome with the result
+ * archive and named results through the durable outbox.
  */
 export class JobRunner {
   private readonly pool: SandboxPool;
@@ -59,12 +73,14 @@ export class JobRunner {
   /** Attempts reported lately: an assignment sent again (by a broker adopting the job) is not run twice. */
   private readonly reported = new Set<string>();
   private stopping = false;
+  private resumed = false;
 
   constructor(
     private readonly node: NodeRuntime,
     private readonly options: JobRunnerOptions,
   ) {
-    this.pool = new SandboxPool({ size: options.slots });
+    this.pool = new SandboxPool({ size: options.slots, idleMs: options.sandboxIdleMs });
+    this.pool.warm();
     this.assignments = node.store.table<Assignment>('assignments');
     const link = node.link;
     link.setHeartbeatFields(() => ({
@@ -82,7 +98,6 @@ export class JobRunner {
     link.onPresence((event) => {
       if (event.peer.role === 'broker') this.redirectOrphanedResults();
     });
-    mkdirSync(options.workDir, { recursive: true });
   }
 
   /**
@@ -128,9 +143,22 @@ export class JobRunner {
     this.node.log.info({ job: jobId, attempt, broker: msg.from, reason }, 'job cancelled');
   }
 
-  /** Runs again what a previous run of this executor accepted but did not finish. */
+  /**
+   * Assignments a previous run of this executor accepted and did not finish: it died while they ran
+   * (whatever killed it, perhaps the job). Each is reported as killed_executor instead of being run again,
+   * so a job that kills its unit cannot do it twice here; the broker decides whether to place it elsewhere.
+   */
   resume(): void {
-    for (const { key, value } of this.assignments.getRange()) this.start(String(key), value);
+    if (this.resumed) return;
+    this.resumed = true;
+    for (const { key, value } of this.assignments.getRange()) {
+      const id = String(key);
+      if (this.running.has(id)) continue;
+      this.node.link.counters.inc('jobs_killed_executor');
+      this.node.log.warn({ job: value.spec.job_id, attempt: value.attempt }, 'this executor died while running the attempt; reporting it instead of running it again');
+      const report: RunReport = { outcome: 'killed_executor', message: `${this.node.link.id} died while running this attempt and does not run it again`, duration_ms: 0, ...noResults() };
+      void this.deliver(id, value, report).catch((err: Error) => this.node.log.error({ job: value.spec.job_id, err: err.message }, 'reporting a killed attempt failed'));
+    }
   }
 
   async stop(): Promise<void> {
@@ -155,120 +183,110 @@ export class JobRunner {
     this.node.link.counters.inc('jobs_started');
     void this.execute(id, assignment)
       .catch((err: Error) => {
-        // Only the node stopping gets here (its store closed under it): the job runs again on restart.
+        // Only the node stopping gets here (its store closed under it).
         if (!this.stopping) this.node.log.error({ job: assignment.spec.job_id, attempt: assignment.attempt, err: err.message }, 'job reporting failed');
       })
       .finally(() => this.running.delete(id));
   }
 
   private async execute(id: string, a: Assignment): Promise<void> {
-    const { spec, attempt, broker } = a;
-    const attemptDir = join(this.options.workDir, `${spec.job_id}-${attempt}`);
-    const report = await this.run(id, a, attemptDir);
+    const report = await this.run(id, a);
     if (this.stopping) return;
     if (this.running.get(id)?.cancelled !== undefined) {
       await this.assignments.remove(id);
-      if (!this.options.keepJobDirs) rmSync(attemptDir, { recursive: true, force: true });
       return;
     }
+    await this.deliver(id, a, report);
+    this.node.log.info({ job: a.spec.job_id, attempt: a.attempt, outcome: report.outcome, exitCode: report.exit_code, ms: report.duration_ms }, 'job finished');
+  }
+
+  /** Hands a report to the durable outbox and forgets the assignment, in one LMDB batch. */
+  private async deliver(id: string, a: Assignment, report: RunReport): Promise<void> {
+    const body: BodyOf<'job_result'> = { job_id: a.spec.job_id, attempt: a.attempt, ...this.deliverable(report) };
     // In the same turn, so both land in one LMDB batch: after a crash the result is either still to be
-    // sent by the outbox, or the assignment is still here and runs again (the broker takes the first).
-    const sent = this.node.link.sendDurable(this.resultTarget(broker), 'job_result', { job_id: spec.job_id, attempt, ...report });
+    // sent by the outbox, or the assignment is still here and is reported as killed_executor.
+    const sent = this.node.link.sendDurable(this.resultTarget(a.broker), 'job_result', body);
     const removed = this.assignments.remove(id);
     await Promise.all([sent, removed]);
     this.reported.add(id);
     if (this.reported.size > REPORTED_REMEMBERED) this.reported.delete(this.reported.values().next().value!);
-    this.node.log.info({ job: spec.job_id, attempt, outcome: report.outcome, exitCode: report.exit_code, ms: report.duration_ms }, 'job finished');
-    if (!this.options.keepJobDirs) rmSync(attemptDir, { recursive: true, force: true });
   }
 
-  /** Stages, runs and collects one attempt; every way it can end becomes a report, never a throw. */
-  private async run(id: string, a: Assignment, attemptDir: string): Promise<RunReport> {
+  /**
+   * A report the broker would refuse (a field out of the wire's bounds) would be retried forever: it is
+   * replaced by a failure that says why, which always travels.
+   */
+  private deliverable(report: RunReport): RunReport {
+    const problem = BODY_SCHEMAS.job_result.check({ job_id: 'j', attempt: 1, ...report }, 'result');
+    if (problem === undefined) return report;
+    this.node.link.counters.inc('results_undeliverable');
+    return { outcome: 'result_undeliverable', message: `the job's result cannot be sent: ${problem}`.slice(0, 2_048), duration_ms: report.duration_ms, ...noResults() };
+  }
+
+  /** Fetches, runs and collects one attempt; every way it can end becomes a report, never a throw. */
+  private async run(id: string, a: Assignment): Promise<RunReport> {
     const { spec } = a;
     const started = performance.now();
     const elapsed = () => Math.round(performance.now() - started);
-    const dir = join(attemptDir, 'root');
-    const stdoutPath = spec.stdout_file !== undefined ? join(dir, spec.stdout_file) : join(attemptDir, 'stdout');
-    const stderrPath = spec.stderr_file !== undefined ? join(dir, spec.stderr_file) : join(attemptDir, 'stderr');
+    const source = () => this.resultTarget(a.broker);
     let wasm: Uint8Array;
-    let stdinPath: string | undefined;
+    let stdin: Uint8Array | undefined;
+    const inputs: Array<[string, Uint8Array]> = [];
     try {
-      rmSync(attemptDir, { recursive: true, force: true });
-      mkdirSync(dir, { recursive: true });
-      for (const d of spec.dirs) mkdirSync(join(dir, d), { recursive: true });
-      for (const path of [spec.stdout_file, spec.stderr_file]) if (path !== undefined) mkdirSync(dirname(join(dir, path)), { recursive: true });
       wasm = await this.module(a);
-      for (const [path, name] of Object.entries(spec.data)) {
-        const target = join(dir, path);
-        mkdirSync(dirname(target), { recursive: true });
-        writeFileSync(target, await this.fetch(this.resultTarget(a.broker), name));
-      }
-      if (spec.stdin_file !== undefined) {
-        // Outside the job directory: the module reads it as stdin, not as a file it could change.
-        stdinPath = join(attemptDir, 'stdin');
-        writeFileSync(stdinPath, await this.fetch(this.resultTarget(a.broker), spec.stdin_file));
-      }
+      for (const [path, name] of Object.entries(spec.data)) inputs.push([path, await this.fetch(source(), name)]);
+      if (spec.stdin_file !== undefined) stdin = await this.fetch(source(), spec.stdin_file);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       const outcome: RunOutcome = err instanceof MissingInput ? 'missing_input' : 'host_error';
-      return { outcome, message: message.slice(0, 2_048), duration_ms: elapsed(), archive: emptyArchive(), files: [], missing: [], named: [] };
+      return { outcome, message: message.slice(0, 2_048), duration_ms: elapsed(), ...noResults() };
     }
     const entry = this.running.get(id);
-    if (entry?.cancelled !== undefined) return { outcome: 'cancelled', message: entry.cancelled, duration_ms: elapsed(), archive: emptyArchive(), files: [], missing: [], named: [] };
-    this.node.link.send(this.resultTarget(a.broker), 'job_started', { job_id: spec.job_id, attempt: a.attempt });
+    if (entry?.cancelled !== undefined) return { outcome: 'cancelled', message: entry.cancelled, duration_ms: elapsed(), ...noResults() };
+    this.node.link.send(source(), 'job_started', { job_id: spec.job_id, attempt: a.attempt });
+    const limits = this.options.limits;
+    const timeoutMs = Math.min(spec.timeout_s * 1_000, limits.jobMs);
+    const memoryCapBytes = Math.min(spec.max_memory_mb * 1_048_576, limits.memoryBytes);
     const handle = this.pool.run({
       wasm,
-      args: spec.argv.length > 0 ? spec.argv : [programName(spec.wasm_module)],
+      // Verbatim, as REC passes it: an empty argv stays empty.
+      args: spec.argv,
       env: spec.env,
-      jobDir: dir,
-      ...(stdinPath !== undefined ? { stdinPath } : {}),
-      stdoutPath,
-      stderrPath,
-      timeoutMs: spec.timeout_s * 1_000,
-      memoryCapBytes: spec.max_memory_mb * 1_048_576,
+      ...(stdin !== undefined ? { stdin } : {}),
+      dirs: spec.dirs,
+      inputs,
+      ...(spec.stdout_file !== undefined ? { stdoutFile: spec.stdout_file } : {}),
+      ...(spec.stderr_file !== undefined ? { stderrFile: spec.stderr_file } : {}),
+      results: spec.results,
+      namedResults: Object.entries(spec.named_results),
+      keepTree: this.options.keepJobDirs,
+      timeoutMs,
+      memoryCapBytes,
+      limits: { outputBytes: limits.outputBytes, maxNodes: limits.files, maxFds: JOB_MAX_FDS, maxResultBytes: this.options.maxResultBytes, maxResultFiles: RESULT_MAX_FILES },
     });
     if (entry !== undefined) entry.handle = handle;
     const ran = await handle.result;
-    const captured: Record<string, string> = {};
-    if (spec.stdout_file === undefined) captured[CAPTURED_STDOUT] = stdoutPath;
-    if (spec.stderr_file === undefined) captured[CAPTURED_STDERR] = stderrPath;
-    let collected: ReturnType<JobRunner['collect']>;
-    try {
-      collected = this.collect(a, dir, captured, stderrPath);
-    } catch (err) {
-      return { outcome: 'host_error', message: `collecting the results failed: ${(err as Error).message}`.slice(0, 2_048), duration_ms: elapsed(), archive: emptyArchive(), files: [], missing: [], named: [] };
-    }
-    if ('tooLarge' in collected) {
-      return { outcome: 'result_too_large', message: collected.tooLarge, duration_ms: elapsed(), archive: emptyArchive(), files: [], missing: [], named: [] };
-    }
-    return { ...outcomeOf(ran, collected.stderrTail), duration_ms: elapsed(), ...collected.results };
+    if (ran.tree !== undefined) this.keepTree(a, ran.tree);
+    const clamped = {
+      timeout: timeoutMs < spec.timeout_s * 1_000 ? `executor.max_job_seconds on ${this.node.link.id}; the job asked for ${spec.timeout_s} s` : undefined,
+      memory: memoryCapBytes < spec.max_memory_mb * 1_048_576 ? `executor.max_memory_mb on ${this.node.link.id}; the job asked for ${spec.max_memory_mb} MiB` : undefined,
+    };
+    return { ...outcomeOf(ran, clamped), duration_ms: elapsed(), ...(ran.results ?? noResults()) };
   }
 
-  /** The result archive and named results, or why they cannot be sent. */
-  private collect(a: Assignment, dir: string, captured: Record<string, string>, stderrPath: string): { results: Pick<RunReport, 'archive' | 'files' | 'missing' | 'named'>; stderrTail: string } | { tooLarge: string } {
-    // Read before the archive is built: the tail explains a failure even when results are too large.
-    const stderrTail = lastLine(stderrPath);
+  /** Writes a finished job's files under the work directory, for debugging (executor.keep_job_dirs). */
+  private keepTree(a: Assignment, tree: ReadonlyArray<readonly [string, Uint8Array]>): void {
+    const root = join(this.options.workDir, `${a.spec.job_id}-${a.attempt}`);
     try {
-      const archive = buildResultArchive(dir, a.spec.results, this.options.maxResultBytes, captured);
-      const missing = [...archive.missing];
-      const named: RunReport['named'] = [];
-      let total = archive.zip.byteLength;
-      for (const [path, name] of Object.entries(a.spec.named_results)) {
-        let bytes: Uint8Array;
-        try {
-          bytes = readFileSync(join(dir, path));
-        } catch {
-          if (!missing.includes(path)) missing.push(path);
-          continue;
-        }
-        total += bytes.byteLength;
-        if (total > this.options.maxResultBytes) throw new ResultTooLargeError(`the result archive and named results exceed ${this.options.maxResultBytes} bytes`);
-        named.push({ path, name, bytes });
+      for (const [path, bytes] of tree) {
+        // Tree names never hold '/', '.' or '..' as a component (the tree refuses them), so each path
+        // stays below root; 'wx' refuses to write through anything already there.
+        const target = join(root, path);
+        mkdirSync(dirname(target), { recursive: true });
+        writeFileSync(target, bytes, { flag: 'wx' });
       }
-      return { results: { archive: archive.zip, files: [...archive.files], missing, named }, stderrTail };
     } catch (err) {
-      if (err instanceof ResultTooLargeError) return { tooLarge: err.message };
-      throw err;
+      this.node.log.warn({ job: a.spec.job_id, attempt: a.attempt, err: (err as Error).message }, 'could not keep the job files');
     }
   }
 
@@ -312,44 +330,32 @@ export class JobRunner {
   }
 }
 
-function outcomeOf(ran: SandboxResult, stderrTail: string): Pick<RunReport, 'outcome' | 'exit_code' | 'message'> {
-  const tail = stderrTail !== '' ? `; stderr: ${stderrTail}` : '';
+/** The report's outcome and message; a limit the executor lowered is named in the message. */
+function outcomeOf(ran: SandboxResult, clamped: { timeout: string | undefined; memory: string | undefined }): Pick<RunReport, 'outcome' | 'exit_code' | 'message'> {
+  const tail = ran.stderrTail !== undefined && ran.stderrTail !== '' ? `; stderr: ${ran.stderrTail}` : '';
+  const cut = (text: string) => text.slice(0, 2_048);
   switch (ran.outcome) {
     case 'exited':
-      return { outcome: 'exited', exit_code: ran.exitCode ?? 0, message: ran.exitCode === 0 ? ran.message : `${ran.message}${tail}`.slice(0, 2_048) };
+      return { outcome: 'exited', exit_code: ran.exitCode ?? 0, message: cut(ran.exitCode === 0 ? ran.message : `${ran.message}${tail}`) };
     case 'error':
-      return { outcome: 'host_error', message: ran.message.slice(0, 2_048) };
-    case 'trap':
+      return { outcome: 'host_error', message: cut(ran.message) };
+    case 'timeout':
+      return { outcome: 'timeout', message: cut(clamped.timeout !== undefined ? `${ran.message} (${clamped.timeout})` : ran.message) };
     case 'memory_limit':
-      return { outcome: ran.outcome, message: `${ran.message}${tail}`.slice(0, 2_048) };
+      return { outcome: 'memory_limit', ...(ran.exitCode !== undefined ? { exit_code: ran.exitCode } : {}), message: cut(`${ran.message}${clamped.memory !== undefined ? ` (${clamped.memory})` : ''}${tail}`) };
+    case 'trap':
+    case 'crashed':
+    case 'output_limit':
+      return { outcome: ran.outcome, message: cut(`${ran.message}${tail}`) };
     default:
-      return { outcome: ran.outcome, message: ran.message.slice(0, 2_048) };
+      return { outcome: ran.outcome, message: cut(ran.message) };
   }
 }
 
-/**
- * argv[0] for a job that lists no arguments: the module's name, as a shell would give it. An empty argv
- * makes wasi-libc's start-up code exit with 71 (EX_OSERR) before main runs.
- */
-function programName(wasmModule: string): string {
-  return (wasmModule.split('/').pop() ?? wasmModule).replace(/\.wasm$/, '');
-}
-
-/** The last non-empty line a job wrote to stderr (at most 200 characters), to say why it failed. */
-function lastLine(path: string): string {
-  try {
-    const text = readFileSync(path, 'utf8').slice(-4_096);
-    const line = text.split('\n').filter((l) => l.trim() !== '').pop() ?? '';
-    return line.trim().slice(0, 200);
-  } catch {
-    return '';
-  }
-}
-
-/** A zip with no entries: what a job that never ran, or whose results cannot be sent, delivers. */
-function emptyArchive(): Uint8Array {
+/** What a job that never ran, or whose results cannot be sent, delivers: an empty archive and nothing else. */
+function noResults(): Pick<RunReport, 'archive' | 'files' | 'missing' | 'named'> {
   const zip = new Uint8Array(22);
   // End-of-central-directory signature; every other field of an empty archive is zero.
   zip.set([0x50, 0x4b, 0x05, 0x06]);
-  return zip;
+  return { archive: zip, files: [], missing: [], named: [] };
 }

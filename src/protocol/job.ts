@@ -70,10 +70,28 @@ export function isFinal(state: JobState): boolean {
 
 /**
  * How one run of a job ended, as its executor reports it. `exited` carries the exit code (0 = success;
- * results are delivered either way). `missing_input` names the data it could not stage. `host_error` is the
- * executor's own failure (a disk, a worker), which says nothing about the job: it is run again elsewhere.
+ * results are delivered either way). `timeout`, `memory_limit` and `output_limit` name the limit that ended
+ * it. `crashed`: the job's sandbox process died under it. `result_too_large`/`result_undeliverable`: it ran,
+ * but its results cannot travel (too large, or a file name a result cannot carry). `missing_input` names
+ * the data it could not stage. `killed_executor`: the executor died while running this attempt and does not
+ * run it again. `host_error` is the executor's own failure (a disk, a fetch), which says nothing about the
+ * job: it is run again elsewhere.
  */
-export const RUN_OUTCOMES = ['exited', 'trap', 'timeout', 'memory_limit', 'missing_input', 'invalid_module', 'result_too_large', 'cancelled', 'host_error'] as const;
+export const RUN_OUTCOMES = [
+  'exited',
+  'trap',
+  'timeout',
+  'memory_limit',
+  'output_limit',
+  'crashed',
+  'missing_input',
+  'invalid_module',
+  'result_too_large',
+  'result_undeliverable',
+  'killed_executor',
+  'cancelled',
+  'host_error',
+] as const;
 export type RunOutcome = (typeof RUN_OUTCOMES)[number];
 
 /** What became of one attempt: the first result of any attempt is accepted, later ones rejected. */

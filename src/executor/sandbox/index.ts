@@ -1,3 +1,5 @@
 export * from './pool.js';
-export { capMemory, MemoryCapError, WasmFormatError, WASM_PAGE_BYTES, type CappedModule, type MemoryLimits } from './wasm-memory.js';
-export type { JobIo } from './messages.js';
+export { checkModule, MemoryCapError, ModuleRefusedError, WasmFormatError, WASM_PAGE_BYTES, type CheckedModule, type MemoryLimits, type ModuleCaps } from './module-check.js';
+export type { JobIo, SandboxLimits } from './messages.js';
+export type { CollectedResults } from './result-collection.js';
+export { WASI_PREVIEW1_FUNCTIONS } from './wasi-functions.js';
