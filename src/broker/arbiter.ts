@@ -22,9 +22,12 @@ export type Decision =
   /** The accepted submission again (a redelivery): the same answer, nothing changes. */
   | { readonly kind: 'redelivered' }
   /** A later result, or one from a node never assigned the attempt. */
-  | { readonly kind: 'reject'; readonly reason: string; readonly acceptedAttempt?: number; readonly unauthorized: boolean }
-  /** The current attempt's executor failed on its own account: no result; run the job again. */
-  | { readonly kind: 'retry'; readonly reason: string };
+  | { readonly kind: 'reject'; readonly reason: string; readonly acceptedAttempt?: number; readonly unauthorized: boolean; readonly killed?: boolean }
+  /**
+   * The current attempt's executor failed on its own account, or died running it (`killed`): no result;
+   * run the job again, unless it has now killed executors twice in a row.
+   */
+  | { readonly kind: 'retry'; readonly reason: string; readonly killed: boolean };
 
 export function arbitrate(job: JobRecord | undefined, jobId: string, sub: Submission): Decision {
   const attempt = job?.attempts[sub.attempt - 1];
@@ -37,9 +40,10 @@ export function arbitrate(job: JobRecord | undefined, jobId: string, sub: Submis
     return { kind: 'reject', reason: `attempt ${accepted.attempt} on ${accepted.executor} delivered first`, acceptedAttempt: accepted.attempt, unauthorized: false };
   }
   if (isFinal(job.state)) return { kind: 'reject', reason: `the job already ended: ${job.reason ?? job.state}`, unauthorized: false };
-  if (sub.outcome === 'host_error' || sub.outcome === 'cancelled') {
-    if (attempt === currentAttempt(job) && attempt.outcome === 'running') return { kind: 'retry', reason: `${sub.outcome} on ${sub.from}` };
-    return { kind: 'reject', reason: `attempt ${sub.attempt} ended without a result (${sub.outcome})`, unauthorized: false };
+  if (sub.outcome === 'host_error' || sub.outcome === 'cancelled' || sub.outcome === 'killed_executor') {
+    const killed = sub.outcome === 'killed_executor';
+    if (attempt === currentAttempt(job) && attempt.outcome === 'running') return { kind: 'retry', reason: `${sub.outcome} on ${sub.from}`, killed };
+    return { kind: 'reject', reason: `attempt ${sub.attempt} ended without a result (${sub.outcome})`, unauthorized: false, killed };
   }
   return { kind: 'accept' };
 }
@@ -108,6 +112,61 @@ export function recordFailure(job: Job, attempt: number, reason: string, now: nu
   const a = job.attempts[attempt - 1];
   if (a !== undefined && a.outcome === 'running') close(a, 'failed', reason, now);
   job.updated_at = now;
+}
+
+/** The executor of `attempt` says it died while running it. Returns true if the record changed. */
+export function recordKill(job: Job, attempt: number): boolean {
+  const a = job.attempts[attempt - 1];
+  if (a === undefined || a.killed_executor === true) return false;
+  a.killed_executor = true;
+  return true;
+}
+
+/**
+ * The longest run of consecutive attempts that killed their executor. Reports arrive late (a unit says
+ * so only once it restarts), so the run may end before the current attempt.
+ */
+export function killStreak(job: JobRecord): number {
+  let longest = 0;
+  let run = 0;
+  for (const a of job.attempts) {
+    run = a.killed_executor === true ? run + 1 : 0;
+    longest = Math.max(longest, run);
+  }
+  return longest;
+}
+
+/**
+ * The job killed executors `limit` times in a row: it fails and is not placed again, so one poisoned job
+ * cannot take down unit after unit. Attempts still running are cancelled; they are returned so their
+ * executors can be told to stop.
+ */
+export function failKiller(job: Job, limit: number, now: number): AttemptRecord[] {
+  const victims = job.attempts.filter((a) => a.killed_executor === true).map((a) => a.executor);
+  job.state = 'failed';
+  job.updated_at = now;
+  job.reason = `killed_executor: its executors died while running it ${limit} times in a row (${victims.join(', ')}); it is not placed again`.slice(0, 2_048);
+  const cancelled: AttemptRecord[] = [];
+  for (const a of job.attempts) {
+    if (a.outcome !== 'running') continue;
+    close(a, 'cancelled', 'the job killed its executors', now);
+    cancelled.push(a);
+  }
+  return cancelled;
+}
+
+/**
+ * The broker's own deadline for the current attempt passed with no result: whatever its executor does,
+ * the job ends here (failed) rather than staying running forever.
+ */
+export function recordDeadline(job: Job, attempt: number, reason: string, now: number): boolean {
+  const a = job.attempts[attempt - 1];
+  if (a === undefined || a.outcome !== 'running' || a !== currentAttempt(job) || isFinal(job.state)) return false;
+  close(a, 'failed', reason, now);
+  job.state = 'failed';
+  job.reason = `timeout: ${reason}`.slice(0, 2_048);
+  job.updated_at = now;
+  return true;
 }
 
 /**

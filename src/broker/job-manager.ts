@@ -3,7 +3,8 @@ import type { NodeRuntime } from '../transport/index.js';
 import type { DataRouter } from './data-router.js';
 import { Delegation } from './delegation.js';
 import type { MetadataReplica, SyncedJob } from './metadata-replica.js';
-import { arbitrate, recordAcceptance, recordAssignment, recordFailure, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
+import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, recordDeadline, recordFailure, recordKill, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
+import { Deadlines } from './deadlines.js';
 import { currentAttempt, specDigest, viewOf, type JobRecord } from './job-record.js';
 import { answering, Refusal } from './refusal.js';
 import { JobQueue, type ExecutorView } from './scheduler.js';
@@ -21,7 +22,12 @@ export interface JobManagerOptions {
   readonly deadAfterMs: number;
   /** A job with no capable executor in sight for this long is offered to peer brokers. */
   readonly delegateAfterMs: number;
+  /** A running attempt with no result after its timeout plus this fails, whatever its executor does. */
+  readonly deadlineMarginMs: number;
 }
+
+/** A job whose executors died running it this many times in a row is not placed again. */
+const KILLS_IN_A_ROW = 2;
 
 /**
  * The broker's jobs: it records each submitted job in LMDB, places it on a capable executor (or keeps it
@@ -39,6 +45,8 @@ export class JobManager {
   /** Per job, the tail of the work deciding its results, so two results never race. */
   private readonly locks = new Map<string, Promise<void>>();
   private scheduleRequested = false;
+  /** The broker's own deadline for each job's current attempt. */
+  private readonly deadlines = new Deadlines();
 
   constructor(
     private readonly node: NodeRuntime,
@@ -93,6 +101,7 @@ export class JobManager {
         handOver: (jobId) => {
           this.jobs.delete(jobId);
           this.queue.remove(jobId);
+          this.deadlines.disarm(jobId);
         },
       },
       options.delegateAfterMs,
@@ -199,6 +208,7 @@ export class JobManager {
     if (job === undefined || job.state !== 'queued') return;
     const attempt = recordAssignment(job, executor, Date.now());
     this.occupy(executor, jobId);
+    this.armDeadline(job);
     const versions = this.versionsOf(job);
     // Issued in the same turn, the record and the outbox entry normally commit in one LMDB batch.
     void this.replica.setJob(job as SyncedJob);
@@ -276,14 +286,17 @@ export class JobManager {
       case 'reject':
         if (decision.unauthorized) counters.reject(this.node.log, 'results_unauthorized', msg.from, decision.reason);
         else counters.inc('results_rejected');
-        if (job !== undefined && !decision.unauthorized && recordRejection(job, result.attempt, decision.reason, now)) {
-          if (currentAttempt(job)?.executor !== msg.from) this.release(msg.from, job.job_id);
-          await this.persist(job);
+        if (job !== undefined && !decision.unauthorized) {
+          const rejected = recordRejection(job, result.attempt, decision.reason, now);
+          if (rejected && currentAttempt(job)?.executor !== msg.from) this.release(msg.from, job.job_id);
+          const killed = decision.killed === true && recordKill(job, result.attempt);
+          if (killed) this.stopKiller(job);
+          if (rejected || killed) await this.persist(job);
         }
         this.verdict(msg, decision.reason, decision.acceptedAttempt);
         return;
       case 'retry':
-        await this.retry(job!, result.attempt, `${decision.reason}: ${result.message}`);
+        await this.retry(job!, result.attempt, `${decision.reason}: ${result.message}`, decision.killed);
         this.verdict(msg, `not a result of the job (${result.outcome}); it runs again elsewhere`);
         return;
       case 'accept':
@@ -335,6 +348,7 @@ export class JobManager {
       Date.now(),
     );
     for (const a of job.attempts) this.release(a.executor, job.job_id);
+    this.deadlines.disarm(job.job_id);
     // A lost attempt that delivered while the job waited to be placed again: it needs no new attempt.
     this.queue.remove(job.job_id);
     await this.persist(job);
@@ -343,13 +357,56 @@ export class JobManager {
     this.requestSchedule();
   }
 
-  /** The current attempt's executor failed on its own account: run the job again elsewhere. */
-  private async retry(job: Job, attempt: number, why: string): Promise<void> {
+  /**
+   * The current attempt's executor failed on its own account, or died running it: run the job again
+   * elsewhere, unless its executors have now died running it twice in a row.
+   */
+  private async retry(job: Job, attempt: number, why: string, killed: boolean): Promise<void> {
     const executor = job.attempts[attempt - 1]!.executor;
     recordFailure(job, attempt, why, Date.now());
     this.release(executor, job.job_id);
-    this.placeAgain(job, executor, why);
+    this.deadlines.disarm(job.job_id);
+    if (killed) recordKill(job, attempt);
+    if (!this.stopKiller(job)) this.placeAgain(job, executor, why);
     await this.persist(job);
+  }
+
+  /** Fails a job whose executors died running it twice in a row, cancelling what still runs. */
+  private stopKiller(job: Job): boolean {
+    if (isFinal(job.state) || killStreak(job) < KILLS_IN_A_ROW) return false;
+    const cancelled = failKiller(job, KILLS_IN_A_ROW, Date.now());
+    this.queue.remove(job.job_id);
+    this.deadlines.disarm(job.job_id);
+    for (const a of job.attempts) this.release(a.executor, job.job_id);
+    for (const a of cancelled) this.node.link.send(a.executor, 'job_cancel', { job_id: job.job_id, attempt: a.attempt, reason: a.reason ?? 'the job killed its executors' });
+    this.node.link.counters.inc('jobs_failed_killers');
+    this.node.log.warn({ job: job.job_id, reason: job.reason }, 'job killed its executors twice in a row; not placing it again');
+    this.notify(job);
+    return true;
+  }
+
+  /**
+   * Arms the broker's own deadline for the job's current attempt: its timeout plus a margin for fetching
+   * inputs and delivering the result. An executor that never reports cannot keep the job running forever.
+   */
+  private armDeadline(job: Job): void {
+    const attempt = currentAttempt(job);
+    if (attempt === undefined || attempt.outcome !== 'running') return;
+    const limitMs = job.spec.timeout_s * 1_000 + this.options.deadlineMarginMs;
+    this.deadlines.arm(job.job_id, attempt.assigned_at + limitMs, () => {
+      void this.serialized(job.job_id, async () => {
+        const current = this.jobs.get(job.job_id);
+        const reason = `no result from ${attempt.executor} for attempt ${attempt.attempt} within the job's timeout of ${job.spec.timeout_s} s plus scheduler.deadline_margin_s (${this.options.deadlineMarginMs / 1_000} s)`;
+        if (current === undefined || !recordDeadline(current, attempt.attempt, reason, Date.now())) return;
+        this.release(attempt.executor, job.job_id);
+        this.node.link.send(attempt.executor, 'job_cancel', { job_id: job.job_id, attempt: attempt.attempt, reason: 'the broker gave up waiting for this attempt' });
+        this.node.link.counters.inc('jobs_past_deadline');
+        this.node.log.warn({ job: job.job_id, attempt: attempt.attempt, executor: attempt.executor }, 'job failed: no result by its deadline');
+        await this.persist(current);
+        this.notify(current);
+        this.requestSchedule();
+      }).catch((err: Error) => this.node.log.error({ job: job.job_id, err: err.message }, 'failing a job past its deadline failed'));
+    });
   }
 
   /**
@@ -368,6 +425,7 @@ export class JobManager {
       void this.serialized(jobId, async () => {
         const job = this.jobs.get(jobId);
         if (job === undefined || !recordLoss(job, executor, why, Date.now())) return;
+        this.deadlines.disarm(jobId);
         this.node.link.counters.inc('jobs_redeployed');
         this.placeAgain(job, executor, why);
         await this.persist(job);
@@ -407,6 +465,7 @@ export class JobManager {
     if (synced.broker !== link.id) {
       this.jobs.delete(synced.job_id);
       this.queue.remove(synced.job_id);
+      this.deadlines.disarm(synced.job_id);
       for (const a of mine.attempts) this.release(a.executor, synced.job_id);
       link.counters.inc('jobs_handed_over');
       return;
@@ -568,7 +627,10 @@ export class JobManager {
     }
     if (isFinal(job.state)) return;
     const attempt = currentAttempt(job);
-    if (attempt !== undefined && attempt.outcome === 'running') this.occupy(attempt.executor, job.job_id);
+    if (attempt !== undefined && attempt.outcome === 'running') {
+      this.occupy(attempt.executor, job.job_id);
+      this.armDeadline(job);
+    }
   }
 
   private list(query: BodyOf<'job_list'>): BodyOf<'job_listing'> {

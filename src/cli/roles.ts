@@ -30,6 +30,7 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
         maxRedeploys: config.scheduler.max_redeploy_attempts,
         redeployDelayMs: config.scheduler.redeploy_delay_ms,
         delegateAfterMs: config.scheduler.delegate_after_ms,
+        deadlineMarginMs: config.scheduler.deadline_margin_s * 1_000,
         deadAfterMs: config.liveness.dead_after_ms,
       });
       return;

@@ -158,6 +158,7 @@ export const CONFIG_SCHEMA = {
     max_redeploy_attempts: { type: 'integer', min: 0, max: 100 },
     redeploy_delay_ms: { type: 'integer', min: 0 },
     delegate_after_ms: { type: 'integer', min: 0 },
+    deadline_margin_s: { type: 'integer', min: 0, max: 86400 },
   },
   metadata_sync: {
     interval_s: { type: 'integer', min: 1, max: 86400 },
@@ -279,6 +280,7 @@ export interface SchedulerConfig {
   readonly max_redeploy_attempts: number;
   readonly redeploy_delay_ms: number;
   readonly delegate_after_ms: number;
+  readonly deadline_margin_s: number;
 }
 
 export interface MetadataSyncConfig {

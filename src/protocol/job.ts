@@ -1,4 +1,4 @@
-import { arrayOf, literal, object, optional, record, str, tuple, uint, type Infer } from './schema.js';
+import { arrayOf, bool, literal, object, optional, record, str, tuple, uint, type Infer } from './schema.js';
 import { requirementsSchema } from './capabilities.js';
 import { nodeId } from './names.js';
 
@@ -124,6 +124,8 @@ export const jobViewSchema = object({
       started_at: optional(wallMs()),
       ended_at: optional(wallMs()),
       reason: optional(str({ max: 2_048 })),
+      /** Its executor died while running it (reported as killed_executor when the executor restarted). */
+      killed_executor: optional(bool()),
     }),
     { max: 1_024 },
   ),

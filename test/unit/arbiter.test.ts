@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { arbitrate, recordAcceptance, recordAssignment, recordFailure, recordLoss, recordRejection, requeue, type Decision, type Job, type Submission } from '../../src/broker/arbiter.js';
+import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, recordDeadline, recordFailure, recordKill, recordLoss, recordRejection, requeue, type Decision, type Job, type Submission } from '../../src/broker/arbiter.js';
 import { RUN_OUTCOMES, type JobSpec, type RunOutcome } from '../../src/protocol/index.js';
 
 const SPEC: JobSpec = { job_id: 'j', wasm_module: 'm.wasm', capabilities: {}, argv: [], env: {}, dirs: [], data: {}, results: [], named_results: {}, priority: 'normal', timeout_s: 30, max_memory_mb: 16 };
@@ -16,7 +16,8 @@ type Event =
   | { type: 'lose'; executor: string }
   | { type: 'submit'; sub: Submission }
   | { type: 'redeliver'; index: number }
-  | { type: 'restart' };
+  | { type: 'restart' }
+  | { type: 'deadline' };
 
 const eventArb: fc.Arbitrary<Event> = fc.oneof(
   fc.record({ type: fc.constant('assign' as const), executor: fc.constantFrom(...EXECUTORS) }),
@@ -27,6 +28,7 @@ const eventArb: fc.Arbitrary<Event> = fc.oneof(
   }),
   fc.record({ type: fc.constant('redeliver' as const), index: fc.nat() }),
   fc.record({ type: fc.constant('restart' as const) }),
+  fc.record({ type: fc.constant('deadline' as const) }),
 );
 
 /** Applies a decision the way the job manager does, minus the messages and the publishing. */
@@ -35,9 +37,12 @@ function apply(job: Job, sub: Submission, decision: Decision, now: number): void
     recordAcceptance(job, sub.attempt, { attempt: sub.attempt, executor: sub.from, outcome: sub.outcome, message: '', duration_ms: 1, archive: 'j/result.zip', archive_bytes: 22, files: [], missing: [], named_results: [] }, now, now);
   } else if (decision.kind === 'reject' && !decision.unauthorized) {
     recordRejection(job, sub.attempt, decision.reason, now);
+    if (decision.killed === true && recordKill(job, sub.attempt) && killStreak(job) >= 2) failKiller(job, 2, now);
   } else if (decision.kind === 'retry') {
     recordFailure(job, sub.attempt, decision.reason, now);
-    requeue(job, MAX_REDEPLOYS, decision.reason, now);
+    if (decision.killed) recordKill(job, sub.attempt);
+    if (killStreak(job) >= 2) failKiller(job, 2, now);
+    else requeue(job, MAX_REDEPLOYS, decision.reason, now);
   }
 }
 
@@ -57,6 +62,9 @@ describe('first come, first served', () => {
             if (recordLoss(job, event.executor, 'lost', now)) requeue(job, MAX_REDEPLOYS, 'lost', now);
           } else if (event.type === 'restart') {
             job = structuredClone(job);
+          } else if (event.type === 'deadline') {
+            const current = job.attempts[job.attempts.length - 1];
+            if (current !== undefined) recordDeadline(job, current.attempt, 'past its deadline', now);
           } else {
             const earlier = event.type === 'redeliver' ? history[event.index % Math.max(1, history.length)] : undefined;
             if (event.type === 'redeliver' && earlier === undefined) continue;
@@ -70,7 +78,7 @@ describe('first come, first served', () => {
             if (decision.kind === 'accept') {
               expect(accepted, 'a second result was accepted').toBeUndefined();
               expect(sub.from).toBe(assignedTo);
-              expect(['host_error', 'cancelled']).not.toContain(sub.outcome);
+              expect(['host_error', 'cancelled', 'killed_executor']).not.toContain(sub.outcome);
               accepted = { sub, result: JSON.stringify(job.result) };
             }
             if (sub.from !== assignedTo) expect(decision).toMatchObject({ kind: 'reject', unauthorized: true });
@@ -84,6 +92,12 @@ describe('first come, first served', () => {
           if (accepted !== undefined) expect(JSON.stringify(job.result)).toBe(accepted.result);
           expect(job.attempts.filter((a) => a.outcome === 'accepted').length).toBe(accepted !== undefined ? 1 : 0);
           expect(job.attempts.length).toBeLessThanOrEqual(MAX_REDEPLOYS + 1);
+          // A job whose executors died running it twice in a row is over, with nothing left running.
+          if (killStreak(job) >= 2 && accepted === undefined) {
+            expect(job.state).toBe('failed');
+            expect(job.attempts.filter((a) => a.outcome === 'running')).toEqual([]);
+          }
+          if (job.state === 'failed' && accepted === undefined) expect(job.result).toBeUndefined();
         }
       }),
       { numRuns: 2_000 },
@@ -114,5 +128,60 @@ describe('first come, first served', () => {
     expect(job.state).toBe('failed');
     expect(job.reason).toContain('gave up after 4 attempts');
     expect(job.reason).toContain('radio cut');
+  });
+
+  it('a job whose executors die running it twice in a row is not placed again', () => {
+    const job = freshJob();
+    recordAssignment(job, 'e1', 1);
+    // e1 restarts and says it died running attempt 1: placed again elsewhere.
+    const first = arbitrate(job, 'j', { from: 'e1', attempt: 1, outcome: 'killed_executor' });
+    expect(first).toMatchObject({ kind: 'retry', killed: true });
+    apply(job, { from: 'e1', attempt: 1, outcome: 'killed_executor' }, first, 2);
+    expect(job.state).toBe('queued');
+    recordAssignment(job, 'e2', 3);
+    const second = arbitrate(job, 'j', { from: 'e2', attempt: 2, outcome: 'killed_executor' });
+    apply(job, { from: 'e2', attempt: 2, outcome: 'killed_executor' }, second, 4);
+    expect(job.state).toBe('failed');
+    expect(job.reason).toBe('killed_executor: its executors died while running it 2 times in a row (e1, e2); it is not placed again');
+  });
+
+  it('kills reported late still count: the attempt running by then is cancelled', () => {
+    const job = freshJob();
+    recordAssignment(job, 'e1', 1);
+    recordLoss(job, 'e1', 'e1 restarted', 2);
+    requeue(job, MAX_REDEPLOYS, 'lost', 2);
+    recordAssignment(job, 'e2', 3);
+    recordLoss(job, 'e2', 'e2 restarted', 4);
+    requeue(job, MAX_REDEPLOYS, 'lost', 4);
+    recordAssignment(job, 'e3', 5);
+    for (const [from, attempt] of [['e1', 1], ['e2', 2]] as const) {
+      const d = arbitrate(job, 'j', { from, attempt, outcome: 'killed_executor' });
+      expect(d).toMatchObject({ kind: 'reject', killed: true });
+      apply(job, { from, attempt, outcome: 'killed_executor' }, d, 6);
+    }
+    expect(job.state).toBe('failed');
+    expect(job.attempts.map((a) => a.outcome)).toEqual(['rejected', 'rejected', 'cancelled']);
+  });
+
+  it('one kill, then a result elsewhere: the job succeeds', () => {
+    const job = freshJob();
+    recordAssignment(job, 'e1', 1);
+    apply(job, { from: 'e1', attempt: 1, outcome: 'killed_executor' }, arbitrate(job, 'j', { from: 'e1', attempt: 1, outcome: 'killed_executor' }), 2);
+    recordAssignment(job, 'e2', 3);
+    const ok = arbitrate(job, 'j', { from: 'e2', attempt: 2, outcome: 'exited' });
+    expect(ok.kind).toBe('accept');
+  });
+
+  it('the broker deadline fails only the current running attempt, once', () => {
+    const job = freshJob();
+    recordAssignment(job, 'e1', 1);
+    recordLoss(job, 'e1', 'lost', 2);
+    requeue(job, MAX_REDEPLOYS, 'lost', 2);
+    expect(recordDeadline(job, 1, 'late', 3)).toBe(false);
+    recordAssignment(job, 'e2', 4);
+    expect(recordDeadline(job, 2, 'no result within 90 s', 5)).toBe(true);
+    expect(job).toMatchObject({ state: 'failed', reason: 'timeout: no result within 90 s' });
+    expect(recordDeadline(job, 2, 'again', 6)).toBe(false);
+    expect(arbitrate(job, 'j', { from: 'e2', attempt: 2, outcome: 'exited' })).toMatchObject({ kind: 'reject' });
   });
 });
