@@ -23,6 +23,11 @@ export class Deadlines {
     this.timers.delete(jobId);
   }
 
+  clear(): void {
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+  }
+
   get size(): number {
     return this.timers.size;
   }

@@ -107,13 +107,19 @@ export class JobManager {
       options.delegateAfterMs,
     );
     if (this.queue.size > 0) this.requestSchedule();
+    let reconcileTimer: NodeJS.Timeout | undefined;
     node.onConnected(() => {
       // Executors that died while this broker was down send no death now: give the living time to show
       // themselves (births are retained, heartbeats follow), then treat the silent as lost.
-      setTimeout(() => {
+      reconcileTimer = setTimeout(() => {
         this.reconcile(`was not alive when ${link.id} restarted`);
         for (const broker of this.orphanOwners()) this.adoptIfMine(broker);
       }, options.deadAfterMs).unref();
+    });
+    // Nothing of the job manager may run once the node's store is closed.
+    node.beforeStop(async () => {
+      clearTimeout(reconcileTimer);
+      this.deadlines.clear();
     });
   }
 

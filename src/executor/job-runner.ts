@@ -56,6 +56,8 @@ const MODULE_CACHE_BYTES = 64 * 1_048_576;
 const JOB_MAX_FDS = 1_024;
 /** The most file paths one result lists (the wire's limit). */
 const RESULT_MAX_FILES = 4_096;
+/** How long a stop waits for the reports of attempts it interrupted. */
+const STOP_REPORT_MS = 2_000;
 
 /**
  * The executor role's work: it accepts assignments from brokers (durably), fetches each job's inputs,
@@ -74,6 +76,8 @@ export class JobRunner {
   private readonly reported = new Set<string>();
   private stopping = false;
   private resumed = false;
+  /** Attempts being fetched, run or reported, so a stop can wait for their reports. */
+  private readonly executions = new Set<Promise<void>>();
 
   constructor(
     private readonly node: NodeRuntime,
@@ -161,9 +165,15 @@ export class JobRunner {
     }
   }
 
+  /**
+   * A clean stop is not a crash: attempts still running are reported as host errors (the broker places
+   * them again) rather than left to be taken for killed_executor on the next start.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     await this.pool.close();
+    const settled = Promise.allSettled(this.executions);
+    await Promise.race([settled, new Promise((r) => setTimeout(r, STOP_REPORT_MS).unref())]);
   }
 
   private async accept(msg: Envelope<'job_assign'>): Promise<void> {
@@ -181,18 +191,23 @@ export class JobRunner {
   private start(id: string, assignment: Assignment): void {
     this.running.set(id, { jobId: assignment.spec.job_id });
     this.node.link.counters.inc('jobs_started');
-    void this.execute(id, assignment)
+    const execution = this.execute(id, assignment)
       .catch((err: Error) => {
         // Only the node stopping gets here (its store closed under it).
         if (!this.stopping) this.node.log.error({ job: assignment.spec.job_id, attempt: assignment.attempt, err: err.message }, 'job reporting failed');
       })
-      .finally(() => this.running.delete(id));
+      .finally(() => {
+        this.running.delete(id);
+        this.executions.delete(execution);
+      });
+    this.executions.add(execution);
   }
 
   private async execute(id: string, a: Assignment): Promise<void> {
-    const report = await this.run(id, a);
-    if (this.stopping) return;
-    if (this.running.get(id)?.cancelled !== undefined) {
+    let report = await this.run(id, a);
+    // Interrupted by the stop (the pool cancels what runs): not the job's doing, so a host error.
+    if (this.stopping && report.outcome === 'cancelled') report = { outcome: 'host_error', message: `${this.node.link.id} stopped before the attempt finished`, duration_ms: report.duration_ms, ...noResults() };
+    else if (this.running.get(id)?.cancelled !== undefined) {
       await this.assignments.remove(id);
       return;
     }

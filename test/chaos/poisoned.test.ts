@@ -105,6 +105,22 @@ describe('poisoned assignments and silent executors', () => {
     expect((await jobs.query('poison')).attempts.length).toBe(failed.attempts.length);
   }, 90_000);
 
+  it('a clean stop is not a crash: the restarted unit reports nothing as killed and the job completes', async () => {
+    const unit = startExecutor('clean-a', 'clean');
+    await broker.waitForLog({ msg: 'peer up', peer: 'clean-a' }, 15_000);
+    await jobs.submit(spin('clean', 3_000, 'clean'));
+    await until('clean', 'running', running);
+    await unit.stop();
+    const restarted = startExecutor('clean-a', 'clean');
+    // The interrupted attempt is placed again, never on the unit that gave it up: a second unit joins.
+    startExecutor('clean-b', 'clean');
+    const done = await until('clean', 'succeeded', (j) => j.state === 'succeeded', 30_000);
+    expect(done.attempts.map((a) => [a.executor, a.outcome])).toEqual([['clean-a', 'failed'], ['clean-b', 'accepted']]);
+    expect(done.attempts[0]!.reason).toBe('host_error on clean-a: clean-a stopped before the attempt finished');
+    expect(done.attempts.some((a) => a.killed_executor === true)).toBe(false);
+    expect(restarted.count({ msg: 'this executor died while running the attempt; reporting it instead of running it again' })).toBe(0);
+  }, 60_000);
+
   it('a job whose executor never reports fails at the broker deadline, and the unit gets its slot back', async () => {
     // A unit that takes assignments and never answers: a real node on the hub, misbehaving.
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'po', 'hub.url': `mqtt://127.0.0.1:${port}`, 'liveness.heartbeat_interval_ms': 250 } });
