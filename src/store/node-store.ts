@@ -16,8 +16,11 @@ export interface NodeStoreOptions {
   dir: string;
   nodeId: string;
   /**
-   * 'commit': a write is durable once committed, which survives a killed process (the OS holds the pages).
-   * 'flush': a write is durable only once fsynced, which also survives a power cut, at the cost of latency.
+   * 'commit': a write is durable once committed, which survives a killed process (the OS holds the pages
+   * and writes them back in its own time, so repeated updates of a page reach the disk once). Nothing is
+   * fsynced (LMDB's noSync): a power cut may lose the last writes.
+   * 'flush': a write is durable only once fsynced, which also survives a power cut. Flushes overlap with
+   * the next commits, so commits made while one is under way share the next flush.
    */
   sync?: StoreSync;
 }
@@ -65,7 +68,7 @@ export class NodeStore {
     const lock = DirectoryLock.acquire(join(dir, 'node.lock'), options.nodeId, dir);
     let root: RootDatabase;
     try {
-      root = open({ path: join(dir, 'ucp.mdb'), maxDbs: 64, noSubdir: true });
+      root = open({ path: join(dir, 'ucp.mdb'), maxDbs: 64, noSubdir: true, ...((options.sync ?? 'commit') === 'commit' ? { noSync: true } : {}) });
     } catch (err) {
       lock.release();
       throw new StoreError('store_open_failed', `cannot open LMDB in ${dir}: ${(err as Error).message}`);
