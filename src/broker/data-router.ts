@@ -137,6 +137,25 @@ export class DataRouter {
     this.node.link.reply(msg, 'data_deleted', { count });
   }
 
+  /**
+   * Deletes data the index no longer names (a job retention removed) from the datastores holding it.
+   * A datastore out of reach keeps its copy: the index no longer leads there, and its own bounds apply.
+   */
+  async discard(names: ReadonlyArray<{ name: string; location: Located }>): Promise<number> {
+    let count = 0;
+    const at = this.node.link.now();
+    for (const { name, location } of names) {
+      if (!this.alive(location.store)) continue;
+      try {
+        const reply = await this.node.link.request(location.store, 'data_delete', { name, at: [at.wall, at.logical], writer: this.node.link.id });
+        if (reply.kind === 'data_deleted') count += reply.body.count;
+      } catch (err) {
+        this.node.log.warn({ name, store: location.store, err: (err as Error).message }, 'could not delete expired data');
+      }
+    }
+    return count;
+  }
+
   /** Indexed names at or below `prefix` (all when empty), in order. */
   private names(prefix: string): Array<{ name: string; located: Located }> {
     return this.page(prefix, Number.MAX_SAFE_INTEGER).items;

@@ -2,7 +2,7 @@ import { adopterOf, inputsOf, isFinal, resultArchiveName, unmetRequirement, type
 import type { NodeRuntime } from '../transport/index.js';
 import type { DataRouter } from './data-router.js';
 import { Delegation } from './delegation.js';
-import type { MetadataReplica, SyncedJob } from './metadata-replica.js';
+import type { MetadataReplica, PrunedJob, Retention, SyncedJob } from './metadata-replica.js';
 import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, recordDeadline, recordFailure, recordKill, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
 import { Deadlines } from './deadlines.js';
 import { currentAttempt, specDigest, viewOf, type JobRecord } from './job-record.js';
@@ -24,7 +24,12 @@ export interface JobManagerOptions {
   readonly delegateAfterMs: number;
   /** A running attempt with no result after its timeout plus this fails, whatever its executor does. */
   readonly deadlineMarginMs: number;
+  /** How long finished jobs, their results and data are kept (jobs.retention_s, jobs.retention_count). */
+  readonly retention: Retention;
 }
+
+/** Finished jobs removed per pass; a pass that used it all runs again at once. */
+const PRUNE_BUDGET = 2_000;
 
 /** A job whose executors died running it this many times in a row is not placed again. */
 const KILLS_IN_A_ROW = 2;
@@ -45,6 +50,7 @@ export class JobManager {
   /** Per job, the tail of the work deciding its results, so two results never race. */
   private readonly locks = new Map<string, Promise<void>>();
   private scheduleRequested = false;
+  private stopped = false;
   /** The broker's own deadline for each job's current attempt. */
   private readonly deadlines = new Deadlines();
 
@@ -90,12 +96,12 @@ export class JobManager {
       if (peer.role === 'executor' && this.queue.size > 0) this.requestSchedule();
     });
     data.onStored((name) => this.published(name));
-    replica.onJob((job) => this.merged(job));
+    replica.onJob((job, _change, previous) => this.merged(job, previous));
     new Delegation(
       node,
       replica,
       {
-        queued: () => [...this.jobs.values()].filter((job) => job.state === 'queued' && this.queue.has(job.job_id)) as SyncedJob[],
+        queued: () => this.queuedJobs(),
         canRun: (needs) => this.canRun(needs),
         peerBrokers: () => this.liveBrokers().filter((b) => b !== link.id),
         handOver: (jobId) => {
@@ -116,9 +122,16 @@ export class JobManager {
         for (const broker of this.orphanOwners()) this.adoptIfMine(broker);
       }, options.deadAfterMs).unref();
     });
+    // Retention touches only expired jobs (an index ordered by finishing time), so an idle broker's cost
+    // does not grow with its history.
+    const pruneEvery = Math.min(60_000, Math.max(1_000, Math.floor(options.retention.maxAgeMs / 4)));
+    const pruneTimer = setInterval(() => this.prune(), pruneEvery);
+    pruneTimer.unref();
     // Nothing of the job manager may run once the node's store is closed.
     node.beforeStop(async () => {
       clearTimeout(reconcileTimer);
+      clearInterval(pruneTimer);
+      this.stopped = true;
       this.deadlines.clear();
     });
   }
@@ -242,6 +255,8 @@ export class JobManager {
   // ---- progress and results ------------------------------------------------------------------------
 
   private started(msg: Envelope<'job_started'>): void {
+    // A start reported after the job finished (a lost attempt's, late) changes nothing.
+    if (!this.jobs.has(msg.body.job_id) && this.finishedRecord(msg.body.job_id) !== undefined) return;
     const job = this.jobs.get(msg.body.job_id);
     const attempt = job?.attempts[msg.body.attempt - 1];
     if (job === undefined || attempt === undefined || attempt.executor !== msg.from) {
@@ -281,7 +296,7 @@ export class JobManager {
         }
       }
     }
-    const job = this.jobs.get(result.job_id);
+    const job = this.jobs.get(result.job_id) ?? this.finishedRecord(result.job_id);
     const decision = arbitrate(job, result.job_id, { from: msg.from, attempt: result.attempt, outcome: result.outcome });
     const counters = this.node.link.counters;
     const now = Date.now();
@@ -458,9 +473,11 @@ export class JobManager {
    * this broker's (both accepted a result while partitioned), this one's is superseded: the client is
    * told. If the record names another broker (it adopted the job meanwhile), the job is handed over.
    */
-  private merged(synced: SyncedJob): void {
+  private merged(synced: SyncedJob, previous: SyncedJob | undefined): void {
     const link = this.node.link;
-    const mine = this.jobs.get(synced.job_id);
+    // Finished jobs are not kept in memory: the record the sync replaced stands for this broker's own.
+    const held = this.jobs.get(synced.job_id);
+    const mine = held ?? (previous?.broker === link.id ? previous : undefined);
     if (mine === undefined) return;
     const ours = mine.result;
     if (ours !== undefined && synced.result !== undefined && (ours.attempt !== synced.result.attempt || ours.executor !== synced.result.executor)) {
@@ -469,6 +486,7 @@ export class JobManager {
       link.send(synced.owner, 'job_update', { job: viewOf(synced as JobRecord) });
     }
     if (synced.broker !== link.id) {
+      if (held === undefined) return;
       this.jobs.delete(synced.job_id);
       this.queue.remove(synced.job_id);
       this.deadlines.disarm(synced.job_id);
@@ -477,8 +495,9 @@ export class JobManager {
       return;
     }
     if (synced.result === undefined) return;
-    // A final record: the merged one is complete (its result, the acceptances it beat).
-    this.jobs.set(synced.job_id, structuredClone(synced) as Job);
+    // A final record: the merged one is complete (its result, the acceptances it beat), and lives in the
+    // replica only.
+    if (held !== undefined) this.forgetFinished(held);
     if ((synced.superseded?.length ?? 0) > (mine.superseded?.length ?? 0) && synced.result.decided_by === link.id) this.reassertPublished(synced);
   }
 
@@ -612,6 +631,59 @@ export class JobManager {
   private async persist(job: Job): Promise<void> {
     await this.replica.setJob(job as SyncedJob);
     await this.node.store.durable();
+    if (isFinal(job.state)) this.forgetFinished(job);
+  }
+
+  /**
+   * A finished job leaves memory: its record stays in the replica (answering queries, late results and
+   * redeliveries), so memory holds only what is queued or running, however many jobs have run.
+   */
+  private forgetFinished(job: Job): void {
+    if (this.jobs.get(job.job_id) !== job) return;
+    this.jobs.delete(job.job_id);
+    this.queue.remove(job.job_id);
+    this.deadlines.disarm(job.job_id);
+    for (const a of job.attempts) this.release(a.executor, job.job_id);
+  }
+
+  /** A finished job this broker manages, from the replica, to answer a late result about it. */
+  private finishedRecord(jobId: string): Job | undefined {
+    const synced = this.replica.job(jobId);
+    if (synced === undefined || synced.broker !== this.node.link.id || !isFinal(synced.state)) return undefined;
+    return structuredClone(synced) as Job;
+  }
+
+  /**
+   * Removes finished jobs past their retention from the replica (every broker does the same to its own),
+   * and deletes the data of those this broker manages, or adopts from a lost broker.
+   */
+  private prune(): void {
+    if (this.stopped) return;
+    const pruned = this.replica.prune(Date.now(), this.options.retention, PRUNE_BUDGET);
+    const mine = pruned.filter((p) => this.managesData(p));
+    if (mine.length > 0) {
+      void this.data
+        .discard(mine.flatMap((p) => p.names))
+        .then((count) => this.node.link.counters.inc('expired_data_deleted', count))
+        .catch((err: Error) => this.node.log.warn({ err: err.message }, 'deleting expired job data failed'));
+    }
+    if (pruned.length === PRUNE_BUDGET) setImmediate(() => this.prune());
+  }
+
+  private managesData(pruned: PrunedJob): boolean {
+    const broker = pruned.job.broker;
+    if (broker === undefined || broker === this.node.link.id) return true;
+    return this.node.link.peers.get(broker)?.alive !== true && adopterOf(broker, this.liveBrokers()) === this.node.link.id;
+  }
+
+  /** This broker's jobs waiting in its queue for an executor. */
+  private queuedJobs(): SyncedJob[] {
+    const jobs: SyncedJob[] = [];
+    for (const jobId of this.queue.ids()) {
+      const job = this.jobs.get(jobId);
+      if (job?.state === 'queued') jobs.push(job as SyncedJob);
+    }
+    return jobs;
   }
 
   private serialized(jobId: string, work: () => Promise<void>): Promise<void> {

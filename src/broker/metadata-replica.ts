@@ -1,4 +1,4 @@
-import { DATA_NAME_PATTERN, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
+import { DATA_NAME_PATTERN, isFinal, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
 import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import { resolve, type Change } from './metadata-merge.js';
@@ -21,6 +21,19 @@ export interface ReplicaOptions {
 /** Digest answers that were cut short are continued at once, up to this many in a row. */
 const MAX_CONTINUATIONS = 1_000;
 const SEQ_DIGITS = 15;
+const TIME_DIGITS = 15;
+
+/** A job retention removed, and the names it forgot with it (their data is still on the datastores). */
+export interface PrunedJob {
+  readonly job: SyncedJob;
+  readonly names: ReadonlyArray<{ readonly name: string; readonly location: Location }>;
+}
+
+/** How long finished jobs are kept in the replica. */
+export interface Retention {
+  readonly maxAgeMs: number;
+  readonly maxCount: number;
+}
 
 /**
  * The broker metadata every broker holds a replica of: jobs and where named data lives. Each change is
@@ -44,7 +57,10 @@ export class MetadataReplica {
   private timer?: NodeJS.Timeout;
   /** Peers an exchange is under way with: a second one at the same time would fetch the same changes. */
   private readonly exchanging = new Set<string>();
-  private readonly jobListeners: Array<(job: SyncedJob, change: Change) => void> = [];
+  private readonly jobListeners: Array<(job: SyncedJob, change: Change, previous: SyncedJob | undefined) => void> = [];
+  /** `<finished at>\0<job id>` for every finished job held, oldest first: retention reads only its head. */
+  private readonly finished: Table<string>;
+  private finishedCount = 0;
 
   constructor(
     private readonly node: NodeRuntime,
@@ -54,7 +70,9 @@ export class MetadataReplica {
     this.tables = { jobs: store.table<Change>('meta_jobs'), names: store.table<Change>('meta_names'), nodes: store.table<Change>('meta_nodes') };
     this.byOrigin = store.table<string>('meta_by_origin');
     this.versionTable = store.table<number>('meta_versions');
+    this.finished = store.table<string>('meta_finished');
     for (const { key, value } of this.versionTable.getRange()) this.versions.set(String(key), value);
+    for (const _ of this.finished.getKeys()) this.finishedCount++;
     this.seq = this.versions.get(node.link.id) ?? 0;
 
     const link = node.link;
@@ -110,8 +128,8 @@ export class MetadataReplica {
     return this.local('nodes', `${this.node.link.id}/${peer.node_id}`, { peer });
   }
 
-  /** Called for every job record that changed, locally or by sync. */
-  onJob(listener: (job: SyncedJob, change: Change) => void): void {
+  /** Called for every job record that changed by sync, with the record it replaced. */
+  onJob(listener: (job: SyncedJob, change: Change, previous: SyncedJob | undefined) => void): void {
     this.jobListeners.push(listener);
   }
 
@@ -187,7 +205,7 @@ export class MetadataReplica {
       if (kept !== undefined) {
         void this.store(kept, current);
         applied++;
-        if (kept.table === 'jobs') for (const listener of this.jobListeners) listener(kept.job!, kept);
+        if (kept.table === 'jobs') for (const listener of this.jobListeners) listener(kept.job!, kept, current?.job);
       }
       // Our own changes, coming back after this broker lost its state: never reuse their numbers.
       if (change.origin === this.node.link.id && change.seq > this.seq) this.seq = change.seq;
@@ -210,7 +228,77 @@ export class MetadataReplica {
   private store(change: Change, replaced: Change | undefined): Promise<void> {
     if (replaced !== undefined) void this.byOrigin.remove(originKey(replaced.origin, replaced.seq));
     void this.byOrigin.put(originKey(change.origin, change.seq), `${change.table}\0${change.key}`);
+    if (change.table === 'jobs') this.indexFinished(replaced?.job, change.job);
     return this.tables[change.table].put(change.key, change).then(() => undefined);
+  }
+
+  private indexFinished(before: SyncedJob | undefined, after: SyncedJob | undefined): void {
+    const was = finishedKey(before);
+    const is = finishedKey(after);
+    if (was === is) return;
+    if (was !== undefined) {
+      void this.finished.remove(was);
+      this.finishedCount--;
+    }
+    if (is !== undefined) {
+      void this.finished.put(is, '');
+      this.finishedCount++;
+    }
+  }
+
+  // ---- retention -----------------------------------------------------------------------------------
+
+  /** Finished jobs held, whoever manages them. */
+  get finishedJobs(): number {
+    return this.finishedCount;
+  }
+
+  /**
+   * Removes finished jobs older than the retention age, and the oldest beyond the retention count, with the
+   * names they published (where the index still points at their copy) and every name under `<job>/`. Each
+   * broker applies the same rule to its own replica, so no deletion needs to travel and a broker that was
+   * away prunes the same jobs when it comes back, instead of handing them back to the others: its copies
+   * are changes the others have already seen. At most `budget` jobs go per call, oldest first; the caller
+   * deletes the data of the jobs it manages.
+   */
+  prune(now: number, retention: Retention, budget: number): PrunedJob[] {
+    const cutoff = now - retention.maxAgeMs;
+    const due: string[] = [];
+    let left = this.finishedCount;
+    for (const key of this.finished.getKeys()) {
+      const index = String(key);
+      if (due.length >= budget || (Number(index.slice(0, TIME_DIGITS)) >= cutoff && left <= retention.maxCount)) break;
+      due.push(index);
+      left--;
+    }
+    const pruned: PrunedJob[] = [];
+    for (const index of due) {
+      void this.finished.remove(index);
+      this.finishedCount--;
+      const jobId = index.slice(TIME_DIGITS + 1);
+      const change = this.tables.jobs.get(jobId);
+      if (change?.job === undefined) continue;
+      this.forget('jobs', change);
+      const names = new Map<string, Location>();
+      for (const [name, at] of Object.entries(change.job.result?.published ?? {})) {
+        const here = this.tables.names.get(name)?.location;
+        if (here !== undefined && here.store === at.store && here.at[0] === at.at[0] && here.at[1] === at.at[1]) names.set(name, here);
+      }
+      for (const { key, value } of this.tables.names.getRange({ start: `${jobId}/`, end: `${jobId}0` })) {
+        if (value.location !== undefined) names.set(String(key), value.location);
+        else this.forget('names', value);
+      }
+      for (const name of names.keys()) this.forget('names', this.tables.names.get(name)!);
+      pruned.push({ job: change.job, names: [...names].map(([name, location]) => ({ name, location })) });
+    }
+    if (pruned.length > 0) this.node.link.counters.inc('jobs_pruned', pruned.length);
+    return pruned;
+  }
+
+  /** Drops a record from this replica only: no change is made, so nothing travels. */
+  private forget(table: TableName, change: Change): void {
+    void this.byOrigin.remove(originKey(change.origin, change.seq));
+    void this.tables[table].remove(change.key);
   }
 
   // ---- anti-entropy --------------------------------------------------------------------------------
@@ -291,6 +379,12 @@ function invalid(change: Change): string | undefined {
     return `"${change.key}" is not a data name`;
   }
   return undefined;
+}
+
+/** Where a finished job sits in the retention index; undefined while it is not finished. */
+function finishedKey(job: SyncedJob | undefined): string | undefined {
+  if (job === undefined || !isFinal(job.state)) return undefined;
+  return `${String(job.updated_at).padStart(TIME_DIGITS, '0')}\0${job.job_id}`;
 }
 
 function originKey(origin: string, seq: number): string {

@@ -58,6 +58,10 @@ export class JobQueue {
     return this.jobs.has(jobId);
   }
 
+  ids(): IterableIterator<string> {
+    return this.jobs.keys();
+  }
+
   /** The effective rank of a job after aging. */
   rank(job: QueuedJob, now: number): number {
     const base = RANK[job.priority];

@@ -31,6 +31,7 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
         redeployDelayMs: config.scheduler.redeploy_delay_ms,
         delegateAfterMs: config.scheduler.delegate_after_ms,
         deadlineMarginMs: config.scheduler.deadline_margin_s * 1_000,
+        retention: { maxAgeMs: config.jobs.retention_s * 1_000, maxCount: config.jobs.retention_count },
         deadAfterMs: config.liveness.dead_after_ms,
       });
       return;

@@ -152,6 +152,10 @@ export const CONFIG_SCHEMA = {
     max_files: { type: 'integer', min: 16, max: 10000000 },
     sandbox_idle_s: { type: 'integer', min: 0, max: 86400 },
   },
+  jobs: {
+    retention_s: { type: 'integer', min: 1, max: 31536000 },
+    retention_count: { type: 'integer', min: 1, max: 100000000 },
+  },
   scheduler: {
     aging_s: { type: 'integer', min: 1 },
     inline_result_bytes: { type: 'integer', min: 0, max: 67108864 },
@@ -274,6 +278,11 @@ export interface ExecutorConfig {
   readonly sandbox_idle_s: number;
 }
 
+export interface JobsConfig {
+  readonly retention_s: number;
+  readonly retention_count: number;
+}
+
 export interface SchedulerConfig {
   readonly aging_s: number;
   readonly inline_result_bytes: number;
@@ -321,6 +330,7 @@ export interface UcpConfig {
   readonly store: StoreConfig;
   readonly datastore: DatastoreConfig;
   readonly executor: ExecutorConfig;
+  readonly jobs: JobsConfig;
   readonly scheduler: SchedulerConfig;
   readonly metadata_sync: MetadataSyncConfig;
   readonly client: ClientConfig;
