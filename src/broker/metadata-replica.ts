@@ -67,10 +67,12 @@ export class MetadataReplica {
     private readonly options: ReplicaOptions,
   ) {
     const store = node.store;
-    this.tables = { jobs: store.table<Change>('meta_jobs'), names: store.table<Change>('meta_names'), nodes: store.table<Change>('meta_nodes') };
-    this.byOrigin = store.table<string>('meta_by_origin');
+    // Each merge reads what the last one wrote: the tables answer with writes not yet committed.
+    const cache = { cache: true };
+    this.tables = { jobs: store.table<Change>('meta_jobs', cache), names: store.table<Change>('meta_names', cache), nodes: store.table<Change>('meta_nodes', cache) };
+    this.byOrigin = store.table<string>('meta_by_origin', cache);
     this.versionTable = store.table<number>('meta_versions');
-    this.finished = store.table<string>('meta_finished');
+    this.finished = store.table<string>('meta_finished', cache);
     for (const { key, value } of this.versionTable.getRange()) this.versions.set(String(key), value);
     for (const _ of this.finished.getKeys()) this.finishedCount++;
     this.seq = this.versions.get(node.link.id) ?? 0;
@@ -273,6 +275,8 @@ export class MetadataReplica {
     }
     const pruned: PrunedJob[] = [];
     for (const index of due) {
+      // The key list is read from the last commit: an entry an earlier pass removed may still be in it.
+      if (this.finished.get(index) === undefined) continue;
       void this.finished.remove(index);
       this.finishedCount--;
       const jobId = index.slice(TIME_DIGITS + 1);

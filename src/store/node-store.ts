@@ -108,11 +108,15 @@ export class NodeStore {
     }
   }
 
-  /** Opens (once) and returns a named table. */
-  table<V, K extends Key = string>(name: string): Table<V, K> {
+  /**
+   * Opens (once) and returns a named table. With `cache`, a read sees the table's own writes at once,
+   * before they are committed (LMDB otherwise reads the last committed state): for tables whose next
+   * write depends on the last, such as a replica merging change after change.
+   */
+  table<V, K extends Key = string>(name: string, options: { cache?: boolean } = {}): Table<V, K> {
     let table = this.tables.get(name);
     if (table === undefined) {
-      table = this.root.openDB<unknown, Key>({ name });
+      table = this.root.openDB<unknown, Key>({ name, ...(options.cache === true ? { cache: true } : {}) });
       this.tables.set(name, table);
     }
     return table as unknown as Table<V, K>;
