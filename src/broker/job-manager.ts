@@ -61,10 +61,11 @@ export class JobManager {
     private readonly options: JobManagerOptions,
   ) {
     this.queue = new JobQueue(options.agingMs);
-    // The replicated metadata holds every job in the cluster; this broker manages those that name it.
+    // The replicated metadata holds every job in the cluster; this broker manages the unfinished ones that
+    // name it (finished ones answer from the replica).
     for (const jobId of replica.jobIds()) {
       const job = replica.job(jobId);
-      if (job?.broker === node.link.id) this.restore(structuredClone(job) as Job);
+      if (job?.broker === node.link.id && !isFinal(job.state)) this.restore(structuredClone(job) as Job);
     }
 
     const link = node.link;
