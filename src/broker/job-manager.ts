@@ -668,7 +668,8 @@ export class JobManager {
         .then((count) => this.node.link.counters.inc('expired_data_deleted', count))
         .catch((err: Error) => this.node.log.warn({ err: err.message }, 'deleting expired job data failed'));
     }
-    if (pruned.length === PRUNE_BUDGET) setImmediate(() => this.prune());
+    const tombstones = this.replica.pruneTombstones(PRUNE_BUDGET);
+    if (pruned.length === PRUNE_BUDGET || tombstones === PRUNE_BUDGET) setImmediate(() => this.prune());
   }
 
   private managesData(pruned: PrunedJob): boolean {

@@ -61,6 +61,10 @@ export class MetadataReplica {
   /** `<finished at>\0<job id>` for every finished job held, oldest first: retention reads only its head. */
   private readonly finished: Table<string>;
   private finishedCount = 0;
+  /** `<origin>\0<seq>` -> name, for every deleted name (a change with no location) still held. */
+  private readonly tombstones: Table<string>;
+  /** What each peer broker said it holds, in its last digest: a tombstone all of them hold can go. */
+  private readonly peerVersions = new Map<string, Readonly<Record<string, number>>>();
 
   constructor(
     private readonly node: NodeRuntime,
@@ -73,6 +77,7 @@ export class MetadataReplica {
     this.byOrigin = store.table<string>('meta_by_origin', cache);
     this.versionTable = store.table<number>('meta_versions');
     this.finished = store.table<string>('meta_finished', cache);
+    this.tombstones = store.table<string>('meta_tombstones', cache);
     for (const { key, value } of this.versionTable.getRange()) this.versions.set(String(key), value);
     for (const _ of this.finished.getKeys()) this.finishedCount++;
     this.seq = this.versions.get(node.link.id) ?? 0;
@@ -145,7 +150,9 @@ export class MetadataReplica {
   }
 
   setJob(job: SyncedJob): Promise<void> {
-    return this.local('jobs', job.job_id, { job });
+    // A snapshot: the tables hand back what was written (they cache it until committed), and the caller
+    // goes on changing its own record.
+    return this.local('jobs', job.job_id, { job: structuredClone(job) });
   }
 
   // ---- local changes -------------------------------------------------------------------------------
@@ -231,7 +238,40 @@ export class MetadataReplica {
     if (replaced !== undefined) void this.byOrigin.remove(originKey(replaced.origin, replaced.seq));
     void this.byOrigin.put(originKey(change.origin, change.seq), `${change.table}\0${change.key}`);
     if (change.table === 'jobs') this.indexFinished(replaced?.job, change.job);
+    if (change.table === 'names') {
+      if (replaced !== undefined && replaced.location === undefined) void this.tombstones.remove(originKey(replaced.origin, replaced.seq));
+      if (change.location === undefined) void this.tombstones.put(originKey(change.origin, change.seq), change.key);
+    }
     return this.tables[change.table].put(change.key, change).then(() => undefined);
+  }
+
+  /**
+   * Drops deleted names every live peer broker has seen deleted (each one's last digest covers the
+   * deletion), so deletions do not pile up. None of them can send the old location back: every version
+   * vector covers the change that held it. A broker that was away during both the deletion and the drop
+   * keeps the old location until the name is written again; it cannot spread it, for the same reason.
+   * Returns how many went.
+   */
+  pruneTombstones(budget: number): number {
+    const peers = this.peers();
+    const held = (origin: string, seq: number) => peers.every((p) => (this.peerVersions.get(p)?.[origin] ?? 0) >= seq);
+    const due: Array<[string, string]> = [];
+    for (const { key, value } of this.tombstones.getRange()) {
+      if (due.length >= budget) break;
+      const index = String(key);
+      if (held(index.slice(0, index.indexOf('\0')), seqOf(index))) due.push([index, value]);
+    }
+    let dropped = 0;
+    for (const [index, name] of due) {
+      void this.tombstones.remove(index);
+      const change = this.tables.names.get(name);
+      // Only if the deletion is still what the name holds (a later write replaces it otherwise).
+      if (change === undefined || change.location !== undefined || originKey(change.origin, change.seq) !== index) continue;
+      this.forget('names', change);
+      dropped++;
+    }
+    if (dropped > 0) this.node.link.counters.inc('tombstones_pruned', dropped);
+    return dropped;
   }
 
   private indexFinished(before: SyncedJob | undefined, after: SyncedJob | undefined): void {
@@ -303,6 +343,7 @@ export class MetadataReplica {
   private forget(table: TableName, change: Change): void {
     void this.byOrigin.remove(originKey(change.origin, change.seq));
     void this.tables[table].remove(change.key);
+    if (table === 'names' && change.location === undefined) void this.tombstones.remove(originKey(change.origin, change.seq));
   }
 
   // ---- anti-entropy --------------------------------------------------------------------------------
@@ -338,6 +379,7 @@ export class MetadataReplica {
    */
   private answer(msg: AnyEnvelope & { kind: 'sync_digest' }): void {
     const theirs = msg.body.versions;
+    this.peerVersions.set(msg.from, theirs);
     const changes: Change[] = [];
     const covered: Record<string, number> = {};
     let complete = true;

@@ -44,7 +44,7 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
   async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!(await check())) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}; rt-a said:\n${brokers.get('rt-a')!.lines.slice(-8).join('\n')}\n${brokers.get('rt-a')!.stderr.slice(-1_500)}`);
       await sleep(200);
     }
   }
@@ -101,4 +101,19 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
     await until('rt-c dropped it too', async () => !(await known('rt-c', 'kept-job')), 20_000);
     expect(await known('rt-a', 'kept-job')).toBe(false);
   }, 150_000);
+
+  it('a deleted name is dropped by every broker once all live brokers have seen the deletion', async () => {
+    const counters = async (broker: string) => {
+      const reply = await client.link.request(broker, 'status_request', {});
+      return reply.kind === 'status' ? reply.body.counters : {};
+    };
+    const before = await Promise.all(['rt-a', 'rt-b', 'rt-c'].map(async (b) => (await counters(b)).tombstones_pruned ?? 0));
+    await data.put('plain/to-delete', new TextEncoder().encode('short-lived'));
+    await data.delete({ name: 'plain/to-delete' });
+    await until('every broker dropped the deletion', async () => {
+      const now = await Promise.all(['rt-a', 'rt-b', 'rt-c'].map(async (b) => (await counters(b)).tombstones_pruned ?? 0));
+      return now.every((n, i) => n > before[i]!);
+    });
+    await expect(data.get('plain/to-delete')).rejects.toThrow();
+  }, 60_000);
 });
