@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { JobQueue, type ExecutorView, type QueuedJob } from '../../src/broker/scheduler.js';
-import { unmetRequirement, type Capabilities, type Priority } from '../../src/protocol/index.js';
+import { PRIORITIES, unmetRequirement, type Capabilities, type Priority } from '../../src/protocol/index.js';
 
 const caps = (tags: string[] = [], cores = 4): Capabilities => ({
   cpu_cores: cores,
@@ -85,6 +85,60 @@ describe('job queue and scheduling', () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+
+  it('property: places exactly what the plain rule places (sort everything, take each job in turn), for any queue and any executors', () => {
+    const tagSet = ['a', 'b', 'c'];
+    /** The rule written the obvious way, O(n log n) per call: the model the lanes must agree with. */
+    const model = (jobs: QueuedJob[], executors: ExecutorView[], now: number, q: JobQueue) => {
+      const load = new Map(executors.map((e) => [e.id, e.running]));
+      const ordered = [...jobs].sort((a, b) => q.rank(b, now) - q.rank(a, now) || a.enqueuedAt - b.enqueuedAt || (a.jobId < b.jobId ? -1 : 1));
+      const out: Array<{ jobId: string; executor: string }> = [];
+      for (const j of ordered) {
+        const candidates = executors.filter((e) => (load.get(e.id) ?? 0) < e.slots && !j.exclude?.has(e.id) && unmetRequirement(e.capabilities, j.requirements) === undefined);
+        if (candidates.length === 0) continue;
+        const share = (e: ExecutorView) => (load.get(e.id) ?? 0) / Math.max(1, e.slots);
+        const best = candidates.reduce((a, b) => (share(a) - share(b) || a.load - b.load || (a.id < b.id ? -1 : 1)) <= 0 ? a : b);
+        load.set(best.id, (load.get(best.id) ?? 0) + 1);
+        out.push({ jobId: j.jobId, executor: best.id });
+      }
+      return out;
+    };
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ tags: fc.subarray(tagSet), slots: fc.integer({ min: 0, max: 3 }), running: fc.integer({ min: 0, max: 3 }), load: fc.constantFrom(0, 0.5, 1) }), { maxLength: 5 }),
+        fc.array(
+          fc.record({
+            tags: fc.subarray(tagSet, { maxLength: 2 }),
+            priority: fc.constantFrom<Priority>(...PRIORITIES),
+            at: fc.nat(200),
+            exclude: fc.subarray(['e0', 'e1', 'e2', 'e3', 'e4'], { maxLength: 2 }),
+            removed: fc.boolean(),
+          }),
+          { maxLength: 30 },
+        ),
+        fc.integer({ min: 0, max: 400 }),
+        (execSpecs, jobSpecs, now) => {
+          const executors = execSpecs.map((e, i) => exec(`e${i}`, { capabilities: caps(e.tags), slots: e.slots, running: e.running, load: e.load }));
+          const q = new JobQueue(50);
+          const live: QueuedJob[] = [];
+          jobSpecs.forEach((j, i) => {
+            const queued = job(`j${i}`, j.priority, j.at, { requirements: j.tags.length > 0 ? { tags: j.tags } : {}, ...(j.exclude.length > 0 ? { exclude: new Set(j.exclude) } : {}) });
+            q.add(queued);
+            if (j.removed) q.remove(queued.jobId);
+            else live.push(queued);
+          });
+          const expected = model(live, executors, now, q);
+          expect(q.schedule(executors, now)).toEqual(expected);
+          expect(q.size).toBe(live.length - expected.length);
+          // What is left is scheduled the same way again (jobs set aside this pass were put back).
+          const rest = live.filter((j) => !expected.some((p) => p.jobId === j.jobId));
+          const more = executors.map((e) => ({ ...e, running: 0, slots: 3 }));
+          expect(q.schedule(more, now + 100)).toEqual(model(rest, more, now + 100, q));
+        },
+      ),
+      { numRuns: 1_000 },
     );
   });
 });
