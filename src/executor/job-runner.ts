@@ -248,9 +248,15 @@ export class JobRunner {
     let stdin: Uint8Array | undefined;
     const inputs: Array<[string, Uint8Array]> = [];
     try {
-      wasm = await this.module(a);
-      for (const [path, name] of Object.entries(spec.data)) inputs.push([path, await this.fetch(source(), name)]);
-      if (spec.stdin_file !== undefined) stdin = await this.fetch(source(), spec.stdin_file);
+      // Fetched together: a job's inputs may sit on different datastores.
+      const [module, staged, stdinBytes] = await Promise.all([
+        this.module(a),
+        Promise.all(Object.entries(spec.data).map(async ([path, name]) => [path, await this.fetch(source(), name)] as [string, Uint8Array])),
+        spec.stdin_file !== undefined ? this.fetch(source(), spec.stdin_file) : undefined,
+      ]);
+      wasm = module;
+      inputs.push(...staged);
+      stdin = stdinBytes;
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       const outcome: RunOutcome = err instanceof MissingInput ? 'missing_input' : 'host_error';

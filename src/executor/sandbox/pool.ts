@@ -127,6 +127,7 @@ export class SandboxPool {
   private readonly slots: Slot[] = [];
   private readonly queue: Pending[] = [];
   private readonly cache = new Map<string, { key: string; checked: CheckedModule }>();
+  private readonly digests = new WeakMap<Uint8Array, string>();
   private readonly cacheEntries: number;
   private readonly tableElements: number;
   private readonly idleMs: number;
@@ -352,7 +353,10 @@ export class SandboxPool {
   }
 
   private check(wasm: Uint8Array, capBytes: number): { key: string; checked: CheckedModule } {
-    const key = `${createHash('sha256').update(wasm).digest('hex')}:${capBytes}:${this.tableElements}`;
+    // The executor hands the same bytes object for the same module version: hash each one once.
+    let digest = this.digests.get(wasm);
+    if (digest === undefined) this.digests.set(wasm, (digest = createHash('sha256').update(wasm).digest('hex')));
+    const key = `${digest}:${capBytes}:${this.tableElements}`;
     const hit = this.cache.get(key);
     if (hit !== undefined) {
       // Refresh its place: the map's insertion order is the eviction order.
