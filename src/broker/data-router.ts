@@ -1,4 +1,4 @@
-import { resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
+import { CHUNK_BYTES, resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
 import type { NamePage } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import type { MetadataReplica } from './metadata-replica.js';
@@ -13,6 +13,14 @@ export interface Located {
 
 type Item = BodyOf<'data_items'>['items'][number];
 
+/** An upload relayed through this broker: the datastore its chunks go to. */
+interface RelayedUpload {
+  store: string;
+  touched: number;
+}
+
+/** Uploads that stop sending for this long are forgotten (the datastore drops them too). */
+const UPLOAD_IDLE_MS = 120_000;
 
 /**
  * The broker's part of named data: it places new data on the live datastore with the most free space,
@@ -22,6 +30,7 @@ type Item = BodyOf<'data_items'>['items'][number];
 export class DataRouter {
 
   private readonly storedListeners: Array<(name: string) => void> = [];
+  private readonly uploads = new Map<string, RelayedUpload>();
 
   constructor(
     private readonly node: NodeRuntime,
@@ -33,6 +42,9 @@ export class DataRouter {
     link.on('data_get', (msg) => answering(link, msg, () => this.get(msg)));
     link.on('data_list', (msg) => answering(link, msg, () => this.list(msg)));
     link.on('data_delete', (msg) => answering(link, msg, () => this.delete(msg)));
+    link.on('data_write', (msg) => answering(link, msg, () => this.write(msg)));
+    link.on('data_read', (msg) => answering(link, msg, () => this.read(msg)));
+    link.on('data_append', (msg) => answering(link, msg, () => this.append(msg)));
   }
 
   /** Live datastores, most free space first (ties by id, so every broker picks alike). */
@@ -76,6 +88,95 @@ export class DataRouter {
     return reply.body;
   }
 
+  /** The store a name lives on while it is alive, else the live one with the most room. */
+  private placeFor(name: string): string {
+    const known = this.index.locate(name);
+    const store = known !== undefined && this.alive(known.store) ? known.store : this.datastores()[0]?.id;
+    if (store === undefined) throw new Refusal('no_datastore', 'no datastore is alive to hold the data; start one (`ucp datastore`)');
+    return store;
+  }
+
+  private async indexStored(name: string, location: Located): Promise<void> {
+    await this.index.setName(name, location);
+    await this.node.store.durable();
+    for (const listener of this.storedListeners) listener(name);
+  }
+
+  /**
+   * Relays one chunk of an upload to the datastore chosen at its first chunk; the last chunk's answer
+   * says whether the object was stored, and only then is the name indexed.
+   */
+  private async write(msg: Envelope<'data_write'>): Promise<void> {
+    const { upload, name, index, last } = msg.body;
+    const key = `${msg.from}/${upload}`;
+    const now = Date.now();
+    for (const [k, u] of this.uploads) if (u.touched < now - UPLOAD_IDLE_MS) this.uploads.delete(k);
+    let relayed = this.uploads.get(key);
+    if (relayed === undefined) {
+      if (index !== 0) throw new Refusal('upload_unknown', `upload ${upload} of "${name}" is not known to ${this.node.link.id} (it restarted or the upload stalled); start it again`);
+      relayed = { store: this.placeFor(name), touched: now };
+      this.uploads.set(key, relayed);
+    }
+    relayed.touched = now;
+    if (!this.alive(relayed.store)) {
+      this.uploads.delete(key);
+      throw new Refusal('store_unavailable', `the datastore ${relayed.store} receiving "${name}" is not reachable now; start the upload again`);
+    }
+    let reply;
+    try {
+      reply = await this.node.link.request(relayed.store, 'data_write', msg.body);
+    } catch (err) {
+      this.uploads.delete(key);
+      throw err;
+    }
+    if (last === undefined) {
+      if (reply.kind !== 'data_written') throw new Refusal('bad_reply', `${relayed.store} answered ${reply.kind}`);
+      this.node.link.reply(msg, 'data_written', reply.body);
+      return;
+    }
+    this.uploads.delete(key);
+    if (reply.kind !== 'data_put_result') throw new Refusal('bad_reply', `${relayed.store} answered ${reply.kind}`);
+    if (reply.body.outcome !== 'stale') await this.indexStored(name, { store: relayed.store, size: last.size, at: last.at });
+    this.node.link.reply(msg, 'data_put_result', reply.body);
+  }
+
+  private async read(msg: Envelope<'data_read'>): Promise<void> {
+    const { name } = msg.body;
+    const known = this.index.locate(name);
+    if (known === undefined) throw new Refusal('not_found', `no data named "${name}"`);
+    if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
+    const reply = await this.node.link.request(known.store, 'data_read', msg.body);
+    if (reply.kind !== 'data_chunk') throw new Refusal('bad_reply', `${known.store} answered ${reply.kind}`);
+    this.node.link.reply(msg, 'data_chunk', reply.body);
+  }
+
+  /** Appends to series, each on the store that holds it (new ones where there is most room). */
+  private async append(msg: Envelope<'data_append'>): Promise<void> {
+    const byStore = new Map<string, BodyOf<'data_append'>['series']>();
+    for (const series of msg.body.series) {
+      const store = this.placeFor(series.name);
+      let list = byStore.get(store);
+      if (list === undefined) byStore.set(store, (list = []));
+      list.push(series);
+    }
+    const replies = await Promise.all(
+      [...byStore].map(async ([store, series]) => {
+        const reply = await this.node.link.request(store, 'data_append', { series, at: msg.body.at, writer: msg.body.writer });
+        if (reply.kind !== 'data_appended') throw new Refusal('bad_reply', `${store} answered ${reply.kind}`);
+        return reply.body.results;
+      }),
+    );
+    const results = replies.flat();
+    for (const r of results) {
+      if (r.outcome !== 'appended' || (r.stored === 0 && this.index.locate(r.name)?.size === r.size)) continue;
+      // Not awaited one by one: the index writes of one append commit together.
+      void this.index.setName(r.name, { store: r.store, size: r.size, at: msg.body.at });
+    }
+    await this.node.store.durable();
+    for (const r of results) if (r.stored > 0) for (const listener of this.storedListeners) listener(r.name);
+    this.node.link.reply(msg, 'data_appended', { results });
+  }
+
   private async put(msg: Envelope<'data_put'>): Promise<void> {
     this.node.link.reply(msg, 'data_put_result', await this.store(msg.body));
   }
@@ -84,6 +185,12 @@ export class DataRouter {
     const known = this.index.locate(name);
     if (known === undefined) throw new Refusal('not_found', `no data named "${name}"`);
     if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
+    if (known.size > CHUNK_BYTES) {
+      // Too large for one message: the client reads it in chunks (data_read). One byte tells its version.
+      const head = await this.node.link.request(known.store, 'data_read', { name, from: 0, max_bytes: 1 });
+      if (head.kind !== 'data_chunk') throw new Refusal('not_found', `no data named "${name}" on ${known.store}`);
+      return { name, bytes: new Uint8Array(0), at: head.body.at, writer: head.body.writer, size: head.body.size };
+    }
     const reply = await this.node.link.request(known.store, 'data_get', { name, prefix: false, limit: 1 });
     const item = reply.kind === 'data_items' ? reply.body.items[0] : undefined;
     if (item === undefined) throw new Refusal('not_found', `no data named "${name}" on ${known.store}`);

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
 import { DataClient } from '../client/index.js';
@@ -12,16 +12,16 @@ function withData<T>(config: UcpConfig, logger: Logger, work: (data: DataClient)
 
 /** `ucp data put NAME FILE` */
 export async function dataPut(config: UcpConfig, logger: Logger, out: Output, name: string, file: string): Promise<void> {
-  let bytes: Uint8Array;
   try {
-    bytes = readFileSync(file);
+    if (!statSync(file).isFile()) throw new Error('not a regular file');
   } catch (err) {
     throw new Error(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  const result = await withData(config, logger, (data) => data.put(name, bytes));
-  if (out.json) out.print(JSON.stringify({ ...result, size: bytes.byteLength }));
+  // Streamed a chunk at a time: a file of any size is never held in memory whole.
+  const result = await withData(config, logger, (data) => data.putFile(name, file));
+  if (out.json) out.print(JSON.stringify(result));
   else if (result.outcome === 'stale') out.print(`${name}: a newer version is already stored on ${result.store}; nothing changed`);
-  else out.print(`${name}: ${bytes.byteLength} bytes ${result.outcome} on ${result.store}`);
+  else out.print(`${name}: ${result.size} bytes ${result.outcome} on ${result.store}`);
 }
 
 /** `ucp data get NAME [--out FILE] [--prefix --out-dir DIR]` */
@@ -34,20 +34,22 @@ export async function dataGet(config: UcpConfig, logger: Logger, out: Output, na
       for await (const item of data.getPrefix(name)) {
         const path = join(root, item.name);
         mkdirSync(dirname(path), { recursive: true });
-        writeFileSync(path, item.bytes);
+        // An object too large for one message comes without its bytes: it is read in chunks.
+        const size = item.size !== undefined ? (await data.getToFile(item.name, path)).size : (writeFileSync(path, item.bytes), item.bytes.byteLength);
         n++;
-        if (!out.json) out.print(`${item.name} -> ${path} (${item.bytes.byteLength} bytes)`);
+        if (!out.json) out.print(`${item.name} -> ${path} (${size} bytes)`);
       }
       if (out.json) out.print(JSON.stringify({ name, written: n, dir: root }));
       return;
     }
-    const item = await data.get(name);
     if (opts.out !== undefined) {
-      writeFileSync(opts.out, item.bytes);
-      if (out.json) out.print(JSON.stringify({ name, size: item.bytes.byteLength, file: resolve(opts.out) }));
-      else out.print(`${name} -> ${opts.out} (${item.bytes.byteLength} bytes)`);
+      const head = await data.getToFile(name, opts.out);
+      if (out.json) out.print(JSON.stringify({ name, size: head.size, file: resolve(opts.out) }));
+      else out.print(`${name} -> ${opts.out} (${head.size} bytes)`);
     } else {
-      process.stdout.write(item.bytes);
+      for await (const piece of data.transfer.read(name)) {
+        if (!process.stdout.write(piece)) await new Promise<void>((r) => process.stdout.once('drain', r));
+      }
     }
   });
 }

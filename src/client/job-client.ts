@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { inputsOf, isFinal, type BodyOf, type JobSpec, type JobView } from '../protocol/index.js';
 import type { NodeStore, Table } from '../store/index.js';
 import { RemoteError, TransportError, type NodeLink } from '../transport/index.js';
@@ -85,9 +84,9 @@ export class JobClient {
   async submitPlan(plan: ExecutionPlan, onEvent: (event: PlanEvent) => void = () => undefined): Promise<JobView[]> {
     await this.checkExternalData(plan);
     for (const file of [...plan.namedData, ...plan.jobs.flatMap((j) => j.inline)]) {
-      const bytes = readFileSync(file.file);
-      await this.data.put(file.name, bytes);
-      onEvent({ type: 'published', name: file.name, bytes: bytes.byteLength });
+      // Streamed in chunks: plan data of any size is never held in memory whole.
+      const { size } = await this.data.putFile(file.name, file.file);
+      onEvent({ type: 'published', name: file.name, bytes: size });
     }
     const producedBy = new Map<string, string>();
     for (const job of plan.jobs) for (const name of Object.values(job.spec.named_results)) producedBy.set(name, job.spec.job_id);

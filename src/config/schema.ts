@@ -140,7 +140,7 @@ export const CONFIG_SCHEMA = {
     sync: { type: 'string', enum: ['commit', 'flush'] },
   },
   datastore: {
-    max_object_bytes: { type: 'integer', min: 1, max: 67108864 },
+    max_object_bytes: { type: 'integer', min: 1, max: 1099511627776 },
   },
   executor: {
     tags: { type: 'string[]', itemPattern: /^[A-Za-z0-9._:-]{1,64}$/, hint: '1-64 characters from A-Z a-z 0-9 . _ : -', maxItems: 64 },

@@ -35,14 +35,63 @@ export class DatastoreNode {
       if (prefix) {
         const page = this.data.getPrefix(name, limit, after);
         link.reply(msg, 'data_items', {
-          items: page.items.map((o) => ({ name: o.name, bytes: o.bytes, at: [o.at.wall, o.at.logical], writer: o.writer })),
+          items: page.items.map((o) => ({ name: o.name, bytes: o.bytes, at: [o.at.wall, o.at.logical], writer: o.writer, ...(o.whole ? {} : { size: o.size }) })),
           ...(page.next !== undefined ? { next: page.next } : {}),
         });
         return;
       }
-      const o = this.data.get(name);
-      if (o === undefined) link.reply(msg, 'error', { code: 'not_found', message: `no data named "${name}" on ${link.id}` });
-      else link.reply(msg, 'data_items', { items: [{ name: o.name, bytes: o.bytes, at: [o.at.wall, o.at.logical], writer: o.writer }] });
+      try {
+        const o = this.data.get(name);
+        if (o === undefined) link.reply(msg, 'error', { code: 'not_found', message: `no data named "${name}" on ${link.id}` });
+        else link.reply(msg, 'data_items', { items: [{ name: o.name, bytes: o.bytes, at: [o.at.wall, o.at.logical], writer: o.writer }] });
+      } catch (err) {
+        if (!(err instanceof DataStoreError)) throw err;
+        link.reply(msg, 'error', { code: err.code, message: err.message });
+      }
+    });
+
+    link.on('data_write', async (msg) => {
+      const { upload, name, index, bytes, last } = msg.body;
+      try {
+        const done = await this.data.write(upload, name, index, bytes, last !== undefined ? { size: last.size, digest: last.digest, version: version(last.at, last.writer) } : undefined);
+        if ('written' in done) {
+          link.reply(msg, 'data_written', { upload, index: done.written });
+          return;
+        }
+        await node.store.durable();
+        link.counters.inc('uploads_completed');
+        link.reply(msg, 'data_put_result', { name, outcome: done.outcome, store: link.id });
+      } catch (err) {
+        if (!(err instanceof DataStoreError)) throw err;
+        link.counters.inc(`uploads_refused_${err.code}`);
+        link.reply(msg, 'error', { code: err.code, message: err.message });
+      }
+    });
+
+    link.on('data_read', (msg) => {
+      const { name, from, max_bytes: maxBytes } = msg.body;
+      const piece = this.data.read(name, from, maxBytes);
+      if (piece === undefined) {
+        link.reply(msg, 'error', { code: 'not_found', message: `no data named "${name}" on ${link.id}` });
+        return;
+      }
+      link.reply(msg, 'data_chunk', {
+        name,
+        at: [piece.at.wall, piece.at.logical],
+        writer: piece.writer,
+        size: piece.size,
+        series: piece.series,
+        ...(piece.digest !== undefined ? { digest: piece.digest } : {}),
+        from,
+        bytes: piece.bytes,
+        ...(piece.next !== undefined ? { next: piece.next } : {}),
+      });
+    });
+
+    link.on('data_append', async (msg) => {
+      const results = await this.data.append(msg.body.series, version(msg.body.at, msg.body.writer));
+      await node.store.durable();
+      link.reply(msg, 'data_appended', { results: results.map((r) => ({ ...r, store: link.id })) });
     });
 
     link.on('data_list', (msg) => {

@@ -1,6 +1,7 @@
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { statfsSync } from 'node:fs';
 import { compareEvents, type HlcTimestamp } from '../clock/index.js';
-import { resultArchiveName } from '../protocol/index.js';
+import { CHUNK_BYTES, resultArchiveName } from '../protocol/index.js';
 import { pageUnder, type NodeStore, type Table } from '../store/index.js';
 
 /** A version of a name: who wrote it, and when in HLC time. Later (HLC, then writer id) wins. */
@@ -26,9 +27,11 @@ export interface Page<T> {
 
 export type PutOutcome = 'stored' | 'unchanged' | 'stale';
 
+export type DataStoreErrorCode = 'object_too_large' | 'upload_unknown' | 'upload_out_of_order' | 'digest_mismatch' | 'size_mismatch' | 'too_large_for_one_message';
+
 export class DataStoreError extends Error {
   constructor(
-    readonly code: 'object_too_large',
+    readonly code: DataStoreErrorCode,
     message: string,
   ) {
     super(message);
@@ -36,11 +39,50 @@ export class DataStoreError extends Error {
   }
 }
 
+/** A piece of a stored name, as data_read answers it. */
+export interface ReadPiece extends DataMeta {
+  readonly series: boolean;
+  readonly digest?: string;
+  readonly from: number;
+  readonly bytes: Uint8Array;
+  readonly next?: number;
+}
 
+export interface AppendRecord {
+  readonly seq: number;
+  readonly t: number;
+  readonly line: Uint8Array;
+}
+
+export interface SeriesAppend {
+  readonly name: string;
+  readonly records: readonly AppendRecord[];
+  readonly keep_last?: number;
+  readonly before_t?: number;
+}
+
+export interface AppendResult {
+  readonly name: string;
+  readonly outcome: 'appended' | 'not_series';
+  readonly stored: number;
+  readonly duplicate: number;
+  readonly outside_retention: number;
+  readonly size: number;
+}
+
+/**
+ * What the store keeps per name. An object's bytes are chunks of its blob (`chunks` of them, with the
+ * whole object's digest); a series' content is its records, from sequence `first` up to `next`. Names
+ * written before chunking have neither and keep their bytes in the legacy blobs table.
+ */
 interface StoredMeta {
   size: number;
   at: [number, number];
   writer: string;
+  blob?: string;
+  chunks?: number;
+  digest?: string;
+  series?: { first: number; next: number };
 }
 
 interface Tombstone {
@@ -48,33 +90,136 @@ interface Tombstone {
   writer: string;
 }
 
+/** A series record as stored: its time (for retention by age) and its line. */
+interface Row {
+  t: number;
+  b: Uint8Array;
+}
+
+/** An upload in progress, kept on disk only to clean its chunks up after a restart. */
+interface UploadRecord {
+  name: string;
+  blob: string;
+  startedAt: number;
+}
+
+interface LiveUpload extends UploadRecord {
+  next: number;
+  received: number;
+  hash: Hash;
+  touched: number;
+}
+
+/** An upload that makes no progress for this long is abandoned and its chunks removed. */
+const UPLOAD_IDLE_MS = 120_000;
+const CHUNK_DIGITS = 10;
+const SEQ_DIGITS = 15;
+
 const toVersion = (v: { at: [number, number]; writer: string }): Version => ({ at: { wall: v.at[0], logical: v.at[1] }, writer: v.writer });
 const newer = (a: Version, b: Version) => compareEvents({ hlc: a.at, node: a.writer }, { hlc: b.at, node: b.writer }) > 0;
+const chunkKey = (blob: string, index: number) => `${blob}\0${String(index).padStart(CHUNK_DIGITS, '0')}`;
+const rowKey = (blob: string, seq: number) => `${blob}\0${String(seq).padStart(SEQ_DIGITS, '0')}`;
+const newBlobId = () => `${Date.now().toString(36)}.${randomBytes(6).toString('hex')}`;
+const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
 /**
  * Named data in LMDB: hierarchical names (`fire/district-3/temps`), last-write-wins by HLC with the writer
  * id as tie-break, and deletions kept as tombstones so a delayed older write cannot bring data back.
- * Metadata and bytes live in separate tables, so listing never reads blobs.
+ * Metadata and bytes live in separate tables, so listing never reads blobs. Objects of any size are kept
+ * in chunks and read a chunk at a time; series (device readings) are kept as records keyed by their
+ * sequence number, so appends are idempotent and retention drops whole records from the front.
  */
 export class NamedDataStore {
   private readonly meta: Table<StoredMeta>;
-  private readonly blobs: Table<Uint8Array>;
+  /** Bytes of names stored before chunking, by name. */
+  private readonly legacyBlobs: Table<Uint8Array>;
+  private readonly chunks: Table<Uint8Array>;
+  private readonly rows: Table<Row>;
   private readonly tombstones: Table<Tombstone>;
+  private readonly uploadTable: Table<UploadRecord>;
+  /** Uploads by id. Their state (running digest) lives in memory only. */
+  private readonly uploads = new Map<string, LiveUpload>();
 
   constructor(
     private readonly store: NodeStore,
     private readonly maxObjectBytes: number,
   ) {
     this.meta = store.table<StoredMeta>('data_meta');
-    this.blobs = store.table<Uint8Array>('data_blobs');
+    this.legacyBlobs = store.table<Uint8Array>('data_blobs');
+    this.chunks = store.table<Uint8Array>('data_chunks');
+    this.rows = store.table<Row>('data_rows');
     this.tombstones = store.table<Tombstone>('data_tombstones');
+    this.uploadTable = store.table<UploadRecord>('data_uploads');
+    // Uploads cut short by a restart cannot resume (their running digest is gone): drop what they sent.
+    for (const { key, value } of this.uploadTable.getRange()) {
+      this.removeRange(this.chunks, value.blob);
+      void this.uploadTable.remove(key);
+    }
   }
 
   /** Stores `bytes` under `name` unless a newer version (or deletion) is already known. */
   async put(name: string, bytes: Uint8Array, version: Version): Promise<PutOutcome> {
-    if (bytes.byteLength > this.maxObjectBytes) {
-      throw new DataStoreError('object_too_large', `"${name}" is ${bytes.byteLength} bytes, over this datastore's ${this.maxObjectBytes}-byte limit`);
+    this.checkSize(name, bytes.byteLength);
+    const blob = newBlobId();
+    return this.commit(name, version, { size: bytes.byteLength, blob, digest: sha256(bytes), chunks: Math.max(1, Math.ceil(bytes.byteLength / CHUNK_BYTES)) }, () => {
+      for (let i = 0, off = 0; off < bytes.byteLength || i === 0; i++, off += CHUNK_BYTES) this.chunks.put(chunkKey(blob, i), bytes.subarray(off, off + CHUNK_BYTES));
+    });
+  }
+
+  /**
+   * Takes one chunk of an upload. Chunks come in order; one repeated (its acknowledgement was lost) is
+   * acknowledged again. The last chunk stores the object if its size and digest match what was received.
+   */
+  async write(upload: string, name: string, index: number, bytes: Uint8Array, last?: { size: number; digest: string; version: Version }): Promise<{ written: number } | { outcome: PutOutcome }> {
+    // Upload ids are random (128 bits), so they need no writer to be told apart.
+    const key = upload;
+    this.expireUploads();
+    let live = this.uploads.get(key);
+    if (index === 0 && live === undefined) {
+      live = { name, blob: newBlobId(), startedAt: Date.now(), next: 0, received: 0, hash: createHash('sha256'), touched: Date.now() };
+      this.uploads.set(key, live);
+      void this.uploadTable.put(key, { name: live.name, blob: live.blob, startedAt: live.startedAt });
     }
+    if (live === undefined || live.name !== name) throw new DataStoreError('upload_unknown', `upload ${upload} of "${name}" is not known here (the datastore restarted or it expired); start it again`);
+    if (index === live.next - 1 && last === undefined) return { written: index };
+    if (index !== live.next) throw new DataStoreError('upload_out_of_order', `upload ${upload} of "${name}" sent chunk ${index}, expected ${live.next}; start it again`);
+    if (live.received + bytes.byteLength > this.maxObjectBytes) {
+      await this.abandon(key, live);
+      this.checkSize(name, live.received + bytes.byteLength);
+    }
+    live.hash.update(bytes);
+    live.received += bytes.byteLength;
+    live.next++;
+    live.touched = Date.now();
+    if (last === undefined) {
+      void this.chunks.put(chunkKey(live.blob, index), bytes);
+      return { written: index };
+    }
+    // The last chunk is written only with the object it completes, once both checks pass.
+    this.uploads.delete(key);
+    const digest = live.hash.digest('hex');
+    if (last.size !== live.received) {
+      await this.abandon(key, live);
+      throw new DataStoreError('size_mismatch', `upload ${upload} of "${name}" announced ${last.size} bytes but sent ${live.received}; send it again`);
+    }
+    if (last.digest !== digest) {
+      await this.abandon(key, live);
+      throw new DataStoreError('digest_mismatch', `upload ${upload} of "${name}" arrived with SHA-256 ${digest}, not the announced ${last.digest}; send it again`);
+    }
+    const blob = live.blob;
+    const outcome = await this.commit(name, last.version, { size: live.received, blob, digest, chunks: live.next }, () => {
+      this.chunks.put(chunkKey(blob, index), bytes);
+    });
+    if (outcome !== 'stored') await this.abandon(key, live);
+    else void this.uploadTable.remove(key);
+    return { outcome };
+  }
+
+  /**
+   * Makes a new object version current unless a newer version or deletion is known; the replaced
+   * version's chunks or records go in the same transaction.
+   */
+  private async commit(name: string, version: Version, object: { size: number; blob: string; digest: string; chunks: number }, writeChunks: () => void): Promise<PutOutcome> {
     const outcome = await this.meta.transaction(() => {
       const current = this.meta.get(name);
       const tomb = this.tombstones.get(name);
@@ -83,28 +228,89 @@ export class NamedDataStore {
         if (!newer(version, cur)) return newer(cur, version) ? 'stale' : 'unchanged';
       }
       if (tomb !== undefined && !newer(version, toVersion(tomb))) return 'stale';
-      this.meta.put(name, { size: bytes.byteLength, at: [version.at.wall, version.at.logical], writer: version.writer });
-      this.blobs.put(name, bytes);
+      writeChunks();
+      if (current !== undefined) this.dropContent(name, current);
+      this.meta.put(name, { size: object.size, at: [version.at.wall, version.at.logical], writer: version.writer, blob: object.blob, chunks: object.chunks, digest: object.digest });
       if (tomb !== undefined) this.tombstones.remove(name);
       return 'stored';
     });
     return outcome as PutOutcome;
   }
 
+  /** The whole object, if it is small enough to travel in one message; undefined if there is no such name. */
   get(name: string): DataObject | undefined {
     const m = this.meta.get(name);
     if (m === undefined) return undefined;
-    const bytes = this.blobs.get(name);
+    if (m.size > CHUNK_BYTES) throw new DataStoreError('too_large_for_one_message', `"${name}" is ${m.size} bytes, more than one message carries; read it in chunks (data_read)`);
+    const bytes = this.wholeSmall(name, m);
     if (bytes === undefined) return undefined;
     return { name, size: m.size, ...toVersion(m), bytes };
   }
 
-  /** The name itself and every name below it (`name/...`), with their bytes, a page at a time. */
-  getPrefix(prefix: string, limit: number, after?: string): Page<DataObject> {
+  private wholeSmall(name: string, m: StoredMeta): Uint8Array | undefined {
+    if (m.blob === undefined) return this.legacyBlobs.get(name);
+    if (m.size === 0 && m.series === undefined) return new Uint8Array(0);
+    const parts: Uint8Array[] = [];
+    let next: number | undefined = 0;
+    while (next !== undefined) {
+      const piece = this.piece(name, m, next, CHUNK_BYTES);
+      if (piece === undefined) return undefined;
+      parts.push(piece.bytes);
+      next = piece.next;
+    }
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  /** A piece of `name` from position `from` (byte offset, or record sequence number for a series). */
+  read(name: string, from: number, maxBytes: number): ReadPiece | undefined {
+    const m = this.meta.get(name);
+    if (m === undefined) return undefined;
+    const piece = this.piece(name, m, from, maxBytes);
+    if (piece === undefined) return undefined;
+    return { name, size: m.size, ...toVersion(m), series: m.series !== undefined, ...(m.digest !== undefined ? { digest: m.digest } : {}), from, ...piece };
+  }
+
+  private piece(name: string, m: StoredMeta, from: number, maxBytes: number): { bytes: Uint8Array; next?: number } | undefined {
+    if (m.series !== undefined) {
+      const parts: Uint8Array[] = [];
+      let size = 0;
+      let next: number | undefined;
+      for (const { key, value } of this.rows.getRange({ start: rowKey(m.blob!, Math.max(from, m.series.first)), end: rowKey(m.blob!, m.series.next) })) {
+        if (parts.length > 0 && size + value.b.byteLength > maxBytes) {
+          next = seqOf(String(key));
+          break;
+        }
+        parts.push(value.b);
+        size += value.b.byteLength;
+      }
+      return { bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts), ...(next !== undefined ? { next } : {}) };
+    }
+    // Objects are read by byte offset; a piece never crosses a stored chunk's end.
+    if (from >= m.size) return { bytes: new Uint8Array(0) };
+    let chunk: Uint8Array | undefined;
+    let within: number;
+    if (m.blob === undefined) {
+      // Stored before chunking, as one blob.
+      chunk = this.legacyBlobs.get(name);
+      within = from;
+    } else {
+      chunk = this.chunks.get(chunkKey(m.blob, Math.floor(from / CHUNK_BYTES)));
+      within = from % CHUNK_BYTES;
+    }
+    if (chunk === undefined) return undefined;
+    const bytes = chunk.subarray(within, within + maxBytes);
+    const end = from + bytes.byteLength;
+    return { bytes, ...(end < m.size ? { next: end } : {}) };
+  }
+
+  /** The name itself and every name below it (`name/...`), with the bytes of those that fit one message. */
+  getPrefix(prefix: string, limit: number, after?: string): Page<DataObject & { whole: boolean }> {
     const page = this.list(prefix, limit, after);
     const items = page.items.flatMap((m) => {
-      const bytes = this.blobs.get(m.name);
-      return bytes === undefined ? [] : [{ ...m, bytes }];
+      if (m.size > CHUNK_BYTES) return [{ ...m, bytes: new Uint8Array(0), whole: false }];
+      const stored = this.meta.get(m.name);
+      const bytes = stored === undefined ? undefined : this.wholeSmall(m.name, stored);
+      return bytes === undefined ? [] : [{ ...m, bytes, whole: true }];
     });
     return { items, ...(page.next !== undefined ? { next: page.next } : {}) };
   }
@@ -112,6 +318,75 @@ export class NamedDataStore {
   /** Names at or below `prefix` (all names when empty), in name order, `limit` at a time after `after`. */
   list(prefix: string, limit: number, after?: string): Page<DataMeta> {
     return pageUnder(this.meta, prefix, limit, after, (name, m): DataMeta => ({ name, size: m.size, ...toVersion(m) }));
+  }
+
+  /**
+   * Appends records to series. Each series is one transaction: records already stored (by sequence
+   * number) or outside the requested retention are skipped and counted, so an append repeated after a
+   * lost reply, or arriving out of order, stores each record exactly once and in sequence order.
+   */
+  async append(items: readonly SeriesAppend[], version: Version): Promise<AppendResult[]> {
+    return Promise.all(items.map((item) => this.appendOne(item, version)));
+  }
+
+  private async appendOne(item: SeriesAppend, version: Version): Promise<AppendResult> {
+    const { name } = item;
+    const result = await this.meta.transaction((): AppendResult => {
+      let m = this.meta.get(name);
+      if (m !== undefined && m.series === undefined) return { name, outcome: 'not_series', stored: 0, duplicate: 0, outside_retention: item.records.length, size: m.size };
+      if (m === undefined) {
+        // A deleted series comes back only with a newer write, like any other name.
+        const tomb = this.tombstones.get(name);
+        if (tomb !== undefined && !newer(version, toVersion(tomb))) return { name, outcome: 'appended', stored: 0, duplicate: 0, outside_retention: item.records.length, size: 0 };
+        if (tomb !== undefined) this.tombstones.remove(name);
+        m = { size: 0, at: [version.at.wall, version.at.logical], writer: version.writer, blob: newBlobId(), series: { first: 0, next: 0 } };
+      }
+      const blob = m.blob!;
+      const series = { ...m.series! };
+      let size = m.size;
+      let stored = 0;
+      let duplicate = 0;
+      let outside = 0;
+      let highest = series.next;
+      for (const rec of item.records) if (rec.seq + 1 > highest) highest = rec.seq + 1;
+      // Retention is decided before records are written: a record it would drop at once is not stored.
+      let first = series.first;
+      if (item.keep_last !== undefined) first = Math.max(first, highest - item.keep_last);
+      for (const rec of item.records) {
+        if (rec.seq < first || (item.before_t !== undefined && rec.t < item.before_t)) {
+          outside++;
+          continue;
+        }
+        const key = rowKey(blob, rec.seq);
+        if (this.rows.doesExist(key)) {
+          duplicate++;
+          continue;
+        }
+        this.rows.put(key, { t: rec.t, b: rec.line });
+        size += rec.line.byteLength;
+        stored++;
+      }
+      series.next = highest;
+      // Drop what retention leaves behind: everything before `first`, then the oldest records by age.
+      for (const { key, value } of this.rows.getRange({ start: rowKey(blob, series.first), end: rowKey(blob, first) })) {
+        size -= value.b.byteLength;
+        this.rows.remove(key);
+      }
+      if (item.before_t !== undefined) {
+        for (const { key, value } of this.rows.getRange({ start: rowKey(blob, first), end: rowKey(blob, series.next) })) {
+          if (value.t >= item.before_t) break;
+          size -= value.b.byteLength;
+          this.rows.remove(key);
+          first = seqOf(String(key)) + 1;
+        }
+      }
+      series.first = first;
+      const at: [number, number] = newer(version, toVersion(m)) ? [version.at.wall, version.at.logical] : m.at;
+      const writer = newer(version, toVersion(m)) ? version.writer : m.writer;
+      this.meta.put(name, { size, at, writer, blob, series });
+      return { name, outcome: 'appended', stored, duplicate, outside_retention: outside, size };
+    });
+    return result;
   }
 
   /** Deletes a name unless a newer version exists; the deletion itself is remembered as a tombstone. */
@@ -122,8 +397,8 @@ export class NamedDataStore {
       const tomb = this.tombstones.get(name);
       if (tomb === undefined || newer(version, toVersion(tomb))) this.tombstones.put(name, { at: [version.at.wall, version.at.logical], writer: version.writer });
       if (current === undefined) return false;
+      this.dropContent(name, current);
       this.meta.remove(name);
-      this.blobs.remove(name);
       return true;
     });
   }
@@ -148,4 +423,42 @@ export class NamedDataStore {
     const fs = statfsSync(this.store.dir);
     return fs.bavail * fs.bsize;
   }
+
+  /** Uploads in progress here. */
+  get uploadsInProgress(): number {
+    return this.uploads.size;
+  }
+
+  private checkSize(name: string, size: number): void {
+    if (size > this.maxObjectBytes) {
+      throw new DataStoreError('object_too_large', `"${name}" is ${size} bytes, over this datastore's ${this.maxObjectBytes}-byte limit`);
+    }
+  }
+
+  private dropContent(name: string, m: StoredMeta): void {
+    if (m.blob === undefined) this.legacyBlobs.remove(name);
+    else if (m.series !== undefined) this.removeRange(this.rows, m.blob);
+    else this.removeRange(this.chunks, m.blob);
+  }
+
+  private removeRange(table: Table<unknown>, blob: string): void {
+    for (const key of table.getKeys({ start: `${blob}\0`, end: `${blob}\u0001` })) table.remove(key);
+  }
+
+  /** Forgets an upload, and unless it became an object, removes its chunks (once they are written). */
+  private async abandon(key: string, live: LiveUpload): Promise<void> {
+    this.uploads.delete(key);
+    void this.uploadTable.remove(key);
+    await this.store.durable();
+    this.removeRange(this.chunks, live.blob);
+  }
+
+  private expireUploads(): void {
+    const cutoff = Date.now() - UPLOAD_IDLE_MS;
+    for (const [key, live] of this.uploads) if (live.touched < cutoff) void this.abandon(key, live);
+  }
+}
+
+function seqOf(key: string): number {
+  return Number(key.slice(key.indexOf('\0') + 1));
 }

@@ -12,6 +12,19 @@ const writtenAt = () => tuple(uint({ max: 2 ** 48 }), uint({ max: 2 ** 32 }));
 const MAX_PAGE = 1_000;
 /** The largest object the wire can carry in one message; protocol.max_message_bytes bounds it further. */
 const MAX_OBJECT_BYTES = 64 * 1_048_576;
+/**
+ * Objects larger than one message travel in chunks of at most this many bytes (senders use CHUNK_BYTES);
+ * the whole object's SHA-256 is checked at the end.
+ */
+export const MAX_CHUNK_BYTES = 1_048_576;
+/** The chunk size senders use: well below protocol.max_message_bytes with room for the envelope. */
+export const CHUNK_BYTES = 262_144;
+/** An upload, named by its writer: unique per writer. */
+const uploadId = () => str({ pattern: /^[A-Za-z0-9._:-]{1,64}$/ });
+/** SHA-256 of a whole object, lowercase hex. */
+const digest = () => str({ pattern: /^[0-9a-f]{64}$/ });
+/** Records one append carries at most, over all its series. */
+export const MAX_APPEND_RECORDS = 20_000;
 /** A vector clock in a sync record: broker id -> counter, as in the envelope. */
 const vectorClock = () => record(nodeId(), uint({ min: 1, max: 2 ** 48 }), { max: 1_024 });
 /** Per origin broker, the highest sequence number a broker holds. */
@@ -104,9 +117,86 @@ export const BODY_SCHEMAS = {
     limit: uint({ min: 1, max: MAX_PAGE }),
     after: optional(dataName()),
   }),
+  /**
+   * With `size`, the object is larger than one message: `bytes` is empty and the object is read with
+   * data_read.
+   */
   data_items: object({
-    items: arrayOf(object({ name: dataName(), bytes: bytes({ max: MAX_OBJECT_BYTES }), at: writtenAt(), writer: nodeId() }), { max: MAX_PAGE }),
+    items: arrayOf(object({ name: dataName(), bytes: bytes({ max: MAX_OBJECT_BYTES }), at: writtenAt(), writer: nodeId(), size: optional(uint()) }), { max: MAX_PAGE }),
     next: optional(dataName()),
+  }),
+  /**
+   * One chunk of an upload, in order from index 0. The last chunk carries the whole object's size, its
+   * SHA-256 and the version of the write; only then is the object stored, replacing the name atomically.
+   */
+  data_write: object({
+    upload: uploadId(),
+    name: dataName(),
+    index: uint({ max: 2 ** 32 }),
+    bytes: bytes({ max: MAX_CHUNK_BYTES }),
+    last: optional(object({ size: uint(), digest: digest(), at: writtenAt(), writer: nodeId() })),
+  }),
+  /** Reply to a chunk that was not the last: received and kept. */
+  data_written: object({
+    upload: uploadId(),
+    index: uint({ max: 2 ** 32 }),
+  }),
+  /**
+   * A piece of a name from position `from`: a byte offset into an object, a record sequence number into
+   * a series. The reply is a data_chunk with at most `max_bytes` (a series: at least one record).
+   */
+  data_read: object({
+    name: dataName(),
+    from: uint(),
+    max_bytes: uint({ min: 1, max: MAX_CHUNK_BYTES }),
+  }),
+  /**
+   * `next` is where to read on from, absent at the end. `digest` (objects, not series) is the SHA-256 of
+   * the whole object; a reader seeing another `at`/`writer` than before knows the object was replaced.
+   */
+  data_chunk: object({
+    name: dataName(),
+    at: writtenAt(),
+    writer: nodeId(),
+    size: uint(),
+    series: bool(),
+    digest: optional(digest()),
+    from: uint(),
+    bytes: bytes({ max: MAX_CHUNK_BYTES }),
+    next: optional(uint()),
+  }),
+  /**
+   * Records appended to series (a name whose content is its records in sequence order). A record whose
+   * sequence number is already stored, or falls outside the series' retention, is skipped: a repeated
+   * append stores nothing twice, in whatever order appends arrive. `keep_last` and `before_t` (drop
+   * records whose time `t` is older, ms) are the retention the writer wants applied.
+   */
+  data_append: object({
+    series: arrayOf(
+      object({
+        name: dataName(),
+        records: arrayOf(object({ seq: uint(), t: uint({ max: 2 ** 48 }), line: bytes({ max: 65_536 }) }), { max: MAX_APPEND_RECORDS }),
+        keep_last: optional(uint({ min: 1 })),
+        before_t: optional(uint({ max: 2 ** 48 })),
+      }),
+      { max: 1_000 },
+    ),
+    at: writtenAt(),
+    writer: nodeId(),
+  }),
+  data_appended: object({
+    results: arrayOf(
+      object({
+        name: dataName(),
+        outcome: literal('appended', 'not_series'),
+        stored: uint(),
+        duplicate: uint(),
+        outside_retention: uint(),
+        size: uint(),
+        store: nodeId(),
+      }),
+      { max: 1_000 },
+    ),
   }),
   /** Names (not bytes) at or below `prefix`, or all names. */
   data_list: object({

@@ -6,3 +6,5 @@ export * from './presence.js';
 export type { OutboxEntry } from './outbox.js';
 export { SOFTWARE } from './software.js';
 export * from './node-runtime.js';
+export * from './broker-choice.js';
+export * from './data-transfer.js';

@@ -1,6 +1,7 @@
+import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DataStoreError, NamedDataStore, type Version } from '../../src/datastore/named-data.js';
-import { resultArchiveName } from '../../src/protocol/index.js';
+import { CHUNK_BYTES, resultArchiveName } from '../../src/protocol/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { removeDir, tempDir } from '../helpers/processes.js';
 
@@ -86,5 +87,111 @@ describe('named data store', () => {
     await expect(data.put('big', new Uint8Array(1025), v(1))).rejects.toThrow(/1025 bytes, over this datastore's 1024-byte limit/);
     expect(data.get('big')).toBeUndefined();
     expect(data.freeSpace()).toBeGreaterThan(0);
+  });
+
+  describe('objects in chunks and series', () => {
+    const big = (size: number) => {
+      const b = new Uint8Array(size);
+      for (let i = 0; i < size; i++) b[i] = (i * 7 + (i >> 11)) & 0xff;
+      return b;
+    };
+    const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+    const readAll = (name: string) => {
+      const parts: Uint8Array[] = [];
+      let from: number | undefined = 0;
+      while (from !== undefined) {
+        const piece = data.read(name, from, CHUNK_BYTES)!;
+        parts.push(piece.bytes);
+        from = piece.next;
+      }
+      return Buffer.concat(parts);
+    };
+    const enc = (rec: object) => bytes(`${JSON.stringify(rec)}\n`);
+    const recs = (from: number, to: number, t = (seq: number) => 1_000 + seq) => Array.from({ length: to - from }, (_, i) => ({ seq: from + i, t: t(from + i), line: enc({ seq: from + i }) }));
+    const seqs = (name: string) => new TextDecoder().decode(readAll(name)).trim().split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { seq: number }).seq);
+
+    beforeEach(async () => {
+      await store.close();
+      store = NodeStore.open({ dir, nodeId: 'ds-1' });
+      data = new NamedDataStore(store, 8 * CHUNK_BYTES);
+    });
+
+    it('takes an upload chunk by chunk, checks size and digest, and reads it back by offset', async () => {
+      const object = big(3 * CHUNK_BYTES + 1234);
+      const chunks = [0, 1, 2, 3].map((i) => object.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES));
+      for (let i = 0; i < 3; i++) expect(await data.write('u1', 'rec/cam-1', i, chunks[i]!)).toEqual({ written: i });
+      // A chunk sent again (its acknowledgement was lost) is acknowledged again, not stored twice.
+      expect(await data.write('u1', 'rec/cam-1', 2, chunks[2]!)).toEqual({ written: 2 });
+      expect(await data.write('u1', 'rec/cam-1', 3, chunks[3]!, { size: object.byteLength, digest: sha(object), version: v(10) })).toEqual({ outcome: 'stored' });
+      expect(Buffer.compare(readAll('rec/cam-1'), Buffer.from(object))).toBe(0);
+      const piece = data.read('rec/cam-1', CHUNK_BYTES + 10, 100)!;
+      expect(piece).toMatchObject({ size: object.byteLength, digest: sha(object), series: false, next: CHUNK_BYTES + 110 });
+      expect(Buffer.from(piece.bytes)).toEqual(Buffer.from(object.subarray(CHUNK_BYTES + 10, CHUNK_BYTES + 110)));
+      expect(() => data.get('rec/cam-1')).toThrow(/read it in chunks/);
+      expect(data.getPrefix('rec', 10).items[0]).toMatchObject({ name: 'rec/cam-1', whole: false, size: object.byteLength });
+      // A replacement frees the old chunks in the same transaction.
+      expect(await data.put('rec/cam-1', bytes('small now'), v(11))).toBe('stored');
+      expect(text(data.get('rec/cam-1')?.bytes)).toBe('small now');
+      expect([...store.table('data_chunks').getKeys()].length).toBe(1);
+    });
+
+    it('refuses an upload whose digest, size or order is wrong, and one over the limit, keeping nothing', async () => {
+      const object = big(CHUNK_BYTES + 10);
+      const [a, b] = [object.subarray(0, CHUNK_BYTES), object.subarray(CHUNK_BYTES)];
+      await data.write('u2', 'x', 0, a);
+      await expect(data.write('u2', 'x', 1, b, { size: object.byteLength, digest: sha(big(5)), version: v(1) })).rejects.toThrow(/SHA-256/);
+      await data.write('u3', 'x', 0, a);
+      await expect(data.write('u3', 'x', 1, b, { size: 1, digest: sha(object), version: v(1) })).rejects.toThrow(/announced 1 bytes/);
+      await data.write('u4', 'x', 0, a);
+      await expect(data.write('u4', 'x', 2, b)).rejects.toMatchObject({ code: 'upload_out_of_order' });
+      await expect(data.write('never-started', 'x', 3, b)).rejects.toMatchObject({ code: 'upload_unknown' });
+      for (let i = 0; i < 8; i++) await data.write('u5', 'y', i, a);
+      await expect(data.write('u5', 'y', 8, a)).rejects.toMatchObject({ code: 'object_too_large' });
+      expect(data.get('x')).toBeUndefined();
+      await store.durable();
+      // Only u4's first chunk is still held: its upload stays open until it expires.
+      expect([...store.table('data_chunks').getKeys()].length).toBe(1);
+      // A restart drops uploads that were cut short.
+      await reopen();
+      await new Promise((r) => setTimeout(r, 50));
+      expect([...store.table('data_chunks').getKeys()].length).toBe(0);
+    });
+
+    it('stores each series record exactly once, in sequence order, whatever order appends arrive in', async () => {
+      const [r] = await data.append([{ name: 'field/p1/level', records: recs(5, 10) }], v(1));
+      expect(r).toMatchObject({ outcome: 'appended', stored: 5, duplicate: 0 });
+      await data.append([{ name: 'field/p1/level', records: recs(0, 5) }], v(2));
+      const again = await data.append([{ name: 'field/p1/level', records: recs(3, 12) }], v(3));
+      expect(again[0]).toMatchObject({ stored: 2, duplicate: 7 });
+      expect(seqs('field/p1/level')).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      expect(data.read('field/p1/level', 0, CHUNK_BYTES)).toMatchObject({ series: true, size: readAll('field/p1/level').byteLength });
+      // Read a few records at a time, on from where the last piece ended.
+      const piece = data.read('field/p1/level', 0, 25)!;
+      expect(piece.next).toBe(2);
+      expect(await data.put('field/p1/level', bytes('replaced'), v(0))).toBe('stale');
+    });
+
+    it('applies keep-last-N and maximum age as the writer asks, counting what falls outside', async () => {
+      const [r] = await data.append([{ name: 's/keep', records: recs(0, 100), keep_last: 10 }], v(1));
+      expect(r).toMatchObject({ stored: 10, outside_retention: 90 });
+      expect(seqs('s/keep')).toEqual([90, 91, 92, 93, 94, 95, 96, 97, 98, 99]);
+      await data.append([{ name: 's/keep', records: recs(100, 103), keep_last: 10 }], v(2));
+      expect(seqs('s/keep')).toEqual([93, 94, 95, 96, 97, 98, 99, 100, 101, 102]);
+      // Late records that retention already dropped stay dropped.
+      const [late] = await data.append([{ name: 's/keep', records: recs(50, 52), keep_last: 10 }], v(3));
+      expect(late).toMatchObject({ stored: 0, outside_retention: 2 });
+      await data.append([{ name: 's/age', records: recs(0, 20) }], v(1));
+      const [aged] = await data.append([{ name: 's/age', records: recs(20, 22), before_t: 1_015 }], v(2));
+      expect(aged.stored).toBe(2);
+      expect(seqs('s/age')).toEqual([15, 16, 17, 18, 19, 20, 21]);
+      // A trim alone (no records) applies the age limit as time passes.
+      await data.append([{ name: 's/age', records: [], before_t: 1_020 }], v(3));
+      expect(seqs('s/age')).toEqual([20, 21]);
+      expect(data.list('s', 10).items.find((i) => i.name === 's/age')?.size).toBe(readAll('s/age').byteLength);
+      await data.put('plain', bytes('x'), v(1));
+      expect((await data.append([{ name: 'plain', records: recs(0, 1) }], v(2)))[0]).toMatchObject({ outcome: 'not_series' });
+      expect(await data.delete('s/keep', v(10))).toBe(true);
+      expect([...store.table('data_rows').getKeys()].length).toBe(2);
+    });
   });
 });
