@@ -27,7 +27,7 @@ const FLAG_KEYS: ReadonlyArray<[keyof GlobalFlags, string, string]> = [
 
 export class UsageError extends Error {}
 
-export function resolveConfig(flags: GlobalFlags, extra: Record<string, unknown> = {}): UcpConfig {
+export function resolveConfig(flags: GlobalFlags, extra: Record<string, unknown> = {}, documentTables: readonly string[] = []): UcpConfig {
   const overrides: Record<string, unknown> = {};
   const overrideSources: Record<string, string> = {};
   for (const item of flags.set ?? []) {
@@ -48,7 +48,7 @@ export function resolveConfig(flags: GlobalFlags, extra: Record<string, unknown>
     overrides[key] = value;
     overrideSources[key] = key === 'log.level' ? '--log-level' : `--set ${key}`;
   }
-  return loadConfig({ ...(flags.config !== undefined ? { file: flags.config } : {}), overrides, overrideSources });
+  return loadConfig({ ...(flags.config !== undefined ? { file: flags.config } : {}), overrides, overrideSources, documentTables });
 }
 
 /** The host name reduced to characters a node id may hold. */

@@ -102,7 +102,15 @@ export function configFileFromEnv(env: Record<string, string | undefined>): stri
   return value === undefined || value === '' ? undefined : value;
 }
 
+/**
+ * Arrays of tables a config file may hold besides its sections, and the command that reads them: the
+ * bridge's mappings and trigger rules sit in the same file as its settings.
+ */
+export const DOCUMENT_TABLES: Readonly<Record<string, string>> = { mapping: 'ucp bridge', trigger: 'ucp bridge' };
+
 export interface LoadConfigOptions {
+  /** Arrays of tables from DOCUMENT_TABLES that the caller reads itself (readDocumentTables). */
+  documentTables?: readonly string[];
   /** TOML file layered over the defaults. When omitted, UCP_CONFIG from `env` is used if set. */
   file?: string;
   /** Environment to read UCP_* variables from. Defaults to process.env. */
@@ -136,12 +144,26 @@ export function loadConfig(opts: LoadConfigOptions = {}): UcpConfig {
   const file = opts.file ?? configFileFromEnv(env);
   if (file !== undefined) {
     const path = resolve(file);
-    applyTable(readToml(path, fromEnv ? 'UCP_CONFIG' : undefined), path, entries);
+    applyTable(readToml(path, fromEnv ? 'UCP_CONFIG' : undefined), path, entries, opts.documentTables ?? []);
   }
   applyEnv(env, entries);
   if (opts.overrides) applyOverrides(opts.overrides, opts.overrideSources ?? {}, entries);
   checkCrossField(entries);
   return freezeConfig(entries);
+}
+
+/** The arrays of tables `names` from a config file (empty arrays for those it lacks). */
+export function readDocumentTables(file: string, names: readonly string[]): Record<string, Array<Record<string, unknown>>> {
+  const path = resolve(file);
+  const table = readToml(path, undefined);
+  const out: Record<string, Array<Record<string, unknown>>> = {};
+  for (const name of names) {
+    const value = table[name];
+    if (value === undefined) out[name] = [];
+    else if (Array.isArray(value) && value.every(isTable)) out[name] = value;
+    else throw new ConfigError(`${name} in ${path} must be an array of tables: write each as [[${name}]] followed by its keys`, { key: name, source: path });
+  }
+  return out;
 }
 
 /** One row per key, for `ucp config` output and generated docs. */
@@ -268,9 +290,13 @@ function parseToml(text: string, path: string): Record<string, unknown> {
   }
 }
 
-function applyTable(table: Record<string, unknown>, source: string, entries: Entries): void {
+function applyTable(table: Record<string, unknown>, source: string, entries: Entries, documentTables: readonly string[] = []): void {
   const sections = SECTION_NAMES.join(', ');
   for (const [section, body] of Object.entries(table)) {
+    if (Object.hasOwn(DOCUMENT_TABLES, section)) {
+      if (documentTables.includes(section)) continue;
+      throw new ConfigError(`[[${section}]] in ${source} is read only by \`${DOCUMENT_TABLES[section]}\`; this command does not use it`, { key: section, source });
+    }
     const keys = Object.hasOwn(SCHEMA, section) ? SCHEMA[section] : undefined;
     if (!isTable(body)) {
       if (keys) {

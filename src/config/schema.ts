@@ -175,6 +175,22 @@ export const CONFIG_SCHEMA = {
     max_memory_mb: { type: 'integer', min: 1, max: 4096 },
     broker_wait_s: { type: 'integer', min: 0, max: 86400 },
   },
+  bridge: {
+    field_url: {
+      type: 'string',
+      pattern: /^mqtts?:\/\/\S+$/,
+      hint: 'a URL starting with mqtt:// or mqtts://, e.g. mqtt://127.0.0.1:1884',
+      check: mqttUrlProblem,
+    },
+    field_username: { type: 'string' },
+    field_password: { type: 'string', secret: true },
+    max_payload_bytes: { type: 'integer', min: 16, max: 67108864 },
+    buffer_max_bytes: { type: 'integer', min: 65536, max: 1099511627776 },
+    buffer_max_age_s: { type: 'integer', min: 1 },
+    batch_records: { type: 'integer', min: 1, max: 20000 },
+    drain_rate: { type: 'integer', min: 1 },
+    rebirth_interval_s: { type: 'integer', min: 0, max: 86400 },
+  },
   liveness: {
     heartbeat_interval_ms: { type: 'integer', min: 50 },
     // Two intervals: one missed heartbeat (a GC pause, a slow link) must not declare a node dead.
@@ -313,6 +329,18 @@ export interface StoreConfig {
   readonly sync: StoreSyncMode;
 }
 
+export interface BridgeConfig {
+  readonly field_url: string;
+  readonly field_username: string;
+  readonly field_password: string;
+  readonly max_payload_bytes: number;
+  readonly buffer_max_bytes: number;
+  readonly buffer_max_age_s: number;
+  readonly batch_records: number;
+  readonly drain_rate: number;
+  readonly rebirth_interval_s: number;
+}
+
 export interface LivenessConfig {
   readonly heartbeat_interval_ms: number;
   readonly dead_after_ms: number;
@@ -334,6 +362,7 @@ export interface UcpConfig {
   readonly scheduler: SchedulerConfig;
   readonly metadata_sync: MetadataSyncConfig;
   readonly client: ClientConfig;
+  readonly bridge: BridgeConfig;
   readonly liveness: LivenessConfig;
 }
 
