@@ -39,6 +39,17 @@ const EXPECTED_DEFAULTS: UcpConfig = {
   scheduler: { aging_s: 60, inline_result_bytes: 65536, max_redeploy_attempts: 3, redeploy_delay_ms: 0, delegate_after_ms: 2000, deadline_margin_s: 60 },
   metadata_sync: { interval_s: 5, retry_on_failure: true, failure_retry_interval_s: 2 },
   client: { priority: 'normal', timeout_s: 300, max_memory_mb: 256, broker_wait_s: 30 },
+  bridge: {
+    field_url: 'mqtt://127.0.0.1:1884',
+    field_username: '',
+    field_password: '',
+    max_payload_bytes: 65536,
+    buffer_max_bytes: 268435456,
+    buffer_max_age_s: 86400,
+    batch_records: 5000,
+    drain_rate: 100000,
+    rebirth_interval_s: 5,
+  },
   liveness: { heartbeat_interval_ms: 1000, dead_after_ms: 4000, promote_after_ms: 10000 },
 };
 
