@@ -36,6 +36,23 @@ export const MAX_SYNC_CHANGES = 500;
 /** The most jobs one listing reply carries. */
 const MAX_JOB_PAGE = 500;
 
+const text = (max: number) => str({ max });
+const bridgeStatus = object({
+  field_connected: bool(),
+  buffer: object({ records: uint(), bytes: uint(), backlog: uint(), oldest_ms: optional(uint()), dropped_bytes: uint(), dropped_age: uint() }),
+  forwarded: object({ stored: uint(), duplicate: uint(), outside_retention: uint(), batches: uint(), failures: uint(), drained: uint(), drain_ms: uint() }),
+  bad_payloads: arrayOf(object({ device: text(512), topic: text(1_024), reason: text(32), count: uint(), last: text(256) }), { max: 1_000 }),
+  edge_nodes: arrayOf(
+    object({ group: text(256), node: text(256), state: literal('online', 'offline'), bd_seq: optional(uint()), seq_gaps: uint(), stale_deaths_ignored: uint(), rebirths_requested: uint(), offline_devices: arrayOf(text(256), { max: 1_000 }) }),
+    { max: 1_000 },
+  ),
+  commands: arrayOf(
+    object({ job_id: text(128), device: text(512), topic: text(1_024), state: literal('published', 'acked', 'timed_out', 'failed'), at: uint(), ms: optional(uint()), detail: optional(text(256)) }),
+    { max: 100 },
+  ),
+});
+export type BridgeStatus = Infer<typeof bridgeStatus>;
+
 /**
  * Every message kind and the shape of its body. Adding a kind here is the only way to put a new message on
  * the wire: the decoder refuses kinds it does not know.
@@ -89,6 +106,8 @@ export const BODY_SCHEMAS = {
       { max: 10_000 },
     ),
     counters: record(str({ max: 64 }), uint(), { max: 256 }),
+    /** Firmware bridges: their field side, buffer, bad device payloads, Sparkplug edge nodes, commands. */
+    bridge: optional(bridgeStatus),
   }),
   /** An operator notice, delivered durably: e.g. "evacuate sector 4, move units to depot B". */
   notice: object({

@@ -119,6 +119,7 @@ export class NodeLink {
   private seq = 0;
   private heartbeatSeq = 0;
   private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'job_slots' | 'free_bytes'> = () => ({});
+  private statusFields: () => Pick<BodyOf<'status'>, 'bridge'> = () => ({});
   private stopping = false;
   private timersStarted = false;
   private readonly firstReady: Promise<void>;
@@ -307,6 +308,11 @@ export class NodeLink {
     this.heartbeatFields = fields;
   }
 
+  /** Adds role-specific sections (a bridge's field side and buffer) to every status reply. */
+  setStatusFields(fields: () => Pick<BodyOf<'status'>, 'bridge'>): void {
+    this.statusFields = fields;
+  }
+
   /**
    * Timestamps for a local event that others will order, such as a broker's metadata change: a broker
    * ticks its own vector-clock entry, as it does for a message it sends.
@@ -366,6 +372,7 @@ export class NodeLink {
       outbox_pending: this.outboxPending,
       peers: this.peers.peers().map((p) => ({ id: p.id, role: p.role, incarnation: p.incarnation, alive: p.alive })),
       counters: { ...this.counters.snapshot(), hlc_max_drift_ms: Math.max(0, Math.round(this.clocks.maxObservedDriftMs)) },
+      ...this.statusFields(),
     };
   }
 

@@ -55,6 +55,7 @@ const nodeIdArb = fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/).filter((id) => !id
 const notProto = (k: string): boolean => k !== '__proto__';
 const messageIdArb = fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/);
 const uintArb = fc.maxSafeNat();
+const uintArb32 = fc.integer({ min: 0, max: 2 ** 32 });
 const dataNameArb = fc.array(fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,8}$/), { minLength: 1, maxLength: 4 }).map((segments) => segments.join('/'));
 const atArb = fc.tuple(fc.integer({ min: 0, max: 2 ** 48 }), fc.integer({ min: 0, max: 2 ** 32 }));
 const textArb = (max: number, min = 0): fc.Arbitrary<string> => fc.string({ minLength: min, maxLength: max, unit: 'binary' });
@@ -157,6 +158,33 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
   ),
   data_delete: fc.record({ name: dataNameArb, job_id: fc.stringMatching(/^[A-Za-z0-9_-]{1,20}$/), at: atArb, writer: nodeIdArb }, { requiredKeys: ['at', 'writer'] }),
   data_deleted: fc.record({ count: uintArb }),
+  data_write: fc.record(
+    { upload: fc.stringMatching(/^[0-9a-f]{8,32}$/), name: dataNameArb, index: uintArb32, bytes: fc.uint8Array({ maxLength: 64 }), last: fc.record({ size: uintArb, digest: fc.stringMatching(/^[0-9a-f]{64}$/), at: atArb, writer: nodeIdArb }) },
+    { requiredKeys: ['upload', 'name', 'index', 'bytes'] },
+  ),
+  data_written: fc.record({ upload: fc.stringMatching(/^[0-9a-f]{8,32}$/), index: uintArb32 }),
+  data_read: fc.record({ name: dataNameArb, from: uintArb, max_bytes: fc.integer({ min: 1, max: 1_048_576 }) }),
+  data_chunk: fc.record(
+    { name: dataNameArb, at: atArb, writer: nodeIdArb, size: uintArb, series: fc.boolean(), digest: fc.stringMatching(/^[0-9a-f]{64}$/), from: uintArb, bytes: fc.uint8Array({ maxLength: 64 }), next: uintArb },
+    { requiredKeys: ['name', 'at', 'writer', 'size', 'series', 'from', 'bytes'] },
+  ),
+  data_append: fc.record({
+    series: fc.array(
+      fc.record(
+        { name: dataNameArb, records: fc.array(fc.record({ seq: uintArb, t: fc.integer({ min: 0, max: 2 ** 48 }), line: fc.uint8Array({ maxLength: 32 }) }), { maxLength: 3 }), keep_last: fc.integer({ min: 1, max: 1_000 }), before_t: fc.integer({ min: 0, max: 2 ** 48 }) },
+        { requiredKeys: ['name', 'records'] },
+      ),
+      { maxLength: 3 },
+    ),
+    at: atArb,
+    writer: nodeIdArb,
+  }),
+  data_appended: fc.record({
+    results: fc.array(
+      fc.record({ name: dataNameArb, outcome: fc.constantFrom('appended' as const, 'not_series' as const), stored: uintArb, duplicate: uintArb, outside_retention: uintArb, size: uintArb, store: nodeIdArb }),
+      { maxLength: 3 },
+    ),
+  }),
   job_submit: fc.record({ spec: specArb, wait_for: fc.array(dataNameArb, { maxLength: 3 }) }),
   job_accepted: fc.record({ job: viewArb, created: fc.boolean() }),
   job_assign: fc.record({ attempt: fc.integer({ min: 1, max: 100 }), spec: specArb, versions: fc.dictionary(dataNameArb.filter(notProto), atArb, { maxKeys: 3 }) }),

@@ -108,6 +108,21 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
       counters: { bad_body: 2, too_large: 1 },
     },
     { software: '', uptime_ms: 0, outbox_pending: 0, peers: [], counters: {} },
+    {
+      software: 's',
+      uptime_ms: 1,
+      outbox_pending: 0,
+      peers: [],
+      counters: {},
+      bridge: {
+        field_connected: true,
+        buffer: { records: 2, bytes: 100, backlog: 0, oldest_ms: 5, dropped_bytes: 0, dropped_age: 1 },
+        forwarded: { stored: 10, duplicate: 0, outside_retention: 2, batches: 1, failures: 0, drained: 0, drain_ms: 0 },
+        bad_payloads: [{ device: 'pump-1', topic: 'sensors/pump-1/level', reason: 'unparsable', count: 3, last: 'not JSON' }],
+        edge_nodes: [{ group: 'plant', node: 'edge-1', state: 'offline', bd_seq: 3, seq_gaps: 1, stale_deaths_ignored: 1, rebirths_requested: 1, offline_devices: [] }],
+        commands: [{ job_id: 'tank-high.1', device: 'pump-1', topic: 'devices/pump-1/cmd', state: 'acked', at: 1, ms: 40 }],
+      },
+    },
   ],
   notice: [
     { severity: 'critical', text: 'evacuate sector 4, move units to depot B' },
@@ -122,6 +137,21 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
   data_listing: [{ items: [{ name: 'job-1/result.zip', size: 1_234, store: 'ds-1', at: [5, 1] }] }, { items: [], next: 'z' }],
   data_delete: [{ name: 'fire/a', at: [9, 0], writer: 'ops' }, { job_id: 'job-1', at: [9, 1], writer: 'ops' }],
   data_deleted: [{ count: 0 }, { count: 12 }],
+  data_write: [
+    { upload: '9f2c1d', name: 'rec/cam-1', index: 0, bytes: new Uint8Array(16) },
+    { upload: '9f2c1d', name: 'rec/cam-1', index: 3, bytes: new Uint8Array(3), last: { size: 786_435, digest: 'a'.repeat(64), at: [1_718_000_000_000, 0], writer: 'client-a' } },
+  ],
+  data_written: [{ upload: '9f2c1d', index: 2 }],
+  data_read: [{ name: 'rec/cam-1', from: 262_144, max_bytes: 262_144 }],
+  data_chunk: [
+    { name: 'rec/cam-1', at: [5, 1], writer: 'client-a', size: 786_435, series: false, digest: 'b'.repeat(64), from: 0, bytes: new Uint8Array(8), next: 8 },
+    { name: 'field/p1/level', at: [5, 2], writer: 'bridge-1', size: 40, series: true, from: 12, bytes: new Uint8Array(40) },
+  ],
+  data_append: [
+    { series: [{ name: 'field/p1/level', records: [{ seq: 0, t: 1_718_000_000_000, line: new Uint8Array([123, 125, 10]) }], keep_last: 100, before_t: 1_717_000_000_000 }], at: [5, 3], writer: 'bridge-1' },
+    { series: [], at: [0, 0], writer: 'b' },
+  ],
+  data_appended: [{ results: [{ name: 'field/p1/level', outcome: 'appended', stored: 1, duplicate: 0, outside_retention: 0, size: 3, store: 'ds-1' }] }],
   job_submit: [
     { spec: SPEC, wait_for: [] },
     { spec: { ...SPEC, stdin_file: 'fire/stdin', stdout_file: 'output/stdout.txt', stderr_file: 'output/stderr.txt' }, wait_for: ['fire/district-3/temps'] },
