@@ -2,6 +2,7 @@
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { PlanError } from '../client/index.js';
+import { BridgeConfigError } from '../../firmware-bridge/index.js';
 import { ConfigError, type UcpConfig } from '../config/index.js';
 import { StoreError } from '../store/index.js';
 import { NodeRuntime, RemoteError, TransportError } from '../transport/index.js';
@@ -14,6 +15,7 @@ import { collectResults, listJobs, runPlan, showJob } from './jobs.js';
 import { runUntilSignal } from './lifecycle.js';
 import { promoteWhenBrokerless } from './promotion.js';
 import { attachRole } from './roles.js';
+import { runBridge } from './bridge.js';
 import { startHub, startLocalCluster } from './local-cluster.js';
 import { flushOutbox, sendNotice } from './notice.js';
 import { defaultDataDir, defaultNodeId, hostLabel, makeLogger, resolveConfig, UsageError, type GlobalFlags } from './settings.js';
@@ -127,6 +129,16 @@ for (const role of ['broker', 'executor', 'datastore'] as const) {
     .description(`run ${role === 'executor' ? 'an' : 'a'} ${role} node against --hub`)
     .action(async (_opts: unknown, cmd: Command) => runRole(cmd, role));
 }
+
+const bridge = program
+  .command('bridge')
+  .description('run a firmware bridge: device topics on a field broker in, named data and jobs on the platform, commands back out (--config FILE holds its [[mapping]] and [[trigger]] tables)')
+  .action(async (_opts: unknown, cmd: Command) => {
+    const flags = globals(cmd);
+    if (flags.config === undefined && process.env['UCP_CONFIG'] === undefined) throw new UsageError('ucp bridge needs --config FILE with its [[mapping]] tables (see config/bridge-*.toml)');
+    await runBridge(flags);
+  });
+void bridge;
 
 program
   .command('nodes')
@@ -270,7 +282,7 @@ program
 
 /** One line, no stack: what went wrong and what to do. */
 function explain(err: unknown): string {
-  if (err instanceof ConfigError || err instanceof StoreError || err instanceof UsageError) return err.message;
+  if (err instanceof ConfigError || err instanceof StoreError || err instanceof UsageError || err instanceof BridgeConfigError) return err.message;
   if (err instanceof PlanError) return err.message;
   if (err instanceof TransportError || err instanceof RemoteError) return err.message;
   if (err instanceof Error) return err.message.split('\n')[0] ?? String(err);
@@ -286,5 +298,5 @@ try {
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
   process.stderr.write(`ucp: ${explain(err)}\n`);
-  process.exit(err instanceof UsageError || err instanceof ConfigError || err instanceof PlanError ? 2 : 1);
+  process.exit(err instanceof UsageError || err instanceof ConfigError || err instanceof PlanError || err instanceof BridgeConfigError ? 2 : 1);
 }

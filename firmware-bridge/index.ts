@@ -1,0 +1,2 @@
+export * from './bridge-config.js';
+export * from './bridge-node.js';

@@ -1,0 +1,188 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encode as encodeCbor } from 'cbor-x';
+import { HAVE_MOSQUITTO, SKIP_WITHOUT_MOSQUITTO, startMosquitto } from '../helpers/mosquitto.js';
+import { freePort, removeDir, startHubProcess, tempDir, ucp, ucpRun, type Proc } from '../helpers/processes.js';
+
+interface Line {
+  seq: number;
+  t: number;
+  v: unknown;
+  stale?: boolean;
+}
+
+/**
+ * The firmware bridge with real parts: Debian's Mosquitto as the field broker, the platform's hub, broker
+ * and datastore as processes, and `ucp bridge` reading device topics from one and storing series on the
+ * other.
+ */
+describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('firmware bridge', () => {
+  let dir: string;
+  let port: number;
+  let fieldUrl: string;
+  const procs: Proc[] = [];
+  let hub: Proc;
+  let bridge: Proc;
+  let device: mqtt.MqttClient;
+  const common = () => ['--hub', `mqtt://127.0.0.1:${port}`, '--cluster', 'br', '--log-level', 'warn'];
+
+  const series = async (name: string): Promise<Line[]> => {
+    const got = await ucpRun(['data', 'get', name, ...common()], {}, 30_000);
+    if (got.code !== 0) return [];
+    return got.stdout.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Line);
+  };
+  const waitSeries = async (name: string, done: (lines: Line[]) => boolean, timeoutMs = 30_000): Promise<Line[]> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const lines = await series(name);
+      if (done(lines)) return lines;
+      if (Date.now() > deadline) throw new Error(`${name}: ${lines.length} records after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  };
+  const status = async () => {
+    const got = await ucpRun(['status', 'bridge-1', '--json', ...common()]);
+    expect(got.code, got.stderr).toBe(0);
+    return JSON.parse(got.stdout) as { counters: Record<string, number>; bridge: { buffer: { records: number }; bad_payloads: Array<{ device: string; topic: string; reason: string; count: number }> } };
+  };
+  const publish = (topic: string, payload: string | Buffer) => device.publishAsync(topic, payload, { qos: 1 });
+
+  beforeAll(async () => {
+    if (!HAVE_MOSQUITTO) return;
+    dir = tempDir();
+    port = await freePort();
+    const field = await startMosquitto(dir, { name: 'field' });
+    fieldUrl = field.url;
+    procs.push(field.proc);
+    hub = await startHubProcess(port);
+    const broker = ucp(['broker', '--node-id', 'br', '--data-dir', join(dir, 'br'), ...common(), '--log-level', 'info']);
+    procs.push(broker, ucp(['datastore', '--node-id', 'ds', '--data-dir', join(dir, 'ds'), ...common()]));
+    await broker.waitForLog({ msg: 'peer up', peer: 'ds' });
+    const config = join(dir, 'bridge.toml');
+    writeFileSync(
+      config,
+      `[bridge]
+field_url = "${fieldUrl}"
+max_payload_bytes = 1024
+
+[[mapping]]
+name = "esphome"
+topic = "{device}/sensor/{metric}/state"
+codec = "number"
+target = ["field/{device}/{metric}", "field/{device}/{metric}/latest"]
+keep_last = 600
+
+[[mapping]]
+name = "tasmota"
+topic = "tele/{device}/SENSOR"
+codec = "json"
+fields = { temperature = "AM2301.Temperature", humidity = "AM2301.Humidity" }
+type = "number"
+min = -40
+max = 125
+target = "field/{device}/{metric}"
+
+[[mapping]]
+name = "cbor-meters"
+topic = "meters/{device}"
+codec = "cbor"
+path = "kwh"
+target = "field/{device}/kwh"
+
+[[mapping]]
+name = "labels"
+topic = "labels/{device}"
+codec = "text"
+target = "field/{device}/label"
+
+[[mapping]]
+name = "stills"
+topic = "stills/{device}"
+codec = "raw"
+target = "field/{device}/still/latest"
+
+[[mapping]]
+name = "plc"
+topic = "spBv1.0/#"
+codec = "sparkplug-b"
+target = "field/{group}/{edge}/{metric}"
+`,
+    );
+    bridge = ucp(['bridge', '--config', config, '--node-id', 'bridge-1', '--data-dir', join(dir, 'bridge-1'), ...common(), '--log-level', 'info']);
+    procs.push(bridge);
+    await bridge.waitForLog({ msg: 'connected to the field broker' });
+    await bridge.waitForLog({ msg: 'peer up', peer: 'br' });
+    device = await mqtt.connectAsync(fieldUrl, { clientId: 'device-sim' });
+  }, 60_000);
+
+  afterAll(async () => {
+    await device?.endAsync();
+    for (const p of procs.reverse()) await p.stop();
+    if (dir !== undefined) removeDir(dir);
+  });
+
+  it('stores readings of several codecs as series, with the newest under /latest', async () => {
+    await publish('pump-1/sensor/level/state', '41.5');
+    await publish('tele/kitchen/SENSOR', JSON.stringify({ Time: '2024-06-01T10:00:00', AM2301: { Temperature: 21.3, Humidity: 45 } }));
+    await publish('meters/m-7', Buffer.from(encodeCbor({ kwh: 1234.5 })));
+    await publish('labels/pump-1', 'north tank');
+    await publish('pump-1/sensor/level/state', '42');
+    const level = await waitSeries('field/pump-1/level', (l) => l.length === 2);
+    expect(level.map((l) => l.v)).toEqual([41.5, 42]);
+    expect(level.map((l) => l.seq)).toEqual([0, 1]);
+    expect((await waitSeries('field/pump-1/level/latest', (l) => l.length === 1 && l[0]!.v === 42))[0]!.v).toBe(42);
+    expect((await waitSeries('field/kitchen/temperature', (l) => l.length === 1))[0]!.v).toBe(21.3);
+    expect((await waitSeries('field/kitchen/humidity', (l) => l.length === 1))[0]!.v).toBe(45);
+    expect((await waitSeries('field/m-7/kwh', (l) => l.length === 1))[0]!.v).toBe(1234.5);
+    expect((await waitSeries('field/pump-1/label', (l) => l.length === 1))[0]!.v).toBe('north tank');
+  });
+
+  it('counts a malformed payload of every codec per device and topic, and keeps running', async () => {
+    await publish('pump-9/sensor/level/state', 'twelve');
+    await publish('tele/attic/SENSOR', '{"AM2301": {"Temperature": 21');
+    await publish('tele/attic/SENSOR', JSON.stringify({ AM2301: { Temperature: 900, Humidity: 40 } }));
+    await publish('tele/attic/SENSOR', JSON.stringify({ AM2301: { Temperature: 'warm' } }));
+    await publish('meters/m-9', Buffer.from([0xff, 0xfe, 0x00]));
+    await publish('labels/pump-9', Buffer.from([0xc3, 0x28]));
+    await publish('stills/cam-9', Buffer.alloc(2_000));
+    await publish('spBv1.0/plant/NDATA/edge-9', Buffer.from('not protobuf at all'));
+    await publish('pump-9/sensor/level/state', '12');
+    await waitSeries('field/pump-9/level', (l) => l.length === 1 && l[0]!.v === 12);
+    const s = await status();
+    const bad = (deviceName: string, reason: string) => s.bridge.bad_payloads.find((b) => b.device === deviceName && b.reason === reason);
+    expect(bad('pump-9', 'unparsable')).toMatchObject({ topic: 'pump-9/sensor/level/state', count: 1 });
+    expect(bad('attic', 'unparsable')).toMatchObject({ topic: 'tele/attic/SENSOR', count: 1 });
+    expect(bad('attic', 'out_of_range')).toBeDefined();
+    expect(bad('attic', 'wrong_type')).toBeDefined();
+    expect(bad('m-9', 'unparsable')).toBeDefined();
+    expect(bad('pump-9', 'unparsable')).toBeDefined();
+    expect(s.bridge.bad_payloads.find((b) => b.topic === 'labels/pump-9')).toMatchObject({ reason: 'unparsable' });
+    expect(bad('cam-9', 'oversized')).toBeDefined();
+    expect(s.bridge.bad_payloads.find((b) => b.topic === 'spBv1.0/plant/NDATA/edge-9')).toMatchObject({ reason: 'unparsable' });
+    expect(s.counters['bad_payload_unparsable']).toBeGreaterThanOrEqual(5);
+    // The readable part of the Tasmota message with a bad temperature still counts: humidity is stored.
+    expect((await waitSeries('field/attic/humidity', (l) => l.length === 1))[0]!.v).toBe(40);
+  });
+
+  it('buffers 1,000 readings while the platform hub is down and stores those within retention, in order, exactly once', async () => {
+    hub.kill('SIGKILL');
+    await hub.exited;
+    for (let i = 0; i < 1_000; i++) void publish('pump-2/sensor/level/state', String(i));
+    await publish('pump-2/sensor/level/state', '1000');
+    // Give the bridge time to take them all in (it acknowledges each to Mosquitto at once).
+    await new Promise((r) => setTimeout(r, 1_500));
+    hub = await startHubProcess(port);
+    procs.push(hub);
+    const lines = await waitSeries('field/pump-2/level', (l) => l.length >= 600, 60_000);
+    // keep_last = 600: the newest 600 of 1,001, in sequence order, each once.
+    expect(lines.length).toBe(600);
+    expect(lines.map((l) => l.v)).toEqual(Array.from({ length: 600 }, (_, i) => 401 + i));
+    expect(lines.map((l) => l.seq)).toEqual(Array.from({ length: 600 }, (_, i) => 401 + i));
+    const s = await status();
+    expect(s.counters['readings_outside_retention']).toBe(401);
+    expect(s.bridge.buffer.records).toBe(0);
+    expect((await series('field/pump-2/level/latest')).map((l) => l.v)).toEqual([1000]);
+  }, 120_000);
+});
