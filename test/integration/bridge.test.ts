@@ -4,6 +4,10 @@ import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encode as encodeCbor } from 'cbor-x';
 import { HAVE_MOSQUITTO, SKIP_WITHOUT_MOSQUITTO, startMosquitto } from '../helpers/mosquitto.js';
+import { DataClient } from '../../src/client/index.js';
+import { loadConfig } from '../../src/config/index.js';
+import { createLogger } from '../../src/log/index.js';
+import { NodeLink, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { freePort, removeDir, startHubProcess, tempDir, ucp, ucpRun, type Proc } from '../helpers/processes.js';
 
 interface Line {
@@ -28,10 +32,16 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('firmware bridge', () => {
   let device: mqtt.MqttClient;
   const common = () => ['--hub', `mqtt://127.0.0.1:${port}`, '--cluster', 'br', '--log-level', 'warn'];
 
+  let link: NodeLink;
+  let data: DataClient;
   const series = async (name: string): Promise<Line[]> => {
-    const got = await ucpRun(['data', 'get', name, ...common()], {}, 30_000);
-    if (got.code !== 0) return [];
-    return got.stdout.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Line);
+    let text: string;
+    try {
+      text = new TextDecoder().decode((await data.get(name)).bytes);
+    } catch {
+      return [];
+    }
+    return text.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Line);
   };
   const waitSeries = async (name: string, done: (lines: Line[]) => boolean, timeoutMs = 30_000): Promise<Line[]> => {
     const deadline = Date.now() + timeoutMs;
@@ -43,9 +53,9 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('firmware bridge', () => {
     }
   };
   const status = async () => {
-    const got = await ucpRun(['status', 'bridge-1', '--json', ...common()]);
-    expect(got.code, got.stderr).toBe(0);
-    return JSON.parse(got.stdout) as { counters: Record<string, number>; bridge: { buffer: { records: number }; bad_payloads: Array<{ device: string; topic: string; reason: string; count: number }> } };
+    const reply = await link.request('bridge-1', 'status_request', {});
+    if (reply.kind !== 'status' || reply.body.bridge === undefined) throw new Error(`bridge-1 answered ${reply.kind}`);
+    return { counters: reply.body.counters, bridge: reply.body.bridge };
   };
   const publish = (topic: string, payload: string | Buffer) => device.publishAsync(topic, payload, { qos: 1 });
 
@@ -115,10 +125,14 @@ target = "field/{group}/{edge}/{metric}"
     await bridge.waitForLog({ msg: 'connected to the field broker' });
     await bridge.waitForLog({ msg: 'peer up', peer: 'br' });
     device = await mqtt.connectAsync(fieldUrl, { clientId: 'device-sim' });
+    const linkConfig = loadConfig({ env: {}, overrides: { 'node.cluster': 'br', 'hub.url': `mqtt://127.0.0.1:${port}` } });
+    link = await NodeLink.start({ ...linkOptionsFromConfig(linkConfig, createLogger({ level: 'silent', format: 'json' })), nodeId: 'tester', role: 'client', announce: false, watchPresence: true });
+    data = new DataClient(link, 30_000);
   }, 60_000);
 
   afterAll(async () => {
     await device?.endAsync();
+    await link?.stop();
     for (const p of procs.reverse()) await p.stop();
     if (dir !== undefined) removeDir(dir);
   });
@@ -180,7 +194,9 @@ target = "field/{group}/{edge}/{metric}"
     expect(lines.length).toBe(600);
     expect(lines.map((l) => l.v)).toEqual(Array.from({ length: 600 }, (_, i) => 401 + i));
     expect(lines.map((l) => l.seq)).toEqual(Array.from({ length: 600 }, (_, i) => 401 + i));
-    const s = await status();
+    const shown = await ucpRun(['status', 'bridge-1', '--json', ...common()]);
+    expect(shown.code, shown.stderr).toBe(0);
+    const s = JSON.parse(shown.stdout) as Awaited<ReturnType<typeof status>>;
     expect(s.counters['readings_outside_retention']).toBe(401);
     expect(s.bridge.buffer.records).toBe(0);
     expect((await series('field/pump-2/level/latest')).map((l) => l.v)).toEqual([1000]);
