@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encode as encodeCbor } from 'cbor-x';
+import sparkplug from 'sparkplug-payload';
 import { HAVE_MOSQUITTO, SKIP_WITHOUT_MOSQUITTO, startMosquitto } from '../helpers/mosquitto.js';
 import { DataClient } from '../../src/client/index.js';
 import { loadConfig } from '../../src/config/index.js';
@@ -201,4 +202,39 @@ target = "field/{group}/{edge}/{metric}"
     expect(s.bridge.buffer.records).toBe(0);
     expect((await series('field/pump-2/level/latest')).map((l) => l.v)).toEqual([1000]);
   }, 120_000);
+
+  it('follows a Sparkplug B node: birth, data by alias, a sequence gap (rebirth requested), a death (stale), a stale death ignored', async () => {
+    const spb = sparkplug.get('spBv1.0')!;
+    const enc = (p: Parameters<typeof spb.encodePayload>[0]) => Buffer.from(spb.encodePayload(p));
+    const ncmd: Array<Record<string, unknown>> = [];
+    const listener = await mqtt.connectAsync(fieldUrl, { clientId: 'scada-watch' });
+    await listener.subscribeAsync('spBv1.0/plant/NCMD/edge-1', { qos: 1 });
+    listener.on('message', (_t, payload) => ncmd.push(spb.decodePayload(payload) as Record<string, unknown>));
+    const now = Date.now();
+    await publish('spBv1.0/plant/NBIRTH/edge-1', enc({ timestamp: now, seq: 0, metrics: [{ name: 'bdSeq', type: 'Int64', value: 7 }, { name: 'Tank/Level', alias: 1, type: 'Float', value: 10.5 }, { name: 'Pump/Run', alias: 2, type: 'Boolean', value: false }] }));
+    await publish('spBv1.0/plant/NDATA/edge-1', enc({ timestamp: now, seq: 1, metrics: [{ alias: 1, type: 'Float', value: 11.5 }] }));
+    await publish('spBv1.0/plant/NDATA/edge-1', enc({ timestamp: now, seq: 2, metrics: [{ alias: 2, type: 'Boolean', value: true }] }));
+    const level = await waitSeries('field/plant/edge-1/Tank/Level', (l) => l.length === 2);
+    expect(level.map((l) => l.v)).toEqual([10.5, 11.5]);
+    expect((await waitSeries('field/plant/edge-1/Pump/Run', (l) => l.length === 2)).map((l) => l.v)).toEqual([false, true]);
+    // seq 3 and 4 lost: a gap, and a rebirth request the real subscriber sees.
+    await publish('spBv1.0/plant/NDATA/edge-1', enc({ timestamp: now, seq: 5, metrics: [{ alias: 1, type: 'Float', value: 12.5 }] }));
+    await waitSeries('field/plant/edge-1/Tank/Level', (l) => l.length === 3);
+    for (let i = 0; i < 50 && ncmd.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(ncmd[0]).toMatchObject({ metrics: [expect.objectContaining({ name: 'Node Control/Rebirth', value: true })] });
+    // A will from an earlier session (bdSeq 6) is stale: ignored.
+    await publish('spBv1.0/plant/NDEATH/edge-1', enc({ timestamp: now, metrics: [{ name: 'bdSeq', type: 'Int64', value: 6 }] }));
+    // The death matching the current birth takes the node offline and marks its metrics stale.
+    await publish('spBv1.0/plant/NDEATH/edge-1', enc({ timestamp: now, metrics: [{ name: 'bdSeq', type: 'Int64', value: 7 }] }));
+    const after = await waitSeries('field/plant/edge-1/Tank/Level', (l) => l.length === 4);
+    expect(after.at(-1)).toMatchObject({ stale: true });
+    expect((await waitSeries('field/plant/edge-1/Pump/Run', (l) => l.length === 3)).at(-1)).toMatchObject({ stale: true });
+    const s = await status();
+    const edge = (s.bridge as unknown as { edge_nodes: Array<Record<string, unknown>> }).edge_nodes.find((e) => e.node === 'edge-1');
+    expect(edge).toMatchObject({ group: 'plant', state: 'offline', bd_seq: 7, seq_gaps: 1, stale_deaths_ignored: 1, rebirths_requested: 1 });
+    expect(s.counters['sparkplug_stale_death_ignored']).toBe(1);
+    // Data from the dead node by an alias no live birth defined: counted, and a rebirth asked for again later.
+    await publish('spBv1.0/plant/NDATA/edge-1', enc({ timestamp: now, seq: 6, metrics: [{ alias: 9, type: 'Float', value: 1 }] }));
+    await listener.endAsync();
+  });
 });
