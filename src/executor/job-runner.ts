@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { adopterOf, BODY_SCHEMAS, type BodyOf, type Envelope, type JobSpec, type RunOutcome } from '../protocol/index.js';
 import type { Table } from '../store/index.js';
-import { RemoteError, TransportError, type NodeRuntime } from '../transport/index.js';
+import { DataTransfer, RemoteError, TransportError, type NodeRuntime } from '../transport/index.js';
 import { readCapabilities } from './capabilities.js';
 import { SandboxPool, type RunHandle, type SandboxResult } from './sandbox/index.js';
 
@@ -337,10 +337,8 @@ export class JobRunner {
 
   private async fetch(broker: string, name: string): Promise<Uint8Array> {
     try {
-      const reply = await this.node.link.request(broker, 'data_get', { name, prefix: false, limit: 1 });
-      const item = reply.kind === 'data_items' ? reply.body.items[0] : undefined;
-      if (item === undefined) throw new MissingInput(`missing input "${name}": the broker returned no data`);
-      return item.bytes;
+      // In chunks when it is larger than one message, its digest checked.
+      return (await new DataTransfer(this.node.link, async () => broker).readAll(name)).bytes;
     } catch (err) {
       if (err instanceof RemoteError && err.code === 'not_found') throw new MissingInput(`missing input "${name}": ${err.message}`);
       // Its datastore is out of reach (down, or across a partition): not the job's fault, so a host
