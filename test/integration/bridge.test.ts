@@ -9,7 +9,7 @@ import { DataClient } from '../../src/client/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
 import { NodeLink, linkOptionsFromConfig } from '../../src/transport/index.js';
-import { freePort, removeDir, startHubProcess, tempDir, ucp, ucpRun, type Proc } from '../helpers/processes.js';
+import { ROOT, freePort, removeDir, tempDir, ucp, ucpRun, type Proc } from '../helpers/processes.js';
 
 interface Line {
   seq: number;
@@ -67,10 +67,12 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('firmware bridge', () => {
     const field = await startMosquitto(dir, { name: 'field' });
     fieldUrl = field.url;
     procs.push(field.proc);
-    hub = await startHubProcess(port);
+    hub = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
+    await hub.waitForLine(/hub listening on/, 30_000);
     const broker = ucp(['broker', '--node-id', 'br', '--data-dir', join(dir, 'br'), ...common(), '--log-level', 'info']);
-    procs.push(broker, ucp(['datastore', '--node-id', 'ds', '--data-dir', join(dir, 'ds'), ...common()]));
-    await broker.waitForLog({ msg: 'peer up', peer: 'ds' });
+    procs.push(broker, ucp(['datastore', '--node-id', 'ds', '--data-dir', join(dir, 'ds'), ...common()]), ucp(['executor', '--node-id', 'ex', '--data-dir', join(dir, 'ex'), ...common()]));
+    await broker.waitForLog({ msg: 'peer up', peer: 'ds' }, 30_000);
+    await broker.waitForLog({ msg: 'peer up', peer: 'ex' }, 30_000);
     const config = join(dir, 'bridge.toml');
     writeFileSync(
       config,
@@ -119,17 +121,40 @@ name = "plc"
 topic = "spBv1.0/#"
 codec = "sparkplug-b"
 target = "field/{group}/{edge}/{metric}"
+
+[[mapping]]
+name = "tanks"
+topic = "tanks/{device}/level"
+codec = "number"
+target = "field/tanks/{device}/level"
+
+[[trigger]]
+name = "tank-high"
+on = "field/tanks/{device}/level"
+when = "threshold"
+above = 80
+[trigger.job]
+wasm_module = "modules/tank-alarm"
+argv = ["alarm", "80"]
+input = "reading.json"
+output = "command.json"
+timeout_s = 30
+[trigger.result]
+store = "field/tanks/{device}/commands"
+command_topic = "devices/{device}/cmd"
+ack_topic = "devices/{device}/ack"
+ack_timeout_s = 20
 `,
     );
     bridge = ucp(['bridge', '--config', config, '--node-id', 'bridge-1', '--data-dir', join(dir, 'bridge-1'), ...common(), '--log-level', 'info']);
     procs.push(bridge);
-    await bridge.waitForLog({ msg: 'connected to the field broker' });
-    await bridge.waitForLog({ msg: 'peer up', peer: 'br' });
+    await bridge.waitForLog({ msg: 'connected to the field broker' }, 30_000);
+    await bridge.waitForLog({ msg: 'peer up', peer: 'br' }, 30_000);
     device = await mqtt.connectAsync(fieldUrl, { clientId: 'device-sim' });
     const linkConfig = loadConfig({ env: {}, overrides: { 'node.cluster': 'br', 'hub.url': `mqtt://127.0.0.1:${port}` } });
     link = await NodeLink.start({ ...linkOptionsFromConfig(linkConfig, createLogger({ level: 'silent', format: 'json' })), nodeId: 'tester', role: 'client', announce: false, watchPresence: true });
     data = new DataClient(link, 30_000);
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     await device?.endAsync();
@@ -188,8 +213,9 @@ target = "field/{group}/{edge}/{metric}"
     await publish('pump-2/sensor/level/state', '1000');
     // Give the bridge time to take them all in (it acknowledges each to Mosquitto at once).
     await new Promise((r) => setTimeout(r, 1_500));
-    hub = await startHubProcess(port);
+    hub = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
     procs.push(hub);
+    await hub.waitForLine(/hub listening on/, 30_000);
     const lines = await waitSeries('field/pump-2/level', (l) => l.length >= 600, 60_000);
     // keep_last = 600: the newest 600 of 1,001, in sequence order, each once.
     expect(lines.length).toBe(600);
@@ -237,4 +263,35 @@ target = "field/{group}/{edge}/{metric}"
     await publish('spBv1.0/plant/NDATA/edge-1', enc({ timestamp: now, seq: 6, metrics: [{ alias: 9, type: 'Float', value: 1 }] }));
     await listener.endAsync();
   });
+
+  it('a threshold rule runs a WASM job whose result reaches the device command topic, and records the acknowledgement', async () => {
+    await data.putFile('modules/tank-alarm', join(ROOT, 'examples', 'tank-alarm', 'alarm.wasm'));
+    const commands: Array<{ topic: string; body: Record<string, unknown> }> = [];
+    // The tank's controller: a real MQTT subscriber on its command topic, answering on its ack topic.
+    const tank = await mqtt.connectAsync(fieldUrl, { clientId: 'tank-7' });
+    await tank.subscribeAsync('devices/+/cmd', { qos: 1 });
+    tank.on('message', (topic, payload) => {
+      commands.push({ topic, body: JSON.parse(payload.toString()) as Record<string, unknown> });
+      void tank.publishAsync(topic.replace(/cmd$/, 'ack'), 'done', { qos: 1 });
+    });
+    await publish('tanks/tank-7/level', '50');
+    await publish('tanks/tank-7/level', '85.5');
+    await publish('tanks/tank-7/level', '90');
+    for (let i = 0; i < 300 && commands.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    // Crossing 80 once fires once: 90 is still above.
+    expect(commands).toEqual([{ topic: 'devices/tank-7/cmd', body: { pump: 'on', level: 85.5, limit: 80 } }]);
+    let acked: Record<string, unknown> | undefined;
+    for (let i = 0; i < 100 && acked === undefined; i++) {
+      const s = await status();
+      acked = (s.bridge as unknown as { commands: Array<Record<string, unknown>> }).commands.find((c) => c.state === 'acked');
+      if (acked === undefined) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(acked).toMatchObject({ device: 'tank-7', topic: 'devices/tank-7/cmd', detail: 'done' });
+    const stored = await waitSeries('field/tanks/tank-7/commands', (l) => l.length === 1);
+    expect(stored[0]).toMatchObject({ v: { pump: 'on', level: 85.5, limit: 80 } });
+    const log = await waitSeries('bridge/bridge-1/commands', (l) => l.some((x) => (x as unknown as { state: string }).state === 'acked'));
+    expect(log.find((x) => (x as unknown as { state: string }).state === 'acked')).toMatchObject({ device: 'tank-7' });
+    expect((await status()).counters['triggers_fired']).toBe(1);
+    await tank.endAsync();
+  }, 60_000);
 });
