@@ -16,6 +16,7 @@ import { runUntilSignal } from './lifecycle.js';
 import { promoteWhenBrokerless } from './promotion.js';
 import { attachRole } from './roles.js';
 import { runBridge } from './bridge.js';
+import { simulate } from '../../firmware-bridge/simulator/simulator.js';
 import { startHub, startLocalCluster } from './local-cluster.js';
 import { flushOutbox, sendNotice } from './notice.js';
 import { defaultDataDir, defaultNodeId, hostLabel, makeLogger, resolveConfig, UsageError, type GlobalFlags } from './settings.js';
@@ -138,7 +139,30 @@ const bridge = program
     if (flags.config === undefined && process.env['UCP_CONFIG'] === undefined) throw new UsageError('ucp bridge needs --config FILE with its [[mapping]] tables (see config/bridge-*.toml)');
     await runBridge(flags);
   });
-void bridge;
+bridge
+  .command('simulate')
+  .description('simulated field devices of one firmware family on the field broker: realistic readings, and answers to commands')
+  .addOption(new Option('--profile <name>', 'firmware family').choices(['esphome', 'tasmota', 'chirpstack', 'sparkplug']).makeOptionMandatory())
+  .option('--devices <n>', 'number of devices', integer('devices', 1, 100_000), 10)
+  .option('--rate <r>', 'readings per second per device', (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0 || n > 100_000) throw new InvalidArgumentError('rate must be a number above 0 and at most 100000');
+    return n;
+  }, 1)
+  .option('--count <n>', 'readings per device, then exit (default: until stopped)', integer('count', 0, 1_000_000_000), 0)
+  .option('--duration <s>', 'seconds to run, then exit (default: until stopped)', integer('duration', 0, 31_536_000), 0)
+  .addOption(new Option('--qos <q>', 'MQTT QoS of readings').choices(['0', '1']).default('1'))
+  .option('--field <url>', 'the field broker (default bridge.field_url)')
+  .action(async (opts: { profile: 'esphome' | 'tasmota' | 'chirpstack' | 'sparkplug'; devices: number; rate: number; count: number; duration: number; qos: '0' | '1'; field?: string }, cmd: Command) => {
+    const { config, logger, out } = tool(cmd);
+    let stop!: () => void;
+    const stopped = new Promise<void>((resolve) => (stop = resolve));
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    const report = await simulate({ fieldUrl: opts.field ?? config.bridge.field_url, profile: opts.profile, devices: opts.devices, rate: opts.rate, count: opts.count, durationS: opts.duration, qos: opts.qos === '0' ? 0 : 1, log: logger }, stopped);
+    if (out.json) out.print(JSON.stringify(report));
+    else out.print(`published ${report.published} readings in ${report.seconds.toFixed(1)} s (${Math.round(report.published / Math.max(report.seconds, 0.001))}/s), answered ${report.commandsAnswered} commands`);
+  });
 
 program
   .command('nodes')
