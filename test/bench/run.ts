@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { ROOT } from '../helpers/processes.js';
+import { bridgeBench } from './bridge.js';
 import { failoverBench } from './failover.js';
 import { jobsBench } from './jobs.js';
 import { transportBench } from './transport.js';
@@ -30,6 +31,7 @@ const SUITES: Record<string, () => Promise<BenchResult>> = {
   transport: transportBench,
   jobs: jobsBench,
   failover: failoverBench,
+  bridge: bridgeBench,
 };
 
 function printTable(results: BenchResult[]): void {

@@ -1,0 +1,121 @@
+/**
+ * Firmware bridge benchmark: readings per second from device topics to stored named data, and the drain
+ * rate of the bridge's buffer after an outage of the platform hub.
+ *
+ * Processes: Mosquitto (the field broker), the hub, a broker, a datastore, `ucp bridge`, and
+ * `ucp bridge simulate` (ESPHome devices publishing as fast as they can). The baseline is what a bare
+ * MQTT subscriber on the same Mosquitto receives from the same simulator.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { loadConfig } from '../../src/config/index.js';
+import { createLogger } from '../../src/log/index.js';
+import { NodeLink, linkOptionsFromConfig } from '../../src/transport/index.js';
+import { startMosquitto } from '../helpers/mosquitto.js';
+import { freePort, removeDir, tempDir, ucp, ucpRun, type Proc } from '../helpers/processes.js';
+import type { BenchResult } from './run.js';
+
+const DEVICES = 100;
+const PER_DEVICE = 2_000;
+const READINGS = DEVICES * PER_DEVICE;
+const OUTAGE_PER_DEVICE = 2_000;
+const OUTAGE_READINGS = DEVICES * OUTAGE_PER_DEVICE;
+
+async function startHub(port: number): Promise<Proc> {
+  const hub = ucp(['hub', '--port', String(port), '--log-level', 'warn']);
+  await hub.waitForLine(/hub listening on/, 30_000);
+  return hub;
+}
+
+export async function bridgeBench(): Promise<BenchResult> {
+  const dir = tempDir('ucp-bench-bridge-');
+  const port = await freePort();
+  const common = ['--hub', `mqtt://127.0.0.1:${port}`, '--cluster', 'benchbridge', '--log-level', 'info'];
+  const procs: Proc[] = [];
+  let link: NodeLink | undefined;
+  try {
+    const field = await startMosquitto(dir, { name: 'field', extra: ['max_queued_messages 1000000', 'max_inflight_messages 0'] });
+    procs.push(field.proc);
+    let hub = await startHub(port);
+    procs.push(hub);
+    const broker = ucp(['broker', '--node-id', 'bb', '--data-dir', join(dir, 'bb'), ...common]);
+    procs.push(broker, ucp(['datastore', '--node-id', 'bd', '--data-dir', join(dir, 'bd'), ...common]));
+    await broker.waitForLog({ msg: 'peer up', peer: 'bd' }, 30_000);
+    const config = join(dir, 'bridge.toml');
+    writeFileSync(
+      config,
+      `[bridge]\nfield_url = "${field.url}"\nbatch_records = 5000\ndrain_rate = 10000000\n\n[[mapping]]\nname = "esphome"\ntopic = "{device}/sensor/{metric}/state"\ncodec = "number"\ntarget = "field/{device}/{metric}"\nkeep_last = 100000\n`,
+    );
+    const bridge = ucp(['bridge', '--config', config, '--node-id', 'bbridge', '--data-dir', join(dir, 'bbridge'), ...common]);
+    procs.push(bridge);
+    await bridge.waitForLog({ msg: 'connected to the field broker' }, 30_000);
+    await bridge.waitForLog({ msg: 'peer up', peer: 'bb' }, 30_000);
+    const linkConfig = loadConfig({ env: {}, overrides: { 'node.cluster': 'benchbridge', 'hub.url': `mqtt://127.0.0.1:${port}` } });
+    link = await NodeLink.start({ ...linkOptionsFromConfig(linkConfig, createLogger({ level: 'silent', format: 'json' })), nodeId: 'bench-watch', role: 'client', announce: false, watchPresence: false });
+    const stored = async (): Promise<{ stored: number; records: number }> => {
+      const reply = await link!.request('bbridge', 'status_request', {}, 30_000);
+      if (reply.kind !== 'status' || reply.body.bridge === undefined) throw new Error('the bridge gave no status');
+      return { stored: reply.body.bridge.forwarded.stored, records: reply.body.bridge.buffer.records };
+    };
+    const simulate = (perDevice: number) => ucpRun(['bridge', 'simulate', '--profile', 'esphome', '--devices', String(DEVICES), '--rate', '100000', '--count', String(perDevice), '--qos', '0', '--field', field.url, '--json', '--log-level', 'warn'], {}, 300_000);
+
+    // Baseline: the same simulator into a bare subscriber on the same Mosquitto.
+    const bare = await mqtt.connectAsync(field.url, { clientId: 'bench-bare' });
+    await bare.subscribeAsync('+/sensor/+/state', { qos: 0 });
+    let received = 0;
+    let firstAt = 0;
+    let lastAt = 0;
+    bare.on('message', () => {
+      if (received++ === 0) firstAt = performance.now();
+      lastAt = performance.now();
+    });
+    await simulate(PER_DEVICE);
+    await new Promise((r) => setTimeout(r, 1_000));
+    await bare.endAsync();
+    const bareRate = received / ((lastAt - firstAt) / 1_000);
+
+    // Throughput: from the first reading published to the last one stored.
+    const before = (await stored()).stored;
+    const started = performance.now();
+    const sim = await simulate(PER_DEVICE);
+    const simReport = JSON.parse(sim.stdout) as { published: number; seconds: number };
+    let now = await stored();
+    while (now.stored - before < READINGS) {
+      await new Promise((r) => setTimeout(r, 100));
+      now = await stored();
+    }
+    const throughput = READINGS / ((performance.now() - started) / 1_000);
+
+    // Drain: the hub is down while the devices publish; then it returns.
+    hub.kill('SIGKILL');
+    await hub.exited;
+    await simulate(OUTAGE_PER_DEVICE);
+    await new Promise((r) => setTimeout(r, 2_000));
+    const beforeDrain = now.stored;
+    const from = bridge.logs.length;
+    hub = await startHub(port);
+    procs.push(hub);
+    await bridge.waitForLog({ msg: 'peer up', peer: 'bb' }, 60_000, from);
+    const drainStart = performance.now();
+    let drained = await stored().catch(() => ({ stored: beforeDrain, records: OUTAGE_READINGS }));
+    while (drained.stored - beforeDrain < OUTAGE_READINGS) {
+      await new Promise((r) => setTimeout(r, 50));
+      drained = await stored().catch(() => drained);
+    }
+    const drainRate = OUTAGE_READINGS / ((performance.now() - drainStart) / 1_000);
+
+    return {
+      suite: 'bridge',
+      rows: [
+        { metric: 'readings/s, device topic -> stored series', bare: Math.round(bareRate), project: Math.round(throughput), ratio: Math.round((throughput / bareRate) * 100) / 100, target: '>= 20000/s', pass: throughput >= 20_000 },
+        { metric: 'buffer drain after an outage, readings/s', bare: null, project: Math.round(drainRate), ratio: null, target: '>= 50000/s', pass: drainRate >= 50_000 },
+      ],
+      details: { devices: DEVICES, readings: READINGS, outageReadings: OUTAGE_READINGS, simulatorRate: Math.round(simReport.published / simReport.seconds), bareReceived: received },
+    };
+  } finally {
+    await link?.stop();
+    for (const p of procs.reverse()) await p.stop();
+    removeDir(dir);
+  }
+}
