@@ -219,9 +219,20 @@ export class DataTransfer {
   /** The whole content in memory; for names known to be small (modules, readings, results). */
   async readAll(name: string): Promise<{ bytes: Uint8Array; head: ReadHead }> {
     let head: ReadHead | undefined;
+    // An object's size is known from its first piece: its pieces are copied into one buffer of that
+    // size, so the content is held once, not once in pieces and again joined.
+    let whole: Buffer | undefined;
+    let filled = 0;
     const parts: Uint8Array[] = [];
-    for await (const piece of this.read(name, (h) => (head = h))) parts.push(piece);
-    return { bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts), head: head! };
+    for await (const piece of this.read(name, (h) => (head = h))) {
+      if (head !== undefined && !head.series && whole === undefined && head.size > piece.byteLength) whole = Buffer.allocUnsafe(head.size);
+      if (whole !== undefined) {
+        whole.set(piece, filled);
+        filled += piece.byteLength;
+      } else parts.push(piece);
+    }
+    const bytes = whole ?? (parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    return { bytes, head: head! };
   }
 
   /** Writes the content to a file (through a temporary beside it, renamed once complete and checked). */
