@@ -17,9 +17,10 @@ import { freePort, removeDir, tempDir, ucp, ucpRun, type Proc } from '../helpers
 import type { BenchResult } from './run.js';
 
 const DEVICES = 100;
-const PER_DEVICE = 2_000;
+/** Readings per device; BENCH_BRIDGE_PER_DEVICE overrides it for a quick run. */
+const PER_DEVICE = Number(process.env['BENCH_BRIDGE_PER_DEVICE'] ?? 2_000);
 const READINGS = DEVICES * PER_DEVICE;
-const OUTAGE_PER_DEVICE = 2_000;
+const OUTAGE_PER_DEVICE = PER_DEVICE;
 const OUTAGE_READINGS = DEVICES * OUTAGE_PER_DEVICE;
 
 async function startHub(port: number): Promise<Proc> {
@@ -84,6 +85,7 @@ export async function bridgeBench(): Promise<BenchResult> {
     while (now.stored - before < READINGS) {
       await new Promise((r) => setTimeout(r, 100));
       now = await stored();
+      process.stderr.write(`  stored ${now.stored - before} of ${READINGS}, buffered ${now.records}\r`);
     }
     const throughput = READINGS / ((performance.now() - started) / 1_000);
 
