@@ -21,6 +21,8 @@ interface RelayedUpload {
 
 /** Uploads that stop sending for this long are forgotten (the datastore drops them too). */
 const UPLOAD_IDLE_MS = 120_000;
+/** How long a datastore gets to store one append (up to 20,000 records). */
+const APPEND_TIMEOUT_MS = 30_000;
 
 /**
  * The broker's part of named data: it places new data on the live datastore with the most free space,
@@ -161,7 +163,8 @@ export class DataRouter {
     }
     const replies = await Promise.all(
       [...byStore].map(async ([store, series]) => {
-        const reply = await this.node.link.request(store, 'data_append', { series, at: msg.body.at, writer: msg.body.writer });
+        // A large append is one transaction per series on the datastore: give it longer than a request.
+        const reply = await this.node.link.request(store, 'data_append', { series, at: msg.body.at, writer: msg.body.writer }, APPEND_TIMEOUT_MS);
         if (reply.kind !== 'data_appended') throw new Refusal('bad_reply', `${store} answered ${reply.kind}`);
         return reply.body.results;
       }),
