@@ -54,10 +54,17 @@ export async function bridgeBench(): Promise<BenchResult> {
     await bridge.waitForLog({ msg: 'peer up', peer: 'bb' }, 30_000);
     const linkConfig = loadConfig({ env: {}, overrides: { 'node.cluster': 'benchbridge', 'hub.url': `mqtt://127.0.0.1:${port}` } });
     link = await NodeLink.start({ ...linkOptionsFromConfig(linkConfig, createLogger({ level: 'silent', format: 'json' })), nodeId: 'bench-watch', role: 'client', announce: false, watchPresence: false });
+    // A bridge busy with a burst may answer late: ask again rather than give up.
     const stored = async (): Promise<{ stored: number; records: number }> => {
-      const reply = await link!.request('bbridge', 'status_request', {}, 30_000);
-      if (reply.kind !== 'status' || reply.body.bridge === undefined) throw new Error('the bridge gave no status');
-      return { stored: reply.body.bridge.forwarded.stored, records: reply.body.bridge.buffer.records };
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const reply = await link!.request('bbridge', 'status_request', {}, 30_000);
+          if (reply.kind !== 'status' || reply.body.bridge === undefined) throw new Error('the bridge gave no status');
+          return { stored: reply.body.bridge.forwarded.stored, records: reply.body.bridge.buffer.records };
+        } catch (err) {
+          if (attempt >= 5) throw err;
+        }
+      }
     };
     const simulate = (perDevice: number) => ucpRun(['bridge', 'simulate', '--profile', 'esphome', '--devices', String(DEVICES), '--rate', '100000', '--count', String(perDevice), '--qos', '0', '--field', field.url, '--json', '--log-level', 'warn'], {}, 300_000);
 
