@@ -8,3 +8,4 @@ export * from './topics.js';
 export * from './capabilities.js';
 export * from './job.js';
 export * from './rendezvous.js';
+export * from './permissions.js';

@@ -13,8 +13,17 @@ export const MESSAGE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
 export const nodeId = () => str({ pattern: NODE_ID_PATTERN });
 export const messageId = () => str({ pattern: MESSAGE_ID_PATTERN });
 
-export const ROLES = ['broker', 'executor', 'datastore', 'client', 'hub', 'bridge'] as const;
+/**
+ * What a node is, proven by the hub: the role comes from the node's credential and is a level of every
+ * topic it may publish on. An operator is a client that may also act on other clients' jobs and data.
+ */
+export const ROLES = ['broker', 'executor', 'datastore', 'client', 'operator', 'hub', 'bridge'] as const;
 export type Role = (typeof ROLES)[number];
+const ROLE_SET: ReadonlySet<string> = new Set(ROLES);
+
+export function isRole(value: string): value is Role {
+  return ROLE_SET.has(value);
+}
 
 export function isNodeId(value: string): boolean {
   return NODE_ID_PATTERN.test(value);

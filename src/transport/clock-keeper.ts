@@ -15,6 +15,8 @@ const MAX_ADOPTED_LOGICAL = 2 ** 24;
 export interface ObserveOutcome {
   readonly hlc: boolean;
   readonly vc: boolean;
+  /** Entries left out because they name no broker this node knows of. */
+  readonly ignored: number;
 }
 
 /**
@@ -65,19 +67,40 @@ export class ClockKeeper {
     return { vc: this.vc, hlc: this.hlc.now() };
   }
 
-  /** Learns from a received message's clocks. */
-  observe(vc: VectorClock, hlc: HlcTimestamp): ObserveOutcome {
+  /**
+   * Learns from a received message's clocks. Only brokers own vector-clock entries, so an entry is
+   * merged only if `isBroker` says its id is a broker this node knows (by its proven role): a message
+   * cannot grow every node's clock, and with it every message, by naming brokers that do not exist.
+   */
+  observe(vc: VectorClock, hlc: HlcTimestamp, isBroker: (id: string) => boolean = () => true): ObserveOutcome {
     const now = this.wallNow();
     const plausibleWall = this.maxOffsetMs === 0 || now < CLOCK_SET_AFTER_MS || hlc.wall - now <= this.maxOffsetMs;
     const hlcOk = plausibleWall && hlc.logical <= MAX_ADOPTED_LOGICAL;
     if (hlcOk) this.hlc.receive(hlc);
     let vcOk = this.owner === undefined || (vc[this.owner] ?? 0) <= this.counter;
+    let ignored = 0;
     if (vcOk) {
-      const merged = merge(this.vc, vc);
+      let known: Record<string, number> | undefined;
+      for (const id in vc) {
+        if (id === this.owner || isBroker(id)) {
+          if (known !== undefined) known[id] = vc[id]!;
+        } else {
+          // Copied only once an unknown entry turns up: the common message names known brokers only.
+          if (known === undefined) {
+            known = {};
+            for (const k in vc) {
+              if (k === id) break;
+              known[k] = vc[k]!;
+            }
+          }
+          ignored++;
+        }
+      }
+      const merged = merge(this.vc, known ?? vc);
       if (size(merged) > MAX_CLOCK_ENTRIES) vcOk = false;
       else this.vc = merged;
     }
-    return { hlc: hlcOk, vc: vcOk };
+    return { hlc: hlcOk, vc: vcOk, ignored };
   }
 
   clock(): VectorClock {

@@ -1,7 +1,6 @@
 import { hostname, loadavg, availableParallelism } from 'node:os';
 import type { HlcTimestamp, VectorClock } from '../clock/index.js';
 import {
-  decode,
   encode,
   PROTOCOL_VERSION,
   Topics,
@@ -21,6 +20,7 @@ import { DurableOutbox, type OutboxEntry } from './outbox.js';
 import { HubConnection } from './hub-connection.js';
 import { PeerTable, type PeerState, type PresenceEvent } from './presence.js';
 import { RemoteError, TransportError } from './errors.js';
+import { admit } from './receive/index.js';
 import { SOFTWARE } from './software.js';
 
 export interface LinkTiming {
@@ -82,7 +82,6 @@ const REQUEST_SWEEP_MS = 25;
 
 /** Kinds the link answers itself; roles register handlers for the rest. */
 const LINK_KINDS: ReadonlySet<Kind> = new Set<Kind>(['ack', 'ping', 'status_request']);
-const PRESENCE_KINDS: ReadonlySet<Kind> = new Set<Kind>(['birth', 'death']);
 /** How often on-disk duplicate ids older than the TTL are swept. */
 const DEDUP_PRUNE_INTERVAL_MS = 10 * 60_000;
 /** How long a clean stop waits for its graceful death to be acknowledged by the hub. */
@@ -97,6 +96,7 @@ export class NodeLink {
   readonly id: string;
   readonly role: Role;
   readonly topics: Topics;
+  readonly limits: CodecLimits;
   readonly counters = new Counters();
   readonly peers: PeerTable;
   /** 0 for a link without a store: it has no identity to carry across restarts. */
@@ -130,6 +130,7 @@ export class NodeLink {
     this.id = opts.nodeId;
     this.role = opts.role;
     this.topics = new Topics(opts.cluster);
+    this.limits = opts.limits;
     this.log = opts.logger.child({ component: 'link', node: opts.nodeId });
     this.peers = new PeerTable(opts.timing.deadAfterMs);
     this.incarnation = opts.store?.nextIncarnation() ?? 0;
@@ -142,7 +143,7 @@ export class NodeLink {
     if (opts.store !== undefined) {
       this.outbox = new DurableOutbox(opts.store.table<OutboxEntry>('transport_outbox'), timing);
     }
-    const will = opts.announce ? { topic: this.topics.presence(this.id), payload: encode(this.envelope('death', { graceful: false })), qos: 1 as const, retain: true } : undefined;
+    const will = opts.announce ? { topic: this.topics.presence(this.role, this.id), payload: encode(this.envelope('death', { graceful: false })), qos: 1 as const, retain: true } : undefined;
     this.hub = new HubConnection(
       {
         url: opts.hubUrl,
@@ -195,14 +196,14 @@ export class NodeLink {
   /** Fire-and-forget QoS 1 message to one node's inbox; dropped (and counted) while the hub is away. */
   send<K extends Kind>(to: string, kind: K, body: BodyOf<K>): string {
     const msg = this.envelope(kind, body);
-    this.hub.publish(this.topics.inbox(to), encode(msg));
+    this.hub.publish(this.inboxOf(to), encode(msg));
     return msg.id;
   }
 
   /** Sends a reply to `request`, correlated by its id. */
   reply<K extends Kind>(request: AnyEnvelope, kind: K, body: BodyOf<K>): void {
     const msg = this.envelope(kind, body, { re: request.id });
-    this.hub.publish(this.topics.inbox(request.from), encode(msg));
+    this.hub.publish(this.inboxOf(request.from), encode(msg));
   }
 
   /** Sends a request and resolves with the reply, or rejects after the timeout or with the peer's error. */
@@ -212,7 +213,7 @@ export class NodeLink {
       // One sweeping timer serves every request: a timer per request costs more than the round trip.
       this.requests.set(msg.id, { to, kind, resolve, reject, deadline: performance.now() + timeoutMs, timeoutMs });
       this.requestSweeper ??= setInterval(() => this.expireRequests(), REQUEST_SWEEP_MS).unref();
-      this.hub.publish(this.topics.inbox(to), encode(msg));
+      this.hub.publish(this.inboxOf(to), encode(msg));
     });
   }
 
@@ -237,7 +238,7 @@ export class NodeLink {
    */
   async sendDurable<K extends Kind>(to: string, kind: K, body: BodyOf<K>): Promise<string> {
     if (this.outbox === undefined) throw new TransportError('no_store', 'this link has no data directory, so it cannot send durably');
-    const topic = this.topics.inbox(to);
+    const topic = this.inboxOf(to);
     const msg = this.envelope(kind, body, { ack: true });
     const payload = encode(msg);
     const stored = this.outbox.add({ id: msg.id, to, topic, kind, payload, createdAt: Date.now() });
@@ -264,7 +265,7 @@ export class NodeLink {
    * lost broker, to the broker that adopted its jobs; they go out at once. Returns how many.
    */
   redirect(from: string, kind: Kind, to: string): number {
-    const n = this.outbox?.redirect(from, kind, to, this.topics.inbox(to)) ?? 0;
+    const n = this.outbox?.redirect(from, kind, to, this.inboxOf(to)) ?? 0;
     if (n > 0) this.flushOutbox();
     return n;
   }
@@ -358,7 +359,7 @@ export class NodeLink {
     if (this.opts.announce && this.hub.connected) {
       const death = encode(this.envelope('death', { graceful: true }));
       await new Promise<void>((resolve) => {
-        if (!this.hub.publish(this.topics.presence(this.id), death, true, resolve)) resolve();
+        if (!this.hub.publish(this.topics.presence(this.role, this.id), death, true, resolve)) resolve();
         setTimeout(resolve, DEATH_PUBLISH_TIMEOUT_MS).unref();
       });
     }
@@ -395,18 +396,23 @@ export class NodeLink {
     };
   }
 
+  /** The topic of a message from this node to `to`: it names this node and its role as the sender. */
+  private inboxOf(to: string): string {
+    return this.topics.inbox(to, this.role, this.id);
+  }
+
   private uptimeMs(): number {
     return Math.round(performance.now() - this.startedAt);
   }
 
   private async onConnect(): Promise<void> {
-    const subs: Record<string, { qos: 1 }> = { [this.topics.inbox(this.id)]: { qos: 1 } };
+    const subs: Record<string, { qos: 1 }> = { [this.topics.inboxOf(this.id)]: { qos: 1 } };
     if (this.opts.watchPresence) {
       subs[this.topics.all('presence')] = { qos: 1 };
       subs[this.topics.all('heartbeat')] = { qos: 1 };
     } else if (this.opts.announce) {
       // Still watch our own presence topic, to repair it if a stale last will overwrote our birth.
-      subs[this.topics.presence(this.id)] = { qos: 1 };
+      subs[this.topics.presence(this.role, this.id)] = { qos: 1 };
     }
     if (!(await this.hub.subscribe(subs))) return;
     // stop() may have run while the subscription was on its way: a birth now would follow our death.
@@ -430,7 +436,7 @@ export class NodeLink {
       pid: process.pid,
       heartbeat_interval_ms: this.opts.timing.heartbeatIntervalMs,
     });
-    this.hub.publish(this.topics.presence(this.id), encode(birth), true);
+    this.hub.publish(this.topics.presence(this.role, this.id), encode(birth), true);
   }
 
   private startTimers(): void {
@@ -467,14 +473,15 @@ export class NodeLink {
       outbox_pending: this.outboxPending,
       ...this.heartbeatFields(),
     });
-    this.hub.publish(this.topics.heartbeat(this.id), encode(hb));
+    this.hub.publish(this.topics.heartbeat(this.role, this.id), encode(hb));
   }
 
   private flushOutbox(): void {
     if (this.outbox === undefined || !this.hub.connected) return;
     for (const entry of this.outbox.due()) {
       this.counters.inc('outbox_sends');
-      this.hub.publish(entry.topic, entry.payload);
+      // Derived again rather than stored: entries written before a topic change still reach their node.
+      this.hub.publish(this.inboxOf(entry.to), entry.payload);
     }
   }
 
@@ -504,27 +511,17 @@ export class NodeLink {
   /** `retained` is set for messages the hub replays because we just subscribed, not for live ones. */
   private onMessage(topic: string, payload: Buffer, retained: boolean): void {
     this.counters.inc('rx_messages');
-    const where = this.topics.parse(topic);
-    if (where === undefined) {
-      this.counters.reject(this.log, 'rx_dropped_wrong_topic', topic, `unexpected topic ${topic}`);
+    const admitted = admit(this, topic, payload, retained);
+    if (admitted.ok === false) {
+      this.counters.reject(this.log, admitted.counter, admitted.source, admitted.reason);
       return;
     }
-    if (payload.byteLength === 0 && where.cls === 'presence') {
+    if (admitted.ok === 'cleared') {
       // An empty retained payload is how MQTT clears a retained message: someone forgot a node on purpose.
-      if (where.node !== this.id) this.peers.forget(where.node);
+      if (admitted.node !== this.id) this.peers.forget(admitted.node);
       return;
     }
-    const result = decode(payload, this.opts.limits);
-    if (!result.ok) {
-      this.counters.reject(this.log, `rx_dropped_${result.error.code}`, topic, result.error.reason);
-      return;
-    }
-    const msg = result.msg;
-    const misplaced = this.checkPlacement(where.cls, where.node, msg);
-    if (misplaced !== undefined) {
-      this.counters.reject(this.log, 'rx_dropped_wrong_topic', topic, misplaced);
-      return;
-    }
+    const { msg, where } = admitted;
     if (msg.from === this.id && where.cls !== 'inbox') {
       if (msg.kind === 'death' && !retained && this.opts.announce && !this.stopping && this.hub.connected) {
         // A last will from an older incarnation (or from a connection the hub gave up on) replaced our
@@ -536,9 +533,11 @@ export class NodeLink {
       return;
     }
     if (msg.from !== this.id) {
-      const observed = this.clocks.observe(msg.vc, msg.hlc);
+      const sender = msg.role === 'broker' ? msg.from : undefined;
+      const observed = this.clocks.observe(msg.vc, msg.hlc, (id) => id === sender || this.peers.get(id)?.role === 'broker');
       if (!observed.hlc) this.counters.reject(this.log, 'hlc_refused', msg.from, `HLC ${msg.hlc.wall}.${msg.hlc.logical} not adopted (too far ahead or logical counter too large)`);
       if (!observed.vc) this.counters.reject(this.log, 'vc_refused', msg.from, 'vector clock not adopted (claims our own future events or too many entries)');
+      if (observed.ignored > 0) this.counters.reject(this.log, 'vc_entries_ignored', msg.from, `${observed.ignored} vector clock entries name no broker this node knows`);
     }
     switch (msg.kind) {
       case 'birth':
@@ -581,21 +580,6 @@ export class NodeLink {
       this.counters.inc('stale_deaths_ignored');
       this.log.info({ peer: msg.from, incarnation: msg.inc, current: this.peers.get(msg.from)?.incarnation }, 'ignored a death from an older incarnation');
     }
-  }
-
-  /** Presence kinds only on presence topics, from the node the topic names; everything else in an inbox. */
-  private checkPlacement(cls: string, topicNode: string, msg: AnyEnvelope): string | undefined {
-    if (cls === 'presence') {
-      if (!PRESENCE_KINDS.has(msg.kind)) return `${msg.kind} message on a presence topic`;
-      if (msg.from !== topicNode) return `${msg.from} published on ${topicNode}'s presence topic`;
-    } else if (cls === 'heartbeat') {
-      if (msg.kind !== 'heartbeat') return `${msg.kind} message on a heartbeat topic`;
-      if (msg.from !== topicNode) return `${msg.from} published on ${topicNode}'s heartbeat topic`;
-    } else if (cls === 'inbox') {
-      if (topicNode !== this.id) return `message for ${topicNode} delivered to ${this.id}`;
-      if (PRESENCE_KINDS.has(msg.kind) || msg.kind === 'heartbeat') return `${msg.kind} message in an inbox`;
-    }
-    return undefined;
   }
 
   private onInbox(msg: AnyEnvelope): void {

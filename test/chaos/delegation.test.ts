@@ -29,7 +29,8 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('cross-broker scheduling', () => {
   it('delegates a job no executor in sight can run to the peer broker that has one', async () => {
     const east = await startMosquitto(dir, { name: 'east' });
     procs.push(east.proc);
-    const brokerTopics = ['inbox', 'presence', 'heartbeat'].flatMap((cls) => ['br-east', 'br-west'].map((b) => `topic ucp/dg/${cls}/${b} both 1`));
+    // Broker traffic only: what is sent to a broker, and brokers' presence and heartbeats.
+    const brokerTopics = ['br-east', 'br-west'].flatMap((b) => [`topic ucp/dg/inbox/${b}/# both 1`, `topic ucp/dg/presence/broker/${b} both 1`, `topic ucp/dg/heartbeat/broker/${b} both 1`]);
     const west = await startMosquitto(dir, { name: 'west', extra: ['connection to-east', `address 127.0.0.1:${east.port}`, ...brokerTopics, 'cleansession true', 'restart_timeout 1 1'] });
     procs.push(west.proc);
     const on = (port: number) => ['--hub', `mqtt://127.0.0.1:${port}`, '--cluster', 'dg', ...FAST];

@@ -20,7 +20,7 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('bad input from the wire', () => {
   let port: number;
   const procs: Proc[] = [];
   let node: Proc;
-  const inbox = 'ucp/badin/inbox/node-b';
+  const inbox = 'ucp/badin/inbox/node-b/bridge/rogue-device';
   const common = () => ['--hub', `mqtt://127.0.0.1:${port}`, '--cluster', 'badin'];
 
   const payloads: Record<string, Buffer> = {
@@ -32,6 +32,10 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('bad input from the wire', () => {
     unknown_kind: cbor.encode(envelope('self_destruct', {})),
     bad_body: cbor.encode(envelope('notice', { severity: 'info', text: 'x'.repeat(5_000) })),
     wrong_topic: cbor.encode(envelope('death', { graceful: false })),
+    // Published as rogue-device (the topic says so) but claiming to be someone else.
+    wrong_sender: cbor.encode(envelope('ping', {}, { from: 'node-a' })),
+    // Only a broker may tell an executor anything about its jobs.
+    not_permitted: cbor.encode(envelope('job_verdict', { job_id: 'j-1', attempt: 1, verdict: 'rejected', reason: 'forged' })),
   };
 
   beforeAll(async () => {
@@ -69,6 +73,8 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('bad input from the wire', () => {
       rx_dropped_unknown_kind: 1,
       rx_dropped_bad_body: 1,
       rx_dropped_wrong_topic: 1,
+      rx_dropped_wrong_sender: 1,
+      rx_dropped_not_permitted: 1,
     });
     const warnings = node.logs.filter((l) => typeof l.counter === 'string' && l.counter.startsWith('rx_dropped_'));
     expect(warnings.map((l) => l.counter).sort()).toEqual(Object.keys(payloads).map((k) => `rx_dropped_${k}`).sort());

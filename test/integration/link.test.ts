@@ -161,7 +161,7 @@ describe('node link guarantees', () => {
     await mallory.connect();
     // Published raw, the way a hostile device would, bypassing mallory's own clock stamping.
     await (mallory as unknown as { hub: { client: { publishAsync(t: string, p: Buffer, o: object): Promise<unknown> } } }).hub.client.publishAsync(
-      broker.topics.inbox('b1'),
+      broker.topics.inbox('b1', 'client', 'mallory'),
       encode(forged),
       { qos: 1 },
     );

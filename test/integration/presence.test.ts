@@ -66,14 +66,14 @@ describe('presence between real processes', () => {
     await a.waitForLog({ msg: 'peer down', peer: 'node-b', incarnation: 2 }, 5_000, from);
     const staleDeath = await new Promise<Buffer>((resolve) => {
       observer.on('message', (_topic, payload) => resolve(payload));
-      void observer.subscribeAsync('ucp/itest/presence/node-b', { qos: 1 });
+      void observer.subscribeAsync('ucp/itest/presence/executor/node-b', { qos: 1 });
     });
-    await observer.unsubscribeAsync('ucp/itest/presence/node-b');
+    await observer.unsubscribeAsync('ucp/itest/presence/executor/node-b');
     b = startB();
     procs.push(b);
     await a.waitForLog({ msg: 'peer up', peer: 'node-b', incarnation: 3 }, 10_000, from);
 
-    await observer.publishAsync('ucp/itest/presence/node-b', staleDeath, { qos: 1, retain: true });
+    await observer.publishAsync('ucp/itest/presence/executor/node-b', staleDeath, { qos: 1, retain: true });
     await a.waitForLog({ msg: 'ignored a death from an older incarnation', peer: 'node-b' }, 5_000, from);
     await observer.endAsync();
 

@@ -7,6 +7,7 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   Topics,
+  parseTopic,
   decode,
   PROTOCOL_ERROR_CODES,
   encode,
@@ -19,7 +20,7 @@ import {
   type JobView,
   type Kind,
   type ProtocolErrorCode,
-  type TopicClass,
+  type Role,
 } from '../../src/protocol/index.js';
 import '../helpers/bytes-equality.js';
 
@@ -595,52 +596,62 @@ describe('codec limits and malformed input', () => {
 
 describe('Topics', () => {
   const topics = new Topics('field-1');
-  const classes: TopicClass[] = ['inbox', 'presence', 'heartbeat', 'sync'];
-  const build = (cls: TopicClass, node: string): string =>
-    cls === 'inbox' ? topics.inbox(node) : cls === 'presence' ? topics.presence(node) : cls === 'heartbeat' ? topics.heartbeat(node) : topics.sync(node);
   const nodes = ['n1', 'edge-07.depot_b', 'A', '0', '_proto_', 'x'.repeat(64)];
+  const roles: Role[] = ['broker', 'executor', 'datastore', 'client', 'operator', 'hub', 'bridge'];
 
-  it('builds topics under ucp/<cluster>/<class>/<node>', () => {
+  it('builds topics under ucp/<cluster>/<class>/... that name the sender and its role', () => {
     expect(topics.root).toBe('ucp/field-1');
-    expect(topics.inbox('n1')).toBe('ucp/field-1/inbox/n1');
-    expect(topics.presence('n1')).toBe('ucp/field-1/presence/n1');
-    expect(topics.heartbeat('n1')).toBe('ucp/field-1/heartbeat/n1');
-    expect(topics.sync('b1')).toBe('ucp/field-1/sync/b1');
-    expect(topics.all('heartbeat')).toBe('ucp/field-1/heartbeat/+');
+    expect(topics.inbox('n1', 'broker', 'b1')).toBe('ucp/field-1/inbox/n1/broker/b1');
+    expect(topics.presence('executor', 'n1')).toBe('ucp/field-1/presence/executor/n1');
+    expect(topics.heartbeat('datastore', 'n1')).toBe('ucp/field-1/heartbeat/datastore/n1');
+    expect(topics.inboxOf('n1')).toBe('ucp/field-1/inbox/n1/+/+');
+    expect(topics.all('heartbeat')).toBe('ucp/field-1/heartbeat/+/+');
   });
 
-  it.each(classes.flatMap((cls) => nodes.map((node) => [cls, node] as const)))('parse inverts build for %s/%s', (cls, node) => {
-    expect(topics.parse(build(cls, node))).toEqual({ cls, node });
+  it.each(nodes.flatMap((node) => roles.map((role) => [node, role] as const)))('parse inverts build for %s as %s', (node, role) => {
+    expect(topics.parse(topics.inbox(node, role, 'sender-1'))).toEqual({ cls: 'inbox', to: node, role, from: 'sender-1' });
+    expect(topics.parse(topics.inbox('n1', role, node))).toEqual({ cls: 'inbox', to: 'n1', role, from: node });
+    expect(topics.parse(topics.presence(role, node))).toEqual({ cls: 'presence', role, from: node });
+    expect(topics.parse(topics.heartbeat(role, node))).toEqual({ cls: 'heartbeat', role, from: node });
+    expect(parseTopic(topics.presence(role, node))).toEqual({ cluster: 'field-1', cls: 'presence', role, from: node });
   });
 
   it.each([
-    ['another cluster', 'ucp/field-2/inbox/n1'],
-    ['a cluster sharing our prefix', 'ucp/field-10/inbox/n1'],
+    ['another cluster', 'ucp/field-2/inbox/n1/client/c1'],
+    ['a cluster sharing our prefix', 'ucp/field-10/inbox/n1/client/c1'],
     ['the bare root', 'ucp/field-1'],
     ['a root with a trailing slash', 'ucp/field-1/'],
-    ['a missing node level', 'ucp/field-1/inbox'],
-    ['an empty node level', 'ucp/field-1/inbox/'],
-    ['an extra level', 'ucp/field-1/inbox/n1/extra'],
-    ['a trailing slash', 'ucp/field-1/inbox/n1/'],
-    ['an empty level in the middle', 'ucp/field-1//inbox/n1'],
-    ['a leading slash', '/ucp/field-1/inbox/n1'],
-    ['an unknown class', 'ucp/field-1/jobs/n1'],
-    ['a class name from the prototype', 'ucp/field-1/constructor/n1'],
-    ['a single-level wildcard node', 'ucp/field-1/inbox/+'],
-    ['a multi-level wildcard node', 'ucp/field-1/inbox/#'],
-    ['a wildcard class', 'ucp/field-1/+/n1'],
-    ['a multi-level wildcard after the root', 'ucp/field-1/#'],
-    ['a node id with a space', 'ucp/field-1/inbox/n 1'],
-    ['a node id with a non-ASCII letter', 'ucp/field-1/inbox/nö'],
-    ['a node id of 65 characters', `ucp/field-1/inbox/${'x'.repeat(65)}`],
-    ['the subscription filter itself', 'ucp/field-1/presence/+'],
-    ['a node id starting with "__"', 'ucp/field-1/inbox/__proto__'],
+    ['a missing sender', 'ucp/field-1/inbox/n1'],
+    ['a missing sender id', 'ucp/field-1/inbox/n1/client'],
+    ['an empty sender level', 'ucp/field-1/inbox/n1/client/'],
+    ['an extra level', 'ucp/field-1/inbox/n1/client/c1/extra'],
+    ['an extra presence level', 'ucp/field-1/presence/client/c1/extra'],
+    ['a presence topic without a role', 'ucp/field-1/presence/n1'],
+    ['an unknown role', 'ucp/field-1/presence/king/n1'],
+    ['a role from the prototype', 'ucp/field-1/presence/constructor/n1'],
+    ['an unknown role in an inbox', 'ucp/field-1/inbox/n1/king/c1'],
+    ['an empty level in the middle', 'ucp/field-1//inbox/n1/client/c1'],
+    ['a leading slash', '/ucp/field-1/inbox/n1/client/c1'],
+    ['an unknown class', 'ucp/field-1/jobs/client/n1'],
+    ['the old sync class', 'ucp/field-1/sync/broker/b1'],
+    ['a class name from the prototype', 'ucp/field-1/constructor/client/n1'],
+    ['a single-level wildcard sender', 'ucp/field-1/inbox/n1/client/+'],
+    ['a multi-level wildcard', 'ucp/field-1/inbox/#'],
+    ['a wildcard class', 'ucp/field-1/+/client/n1'],
+    ['a node id with a space', 'ucp/field-1/presence/client/n 1'],
+    ['a node id with a non-ASCII letter', 'ucp/field-1/presence/client/nö'],
+    ['a node id of 65 characters', `ucp/field-1/presence/client/${'x'.repeat(65)}`],
+    ['the subscription filter itself', 'ucp/field-1/presence/+/+'],
+    ['a node id starting with "__"', 'ucp/field-1/inbox/__proto__/client/c1'],
   ])('parse rejects %s', (_name, topic) => {
     expect(topics.parse(topic)).toBeUndefined();
   });
 
   it.each(['', 'a/b', '+', '#', 'n+1', 'n 1', 'x'.repeat(65), '__proto__', '__x'])('builders refuse node id %j', (node) => {
-    for (const cls of classes) expect(() => build(cls, node)).toThrow(/invalid node id/);
+    expect(() => topics.inbox(node, 'client', 'c1')).toThrow(/invalid node id/);
+    expect(() => topics.inbox('n1', 'client', node)).toThrow(/invalid node id/);
+    expect(() => topics.presence('client', node)).toThrow(/invalid node id/);
+    expect(() => topics.heartbeat('client', node)).toThrow(/invalid node id/);
   });
 
   it.each(['', 'a/b', 'a+b', '#', 'a.b', 'a b', 'ü', 'x'.repeat(65)])('constructor refuses cluster name %j', (cluster) => {
@@ -648,6 +659,6 @@ describe('Topics', () => {
   });
 
   it('constructor accepts a 64-character cluster name', () => {
-    expect(new Topics('c'.repeat(64)).inbox('n')).toBe(`ucp/${'c'.repeat(64)}/inbox/n`);
+    expect(new Topics('c'.repeat(64)).presence('client', 'n')).toBe(`ucp/${'c'.repeat(64)}/presence/client/n`);
   });
 });
