@@ -7,7 +7,7 @@ import type { Logger } from '../log/index.js';
 import { isFinal, type JobView } from '../protocol/index.js';
 import { NodeRuntime } from '../transport/index.js';
 import { table, type Output } from './inspect.js';
-import { connectWithin, defaultDataDir, defaultNodeId, withTool } from './settings.js';
+import { clientRole, connectWithin, defaultDataDir, defaultNodeId, withTool } from './settings.js';
 
 /** Exit codes shared by `ucp run` and `ucp results`. */
 export const EXIT_OK = 0;
@@ -22,7 +22,7 @@ export const EXIT_NOT_DONE = 3;
  */
 async function withClient<T>(config: UcpConfig, logger: Logger, work: (jobs: JobClient, data: DataClient, node: NodeRuntime) => Promise<T>): Promise<T> {
   const nodeId = defaultNodeId(config, 'client');
-  const node = NodeRuntime.create({ config, nodeId, role: 'client', dataDir: defaultDataDir(config, nodeId), logger });
+  const node = NodeRuntime.create({ config, nodeId, role: clientRole(config), dataDir: defaultDataDir(config, nodeId), logger });
   const data = new DataClient(node.link, config.client.broker_wait_s * 1_000, config.node.broker);
   const jobs = new JobClient(node.link, node.store, data);
   try {

@@ -1,10 +1,12 @@
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
-import { EmbeddedHub, sharedCredentials } from '../hub/index.js';
+import { EmbeddedHub, type HubTls } from '../hub/index.js';
 import type { Logger } from '../log/index.js';
 import type { Role } from '../protocol/index.js';
-import { NodeRuntime } from '../transport/index.js';
+import { NodeLink, NodeRuntime, linkOptionsFromConfig } from '../transport/index.js';
 import { attachRole } from './roles.js';
+import { defaultNodeId, UsageError } from './settings.js';
 
 export interface LocalClusterOptions {
   readonly config: UcpConfig;
@@ -16,6 +18,8 @@ export interface LocalClusterOptions {
   readonly base: string;
   readonly port: number;
   readonly host: string;
+  /** Let a hub without credentials listen on an address other hosts can reach. */
+  readonly insecure?: boolean;
 }
 
 export interface LocalCluster {
@@ -24,15 +28,82 @@ export interface LocalCluster {
   stop(): Promise<void>;
 }
 
-export function startHub(config: UcpConfig, logger: Logger, host: string, port: number): Promise<EmbeddedHub> {
-  const access = config.hub.username !== '' ? sharedCredentials(config.hub.username, config.hub.password) : undefined;
-  return EmbeddedHub.start({ host, port, logger, ...(access !== undefined ? { access } : {}) });
+/** A running hub and its own node, which answers `ucp status` with what the hub refused. */
+export interface RunningHub {
+  readonly hub: EmbeddedHub;
+  readonly node: NodeLink;
+  stop(): Promise<void>;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+function readPem(key: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new UsageError(`cannot read ${key} "${path}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/** The hub's TLS material from [hub], or undefined for plain TCP. */
+export function hubTls(config: UcpConfig): HubTls | undefined {
+  const { tls_cert_file: cert, tls_key_file: key, tls_client_ca_file: ca } = config.hub;
+  if (cert === '' && key === '' && ca === '') return undefined;
+  if (cert === '' || key === '') throw new UsageError('the hub needs both hub.tls_cert_file and hub.tls_key_file to speak TLS');
+  return { cert: readPem('hub.tls_cert_file', cert), key: readPem('hub.tls_key_file', key), ...(ca !== '' ? { clientCa: readPem('hub.tls_client_ca_file', ca) } : {}) };
+}
+
+/**
+ * Starts the embedded hub with the configured credentials and TLS, and the hub's own node. Secure by
+ * default: a hub that admits anyone may listen only on a loopback address, unless `insecure` says so.
+ */
+export async function startHub(config: UcpConfig, logger: Logger, host: string, port: number, insecure = false): Promise<RunningHub> {
+  const credentialsFile = config.hub.credentials_file !== '' ? resolve(config.hub.credentials_file) : undefined;
+  if (credentialsFile === undefined && !isLoopback(host) && !insecure) {
+    throw new UsageError(`refusing to run a hub on ${host} that admits anyone: set hub.credentials_file (see \`ucp auth\`), listen on 127.0.0.1, or pass --insecure`);
+  }
+  const tls = hubTls(config);
+  const nodeId = defaultNodeId(config, 'hub');
+  let hub: EmbeddedHub | undefined;
+  const node = NodeLink.create({
+    ...linkOptionsFromConfig(config, logger),
+    nodeId,
+    role: 'hub',
+    announce: false,
+    watchPresence: false,
+    stream: () => hub!.internalStream(),
+  });
+  hub = await EmbeddedHub.start({
+    host,
+    port,
+    logger,
+    nodeId,
+    counters: node.counters,
+    maxMessageBytes: config.protocol.max_message_bytes,
+    maxRetainedBytes: config.hub.max_retained_bytes,
+    ...(credentialsFile !== undefined ? { credentialsFile } : {}),
+    ...(tls !== undefined ? { tls } : {}),
+  });
+  if (credentialsFile === undefined && !isLoopback(host)) logger.warn({ host }, 'the hub admits anyone (--insecure): every node can pose as any other');
+  const running = hub;
+  await node.connect();
+  return {
+    hub: running,
+    node,
+    stop: async () => {
+      await node.stop();
+      await running.stop();
+    },
+  };
 }
 
 /** The hub and one node per role in one process: what `ucp up` and the demo run. */
 export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
   const { config, logger, base } = options;
-  const hub = await startHub(config, logger, options.host, options.port);
+  const running = await startHub(config, logger, options.host, options.port, options.insecure === true);
+  const hub = running.hub;
   const plan: Array<[string, Role]> = [
     [`${base}-broker`, 'broker'],
     [`${base}-datastore`, 'datastore'],
@@ -42,11 +113,14 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const stop = async () => {
     // Executors first and the broker last, so the broker sees everyone leave; the hub goes after all.
     for (const node of [...nodes].reverse()) await node.stop();
-    await hub.stop();
+    await running.stop();
   };
   try {
     for (const [nodeId, role] of plan) {
-      const node = NodeRuntime.create({ config, nodeId, role, dataDir: join(options.dataRoot, nodeId), logger, hubUrl: hub.url });
+      // Beside a hub with credentials, the nodes of this process connect in memory as themselves: they
+      // are as trusted as the hub, and need neither passwords nor certificates.
+      const inMemory = hub.secured ? { stream: () => hub.internalStream({ node: nodeId, role }) } : {};
+      const node = NodeRuntime.create({ config, nodeId, role, dataDir: join(options.dataRoot, nodeId), logger, hubUrl: hub.url, ...inMemory });
       attachRole(node, role, config);
       nodes.push(node);
       await node.connect();

@@ -4,10 +4,12 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { PlanError } from '../client/index.js';
 import { BridgeConfigError } from '../../firmware-bridge/index.js';
 import { ConfigError, type UcpConfig } from '../config/index.js';
+import { CredentialsError } from '../hub/index.js';
 import { StoreError } from '../store/index.js';
 import { NodeRuntime, RemoteError, TransportError } from '../transport/index.js';
 import type { Role } from '../protocol/index.js';
 import { VERSION } from '../version.js';
+import { authAdd, authLs, authRm, credentialsPath, readPasswordFromStdin } from './auth.js';
 import { dataGet, dataLs, dataPut, dataRm } from './data.js';
 import { runDemo } from './demo.js';
 import { listNodes, ping, status, stdout, type Output } from './inspect.js';
@@ -93,12 +95,13 @@ program
   .description('run the embedded MQTT hub (aedes) on its own')
   .option('--port <port>', 'TCP port (default hub.port, 1883; 0 picks a free one)', integer('port', 0, 65535))
   .option('--host <host>', 'interface to listen on (default hub.listen_host)')
-  .action(async (opts: { port?: number; host?: string }, cmd: Command) => {
+  .option('--insecure', 'allow a hub without credentials on an address other hosts can reach')
+  .action(async (opts: { port?: number; host?: string; insecure?: boolean }, cmd: Command) => {
     const config = resolveConfig(globals(cmd));
     const logger = makeLogger(config, false);
-    const hub = await startHub(config, logger, opts.host ?? config.hub.listen_host, opts.port ?? config.hub.port);
-    process.stdout.write(`hub listening on ${hub.url}\n`);
-    await runUntilSignal(logger, () => hub.stop());
+    const running = await startHub(config, logger, opts.host ?? config.hub.listen_host, opts.port ?? config.hub.port, opts.insecure === true);
+    process.stdout.write(`hub listening on ${running.hub.url}\n`);
+    await runUntilSignal(logger, () => running.stop());
   });
 
 program
@@ -107,7 +110,8 @@ program
   .option('--port <port>', 'hub TCP port (default hub.port, 1883; 0 picks a free one)', integer('port', 0, 65535))
   .option('--host <host>', 'interface the hub listens on (default hub.listen_host)')
   .option('--executors <n>', 'number of executors', integer('executors', 0, 64), 1)
-  .action(async (opts: { port?: number; host?: string; executors: number }, cmd: Command) => {
+  .option('--insecure', 'allow a hub without credentials on an address other hosts can reach')
+  .action(async (opts: { port?: number; host?: string; executors: number; insecure?: boolean }, cmd: Command) => {
     const flags = globals(cmd);
     const config: UcpConfig = resolveConfig(flags);
     const logger = makeLogger(config, false);
@@ -119,6 +123,7 @@ program
       base: config.node.id !== '' ? config.node.id : hostLabel(),
       port: opts.port ?? config.hub.port,
       host: opts.host ?? config.hub.listen_host,
+      insecure: opts.insecure === true,
     });
     process.stdout.write(`hub listening on ${cluster.hub.url}; nodes: ${cluster.nodes.map((n) => n.link.id).join(', ')}\n`);
     await runUntilSignal(logger, () => cluster.stop());
@@ -295,6 +300,39 @@ program
     await showJob(config, logger, out, id);
   });
 
+const auth = program.command('auth').description('per-node credentials the hub checks: add, remove, list, export for Mosquitto');
+auth
+  .command('add')
+  .description('give a node a credential with a role; prints a generated password once')
+  .argument('<node>', 'node id (also its MQTT client id and user name)')
+  .addOption(new Option('--role <role>', "the node's role").choices(['broker', 'executor', 'datastore', 'client', 'operator', 'bridge']).makeOptionMandatory())
+  .option('--password-stdin', 'read the password from stdin instead of generating one')
+  .option('--certificate', 'may log in with a client certificate whose common name is the node id')
+  .option('--force', 'replace an existing credential')
+  .option('--file <file>', 'credentials file (default hub.credentials_file, else ./credentials.toml)')
+  .action(async (node: string, opts: { role: string; passwordStdin?: boolean; certificate?: boolean; force?: boolean; file?: string }, cmd: Command) => {
+    const { config, out } = tool(cmd);
+    const password = opts.passwordStdin === true ? await readPasswordFromStdin() : undefined;
+    await authAdd(credentialsPath(config, opts.file), out, node, { role: opts.role, certificate: opts.certificate === true, force: opts.force === true, ...(password !== undefined ? { password } : {}) });
+  });
+auth
+  .command('rm')
+  .description('remove a node\'s credential; a running hub disconnects it')
+  .argument('<node>', 'node id')
+  .option('--file <file>', 'credentials file (default hub.credentials_file, else ./credentials.toml)')
+  .action((node: string, opts: { file?: string }, cmd: Command) => {
+    const { config, out } = tool(cmd);
+    authRm(credentialsPath(config, opts.file), out, node);
+  });
+auth
+  .command('ls')
+  .description('list the nodes with a credential, their role and how they log in')
+  .option('--file <file>', 'credentials file (default hub.credentials_file, else ./credentials.toml)')
+  .action((opts: { file?: string }, cmd: Command) => {
+    const { config, out } = tool(cmd);
+    authLs(credentialsPath(config, opts.file), out);
+  });
+
 program
   .command('demo')
   .description('run the all-in-one demo on an embedded hub and check what it shows (npm start)')
@@ -306,7 +344,7 @@ program
 
 /** One line, no stack: what went wrong and what to do. */
 function explain(err: unknown): string {
-  if (err instanceof ConfigError || err instanceof StoreError || err instanceof UsageError || err instanceof BridgeConfigError) return err.message;
+  if (err instanceof ConfigError || err instanceof StoreError || err instanceof UsageError || err instanceof BridgeConfigError || err instanceof CredentialsError) return err.message;
   if (err instanceof PlanError) return err.message;
   if (err instanceof TransportError || err instanceof RemoteError) return err.message;
   if (err instanceof Error) return err.message.split('\n')[0] ?? String(err);
@@ -322,5 +360,5 @@ try {
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
   process.stderr.write(`ucp: ${explain(err)}\n`);
-  process.exit(err instanceof UsageError || err instanceof ConfigError || err instanceof PlanError || err instanceof BridgeConfigError ? 2 : 1);
+  process.exit(err instanceof UsageError || err instanceof ConfigError || err instanceof PlanError || err instanceof BridgeConfigError || err instanceof CredentialsError ? 2 : 1);
 }

@@ -2,7 +2,7 @@ import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
 import { NodeRuntime } from '../transport/index.js';
 import type { Output } from './inspect.js';
-import { defaultDataDir, defaultNodeId } from './settings.js';
+import { clientRole, defaultDataDir, defaultNodeId } from './settings.js';
 
 export interface NoticeOptions {
   severity: 'info' | 'warning' | 'critical';
@@ -51,7 +51,7 @@ export async function flushOutbox(config: UcpConfig, logger: Logger, out: Output
 
 function openClient(config: UcpConfig, logger: Logger): NodeRuntime {
   const nodeId = defaultNodeId(config, 'client');
-  return NodeRuntime.create({ config, nodeId, role: 'client', dataDir: defaultDataDir(config, nodeId), logger, watchPresence: true });
+  return NodeRuntime.create({ config, nodeId, role: clientRole(config), dataDir: defaultDataDir(config, nodeId), logger, watchPresence: true });
 }
 
 /** Connects and waits for the acknowledgements, giving up (with everything still safely queued) after `timeoutS`. */

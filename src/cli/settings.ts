@@ -70,15 +70,22 @@ export function makeLogger(config: UcpConfig, toStderr: boolean): Logger {
   return createLogger({ level: config.log.level, format: config.log.format, destination: toStderr ? process.stderr : process.stdout });
 }
 
+/** The role client commands act in: an operator's when the configuration says so (its credential must agree). */
+export function clientRole(config: UcpConfig): 'client' | 'operator' {
+  return config.client.operator ? 'operator' : 'client';
+}
+
 /**
  * A short-lived link for commands that only ask questions: no store, no birth, no last will, so running
- * `ucp nodes` never shows up in (or vanishes from) the cluster's presence.
+ * `ucp nodes` never shows up in (or vanishes from) the cluster's presence. Against a hub with credentials
+ * it logs in as this machine's client node (the credential's node id); otherwise as a throwaway id.
  */
 async function connectTool(config: UcpConfig, logger: Logger): Promise<NodeLink> {
+  const proven = config.hub.password !== '' || config.tls.cert_file !== '';
   const link = NodeLink.create({
     ...linkOptionsFromConfig(config, logger),
-    nodeId: `ucp-cli-${randomBytes(4).toString('hex')}`,
-    role: 'client',
+    nodeId: proven ? defaultNodeId(config, 'client') : `ucp-cli-${randomBytes(4).toString('hex')}`,
+    role: clientRole(config),
     announce: false,
     watchPresence: true,
   });

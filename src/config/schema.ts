@@ -111,8 +111,17 @@ export const CONFIG_SCHEMA = {
       hint: 'a non-empty host name or IP address',
     },
     port: { type: 'integer', min: 0, max: 65535 },
-    username: { type: 'string' },
     password: { type: 'string', secret: true },
+    credentials_file: { type: 'string' },
+    max_retained_bytes: { type: 'integer', min: 256, max: 1048576 },
+    tls_cert_file: { type: 'string' },
+    tls_key_file: { type: 'string' },
+    tls_client_ca_file: { type: 'string' },
+  },
+  tls: {
+    ca_file: { type: 'string' },
+    cert_file: { type: 'string' },
+    key_file: { type: 'string' },
   },
   log: {
     level: { type: 'string', enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
@@ -174,6 +183,7 @@ export const CONFIG_SCHEMA = {
     timeout_s: { type: 'integer', min: 1, max: 604800 },
     max_memory_mb: { type: 'integer', min: 1, max: 4096 },
     broker_wait_s: { type: 'integer', min: 0, max: 86400 },
+    operator: { type: 'boolean' },
   },
   bridge: {
     field_url: {
@@ -253,8 +263,18 @@ export interface HubConfig {
   readonly url: string;
   readonly listen_host: string;
   readonly port: number;
-  readonly username: string;
   readonly password: string;
+  readonly credentials_file: string;
+  readonly max_retained_bytes: number;
+  readonly tls_cert_file: string;
+  readonly tls_key_file: string;
+  readonly tls_client_ca_file: string;
+}
+
+export interface TlsConfig {
+  readonly ca_file: string;
+  readonly cert_file: string;
+  readonly key_file: string;
 }
 
 export interface LogConfig {
@@ -319,6 +339,7 @@ export interface ClientConfig {
   readonly timeout_s: number;
   readonly max_memory_mb: number;
   readonly broker_wait_s: number;
+  readonly operator: boolean;
 }
 
 export interface DatastoreConfig {
@@ -351,6 +372,7 @@ export interface LivenessConfig {
 export interface UcpConfig {
   readonly node: NodeConfig;
   readonly hub: HubConfig;
+  readonly tls: TlsConfig;
   readonly log: LogConfig;
   readonly protocol: ProtocolConfig;
   readonly transport: TransportConfig;

@@ -1,1 +1,4 @@
 export * from './embedded-hub.js';
+export * from './credentials.js';
+export * from './policy.js';
+export * from './login-limiter.js';

@@ -1,6 +1,7 @@
+import type { Duplex } from 'node:stream';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import type { Logger } from '../log/index.js';
-import { connectMqtt } from './connect.js';
+import { connectMqtt, type TlsMaterial } from './connect.js';
 import type { Counters } from './counters.js';
 
 export interface HubConnectionOptions {
@@ -10,9 +11,12 @@ export interface HubConnectionOptions {
   readonly connectTimeoutMs: number;
   readonly reconnectMinMs: number;
   readonly reconnectMaxMs: number;
-  readonly username?: string;
+  /** Logs in as the client id with this password. */
   readonly password?: string;
+  readonly tls?: TlsMaterial;
   readonly will?: IClientOptions['will'];
+  /** An in-memory connection instead of a socket: the embedded hub's own node. */
+  readonly stream?: () => Duplex;
   readonly log: Logger;
   readonly counters: Counters;
   /** Short-lived tools log connection trouble at debug: their one-line error says it all. */
@@ -55,10 +59,10 @@ export class HubConnection {
       reconnectPeriod: 0,
       manualConnect: true,
       resubscribe: false,
-      ...(opts.username ? { username: opts.username } : {}),
-      ...(opts.password ? { password: opts.password } : {}),
+      // [Identity] client id = user name = node id: the hub proves who we are by this name.
+      ...(opts.password ? { username: opts.clientId, password: opts.password } : {}),
       ...(opts.will !== undefined ? { will: opts.will } : {}),
-    });
+    }, opts.stream, opts.tls);
     this.client.on('connect', () => {
       this.connectedAt = performance.now();
       this.lastError = undefined;

@@ -1,4 +1,5 @@
 import { hostname, loadavg, availableParallelism } from 'node:os';
+import type { Duplex } from 'node:stream';
 import type { HlcTimestamp, VectorClock } from '../clock/index.js';
 import {
   encode,
@@ -18,6 +19,7 @@ import { Counters } from './counters.js';
 import { Deduplicator } from './dedup.js';
 import { DurableOutbox, type OutboxEntry } from './outbox.js';
 import { HubConnection } from './hub-connection.js';
+import { parseHubUrl, type TlsMaterial } from './connect.js';
 import { PeerTable, type PeerState, type PresenceEvent } from './presence.js';
 import { RemoteError, TransportError } from './errors.js';
 import { admit } from './receive/index.js';
@@ -42,8 +44,10 @@ export interface NodeLinkOptions {
   readonly role: Role;
   readonly cluster: string;
   readonly hubUrl: string;
-  readonly username?: string;
+  /** This node's password: it logs in as its node id. */
   readonly password?: string;
+  /** For an mqtts:// hub: the CA to trust, and the client certificate if that is the credential. */
+  readonly tls?: TlsMaterial;
   readonly logger: Logger;
   readonly limits: CodecLimits;
   readonly timing: LinkTiming;
@@ -62,6 +66,8 @@ export interface NodeLinkOptions {
   readonly announce: boolean;
   /** Track other nodes' births, deaths and heartbeats. */
   readonly watchPresence: boolean;
+  /** An in-memory connection to an embedded hub in this process, instead of a socket to hubUrl. */
+  readonly stream?: () => Duplex;
 }
 
 export type Handler<K extends Kind> = (msg: Envelope<K>) => void | Promise<void>;
@@ -152,9 +158,10 @@ export class NodeLink {
         connectTimeoutMs: timing.connectTimeoutMs,
         reconnectMinMs: timing.reconnectMinMs,
         reconnectMaxMs: timing.reconnectMaxMs,
-        ...(opts.username !== undefined ? { username: opts.username } : {}),
         ...(opts.password !== undefined ? { password: opts.password } : {}),
+        ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
         ...(will !== undefined ? { will } : {}),
+        ...(opts.stream !== undefined ? { stream: opts.stream } : {}),
         log: this.log,
         counters: this.counters,
         quiet: !opts.announce,
@@ -162,6 +169,7 @@ export class NodeLink {
       () => void this.onConnect(),
       (topic, payload, retained) => this.onMessage(topic, payload, retained),
     );
+    if (opts.stream === undefined) warnIfPlaintext(opts.hubUrl, this.log);
     this.firstReady = new Promise((resolve, reject) => {
       this.markReady = resolve;
       this.failReady = reject;
@@ -677,4 +685,23 @@ export class NodeLink {
       }
     }
   }
+}
+
+/**
+ * [Secure by default] Over plain TCP to another machine, every message (and the password) can be read and
+ * altered on the way: say so once, so that nobody runs a field deployment that way by accident.
+ */
+function warnIfPlaintext(url: string, log: Logger): void {
+  let address: ReturnType<typeof parseHubUrl>;
+  try {
+    address = parseHubUrl(url);
+  } catch {
+    return;
+  }
+  if (address.secure || isLoopback(address.host)) return;
+  log.warn({ hub: url }, 'connecting to a hub on another machine without TLS: anyone on the network can read and alter the traffic; use mqtts:// (see "Securing a deployment")');
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }

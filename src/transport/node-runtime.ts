@@ -1,8 +1,12 @@
+import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
 import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
 import type { Role } from '../protocol/index.js';
 import { NodeStore, type Table } from '../store/index.js';
 import { NodeLink, type LinkTiming, type NodeLinkOptions } from './node-link.js';
+import type { TlsMaterial } from './connect.js';
+import { TransportError } from './errors.js';
 
 export function linkTimingFromConfig(config: UcpConfig): LinkTiming {
   return {
@@ -20,16 +24,35 @@ export function linkTimingFromConfig(config: UcpConfig): LinkTiming {
   };
 }
 
+/** The CA, certificate and key files named by [tls], read once; a file that cannot be read is a one-line error. */
+export function tlsFromConfig(config: UcpConfig): TlsMaterial | undefined {
+  const read = (key: string, path: string): Buffer | undefined => {
+    if (path === '') return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new TransportError('tls_file', `cannot read ${key} "${path}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const ca = read('tls.ca_file', config.tls.ca_file);
+  const cert = read('tls.cert_file', config.tls.cert_file);
+  const key = read('tls.key_file', config.tls.key_file);
+  if ((cert === undefined) !== (key === undefined)) throw new TransportError('tls_file', 'set both tls.cert_file and tls.key_file, or neither');
+  if (ca === undefined && cert === undefined) return undefined;
+  return { ...(ca !== undefined ? { ca } : {}), ...(cert !== undefined ? { cert } : {}), ...(key !== undefined ? { key } : {}) };
+}
+
 /** Everything a link takes from the configuration; the caller adds identity, store and presence. */
 export function linkOptionsFromConfig(
   config: UcpConfig,
   logger: Logger,
-): Pick<NodeLinkOptions, 'cluster' | 'hubUrl' | 'username' | 'password' | 'logger' | 'limits' | 'timing' | 'maxClockOffsetMs'> {
+): Pick<NodeLinkOptions, 'cluster' | 'hubUrl' | 'password' | 'tls' | 'logger' | 'limits' | 'timing' | 'maxClockOffsetMs'> {
+  const tls = tlsFromConfig(config);
   return {
     cluster: config.node.cluster,
     hubUrl: config.hub.url,
-    username: config.hub.username,
-    password: config.hub.password,
+    ...(config.hub.password !== '' ? { password: config.hub.password } : {}),
+    ...(tls !== undefined ? { tls } : {}),
     logger,
     limits: { maxMessageBytes: config.protocol.max_message_bytes, maxDepth: config.protocol.max_depth },
     timing: linkTimingFromConfig(config),
@@ -55,6 +78,8 @@ export interface NodeRuntimeOptions {
   readonly watchPresence?: boolean;
   /** Overrides hub.url, e.g. for nodes beside an embedded hub that picked a free port. */
   readonly hubUrl?: string;
+  /** An in-memory connection to an embedded hub in the same process. */
+  readonly stream?: () => Duplex;
 }
 
 /**
@@ -91,6 +116,7 @@ export class NodeRuntime {
       const link = NodeLink.create({
         ...linkOptionsFromConfig(config, options.logger),
         ...(options.hubUrl !== undefined ? { hubUrl: options.hubUrl } : {}),
+        ...(options.stream !== undefined ? { stream: options.stream } : {}),
         nodeId: options.nodeId,
         role: options.role,
         store,

@@ -19,9 +19,20 @@ import {
 
 const EXPECTED_DEFAULTS: UcpConfig = {
   node: { id: '', cluster: 'default', broker: '', broker_eligible: false, data_dir: '' },
-  hub: { url: 'mqtt://127.0.0.1:1883', listen_host: '127.0.0.1', port: 1883, username: '', password: '' },
+  hub: {
+    url: 'mqtt://127.0.0.1:1883',
+    listen_host: '127.0.0.1',
+    port: 1883,
+    password: '',
+    credentials_file: '',
+    max_retained_bytes: 4096,
+    tls_cert_file: '',
+    tls_key_file: '',
+    tls_client_ca_file: '',
+  },
+  tls: { ca_file: '', cert_file: '', key_file: '' },
   log: { level: 'info', format: 'auto' },
-  protocol: { max_message_bytes: 1048576, max_depth: 32, max_clock_offset_ms: 86400000 },
+  protocol: { max_message_bytes: 1048576, max_depth: 32, max_clock_offset_ms: 300000 },
   transport: {
     keepalive_s: 5,
     connect_timeout_ms: 5000,
@@ -38,7 +49,7 @@ const EXPECTED_DEFAULTS: UcpConfig = {
   jobs: { retention_s: 86400, retention_count: 10000 },
   scheduler: { aging_s: 60, inline_result_bytes: 65536, max_redeploy_attempts: 3, redeploy_delay_ms: 0, delegate_after_ms: 2000, deadline_margin_s: 60 },
   metadata_sync: { interval_s: 5, retry_on_failure: true, failure_retry_interval_s: 2 },
-  client: { priority: 'normal', timeout_s: 300, max_memory_mb: 256, broker_wait_s: 30 },
+  client: { priority: 'normal', timeout_s: 300, max_memory_mb: 256, broker_wait_s: 30, operator: false },
   bridge: {
     field_url: 'mqtt://127.0.0.1:1884',
     field_username: '',
@@ -221,7 +232,7 @@ describe('unknown keys', () => {
 
   it('an unknown section or a key outside any section is an error', () => {
     const section = configError(() => loadConfig({ file: tomlFile('[livenes]\ndead_after_ms = 10\n'), env: {} }));
-    expect(section.message).toMatch(/^unknown config section \[livenes\] in .*known sections: node, hub, log/);
+    expect(section.message).toMatch(/^unknown config section \[livenes\] in .*known sections: node, hub, tls, log/);
     const topLevel = configError(() => loadConfig({ file: tomlFile('port = 1\n'), env: {} }));
     expect(topLevel.message).toMatch(/^unknown config key "port" in .*every key belongs to a section/);
     const nested = configError(() => loadConfig({ file: tomlFile('[hub.tls]\ncert = "x"\n'), env: {} }));
@@ -240,7 +251,7 @@ describe('unknown keys', () => {
   it('an unknown override key names it', () => {
     const error = configError(() => loadConfig({ env: {}, overrides: { 'hub.ulr': 'mqtt://x:1' } }));
     expect(error.message).toBe(
-      'unknown config key "hub.ulr" given by override hub.ulr; known keys in [hub]: url, listen_host, port, username, password',
+      'unknown config key "hub.ulr" given by override hub.ulr; known keys in [hub]: url, listen_host, port, password, credentials_file, max_retained_bytes, tls_cert_file, tls_key_file, tls_client_ca_file',
     );
     const labelled = configError(() =>
       loadConfig({ env: {}, overrides: { nope: 1 }, overrideSources: { nope: '--nope' } }),

@@ -1,0 +1,72 @@
+import { resolve } from 'node:path';
+import type { UcpConfig } from '../config/index.js';
+import { generatePassword, hashPassword, ISSUABLE_ROLES, readCredentialsFile, writeCredentialsFile, type Credential } from '../hub/index.js';
+import { isNodeId, type Role } from '../protocol/index.js';
+import { table, type Output } from './inspect.js';
+import { UsageError } from './settings.js';
+
+/** The credentials file `ucp auth` edits: --file, else hub.credentials_file, else ./credentials.toml. */
+export function credentialsPath(config: UcpConfig, file?: string): string {
+  return resolve(file ?? (config.hub.credentials_file !== '' ? config.hub.credentials_file : 'credentials.toml'));
+}
+
+export interface AddOptions {
+  readonly role: string;
+  /** The password, read from stdin; otherwise one is generated and shown once. */
+  readonly password?: string;
+  /** May log in with a client certificate; with no password given, that is its only way in. */
+  readonly certificate: boolean;
+  /** Replace an existing credential (a new password, or another role). */
+  readonly force: boolean;
+}
+
+/** `ucp auth add NODE --role ROLE`: a credential for one node; the password is printed once, never stored. */
+export async function authAdd(path: string, out: Output, node: string, opts: AddOptions): Promise<void> {
+  if (!isNodeId(node)) throw new UsageError(`"${node}" is not a valid node id: use 1-64 of A-Z a-z 0-9 . _ -, not starting with "__"`);
+  if (!(ISSUABLE_ROLES as readonly string[]).includes(opts.role)) throw new UsageError(`--role must be one of ${ISSUABLE_ROLES.join(', ')}`);
+  const creds = readCredentialsFile(path);
+  if (creds.has(node) && !opts.force) throw new UsageError(`${node} already has a credential in ${path}; pass --force to replace it`);
+  const password = opts.password ?? (opts.certificate ? undefined : generatePassword());
+  const hashes = password !== undefined ? await hashPassword(password) : undefined;
+  const entry: Credential = { node, role: opts.role as Role, certificate: opts.certificate, ...(hashes !== undefined ? { scrypt: hashes.scrypt, mosquitto: hashes.mosquitto } : {}) };
+  creds.set(node, entry);
+  writeCredentialsFile(path, creds);
+  const shown = opts.password === undefined ? password : undefined;
+  if (out.json) {
+    out.print(JSON.stringify({ node, role: opts.role, certificate: opts.certificate, file: path, ...(shown !== undefined ? { password: shown } : {}) }));
+    return;
+  }
+  out.print(`${node}: ${opts.role}${opts.certificate ? ', may log in with a client certificate' : ''} (${path})`);
+  if (shown !== undefined) out.print(`password (shown only now; give it to the node as UCP_HUB_PASSWORD): ${shown}`);
+}
+
+/** `ucp auth rm NODE`: the node can no longer log in; a hub reading the file disconnects it. */
+export function authRm(path: string, out: Output, node: string): void {
+  const creds = readCredentialsFile(path);
+  if (!creds.delete(node)) throw new UsageError(`${node} has no credential in ${path}`);
+  writeCredentialsFile(path, creds);
+  out.print(out.json ? JSON.stringify({ node, removed: true }) : `${node}: credential removed from ${path}`);
+}
+
+/** `ucp auth ls`: every node with a credential, its role and how it logs in; never any hash. */
+export function authLs(path: string, out: Output): void {
+  const rows = [...readCredentialsFile(path).values()].map((c) => ({ node: c.node, role: c.role, password: c.scrypt !== undefined, certificate: c.certificate }));
+  if (out.json) {
+    out.print(JSON.stringify(rows));
+    return;
+  }
+  if (rows.length === 0) {
+    out.print(`no credentials in ${path}`);
+    return;
+  }
+  out.print(table(['NODE', 'ROLE', 'LOGIN'], rows.map((r) => [r.node, r.role, [r.password ? 'password' : '', r.certificate ? 'certificate' : ''].filter((x) => x !== '').join(', ')])));
+}
+
+/** Reads a password from stdin (one line; the trailing newline is not part of it). */
+export async function readPasswordFromStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  if (password === '') throw new UsageError('--password-stdin: no password on stdin');
+  return password;
+}
