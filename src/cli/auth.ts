@@ -1,6 +1,7 @@
-import { resolve } from 'node:path';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
-import { generatePassword, hashPassword, ISSUABLE_ROLES, readCredentialsFile, writeCredentialsFile, type Credential } from '../hub/index.js';
+import { generatePassword, hashPassword, ISSUABLE_ROLES, mosquittoPolicy, readCredentialsFile, writeCredentialsFile, type Credential } from '../hub/index.js';
 import { isNodeId, type Role } from '../protocol/index.js';
 import { table, type Output } from './inspect.js';
 import { UsageError } from './settings.js';
@@ -69,4 +70,38 @@ export async function readPasswordFromStdin(): Promise<string> {
   const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
   if (password === '') throw new UsageError('--password-stdin: no password on stdin');
   return password;
+}
+
+export interface ExportOptions {
+  readonly port: number;
+  readonly host: string;
+  readonly clusters: readonly string[];
+}
+
+/**
+ * `ucp auth export-mosquitto DIR`: the same policy for an external Mosquitto, as a configuration file,
+ * a password file (Mosquitto's own PBKDF2 hashes, never the passwords) and an ACL file.
+ */
+export function authExportMosquitto(path: string, config: UcpConfig, out: Output, dir: string, opts: ExportOptions): void {
+  const creds = readCredentialsFile(path);
+  if (creds.size === 0) throw new UsageError(`no credentials in ${path}: add nodes with \`ucp auth add\` first`);
+  const target = resolve(dir);
+  mkdirSync(target, { recursive: true });
+  const { tls_cert_file: cert, tls_key_file: key, tls_client_ca_file: ca } = config.hub;
+  if ((cert === '') !== (key === '')) throw new UsageError('set both hub.tls_cert_file and hub.tls_key_file, or neither');
+  const policy = mosquittoPolicy(creds, {
+    clusters: opts.clusters,
+    dir: target,
+    port: opts.port,
+    host: opts.host,
+    maxMessageBytes: config.protocol.max_message_bytes,
+    ...(cert !== '' ? { tls: { certFile: resolve(cert), keyFile: resolve(key), ...(ca !== '' ? { clientCaFile: resolve(ca) } : {}) } } : {}),
+  });
+  const missing = [...creds.values()].filter((c) => c.mosquitto === undefined && !c.certificate).map((c) => c.node);
+  if (missing.length > 0) throw new UsageError(`no Mosquitto hash for ${missing.join(', ')}: give them a new password with \`ucp auth add NODE --role ROLE --force\``);
+  writeFileSync(join(target, 'mosquitto.conf'), policy.conf, { mode: 0o644 });
+  writeFileSync(join(target, 'passwords'), policy.passwords, { mode: 0o600 });
+  writeFileSync(join(target, 'acl'), policy.acl, { mode: 0o644 });
+  if (out.json) out.print(JSON.stringify({ dir: target, files: ['mosquitto.conf', 'passwords', 'acl'], nodes: creds.size }));
+  else out.print(`wrote mosquitto.conf, passwords and acl for ${creds.size} node(s) to ${target}; start Mosquitto with: mosquitto -c ${join(target, 'mosquitto.conf')}`);
 }

@@ -4,7 +4,7 @@ import type { UcpConfig } from '../config/index.js';
 import { EmbeddedHub, type HubTls } from '../hub/index.js';
 import type { Logger } from '../log/index.js';
 import type { Role } from '../protocol/index.js';
-import { NodeLink, NodeRuntime, linkOptionsFromConfig } from '../transport/index.js';
+import { Counters, NodeLink, NodeRuntime, linkOptionsFromConfig } from '../transport/index.js';
 import { attachRole } from './roles.js';
 import { defaultNodeId, UsageError } from './settings.js';
 
@@ -66,35 +66,41 @@ export async function startHub(config: UcpConfig, logger: Logger, host: string, 
   }
   const tls = hubTls(config);
   const nodeId = defaultNodeId(config, 'hub');
-  let hub: EmbeddedHub | undefined;
-  const node = NodeLink.create({
-    ...linkOptionsFromConfig(config, logger),
-    nodeId,
-    role: 'hub',
-    announce: false,
-    watchPresence: false,
-    stream: () => hub!.internalStream(),
-  });
-  hub = await EmbeddedHub.start({
+  const counters = new Counters();
+  const hub = await EmbeddedHub.start({
     host,
     port,
     logger,
     nodeId,
-    counters: node.counters,
+    counters,
     maxMessageBytes: config.protocol.max_message_bytes,
     maxRetainedBytes: config.hub.max_retained_bytes,
     ...(credentialsFile !== undefined ? { credentialsFile } : {}),
     ...(tls !== undefined ? { tls } : {}),
   });
   if (credentialsFile === undefined && !isLoopback(host)) logger.warn({ host }, 'the hub admits anyone (--insecure): every node can pose as any other');
-  const running = hub;
-  await node.connect();
+  const node = NodeLink.create({
+    ...linkOptionsFromConfig(config, logger),
+    hubUrl: hub.url,
+    nodeId,
+    role: 'hub',
+    announce: false,
+    watchPresence: false,
+    stream: () => hub.internalStream(),
+    counters,
+  });
+  try {
+    await node.connect();
+  } catch (err) {
+    await hub.stop();
+    throw err;
+  }
   return {
-    hub: running,
+    hub,
     node,
     stop: async () => {
       await node.stop();
-      await running.stop();
+      await hub.stop();
     },
   };
 }

@@ -9,7 +9,7 @@ import { StoreError } from '../store/index.js';
 import { NodeRuntime, RemoteError, TransportError } from '../transport/index.js';
 import type { Role } from '../protocol/index.js';
 import { VERSION } from '../version.js';
-import { authAdd, authLs, authRm, credentialsPath, readPasswordFromStdin } from './auth.js';
+import { authAdd, authExportMosquitto, authLs, authRm, credentialsPath, readPasswordFromStdin } from './auth.js';
 import { dataGet, dataLs, dataPut, dataRm } from './data.js';
 import { runDemo } from './demo.js';
 import { listNodes, ping, status, stdout, type Output } from './inspect.js';
@@ -46,7 +46,10 @@ const program = new Command('ucp')
   .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (env UCP_LOG_LEVEL)')
   .option('--set <key=value>', 'override any configuration key, e.g. --set liveness.dead_after_ms=3000 (repeatable)', collect)
   .option('--json', 'print machine-readable JSON instead of tables')
-  .showHelpAfterError('(run `ucp --help` for usage)');
+  .showHelpAfterError('(run `ucp --help` for usage)')
+  // Before any subcommand is added, so nested ones (`ucp auth add`, `ucp data put`) inherit it: usage
+  // errors then exit 2 everywhere.
+  .exitOverride();
 
 function globals(cmd: Command): GlobalFlags {
   return cmd.optsWithGlobals<GlobalFlags>();
@@ -333,6 +336,18 @@ auth
     authLs(credentialsPath(config, opts.file), out);
   });
 
+auth
+  .command('export-mosquitto')
+  .description('write mosquitto.conf, passwords and acl that hold Mosquitto to the same policy')
+  .argument('<dir>', 'directory for the three files')
+  .option('--port <port>', 'the listener port (default hub.port)', integer('port', 1, 65535))
+  .option('--host <host>', 'the listener address (default hub.listen_host)')
+  .option('--file <file>', 'credentials file (default hub.credentials_file, else ./credentials.toml)')
+  .action((dir: string, opts: { port?: number; host?: string; file?: string }, cmd: Command) => {
+    const { config, out } = tool(cmd);
+    authExportMosquitto(credentialsPath(config, opts.file), config, out, dir, { port: opts.port ?? config.hub.port, host: opts.host ?? config.hub.listen_host, clusters: [config.node.cluster] });
+  });
+
 program
   .command('demo')
   .description('run the all-in-one demo on an embedded hub and check what it shows (npm start)')
@@ -351,7 +366,6 @@ function explain(err: unknown): string {
   return String(err);
 }
 
-program.exitOverride();
 try {
   await program.parseAsync(process.argv);
 } catch (err) {

@@ -23,7 +23,7 @@ export interface HubRefusal {
  * The hub's topic policy (PROTOCOL.md, "Identity"), as pure decisions. With credentials, a node publishes
  * only on topics that name itself and its credential's role as the sender, and reads only its own inbox
  * plus everyone's presence and heartbeats. Without credentials (the loopback quick start) nobody is
- * proven, but a client still publishes only under its own client id.
+ * proven and only the limits below apply.
  *
  * Retained messages replay to every new subscriber and live as long as the hub: they are allowed only on
  * presence topics and only small, so nobody can grow the hub's memory or replay commands at every start.
@@ -36,7 +36,8 @@ export function publishRefusal(who: Identity | { readonly node: string; readonly
     if (retain) return { counter: 'publish_refused_retain', reason: `retained message on ${topic}: only presence topics keep retained messages` };
     return undefined;
   }
-  if (address.from !== who.node) return { counter: 'publish_refused_topic', reason: `${who.node} may not publish as ${address.from} (${topic})` };
+  // Without credentials nobody is proven, so there is no one to hold to the topic's sender.
+  if (who.role !== undefined && address.from !== who.node) return { counter: 'publish_refused_topic', reason: `${who.node} may not publish as ${address.from} (${topic})` };
   if (who.role !== undefined && address.role !== who.role) return { counter: 'publish_refused_topic', reason: `${who.node} is a ${who.role}, not a ${address.role} (${topic})` };
   if (retain) {
     if (address.cls !== 'presence') return { counter: 'publish_refused_retain', reason: `retained message on ${topic}: only presence topics keep retained messages` };

@@ -68,6 +68,8 @@ export interface NodeLinkOptions {
   readonly watchPresence: boolean;
   /** An in-memory connection to an embedded hub in this process, instead of a socket to hubUrl. */
   readonly stream?: () => Duplex;
+  /** Counters to report in `status` (e.g. shared with the embedded hub this node speaks for). */
+  readonly counters?: Counters;
 }
 
 export type Handler<K extends Kind> = (msg: Envelope<K>) => void | Promise<void>;
@@ -103,7 +105,7 @@ export class NodeLink {
   readonly role: Role;
   readonly topics: Topics;
   readonly limits: CodecLimits;
-  readonly counters = new Counters();
+  readonly counters: Counters;
   readonly peers: PeerTable;
   /** 0 for a link without a store: it has no identity to carry across restarts. */
   readonly incarnation: number;
@@ -137,6 +139,7 @@ export class NodeLink {
     this.role = opts.role;
     this.topics = new Topics(opts.cluster);
     this.limits = opts.limits;
+    this.counters = opts.counters ?? new Counters();
     this.log = opts.logger.child({ component: 'link', node: opts.nodeId });
     this.peers = new PeerTable(opts.timing.deadAfterMs);
     this.incarnation = opts.store?.nextIncarnation() ?? 0;

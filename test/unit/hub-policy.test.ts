@@ -19,10 +19,11 @@ describe('hub topic policy', () => {
     expect(publishRefusal(exec, 'ucp/c/inbox/br-1/executor/exec-1', true, 100, limits)).toMatchObject({ counter: 'publish_refused_retain' });
     expect(publishRefusal(exec, 'ucp/c/presence/executor/exec-1', true, 8 << 20, limits)).toMatchObject({ counter: 'publish_refused_too_large' });
     expect(publishRefusal(exec, 'ucp/c/presence/executor/exec-1', true, 5_000, limits)).toMatchObject({ counter: 'publish_refused_retain' });
-    // Without credentials nobody is proven, but the same limits and the client id as sender still hold.
+    // Without credentials nobody is proven, but the same limits hold.
     expect(publishRefusal({ node: 'x' }, 'bench/anything', true, 10, limits)).toMatchObject({ counter: 'publish_refused_retain' });
     expect(publishRefusal({ node: 'x' }, 'bench/anything', false, 10, limits)).toBeUndefined();
-    expect(publishRefusal({ node: 'x' }, 'ucp/c/inbox/y/broker/z', false, 10, limits)).toMatchObject({ counter: 'publish_refused_topic' });
+    expect(publishRefusal({ node: 'x' }, 'ucp/c/inbox/y/broker/z', false, 10, limits)).toBeUndefined();
+    expect(publishRefusal({ node: 'x' }, 'ucp/c/inbox/y/broker/z', true, 10, limits)).toMatchObject({ counter: 'publish_refused_retain' });
   });
 
   it('lets a proven node read its own inbox and everyone\'s presence, nothing else', () => {
