@@ -14,6 +14,8 @@ export interface Submission {
   readonly from: string;
   readonly attempt: number;
   readonly outcome: RunOutcome;
+  /** Hash of the report's content: the same attempt reported again must say the same thing. */
+  readonly digest?: string;
 }
 
 export type Decision =
@@ -21,6 +23,8 @@ export type Decision =
   | { readonly kind: 'accept' }
   /** The accepted submission again (a redelivery): the same answer, nothing changes. */
   | { readonly kind: 'redelivered' }
+  /** The accepted attempt reported again with different content: the first report stands, this one is flagged. */
+  | { readonly kind: 'conflict'; readonly reason: string; readonly acceptedAttempt: number }
   /** A later result, or one from a node never assigned the attempt. */
   | { readonly kind: 'reject'; readonly reason: string; readonly acceptedAttempt?: number; readonly unauthorized: boolean; readonly killed?: boolean }
   /**
@@ -36,7 +40,10 @@ export function arbitrate(job: JobRecord | undefined, jobId: string, sub: Submis
   }
   const accepted = job.result;
   if (accepted !== undefined) {
-    if (accepted.attempt === sub.attempt) return { kind: 'redelivered' };
+    if (accepted.attempt === sub.attempt) {
+      if (accepted.digest === undefined || sub.digest === undefined || accepted.digest === sub.digest) return { kind: 'redelivered' };
+      return { kind: 'conflict', reason: `conflict: attempt ${sub.attempt} was already reported with a different result, which stands`, acceptedAttempt: accepted.attempt };
+    }
     return { kind: 'reject', reason: `attempt ${accepted.attempt} on ${accepted.executor} delivered first`, acceptedAttempt: accepted.attempt, unauthorized: false };
   }
   if (isFinal(job.state)) return { kind: 'reject', reason: `the job already ended: ${job.reason ?? job.state}`, unauthorized: false };
@@ -88,6 +95,20 @@ export function recordRejection(job: Job, attempt: number, reason: string, now: 
   const a = job.attempts[attempt - 1];
   if (a === undefined || (a.outcome !== 'running' && a.outcome !== 'lost')) return false;
   close(a, 'rejected', reason, now);
+  return true;
+}
+
+/**
+ * Lists a conflicting report of an accepted attempt on the job, once per distinct report. Returns true if
+ * it was new.
+ */
+export function recordConflict(job: Job, attempt: number, executor: string, digest: string, now: number): boolean {
+  const conflicts = (job.conflicts ?? []) as NonNullable<JobView['conflicts']>;
+  if (conflicts.some((c) => c.attempt === attempt && c.digest === digest)) return false;
+  // Bounded like every list on the wire: the first ones say enough about a broken or lying executor.
+  if (conflicts.length >= 64) return false;
+  job.conflicts = [...conflicts, { attempt, executor, at: now, digest }];
+  job.updated_at = now;
   return true;
 }
 

@@ -3,9 +3,9 @@ import type { NodeRuntime } from '../transport/index.js';
 import type { DataRouter } from './data-router.js';
 import { Delegation } from './delegation.js';
 import type { MetadataReplica, PrunedJob, Retention, SyncedJob } from './metadata-replica.js';
-import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, recordDeadline, recordFailure, recordKill, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
+import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, recordConflict, recordDeadline, recordFailure, recordKill, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
 import { Deadlines } from './deadlines.js';
-import { currentAttempt, specDigest, viewOf, type JobRecord } from './job-record.js';
+import { currentAttempt, resultDigest, specDigest, viewOf, type JobRecord } from './job-record.js';
 import { answering, Refusal } from './refusal.js';
 import { JobQueue, type ExecutorView } from './scheduler.js';
 
@@ -298,12 +298,21 @@ export class JobManager {
       }
     }
     const job = this.jobs.get(result.job_id) ?? this.finishedRecord(result.job_id);
-    const decision = arbitrate(job, result.job_id, { from: msg.from, attempt: result.attempt, outcome: result.outcome });
+    const digest = resultDigest(result);
+    const decision = arbitrate(job, result.job_id, { from: msg.from, attempt: result.attempt, outcome: result.outcome, digest });
     const counters = this.node.link.counters;
     const now = Date.now();
     switch (decision.kind) {
       case 'redelivered':
         counters.inc('results_redelivered');
+        return;
+      case 'conflict':
+        if (recordConflict(job!, result.attempt, msg.from, digest, now)) {
+          counters.reject(this.node.log, 'results_conflicting', msg.from, `${msg.from} reported attempt ${result.attempt} of job ${result.job_id} again with a different result`);
+          await this.persist(job!);
+          this.notify(job!);
+        }
+        this.verdict(msg, decision.reason, decision.acceptedAttempt);
         return;
       case 'reject':
         if (decision.unauthorized) counters.reject(this.node.log, 'results_unauthorized', msg.from, decision.reason);
@@ -365,6 +374,7 @@ export class JobManager {
         decided_at: [decided.hlc.wall, decided.hlc.logical],
         decided_vc: decided.vc,
         published,
+        digest: resultDigest(result),
       },
       arrived,
       Date.now(),

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { JobSpec, JobView } from '../protocol/index.js';
+import type { BodyOf, JobSpec, JobView } from '../protocol/index.js';
 
 /** A job as its broker keeps it in LMDB: what clients see, plus what is needed to run it again. */
 export interface JobRecord extends JobView {
@@ -15,6 +15,16 @@ export type AttemptRecord = JobView['attempts'][number];
 /** Deterministic across processes: keys are sorted, so field order in a plan does not matter. */
 export function specDigest(spec: JobSpec): string {
   return createHash('sha256').update(canonicalJson(spec)).digest('hex');
+}
+
+/** What a result report says, as a hash: a redelivery hashes the same, a different report does not. */
+export function resultDigest(report: BodyOf<'job_result'>): string {
+  const hash = createHash('sha256');
+  const { archive, named, duration_ms: _duration, ...rest } = report;
+  hash.update(canonicalJson(rest));
+  hash.update(archive);
+  for (const item of named) hash.update(`\0${item.path}\0${item.name}\0`).update(item.bytes);
+  return hash.digest('hex');
 }
 
 function canonicalJson(value: unknown): string {
@@ -43,6 +53,7 @@ export function viewOf(rec: JobRecord, reason?: string): JobView {
     attempts: rec.attempts,
     ...(rec.result !== undefined ? { result: rec.result } : {}),
     ...(rec.superseded !== undefined && rec.superseded.length > 0 ? { superseded: rec.superseded } : {}),
+    ...(rec.conflicts !== undefined && rec.conflicts.length > 0 ? { conflicts: rec.conflicts } : {}),
   };
 }
 

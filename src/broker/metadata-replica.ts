@@ -2,6 +2,7 @@ import { DATA_NAME_PATTERN, isFinal, MAX_SYNC_CHANGES, type AnyEnvelope, type Bo
 import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import { resolve, type Change } from './metadata-merge.js';
+import { syncChangeProblem } from './sync-trust.js';
 
 export type { Change } from './metadata-merge.js';
 export { newer, resolve } from './metadata-merge.js';
@@ -16,6 +17,8 @@ export interface ReplicaOptions {
   /** After a failed exchange, try that peer again after failureRetryMs instead of the next round. */
   readonly retryOnFailure: boolean;
   readonly failureRetryMs: number;
+  /** How far ahead of this broker's clock a change may be stamped (protocol.max_clock_offset_ms); 0: no bound. */
+  readonly maxClockLeadMs: number;
 }
 
 /** Digest answers that were cut short are continued at once, up to this many in a row. */
@@ -83,8 +86,13 @@ export class MetadataReplica {
     this.seq = this.versions.get(node.link.id) ?? 0;
 
     const link = node.link;
+    // Only brokers reach here (the permission table), and a push only from a broker seen alive.
     link.on('sync_delta', (msg) => {
-      this.receive(msg.body, msg.from);
+      if (link.peers.get(msg.from)?.alive !== true) {
+        link.counters.reject(node.log, 'sync_changes_refused', msg.from, `${msg.from} pushed metadata but is not a live broker here`);
+        return;
+      }
+      this.receive(msg.body, msg.from, true);
     });
     link.on('sync_digest', (msg) => this.answer(msg));
     link.onPresence((event) => {
@@ -196,13 +204,17 @@ export class MetadataReplica {
 
   // ---- merging -------------------------------------------------------------------------------------
 
-  /** Applies changes from a peer; returns how many replaced what this broker held. */
-  receive(delta: BodyOf<'sync_delta'>, from: string): number {
+  /**
+   * Applies changes from a peer broker; returns how many replaced what this broker held. `pushed`: the
+   * peer sent them as they happened, so they must be its own.
+   */
+  receive(delta: BodyOf<'sync_delta'>, from: string, pushed = false): number {
     const counters = this.node.link.counters;
     let applied = 0;
     const touched = new Set<string>();
+    const source = { sender: from, pushed, now: Date.now(), maxLeadMs: this.options.maxClockLeadMs };
     for (const change of delta.changes) {
-      const problem = invalid(change);
+      const problem = invalid(change) ?? syncChangeProblem(change, source);
       if (problem !== undefined) {
         counters.reject(this.node.log, 'sync_changes_refused', from, problem);
         continue;

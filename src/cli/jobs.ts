@@ -208,6 +208,9 @@ export async function showJob(config: UcpConfig, logger: Logger, out: Output, jo
       if (r.named_results.length > 0) out.print(`named results: ${r.named_results.join(', ')}`);
       if (r.decided_by !== undefined) out.print(`accepted by: ${r.decided_by}`);
     }
+    for (const c of job.conflicts ?? []) {
+      out.print(`conflict: attempt ${c.attempt} on ${c.executor} reported a different result at ${iso(c.at)}; the first report stands`);
+    }
     for (const s of job.superseded ?? []) {
       out.print(`conflict: attempt ${s.attempt} on ${s.executor}, accepted by ${s.decided_by} at ${iso(s.decided_at[0])} while partitioned, was superseded by the earlier acceptance above`);
     }
@@ -254,6 +257,7 @@ export function jobJson(job: JobView): Record<string, unknown> {
         }
       : {}),
     ...(job.superseded !== undefined ? { superseded: job.superseded.map((s) => ({ attempt: s.attempt, executor: s.executor, acceptedBy: s.decided_by, acceptedAt: s.decided_at[0] })) } : {}),
+    ...(job.conflicts !== undefined ? { conflicts: job.conflicts.map((c) => ({ attempt: c.attempt, executor: c.executor, at: c.at })) } : {}),
   };
 }
 

@@ -21,6 +21,7 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
         intervalMs: config.metadata_sync.interval_s * 1_000,
         retryOnFailure: config.metadata_sync.retry_on_failure,
         failureRetryMs: config.metadata_sync.failure_retry_interval_s * 1_000,
+        maxClockLeadMs: config.protocol.max_clock_offset_ms,
       });
       new NodeRegistry(node, replica);
       const data = new DataRouter(node, replica);

@@ -150,8 +150,15 @@ export const jobViewSchema = object({
       decided_vc: optional(clock()),
       /** Where the archive and the named results were stored. */
       published: optional(record(dataName(), object({ store: nodeId(), size: uint(), at: hlcTime() }), { max: 1_025 })),
+      /** SHA-256 of the report, so a redelivery is told apart from a different report of the same attempt. */
+      digest: optional(str({ max: 128 })),
     }),
   ),
+  /**
+   * Reports of an already reported attempt whose content differed from the accepted one: its executor is
+   * broken or lying, and the first report stands. Each distinct report is listed once.
+   */
+  conflicts: optional(arrayOf(object({ attempt: uint({ min: 1 }), executor: nodeId(), at: wallMs(), digest: str({ max: 128 }) }), { max: 64 })),
   /**
    * Acceptances that lost to this one: brokers on both sides of a partition each accepted a result, and
    * the causally earlier acceptance (else the earlier HLC time, else the lower broker id) won.

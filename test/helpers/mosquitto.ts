@@ -20,12 +20,18 @@ function which(cmd: string): boolean {
 export const HAVE_MOSQUITTO = which('mosquitto') && which('mosquitto_pub');
 export const SKIP_WITHOUT_MOSQUITTO = !HAVE_MOSQUITTO && process.env.CI !== 'true';
 
-/** A real Mosquitto broker on a free loopback port, with TCP_NODELAY as every hub here must have. */
-export async function startMosquitto(dir: string, options: { name?: string; extra?: readonly string[] } = {}): Promise<{ proc: Proc; url: string; port: number }> {
-  const port = await freePort();
-  const conf = join(dir, `${options.name ?? 'mosquitto'}.conf`);
+/**
+ * A real Mosquitto broker on a free loopback port, with TCP_NODELAY as every hub here must have; or, with
+ * `conf` and `port`, one running a configuration written elsewhere (e.g. by `ucp auth export-mosquitto`).
+ */
+export async function startMosquitto(
+  dir: string,
+  options: { name?: string; extra?: readonly string[]; conf?: string; port?: number; tls?: boolean } = {},
+): Promise<{ proc: Proc; url: string; port: number }> {
+  const port = options.port ?? (await freePort());
+  const conf = options.conf ?? join(dir, `${options.name ?? 'mosquitto'}.conf`);
   // `extra` adds configuration lines, e.g. a bridge to another hub.
-  writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'set_tcp_nodelay true', 'log_dest stderr', ...(options.extra ?? []), ''].join('\n'));
+  if (options.conf === undefined) writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'set_tcp_nodelay true', 'log_dest stderr', ...(options.extra ?? []), ''].join('\n'));
   const proc = new Proc('mosquitto', ['-c', conf], cleanEnv());
   // Mosquitto block-buffers its log when not on a terminal, so wait for the port instead of a log line.
   const deadline = Date.now() + 10_000;
@@ -36,7 +42,7 @@ export async function startMosquitto(dir: string, options: { name?: string; extr
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { proc, url: `mqtt://127.0.0.1:${port}`, port };
+  return { proc, url: `${options.tls === true ? 'mqtts' : 'mqtt'}://127.0.0.1:${port}`, port };
 }
 
 function accepts(port: number): Promise<boolean> {

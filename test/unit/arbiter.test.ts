@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, recordDeadline, recordFailure, recordKill, recordLoss, recordRejection, requeue, type Decision, type Job, type Submission } from '../../src/broker/arbiter.js';
+import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, recordConflict, recordDeadline, recordFailure, recordKill, recordLoss, recordRejection, requeue, type Decision, type Job, type Submission } from '../../src/broker/arbiter.js';
 import { RUN_OUTCOMES, type JobSpec, type RunOutcome } from '../../src/protocol/index.js';
 
 const SPEC: JobSpec = { job_id: 'j', wasm_module: 'm.wasm', capabilities: {}, argv: [], env: {}, dirs: [], data: {}, results: [], named_results: {}, priority: 'normal', timeout_s: 30, max_memory_mb: 16 };
@@ -24,7 +24,7 @@ const eventArb: fc.Arbitrary<Event> = fc.oneof(
   fc.record({ type: fc.constant('lose' as const), executor: fc.constantFrom(...EXECUTORS) }),
   fc.record({
     type: fc.constant('submit' as const),
-    sub: fc.record({ from: fc.constantFrom(...EXECUTORS, 'rogue'), attempt: fc.integer({ min: 1, max: 5 }), outcome: fc.constantFrom<RunOutcome>(...RUN_OUTCOMES) }),
+    sub: fc.record({ from: fc.constantFrom(...EXECUTORS, 'rogue'), attempt: fc.integer({ min: 1, max: 5 }), outcome: fc.constantFrom<RunOutcome>(...RUN_OUTCOMES), digest: fc.constantFrom('report-a', 'report-b') }),
   }),
   fc.record({ type: fc.constant('redeliver' as const), index: fc.nat() }),
   fc.record({ type: fc.constant('restart' as const) }),
@@ -34,7 +34,9 @@ const eventArb: fc.Arbitrary<Event> = fc.oneof(
 /** Applies a decision the way the job manager does, minus the messages and the publishing. */
 function apply(job: Job, sub: Submission, decision: Decision, now: number): void {
   if (decision.kind === 'accept') {
-    recordAcceptance(job, sub.attempt, { attempt: sub.attempt, executor: sub.from, outcome: sub.outcome, message: '', duration_ms: 1, archive: 'j/result.zip', archive_bytes: 22, files: [], missing: [], named_results: [] }, now, now);
+    recordAcceptance(job, sub.attempt, { attempt: sub.attempt, executor: sub.from, outcome: sub.outcome, message: '', duration_ms: 1, archive: 'j/result.zip', archive_bytes: 22, files: [], missing: [], named_results: [], ...(sub.digest !== undefined ? { digest: sub.digest } : {}) }, now, now);
+  } else if (decision.kind === 'conflict') {
+    recordConflict(job, sub.attempt, sub.from, sub.digest!, now);
   } else if (decision.kind === 'reject' && !decision.unauthorized) {
     recordRejection(job, sub.attempt, decision.reason, now);
     if (decision.killed === true && recordKill(job, sub.attempt) && killStreak(job) >= 2) failKiller(job, 2, now);
@@ -84,12 +86,15 @@ describe('first come, first served', () => {
             if (sub.from !== assignedTo) expect(decision).toMatchObject({ kind: 'reject', unauthorized: true });
             if (acceptedBefore !== undefined) {
               // Once a result is accepted, every submission gets a fixed answer: the accepted one is a
-              // redelivery, anything else is rejected.
+              // redelivery, a different report of the same attempt a flagged conflict, anything else is rejected.
               const same = sub.from === acceptedBefore.sub.from && sub.attempt === acceptedBefore.sub.attempt;
-              expect(decision.kind).toBe(same ? 'redelivered' : 'reject');
+              expect(decision.kind).toBe(same ? (sub.digest === acceptedBefore.sub.digest ? 'redelivered' : 'conflict') : 'reject');
             }
           }
           if (accepted !== undefined) expect(JSON.stringify(job.result)).toBe(accepted.result);
+          // Each distinct conflicting report is listed once, and only against the accepted attempt.
+          for (const c of job.conflicts ?? []) expect([c.attempt, c.digest === accepted?.sub.digest]).toEqual([accepted?.sub.attempt, false]);
+          expect(new Set((job.conflicts ?? []).map((c) => c.digest)).size).toBe((job.conflicts ?? []).length);
           expect(job.attempts.filter((a) => a.outcome === 'accepted').length).toBe(accepted !== undefined ? 1 : 0);
           expect(job.attempts.length).toBeLessThanOrEqual(MAX_REDEPLOYS + 1);
           // A job whose executors died running it twice in a row is over, with nothing left running.
