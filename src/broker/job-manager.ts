@@ -26,6 +26,8 @@ export interface JobManagerOptions {
   readonly deadlineMarginMs: number;
   /** How long finished jobs, their results and data are kept (jobs.retention_s, jobs.retention_count). */
   readonly retention: Retention;
+  /** Unfinished jobs one client may have in the cluster (budgets.max_jobs_per_client). */
+  readonly maxJobsPerClient: number;
 }
 
 /** Finished jobs removed per pass; a pass that used it all runs again at once. */
@@ -79,6 +81,7 @@ export class JobManager {
       else link.reply(msg, 'job_info', { job: viewOf(job as JobRecord, own !== undefined ? this.whyQueued(own) : undefined) });
     });
     link.on('job_list', (msg) => link.reply(msg, 'job_listing', this.list(msg.body)));
+    link.on('job_remove', (msg) => answering(link, msg, () => this.remove(msg)));
     link.on('job_delegate', (msg) => answering(link, msg, () => this.takeDelegated(msg)));
     link.onPresence((event) => {
       // A broker that restarted keeps its own jobs; one that is gone has them adopted.
@@ -153,6 +156,11 @@ export class JobManager {
         return;
       }
       throw new Refusal('job_exists', `job id "${spec.job_id}" is already used${existing.owner === msg.from ? ' by a different job of yours' : ` by ${existing.owner}`}; give the job another job_id`);
+    }
+    const open = this.replica.unfinishedJobs(msg.from);
+    if (open >= this.options.maxJobsPerClient) {
+      this.node.link.counters.reject(this.node.log, 'jobs_refused_budget', msg.from, `${msg.from} has ${open} unfinished jobs`);
+      throw new Refusal('over_budget', `${msg.from} already has ${open} unfinished jobs, its whole budget (budgets.max_jobs_per_client = ${this.options.maxJobsPerClient}); wait for some to end or cancel some`);
     }
     const now = Date.now();
     const job: Job = { job_id: spec.job_id, state: 'queued', priority: spec.priority, owner: msg.from, broker: this.node.link.id, created_at: now, updated_at: now, attempts: [], spec, digest, wait_for: waitFor };
@@ -630,6 +638,80 @@ export class JobManager {
       reason: reason.slice(0, 1_024),
       ...(acceptedAttempt !== undefined ? { accepted_attempt: acceptedAttempt } : {}),
     });
+  }
+
+  /**
+   * Removes one job, or all of a client's, from the cluster. A client removes its own jobs; an operator
+   * anyone's (so a flood can be cleared). An unfinished job this broker manages is stopped first: its
+   * running attempts are cancelled and its final record (failed, "removed by ...") goes to every broker,
+   * so it no longer counts against its owner's budget. The record then leaves this broker's replica with
+   * its data at once, and the other brokers' when its retention ends, as every finished job does: no
+   * deletion travels. An unfinished job another live broker manages is left to that broker.
+   */
+  private async remove(msg: Envelope<'job_remove'>): Promise<void> {
+    const { job_id: jobId, owner } = msg.body;
+    if ((jobId === undefined) === (owner === undefined)) throw new Refusal('bad_request', 'say which jobs to remove: a job id or an owner');
+    const operator = msg.role === 'operator';
+    const refuse = (whose: string, what: string) => {
+      this.node.link.counters.reject(this.node.log, 'jobs_refused_remove', msg.from, `${msg.from} tried to remove ${what}`);
+      return new Refusal('forbidden', `${what} was submitted by ${whose}; only ${whose} or an operator can remove it`);
+    };
+    let ids: string[];
+    if (jobId !== undefined) {
+      const job = this.jobs.get(jobId) ?? this.replica.job(jobId);
+      if (job === undefined) throw new Refusal('not_found', `no job "${jobId}" is known to ${this.node.link.id}`);
+      if (job.owner !== msg.from && !operator) throw refuse(job.owner, `job ${jobId}`);
+      ids = [jobId];
+    } else {
+      if (owner !== msg.from && !operator) throw refuse(owner!, `the jobs of ${owner}`);
+      ids = [...this.replica.jobIds()].filter((id) => (this.jobs.get(id) ?? this.replica.job(id))?.owner === owner);
+    }
+    let removed = 0;
+    const elsewhere: string[] = [];
+    for (const id of ids) {
+      await this.serialized(id, async () => {
+        const synced = this.replica.job(id);
+        const managed = this.jobs.get(id);
+        if (managed === undefined && synced !== undefined && !isFinal(synced.state) && synced.broker !== this.node.link.id && this.node.link.peers.get(synced.broker ?? '')?.alive === true) {
+          elsewhere.push(`${id} (${synced.broker})`);
+          return;
+        }
+        if (managed !== undefined) await this.stopRemoved(managed, `removed by ${msg.from}`);
+        const dropped = this.replica.dropJob(id);
+        if (dropped !== undefined && this.managesData(dropped)) await this.data.discard(dropped.names);
+        removed++;
+      });
+    }
+    await this.node.store.durable();
+    this.node.link.counters.inc('jobs_removed', removed);
+    this.node.log.info({ by: msg.from, jobs: removed, ...(owner !== undefined ? { owner } : { job: jobId }) }, 'jobs removed');
+    if (removed === 0 && elsewhere.length > 0) throw new Refusal('not_managed', `managed by other brokers; remove it there: ${elsewhere.slice(0, 20).join(', ')}`);
+    this.node.link.reply(msg, 'job_removed', { count: removed });
+  }
+
+  /** Ends a job this broker manages because it is being removed: attempts cancelled, the record final. */
+  private async stopRemoved(job: Job, why: string): Promise<void> {
+    const now = Date.now();
+    for (const a of job.attempts) {
+      if (a.outcome === 'running') {
+        this.node.link.send(a.executor, 'job_cancel', { job_id: job.job_id, attempt: a.attempt, reason: why.slice(0, 1_024) });
+        a.outcome = 'cancelled';
+        a.ended_at = now;
+        a.reason = why;
+      }
+      this.release(a.executor, job.job_id);
+    }
+    this.deadlines.disarm(job.job_id);
+    this.queue.remove(job.job_id);
+    this.jobs.delete(job.job_id);
+    if (!isFinal(job.state)) {
+      job.state = 'failed';
+      job.reason = why;
+      job.updated_at = now;
+      await this.replica.setJob(job as SyncedJob);
+      this.notify(job);
+    }
+    this.requestSchedule();
   }
 
   // ---- bookkeeping ---------------------------------------------------------------------------------

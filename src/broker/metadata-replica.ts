@@ -68,6 +68,8 @@ export class MetadataReplica {
   private readonly tombstones: Table<string>;
   /** What each peer broker said it holds, in its last digest: a tombstone all of them hold can go. */
   private readonly peerVersions = new Map<string, Readonly<Record<string, number>>>();
+  /** Per client, its jobs that have not ended: what its job budget counts. */
+  private readonly unfinished = new Map<string, Set<string>>();
 
   constructor(
     private readonly node: NodeRuntime,
@@ -84,6 +86,7 @@ export class MetadataReplica {
     for (const { key, value } of this.versionTable.getRange()) this.versions.set(String(key), value);
     for (const _ of this.finished.getKeys()) this.finishedCount++;
     this.seq = this.versions.get(node.link.id) ?? 0;
+    for (const { value } of this.tables.jobs.getRange()) this.tally(undefined, value);
 
     const link = node.link;
     // Only brokers reach here (the permission table), and a push only from a broker seen alive.
@@ -128,6 +131,11 @@ export class MetadataReplica {
     }
   }
 
+  /** How many jobs `owner` has in the cluster that have not ended. */
+  unfinishedJobs(owner: string): number {
+    return this.unfinished.get(owner)?.size ?? 0;
+  }
+
   /** The executors and datastores each broker last recorded seeing, as (broker, node) pairs. */
   *registry(): Generator<{ broker: string; node: RegisteredNode }> {
     for (const { value } of this.tables.nodes.getRange()) if (value.peer !== undefined) yield { broker: value.origin, node: value.peer };
@@ -162,6 +170,7 @@ export class MetadataReplica {
     // goes on changing its own record.
     return this.local('jobs', job.job_id, { job: structuredClone(job) });
   }
+
 
   // ---- local changes -------------------------------------------------------------------------------
 
@@ -226,7 +235,7 @@ export class MetadataReplica {
       if (kept !== undefined) {
         void this.store(kept, current);
         applied++;
-        if (kept.table === 'jobs') for (const listener of this.jobListeners) listener(kept.job!, kept, current?.job);
+        if (kept.table === 'jobs' && kept.job !== undefined) for (const listener of this.jobListeners) listener(kept.job, kept, current?.job);
       }
       // Our own changes, coming back after this broker lost its state: never reuse their numbers.
       if (change.origin === this.node.link.id && change.seq > this.seq) this.seq = change.seq;
@@ -246,7 +255,21 @@ export class MetadataReplica {
     return applied;
   }
 
+  /** Keeps the per-client counts budgets are checked against in step with the records. */
+  private tally(replaced: Change | undefined, change: Change): void {
+    if (change.table !== 'jobs') return;
+    const before = replaced?.job;
+    if (before !== undefined && !isFinal(before.state)) this.unfinished.get(before.owner)?.delete(before.job_id);
+    const after = change.job;
+    if (after !== undefined && !isFinal(after.state)) {
+      let open = this.unfinished.get(after.owner);
+      if (open === undefined) this.unfinished.set(after.owner, (open = new Set()));
+      open.add(after.job_id);
+    }
+  }
+
   private store(change: Change, replaced: Change | undefined): Promise<void> {
+    this.tally(replaced, change);
     if (replaced !== undefined) void this.byOrigin.remove(originKey(replaced.origin, replaced.seq));
     void this.byOrigin.put(originKey(change.origin, change.seq), `${change.table}\0${change.key}`);
     if (change.table === 'jobs') this.indexFinished(replaced?.job, change.job);
@@ -331,24 +354,45 @@ export class MetadataReplica {
       if (this.finished.get(index) === undefined) continue;
       void this.finished.remove(index);
       this.finishedCount--;
-      const jobId = index.slice(TIME_DIGITS + 1);
-      const change = this.tables.jobs.get(jobId);
-      if (change?.job === undefined) continue;
-      this.forget('jobs', change);
-      const names = new Map<string, Location>();
-      for (const [name, at] of Object.entries(change.job.result?.published ?? {})) {
-        const here = this.tables.names.get(name)?.location;
-        if (here !== undefined && here.store === at.store && here.at[0] === at.at[0] && here.at[1] === at.at[1]) names.set(name, here);
-      }
-      for (const { key, value } of this.tables.names.getRange({ start: `${jobId}/`, end: `${jobId}0` })) {
-        if (value.location !== undefined) names.set(String(key), value.location);
-        else this.forget('names', value);
-      }
-      for (const name of names.keys()) this.forget('names', this.tables.names.get(name)!);
-      pruned.push({ job: change.job, names: [...names].map(([name, location]) => ({ name, location })) });
+      const dropped = this.dropRecord(index.slice(TIME_DIGITS + 1));
+      if (dropped !== undefined) pruned.push(dropped);
     }
     if (pruned.length > 0) this.node.link.counters.inc('jobs_pruned', pruned.length);
     return pruned;
+  }
+
+  /**
+   * Drops a finished job from this replica at once, with its names, as retention would: an operator or
+   * its submitter removed it. Its final record has travelled; other brokers drop it when its retention
+   * ends. Returns what went, for the caller to delete its data.
+   */
+  dropJob(jobId: string): PrunedJob | undefined {
+    const job = this.tables.jobs.get(jobId)?.job;
+    if (job === undefined || !isFinal(job.state)) return undefined;
+    const index = finishedKey(job);
+    if (index !== undefined && this.finished.get(index) !== undefined) {
+      void this.finished.remove(index);
+      this.finishedCount--;
+    }
+    return this.dropRecord(jobId);
+  }
+
+  /** Drops a job's record and its names from this replica (its retention index entry is the caller's). */
+  private dropRecord(jobId: string): PrunedJob | undefined {
+    const change = this.tables.jobs.get(jobId);
+    if (change?.job === undefined) return undefined;
+    this.forget('jobs', change);
+    const names = new Map<string, Location>();
+    for (const [name, at] of Object.entries(change.job.result?.published ?? {})) {
+      const here = this.tables.names.get(name)?.location;
+      if (here !== undefined && here.store === at.store && here.at[0] === at.at[0] && here.at[1] === at.at[1]) names.set(name, here);
+    }
+    for (const { key, value } of this.tables.names.getRange({ start: `${jobId}/`, end: `${jobId}0` })) {
+      if (value.location !== undefined) names.set(String(key), value.location);
+      else this.forget('names', value);
+    }
+    for (const name of names.keys()) this.forget('names', this.tables.names.get(name)!);
+    return { job: change.job, names: [...names].map(([name, location]) => ({ name, location })) };
   }
 
   /** Drops a record from this replica only: no change is made, so nothing travels. */

@@ -187,6 +187,20 @@ export async function listJobs(config: UcpConfig, logger: Logger, out: Output, o
   });
 }
 
+/**
+ * `ucp remove JOBID... | --owner CLIENT`: removes jobs from the cluster, stopping unfinished ones. A client
+ * removes its own jobs; an operator (client.operator) anyone's.
+ */
+export async function removeJobs(config: UcpConfig, logger: Logger, out: Output, ids: readonly string[], owner?: string): Promise<void> {
+  await withTool(config, logger, async (link) => {
+    const jobs = new JobClient(link, undefined, new DataClient(link, config.client.broker_wait_s * 1_000, config.node.broker));
+    let count = 0;
+    if (owner !== undefined) count += await jobs.remove({ owner });
+    for (const id of ids) count += await jobs.remove({ jobId: id });
+    out.print(out.json ? JSON.stringify({ removed: count }) : `removed ${count} job(s)`);
+  });
+}
+
 /** `ucp job ID`: one job's state, attempts and result. */
 export async function showJob(config: UcpConfig, logger: Logger, out: Output, jobId: string): Promise<void> {
   await withTool(config, logger, async (link) => {

@@ -13,7 +13,7 @@ import { authAdd, authExportMosquitto, authLs, authRm, credentialsPath, readPass
 import { dataGet, dataLs, dataPut, dataRm } from './data.js';
 import { runDemo } from './demo.js';
 import { listNodes, ping, status, stdout, type Output } from './inspect.js';
-import { collectResults, listJobs, runPlan, showJob } from './jobs.js';
+import { collectResults, listJobs, removeJobs, runPlan, showJob } from './jobs.js';
 import { runUntilSignal } from './lifecycle.js';
 import { promoteWhenBrokerless } from './promotion.js';
 import { attachRole } from './roles.js';
@@ -292,6 +292,17 @@ program
   .action(async (opts: { owner?: string }, cmd: Command) => {
     const { config, logger, out } = tool(cmd, true);
     await listJobs(config, logger, out, opts.owner);
+  });
+
+program
+  .command('remove')
+  .description("remove jobs from the cluster, stopping unfinished ones: your own, or (as an operator) anyone's")
+  .argument('[jobs...]', 'job ids')
+  .option('--owner <client>', 'every job of this client')
+  .action(async (ids: string[], opts: { owner?: string }, cmd: Command) => {
+    if (ids.length === 0 && opts.owner === undefined) throw new UsageError('give job ids or --owner CLIENT');
+    const { config, logger, out } = tool(cmd, true);
+    await removeJobs(config, logger, out, ids, opts.owner);
   });
 
 program

@@ -34,6 +34,7 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
         deadlineMarginMs: config.scheduler.deadline_margin_s * 1_000,
         retention: { maxAgeMs: config.jobs.retention_s * 1_000, maxCount: config.jobs.retention_count },
         deadAfterMs: config.liveness.dead_after_ms,
+        maxJobsPerClient: config.budgets.max_jobs_per_client,
       });
       return;
     }

@@ -128,6 +128,13 @@ export class JobClient {
     return reply.body.job;
   }
 
+  /** Removes one job, or every job of `owner`, from the cluster (stopping unfinished ones); returns how many. */
+  async remove(target: { jobId: string } | { owner: string }): Promise<number> {
+    const reply = await this.ask('job_remove', 'jobId' in target ? { job_id: target.jobId } : { owner: target.owner });
+    if (reply.kind !== 'job_removed') throw new Error(`the broker answered ${reply.kind} to a removal`);
+    return reply.body.count;
+  }
+
   /** Every job the broker knows (only `owner`'s when given), in id order. */
   async list(owner?: string): Promise<JobListItem[]> {
     const all: JobListItem[] = [];
@@ -202,7 +209,7 @@ export class JobClient {
    * A request to the broker. An unanswered one is asked again (of whichever broker is alive by then, as
    * the first may have been restarting); every kind asked here is safe to repeat.
    */
-  private async ask<K extends 'job_submit' | 'job_query' | 'job_list'>(kind: K, body: BodyOf<K>) {
+  private async ask<K extends 'job_submit' | 'job_query' | 'job_list' | 'job_remove'>(kind: K, body: BodyOf<K>) {
     for (let attempt = 1; ; attempt++) {
       const broker = await this.data.broker();
       try {

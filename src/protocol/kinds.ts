@@ -305,6 +305,17 @@ export const BODY_SCHEMAS = {
   job_info: object({
     job: jobViewSchema,
   }),
+  /**
+   * Client -> broker: remove a job, or every job of `owner`, from the cluster: an unfinished one is stopped
+   * first. Its submitter may remove its own jobs; an operator anyone's. The reply is job_removed.
+   */
+  job_remove: object({
+    job_id: optional(jobId()),
+    owner: optional(nodeId()),
+  }),
+  job_removed: object({
+    count: uint(),
+  }),
   /** Jobs in id order, a page at a time; with `owner`, only that client's. */
   job_list: object({
     limit: uint({ min: 1, max: MAX_JOB_PAGE }),

@@ -33,6 +33,7 @@ export const PERMISSIONS: Readonly<Record<Role, Partial<Record<Kind, readonly Ro
     data_delete: CLIENTS,
     job_submit: CLIENTS,
     job_cancel: CLIENTS,
+    job_remove: CLIENTS,
     job_query: [...CLIENTS, 'broker'],
     job_list: [...CLIENTS, 'broker'],
     // Only executors report; the arbiter further checks it is the executor the attempt was assigned to.

@@ -236,6 +236,8 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
   job_query: fc.record({ job_id: jobIdArb }),
   job_info: fc.record({ job: viewArb }),
   job_list: fc.record({ limit: fc.integer({ min: 1, max: 500 }), after: jobIdArb, owner: nodeIdArb }, { requiredKeys: ['limit'] }),
+  job_remove: fc.record({ job_id: jobIdArb, owner: nodeIdArb }, { requiredKeys: [] }),
+  job_removed: fc.record({ count: fc.nat() }),
   job_listing: fc.record(
     {
       items: fc.array(

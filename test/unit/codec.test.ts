@@ -196,6 +196,8 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
   job_query: [{ job_id: 'fw-stats' }],
   job_info: [{ job: { ...VIEW, state: 'failed', reason: 'trap: unreachable', result: TRAPPED } }],
   job_list: [{ limit: 100 }, { limit: 500, after: 'fw-a', owner: 'client-7' }],
+  job_remove: [{ job_id: 'flood-1' }, { owner: 'mallory' }],
+  job_removed: [{ count: 0 }, { count: 3_000 }],
   job_listing: [{ items: [{ job_id: 'fw-stats', state: 'running', priority: 'high', owner: 'client-7', attempts: 1, executor: 'fire-unit-1', updated_at: 1_700_000_000_000 }], next: 'fw-stats' }, { items: [] }],
 };
 

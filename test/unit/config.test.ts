@@ -61,6 +61,7 @@ const EXPECTED_DEFAULTS: UcpConfig = {
     drain_rate: 100000,
     rebirth_interval_s: 5,
   },
+  budgets: { max_jobs_per_client: 1000, max_bytes_per_client: 1073741824 },
   liveness: { heartbeat_interval_ms: 1000, dead_after_ms: 4000, promote_after_ms: 10000 },
 };
 
