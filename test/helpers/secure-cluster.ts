@@ -20,6 +20,8 @@ export interface SecureClusterOptions {
   readonly nodes: Readonly<Record<string, Role>>;
   /** Serve mqtts:// with a throwaway CA made with openssl. */
   readonly tls?: boolean;
+  /** Nodes (role executor) whose credential is a client certificate from that CA instead of a password. */
+  readonly certificates?: readonly string[];
   /** Configuration for every node, in processes (`--set`) and in this one. */
   readonly settings?: Readonly<Record<string, string>>;
 }
@@ -34,6 +36,8 @@ const silent = createLogger({ level: 'silent', format: 'json' });
 export class SecureCluster {
   readonly passwords = new Map<string, string>();
   readonly roles = new Map<string, Role>();
+  /** Client certificate and key of each node that logs in with one. */
+  readonly certs = new Map<string, { cert: string; key: string }>();
   readonly procs: Proc[] = [];
   readonly stops: Array<() => Promise<void>> = [];
   hub!: Proc;
@@ -71,11 +75,18 @@ export class SecureCluster {
         creds.set(node, { node, role, certificate: false, ...(await hashPassword(password)) });
       }),
     );
-    writeCredentialsFile(this.file, creds);
     if (this.opts.tls === true) this.pki = makeTestPki(join(this.dir, 'pki'), ['localhost']);
+    for (const node of this.opts.certificates ?? []) {
+      if (this.pki === undefined) throw new Error('client certificates need tls: true');
+      this.roles.set(node, 'executor');
+      this.certs.set(node, this.pki.client(node));
+      creds.set(node, { node, role: 'executor', certificate: true });
+    }
+    writeCredentialsFile(this.file, creds);
     this.port = await freePort();
     this.url = `${this.opts.tls === true ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.port}`;
     const tlsHub = this.pki !== undefined ? ['--set', `hub.tls_cert_file=${this.pki.hubCert}`, '--set', `hub.tls_key_file=${this.pki.hubKey}`] : [];
+    if (this.certs.size > 0) tlsHub.push('--set', `hub.tls_client_ca_file=${this.pki!.ca}`);
     if (this.opts.kind === 'embedded') {
       this.hub = ucp(['hub', '--port', String(this.port), '--node-id', this.hubNode, '--cluster', this.opts.cluster, '--set', `hub.credentials_file=${this.file}`, '--set', 'log.format=json', ...tlsHub]);
       this.procs.push(this.hub);
@@ -92,9 +103,18 @@ export class SecureCluster {
     this.procs.push(this.hub);
   }
 
+  /**
+   * The hub URL for `node`: Mosquitto takes certificate logins on a listener of their own, the next port
+   * (its user name is then the certificate's common name, which it cannot be on the password listener).
+   */
+  urlFor(node: string): string {
+    return this.certs.has(node) && this.opts.kind === 'mosquitto' ? `mqtts://127.0.0.1:${this.port + 1}` : this.url;
+  }
+
   /** Flags that point a `ucp` process at this cluster as `node`, with its own data directory. */
   args(node: string): string[] {
-    return ['--hub', this.url, '--cluster', this.opts.cluster, '--node-id', node, '--data-dir', join(this.dir, node), ...(this.pki !== undefined ? ['--set', `tls.ca_file=${this.pki.ca}`] : []), ...Object.entries(this.opts.settings ?? {}).flatMap(([k, v]) => ['--set', `${k}=${v}`])];
+    const cert = this.certs.get(node);
+    return ['--hub', this.urlFor(node), ...(cert !== undefined ? ['--set', `tls.cert_file=${cert.cert}`, '--set', `tls.key_file=${cert.key}`] : []), '--cluster', this.opts.cluster, '--node-id', node, '--data-dir', join(this.dir, node), ...(this.pki !== undefined ? ['--set', `tls.ca_file=${this.pki.ca}`] : []), ...Object.entries(this.opts.settings ?? {}).flatMap(([k, v]) => ['--set', `${k}=${v}`])];
   }
 
   env(node: string): Record<string, string> {
@@ -119,7 +139,7 @@ export class SecureCluster {
       env: {},
       overrides: {
         'node.cluster': this.opts.cluster,
-        'hub.url': this.url,
+        'hub.url': this.urlFor(node),
         ...(this.passwords.has(node) ? { 'hub.password': this.passwords.get(node) } : {}),
         ...(this.pki !== undefined ? { 'tls.ca_file': this.pki.ca } : {}),
         ...this.opts.settings,
