@@ -4,7 +4,7 @@ import type { AuthenticateError, Client, PublishPacket, Subscription } from 'aed
 import type { Logger } from '../log/index.js';
 import type { Counters } from '../transport/counters.js';
 import { fileStamp, readCredentialsFile, verifyPassword, type Credential } from './credentials.js';
-import { LoginLimiter, type LoginLimiterOptions } from './login-limiter.js';
+import { DEFAULT_SOURCE_LIMITS, LoginLimiter, type LoginLimiterOptions } from './login-limiter.js';
 import { publishRefusal, subscribeRefusal, type Identity, type PublishLimits } from './policy.js';
 
 export interface HubAccessOptions {
@@ -38,7 +38,9 @@ function refusal(returnCode: 4 | 5, message: string): AuthenticateError {
 export class HubAccess {
   private credentials: Map<string, Credential> | undefined;
   private stamp = '';
+  /** Failed logins per source address and user name, and per source address alone. */
   private readonly limiter: LoginLimiter;
+  private readonly sourceLimiter: LoginLimiter;
   private readonly who = new WeakMap<Client, Who>();
   private readonly internal = new WeakMap<object, Identity>();
   /** Node -> the hash and password digest it last logged in with: a reconnect costs no second scrypt. */
@@ -46,6 +48,7 @@ export class HubAccess {
 
   constructor(private readonly opts: HubAccessOptions) {
     this.limiter = new LoginLimiter(opts.loginLimits);
+    this.sourceLimiter = new LoginLimiter(opts.loginLimits !== undefined ? { ...opts.loginLimits, freeFailures: opts.loginLimits.freeFailures * 10 } : DEFAULT_SOURCE_LIMITS);
     if (opts.credentialsFile !== undefined) this.reload();
   }
 
@@ -115,15 +118,18 @@ export class HubAccess {
 
   private async login(client: Client, username: string | undefined, password: Buffer | undefined): Promise<AuthenticateError | undefined> {
     const source = remoteAddress(client);
+    // Keyed by user too: guesses at one node's password from one address do not lock everyone else there out.
+    const key = `${source}\0${username ?? client.id}`;
     const counters = this.opts.counters;
-    const wait = this.limiter.waitMs(source);
+    const wait = Math.max(this.limiter.waitMs(key), this.sourceLimiter.waitMs(source));
     if (wait > 0) {
       counters.reject(this.opts.log, 'login_refused_rate_limited', source, `too many failed logins from ${source}; the next is checked in ${Math.ceil(wait / 1_000)} s`);
       return refusal(5, 'too many failed logins; wait before trying again');
     }
     this.reload();
     const fail = (counter: string, code: 4 | 5, reason: string) => {
-      this.limiter.failed(source);
+      this.limiter.failed(key);
+      this.sourceLimiter.failed(source);
       counters.reject(this.opts.log, counter, `${client.id}@${source}`, reason);
       return refusal(code, reason);
     };
@@ -133,20 +139,20 @@ export class HubAccess {
     // [Identity] client id = username = node id: a connection can only ever be the node it proved to be.
     if (client.id !== name) return fail('login_refused_client_id', 5, `client id ${client.id} is not the user name ${name}`);
     const cred = this.credentials?.get(name);
-    if (password === undefined && certNode === name && cred?.certificate === true) return this.admit(client, cred, source);
+    if (password === undefined && certNode === name && cred?.certificate === true) return this.admit(client, cred, key);
     if (password === undefined) return fail('login_refused_bad_password', 4, `${name} gave no password`);
     const digest = createHash('sha256').update(password).digest('base64');
-    if (cred?.scrypt !== undefined && this.verified.get(name) === `${cred.scrypt}\0${digest}`) return this.admit(client, cred, source);
+    if (cred?.scrypt !== undefined && this.verified.get(name) === `${cred.scrypt}\0${digest}`) return this.admit(client, cred, key);
     const ok = await verifyPassword(cred?.scrypt ?? NOBODY, password);
     if (!ok || cred === undefined) return fail('login_refused_bad_password', 4, cred === undefined ? `${name} has no credential` : `wrong password for ${name}`);
     // The file may have changed while scrypt ran: only a hash still in force counts.
     if (this.credentials?.get(name)?.scrypt !== cred.scrypt) return fail('login_refused_bad_password', 4, `${name}'s credential changed while it logged in`);
     this.verified.set(name, `${cred.scrypt}\0${digest}`);
-    return this.admit(client, cred, source);
+    return this.admit(client, cred, key);
   }
 
-  private admit(client: Client, cred: Credential, source: string): undefined {
-    this.limiter.succeeded(source);
+  private admit(client: Client, cred: Credential, key: string): undefined {
+    this.limiter.succeeded(key);
     this.who.set(client, { node: cred.node, role: cred.role });
     this.opts.counters.inc('logins');
     return undefined;

@@ -44,7 +44,7 @@ describe('embedded hub with per-node credentials', () => {
     await issue('br-1', 'broker');
     await issue('exec-1', 'executor');
     await issue('mallory', 'client');
-    hub = await EmbeddedHub.start({ host: '127.0.0.1', port: 0, logger, credentialsFile: file, loginLimits: { freeFailures: 50, baseLockMs: 1_000, maxLockMs: 1_000, capacity: 100 } });
+    hub = await EmbeddedHub.start({ host: '127.0.0.1', port: 0, logger, credentialsFile: file, loginLimits: { freeFailures: 50, baseLockMs: 1_000, maxLockMs: 1_000, capacity: 100, forgetAfterMs: 60_000 } });
   });
 
   afterEach(async () => {

@@ -40,7 +40,7 @@ describe('hub topic policy', () => {
 describe('login limiter', () => {
   it('makes a source wait after a few failures, doubling the wait, and forgets it on success', () => {
     let now = 0;
-    const limiter = new LoginLimiter({ freeFailures: 3, baseLockMs: 1_000, maxLockMs: 8_000, capacity: 10 }, () => now);
+    const limiter = new LoginLimiter({ freeFailures: 3, baseLockMs: 1_000, maxLockMs: 8_000, capacity: 10, forgetAfterMs: 60_000 }, () => now);
     for (let i = 0; i < 2; i++) limiter.failed('10.0.0.9');
     expect(limiter.waitMs('10.0.0.9')).toBe(0);
     limiter.failed('10.0.0.9');
@@ -55,8 +55,18 @@ describe('login limiter', () => {
     expect(limiter.waitMs('10.0.0.9')).toBe(0);
   });
 
+  it('forgets failures long past', () => {
+    let now = 0;
+    const limiter = new LoginLimiter({ freeFailures: 2, baseLockMs: 1_000, maxLockMs: 8_000, capacity: 10, forgetAfterMs: 60_000 }, () => now);
+    limiter.failed('a');
+    limiter.failed('a');
+    now += 61_000;
+    limiter.failed('a');
+    expect(limiter.waitMs('a')).toBe(0);
+  });
+
   it('remembers a bounded number of sources', () => {
-    const limiter = new LoginLimiter({ freeFailures: 0, baseLockMs: 1_000, maxLockMs: 1_000, capacity: 3 }, () => 0);
+    const limiter = new LoginLimiter({ freeFailures: 0, baseLockMs: 1_000, maxLockMs: 1_000, capacity: 3, forgetAfterMs: 60_000 }, () => 0);
     for (const s of ['a', 'b', 'c', 'd']) limiter.failed(s);
     expect(limiter.waitMs('a')).toBe(0);
     expect(limiter.waitMs('d')).toBe(1_000);
