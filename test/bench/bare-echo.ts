@@ -1,20 +1,23 @@
 /**
- * The baseline's responder: a bare mqtt.js client that answers every request on bench/req with the same
- * payload on the requester's reply topic. No envelope, no validation, no clocks: the floor that the
- * project's transport is compared against. Nagle is off here too, so the comparison is fair.
+ * The baseline's responder: a bare mqtt.js client that answers every request with the same payload on the
+ * requester's inbox topic. No envelope, no validation, no clocks: the floor that the project's transport is
+ * compared against. Nagle is off here too, and the topics follow the ucp scheme, so that a hub with
+ * credentials and topic ACLs checks both sides alike.
+ *
+ * usage: bare-echo.ts <hub url> <cluster> [password]
  */
 import mqtt from 'mqtt';
 
-const url = process.argv[2];
-if (url === undefined) throw new Error('usage: bare-echo.ts <hub url>');
-const client = mqtt.connect(url, { clientId: `bare-echo-${process.pid}`, clean: true, protocolVersion: 4 });
+const [url, cluster, password] = process.argv.slice(2);
+if (url === undefined || cluster === undefined) throw new Error('usage: bare-echo.ts <hub url> <cluster> [password]');
+const client = mqtt.connect(url, { clientId: 'bare-echo', clean: true, protocolVersion: 4, ...(password !== undefined ? { username: 'bare-echo', password } : {}) });
 client.on('connect', () => {
   (client.stream as unknown as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
-  client.subscribe('bench/req', { qos: 1 }, () => process.stdout.write('ready\n'));
+  client.subscribe(`ucp/${cluster}/inbox/bare-echo/+/+`, { qos: 1 }, () => process.stdout.write('ready\n'));
 });
-client.on('message', (_topic, payload) => {
-  // The first 16 bytes name the requester's reply topic suffix.
-  const replyTo = payload.subarray(0, 16).toString('latin1');
-  client.publish(`bench/rep/${replyTo}`, payload, { qos: 1 });
+client.on('message', (topic, payload) => {
+  // Answer whoever the topic names as the sender.
+  const from = topic.slice(topic.lastIndexOf('/') + 1);
+  client.publish(`ucp/${cluster}/inbox/${from}/executor/bare-echo`, payload, { qos: 1 });
 });
 process.on('SIGTERM', () => client.end(true, () => process.exit(0)));

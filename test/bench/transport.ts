@@ -10,9 +10,10 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { NodeLink, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { NodeStore } from '../../src/store/index.js';
+import { hashPassword, writeCredentialsFile, type Credential } from '../../src/hub/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
-import { Proc, ROOT, cleanEnv, freePort, removeDir, startHubProcess, tempDir, ucp } from '../helpers/processes.js';
+import { Proc, ROOT, cleanEnv, freePort, removeDir, tempDir, ucp } from '../helpers/processes.js';
 import { round, summarize, type LatencySummary } from './stats.js';
 import type { BenchResult } from './run.js';
 
@@ -72,39 +73,40 @@ async function measureThroughput(bare: Requester, project: Requester): Promise<{
   return { bare: totals.bare.n / (totals.bare.ms / 1_000), project: totals.project.n / (totals.project.ms / 1_000) };
 }
 
-async function bareRequester(url: string): Promise<Requester> {
-  const replyTo = randomBytes(8).toString('hex');
-  const client = await mqtt.connectAsync(url, { clientId: `bare-req-${process.pid}`, clean: true, protocolVersion: 4 });
+async function bareRequester(url: string, password?: string): Promise<Requester> {
+  const client = await mqtt.connectAsync(url, { clientId: 'bare-req', clean: true, protocolVersion: 4, ...(password !== undefined ? { username: 'bare-req', password } : {}) });
   (client.stream as unknown as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
   const pending = new Map<number, () => void>();
   client.on('message', (_topic, payload) => {
-    const seq = payload.readUInt32BE(16);
+    const seq = payload.readUInt32BE(0);
     pending.get(seq)?.();
     pending.delete(seq);
   });
-  await client.subscribeAsync(`bench/rep/${replyTo}`, { qos: 1 });
+  await client.subscribeAsync(`ucp/${CLUSTER}/inbox/bare-req/+/+`, { qos: 1 });
   let seq = 0;
   const filler = randomBytes(PAYLOAD_BYTES);
   return {
     request() {
       const id = seq++ >>> 0;
-      const payload = Buffer.concat([Buffer.from(replyTo, 'latin1'), Buffer.alloc(4), filler]);
-      payload.writeUInt32BE(id, 16);
+      const payload = Buffer.concat([Buffer.alloc(4), filler]);
+      payload.writeUInt32BE(id, 0);
       return new Promise<void>((resolve) => {
         pending.set(id, resolve);
-        client.publish('bench/req', payload, { qos: 1 });
+        client.publish(`ucp/${CLUSTER}/inbox/bare-echo/client/bare-req`, payload, { qos: 1 });
       });
     },
     close: () => client.endAsync(),
   };
 }
 
-function benchConfig() {
-  return loadConfig({ env: {}, overrides: { 'log.level': 'warn', 'node.cluster': 'bench' } });
+const CLUSTER = 'bench';
+
+function benchConfig(password?: string) {
+  return loadConfig({ env: {}, overrides: { 'log.level': 'warn', 'node.cluster': CLUSTER, ...(password !== undefined ? { 'hub.password': password } : {}) } });
 }
 
-async function projectRequester(url: string, target: string, dataDir?: string): Promise<{ requester: Requester; link: NodeLink; store?: NodeStore }> {
-  const config = benchConfig();
+async function projectRequester(url: string, target: string, dataDir?: string, password?: string): Promise<{ requester: Requester; link: NodeLink; store?: NodeStore }> {
+  const config = benchConfig(password);
   const store = dataDir !== undefined ? NodeStore.open({ dir: dataDir, nodeId: 'bench-requester', sync: config.store.sync }) : undefined;
   const link = await NodeLink.start({
     ...linkOptionsFromConfig(config, createLogger({ level: 'warn', format: 'json', destination: process.stderr })),
@@ -131,59 +133,94 @@ async function projectRequester(url: string, target: string, dataDir?: string): 
   };
 }
 
-export async function transportBench(): Promise<BenchResult> {
+interface Measured {
+  bareLatency: LatencySummary;
+  projectLatency: LatencySummary;
+  bareThroughput: number;
+  projectThroughput: number;
+  durableLatency?: LatencySummary;
+}
+
+/**
+ * One configuration of the hub: open (anyone may connect, as on the loopback quick start) or secured (per-
+ * node credentials, every publish and subscription checked against the topic policy).
+ */
+async function measure(secure: boolean, withDurable: boolean): Promise<Measured> {
   const dir = tempDir('ucp-bench-');
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
   const procs: Proc[] = [];
   try {
-    procs.push(await startHubProcess(port));
+    const passwords = new Map<string, string>();
+    const hubArgs: string[] = [];
+    if (secure) {
+      const creds = new Map<string, Credential>();
+      for (const [node, role] of [['bench-requester', 'client'], ['bench-responder', 'executor'], ['bare-req', 'client'], ['bare-echo', 'executor']] as const) {
+        const password = randomBytes(12).toString('hex');
+        passwords.set(node, password);
+        creds.set(node, { node, role, certificate: false, ...(await hashPassword(password)) });
+      }
+      writeCredentialsFile(join(dir, 'credentials.toml'), creds);
+      hubArgs.push('--set', `hub.credentials_file=${join(dir, 'credentials.toml')}`);
+    }
+    const hub = ucp(['hub', '--port', String(port), '--log-level', 'warn', ...hubArgs]);
+    procs.push(hub);
+    await hub.waitForLine(/hub listening on/);
 
     // Both responders run side by side: the bare echo client, and a real executor node answering pings.
-    const echo = new Proc(process.execPath, ['--import', 'tsx', join(ROOT, 'test', 'bench', 'bare-echo.ts'), url], cleanEnv());
+    const echo = new Proc(process.execPath, ['--import', 'tsx', join(ROOT, 'test', 'bench', 'bare-echo.ts'), url, CLUSTER, ...(secure ? [passwords.get('bare-echo')!] : [])], cleanEnv());
     procs.push(echo);
-    const responder = ucp(['executor', '--node-id', 'bench-responder', '--data-dir', join(dir, 'responder'), '--hub', url, '--cluster', 'bench', '--log-level', 'info']);
+    const responder = ucp(['executor', '--node-id', 'bench-responder', '--data-dir', join(dir, 'responder'), '--hub', url, '--cluster', CLUSTER, '--log-level', 'info'], secure ? { UCP_HUB_PASSWORD: passwords.get('bench-responder')! } : {});
     procs.push(responder);
     await echo.waitForLine(/ready/);
     await responder.waitForLog({ msg: 'connected' });
-    const bare = await bareRequester(url);
-    const project = await projectRequester(url, 'bench-responder');
+    const bare = await bareRequester(url, passwords.get('bare-req'));
+    const project = await projectRequester(url, 'bench-responder', undefined, passwords.get('bench-requester'));
     const latency = await measureLatency(bare, project.requester);
     const throughput = await measureThroughput(bare, project.requester);
     await bare.close();
     await project.requester.close();
-    const bareLatency = latency.bare;
-    const projectLatency = latency.project;
-    const bareThroughput = throughput.bare;
-    const projectThroughput = throughput.project;
-
-    // Durable outbox: store in LMDB, deliver, handle, persist the dedup id, acknowledge.
-    const durable = await projectRequester(url, 'bench-responder', join(dir, 'requester'));
-    const durableSamples: number[] = [];
-    for (let i = 0; i < 2_200; i++) {
-      const t0 = performance.now();
-      const id = await durable.link.sendDurable('bench-responder', 'notice', { severity: 'info', text: `bench ${i}` });
-      await durable.link.delivered(id);
-      if (i >= 200) durableSamples.push(performance.now() - t0);
+    const result: Measured = { bareLatency: latency.bare, projectLatency: latency.project, bareThroughput: throughput.bare, projectThroughput: throughput.project };
+    if (withDurable) {
+      // Durable outbox: store in LMDB, deliver, handle, persist the dedup id, acknowledge.
+      const durable = await projectRequester(url, 'bench-responder', join(dir, 'requester'), passwords.get('bench-requester'));
+      const durableSamples: number[] = [];
+      for (let i = 0; i < 2_200; i++) {
+        const t0 = performance.now();
+        const id = await durable.link.sendDurable('bench-responder', 'notice', { severity: 'info', text: `bench ${i}` });
+        await durable.link.delivered(id);
+        if (i >= 200) durableSamples.push(performance.now() - t0);
+      }
+      result.durableLatency = summarize(durableSamples);
+      await durable.requester.close();
     }
-    const durableLatency = summarize(durableSamples);
-    await durable.requester.close();
-
-    const latencyRatio = projectLatency.p50Ms / bareLatency.p50Ms;
-    const throughputRatio = projectThroughput / bareThroughput;
-    return {
-      suite: 'transport',
-      rows: [
-        { metric: 'request/reply p50 (ms)', bare: round(bareLatency.p50Ms), project: round(projectLatency.p50Ms), ratio: round(latencyRatio, 2), target: '<= 1.5x bare', pass: latencyRatio <= 1.5 },
-        { metric: 'request/reply p99 (ms)', bare: round(bareLatency.p99Ms), project: round(projectLatency.p99Ms), ratio: round(projectLatency.p99Ms / bareLatency.p99Ms, 2), target: '-', pass: null },
-        { metric: `pipelined throughput (req/s, ${PIPELINE_WINDOW} in flight)`, bare: Math.round(bareThroughput), project: Math.round(projectThroughput), ratio: round(throughputRatio, 2), target: '>= 0.7x bare', pass: throughputRatio >= 0.7 },
-        { metric: 'durable outbox send->ack p50 (ms)', bare: null, project: round(durableLatency.p50Ms), ratio: null, target: '-', pass: null },
-        { metric: 'durable outbox send->ack p99 (ms)', bare: null, project: round(durableLatency.p99Ms), ratio: null, target: '-', pass: null },
-      ],
-      details: { bareLatency, projectLatency, bareThroughput, projectThroughput, durableLatency, warmup: WARMUP, rounds: ROUNDS, payloadBytes: PAYLOAD_BYTES, pipelineRequests: PIPELINE_REQUESTS },
-    };
+    return result;
   } finally {
     for (const p of procs.reverse()) await p.stop();
     removeDir(dir);
   }
+}
+
+export async function transportBench(): Promise<BenchResult> {
+  const open = await measure(false, true);
+  const secured = await measure(true, false);
+  const rows: BenchResult['rows'] = [];
+  for (const [label, m] of [['', open], ['secured hub: ', secured]] as const) {
+    const latencyRatio = m.projectLatency.p50Ms / m.bareLatency.p50Ms;
+    const throughputRatio = m.projectThroughput / m.bareThroughput;
+    rows.push(
+      { metric: `${label}request/reply p50 (ms)`, bare: round(m.bareLatency.p50Ms), project: round(m.projectLatency.p50Ms), ratio: round(latencyRatio, 2), target: '<= 1.5x bare', pass: latencyRatio <= 1.5 },
+      { metric: `${label}request/reply p99 (ms)`, bare: round(m.bareLatency.p99Ms), project: round(m.projectLatency.p99Ms), ratio: round(m.projectLatency.p99Ms / m.bareLatency.p99Ms, 2), target: '-', pass: null },
+      { metric: `${label}pipelined throughput (req/s, ${PIPELINE_WINDOW} in flight)`, bare: Math.round(m.bareThroughput), project: Math.round(m.projectThroughput), ratio: round(throughputRatio, 2), target: '>= 0.7x bare', pass: throughputRatio >= 0.7 },
+    );
+  }
+  rows.push(
+    { metric: 'durable outbox send->ack p50 (ms)', bare: null, project: round(open.durableLatency!.p50Ms), ratio: null, target: '-', pass: null },
+    { metric: 'durable outbox send->ack p99 (ms)', bare: null, project: round(open.durableLatency!.p99Ms), ratio: null, target: '-', pass: null },
+  );
+  return {
+    suite: 'transport',
+    rows,
+    details: { open, secured, warmup: WARMUP, rounds: ROUNDS, payloadBytes: PAYLOAD_BYTES, pipelineRequests: PIPELINE_REQUESTS },
+  };
 }
