@@ -6,6 +6,7 @@ import type { MetadataReplica, PrunedJob, Retention, SyncedJob } from './metadat
 import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, recordConflict, recordDeadline, recordFailure, recordKill, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
 import { Deadlines } from './deadlines.js';
 import { currentAttempt, resultDigest, specDigest, viewOf, type JobRecord } from './job-record.js';
+import { jobHidden, seesEveryJob } from './job-visibility.js';
 import { answering, Refusal } from './refusal.js';
 import { JobQueue, type ExecutorView } from './scheduler.js';
 
@@ -77,10 +78,17 @@ export class JobManager {
     link.on('job_query', (msg) => {
       const own = this.jobs.get(msg.body.job_id);
       const job = own ?? replica.job(msg.body.job_id);
-      if (job === undefined) link.reply(msg, 'error', { code: 'not_found', message: `no job "${msg.body.job_id}" is known to ${link.id}` });
+      const hidden = job !== undefined ? jobHidden(job.owner, msg.from, msg.role) : undefined;
+      if (hidden !== undefined) link.counters.reject(this.node.log, 'jobs_refused_hidden', msg.from, `${msg.from} asked about job ${msg.body.job_id} of ${job!.owner}`);
+      // A job a client may not see is answered as unknown: its existence is not for that client to learn.
+      if (job === undefined || hidden !== undefined) link.reply(msg, 'error', { code: 'not_found', message: `no job "${msg.body.job_id}" is known to ${link.id}${hidden !== undefined ? ` (${hidden})` : ''}` });
       else link.reply(msg, 'job_info', { job: viewOf(job as JobRecord, own !== undefined ? this.whyQueued(own) : undefined) });
     });
-    link.on('job_list', (msg) => link.reply(msg, 'job_listing', this.list(msg.body)));
+    link.on('job_list', (msg) => {
+      // A client lists only its own jobs, whatever owner it names.
+      const owner = seesEveryJob(msg.role) ? msg.body.owner : msg.from;
+      link.reply(msg, 'job_listing', this.list({ ...msg.body, ...(owner !== undefined ? { owner } : {}) }));
+    });
     link.on('job_remove', (msg) => answering(link, msg, () => this.remove(msg)));
     link.on('job_delegate', (msg) => answering(link, msg, () => this.takeDelegated(msg)));
     link.onPresence((event) => {

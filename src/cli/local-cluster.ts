@@ -4,7 +4,7 @@ import type { UcpConfig } from '../config/index.js';
 import { EmbeddedHub, type HubTls } from '../hub/index.js';
 import type { Logger } from '../log/index.js';
 import type { Role } from '../protocol/index.js';
-import { Counters, NodeLink, NodeRuntime, linkOptionsFromConfig } from '../transport/index.js';
+import { Counters, NodeLink, NodeRuntime, TransportError, linkOptionsFromConfig } from '../transport/index.js';
 import { attachRole } from './roles.js';
 import { defaultNodeId, UsageError } from './settings.js';
 
@@ -89,12 +89,10 @@ export async function startHub(config: UcpConfig, logger: Logger, host: string, 
     stream: () => hub.internalStream(),
     counters,
   });
-  try {
-    await node.connect();
-  } catch (err) {
-    await hub.stop();
-    throw err;
-  }
+  // The hub serves nodes as soon as it listens; its own node connects (in memory) meanwhile.
+  node.connect().catch((err: Error) => {
+    if (!(err instanceof TransportError && err.code === 'link_closed')) logger.error({ err: err.message }, "the hub's own node could not connect");
+  });
   return {
     hub,
     node,

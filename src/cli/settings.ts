@@ -70,9 +70,18 @@ export function makeLogger(config: UcpConfig, toStderr: boolean): Logger {
   return createLogger({ level: config.log.level, format: config.log.format, destination: toStderr ? process.stderr : process.stdout });
 }
 
-/** The role client commands act in: an operator's when the configuration says so (its credential must agree). */
+/** True when this node proves who it is to the hub: a password or a client certificate. */
+export function provesIdentity(config: UcpConfig): boolean {
+  return config.hub.password !== '' || config.tls.cert_file !== '';
+}
+
+/**
+ * The role client commands act in: an operator's when the configuration says so (its credential must
+ * agree). Without a credential nothing is proven (the open loopback hub): commands there act as the box's
+ * operator, so `ucp jobs` shows every job as it always did.
+ */
 export function clientRole(config: UcpConfig): 'client' | 'operator' {
-  return config.client.operator ? 'operator' : 'client';
+  return config.client.operator || !provesIdentity(config) ? 'operator' : 'client';
 }
 
 /**
@@ -81,7 +90,7 @@ export function clientRole(config: UcpConfig): 'client' | 'operator' {
  * it logs in as this machine's client node (the credential's node id); otherwise as a throwaway id.
  */
 async function connectTool(config: UcpConfig, logger: Logger): Promise<NodeLink> {
-  const proven = config.hub.password !== '' || config.tls.cert_file !== '';
+  const proven = provesIdentity(config);
   const link = NodeLink.create({
     ...linkOptionsFromConfig(config, logger),
     nodeId: proven ? defaultNodeId(config, 'client') : `ucp-cli-${randomBytes(4).toString('hex')}`,

@@ -100,7 +100,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
 
   afterAll(async () => {
     await c?.stop();
-  });
+  }, 90_000);
 
   it('posing as a broker: an executor refuses assignments and cancels from anyone but a broker, and the hub refuses a client posing on a broker\'s topic', async () => {
     const asked: string[] = [];
@@ -131,7 +131,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     expect(await counter('ex-1', 'jobs_started')).toBe(started + 1);
     expect(await counter('ex-1', 'jobs_cancelled')).toBe(0);
     expect(asked).toEqual([]);
-  });
+  }, 90_000);
 
   it('forging results: a client may not report at all, an executor only on what it was assigned, and a different result for a reported attempt is a flagged conflict', async () => {
     // A registered executor that reports twice, differently, on the one attempt it is given.
@@ -172,7 +172,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     const shown = await c.run(['job', 'twice']);
     expect(shown.stdout).toMatch(/conflict: attempt 1 on ex-rogue reported a different result/);
     await rogue.stop();
-  });
+  }, 90_000);
 
   it('hijacking replies: nobody reads another node\'s inbox or answers what it was not asked; 5 of 5 jobs run the genuine module', async () => {
     const spy = await eve();
@@ -208,7 +208,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     expect(overheard.filter((t) => !t.startsWith(`ucp/${CLUSTER}/inbox/eve/`) && !/presence|heartbeat/.test(t))).toEqual([]);
     expect(await counter('ex-1', 'rx_unmatched_replies')).toBeGreaterThanOrEqual(unmatched + 1);
     expect(await counter('ex-1', 'rx_dropped_not_permitted')).toBeGreaterThanOrEqual(40);
-  });
+  }, 90_000);
 
   it('killing nodes by name: no takeover of a live node\'s id, no forged death, no forged birth drawing jobs', async () => {
     const from = br.logs.length;
@@ -251,7 +251,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     const list = JSON.parse(nodes.stdout) as Array<{ id: string; role: string; state: string }>;
     expect(list.find((n) => n.id === 'ex-1')).toMatchObject({ state: 'alive', role: 'executor' });
     expect(list.find((n) => n.id === 'eve')).toBeUndefined();
-  });
+  }, 90_000);
 
   it('owning the metadata: sync and delegation only from brokers, a broker speaks only for itself, and not from the future', async () => {
     const fakeJob = { ...(await jobs.query('h-1')), job_id: 'fake-job', owner: 'victim', spec: spec('fake-job'), digest: 'x', wait_for: [] };
@@ -282,7 +282,18 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     for (let i = 0; i < 6; i++) await publishAs(room, `ucp/${CLUSTER}/heartbeat/client/eve`, forged('heartbeat', { seq: i, uptime_ms: 1, rss_bytes: 1, load: 0, outbox_pending: 0, free_bytes: 2 ** 50 }, 'eve', 'client'));
     const put = await data.put('victim/new-data', new TextEncoder().encode('fresh'));
     expect(put.store).toBe('ds');
-  });
+  }, 90_000);
+
+  it('seeing others\' jobs: a client sees and lists only its own, an operator everyone\'s', async () => {
+    const malloryJobs = new JobClient(mallory, undefined, new DataClient(mallory, 20_000));
+    await expect(malloryJobs.query('h-1')).rejects.toThrow(/no job "h-1" is known/);
+    expect((await malloryJobs.list()).map((j) => j.owner).filter((o) => o !== 'mallory')).toEqual([]);
+    expect((await malloryJobs.list('victim')).length).toBe(0);
+    await expect(malloryJobs.remove({ jobId: 'h-1' })).rejects.toThrow(/submitted by victim/);
+    const asOperator = await c.run(['jobs', '--owner', 'victim', '--json']);
+    expect((JSON.parse(asOperator.stdout) as Array<{ id: string }>).map((j) => j.id)).toContain('h-1');
+    expect(await counter('br', 'jobs_refused_hidden')).toBeGreaterThanOrEqual(1);
+  }, 90_000);
 
   // Waits for the cluster to assign data versions and for names to carry owners.
   it.skip('owning the data: the cluster versions every write, names have owners, and ucp run says so when its publishing did not take effect', async () => {
@@ -315,7 +326,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     expect(run.code).not.toBe(0);
     expect(run.stderr).toMatch(/shared\/tool\.wasm.*owned by mallory/);
     expect(readdirSync(c.dir)).not.toContain('results');
-  });
+  }, 90_000);
 
   it('poisoning clocks: a far-ahead HLC is not adopted, made-up brokers stay out of every clock, and a job flood stops at the budget', async () => {
     const hlcRefused = await counter('br', 'hlc_refused');
@@ -355,7 +366,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     expect(removed.code, removed.stderr).toBe(0);
     await until('mallory\'s jobs to be gone', async () => (await malloryJobs.list()).filter((j) => j.owner === 'mallory').length === 0);
     await malloryJobs.submit(spec('flood-after-cleanup', { capabilities: { tags: ['nobody-offers-this'] } }));
-  });
+  }, 90_000);
 
   it('forged acks and retained floods: an ack counts only from the receiver; retained messages stay small and on presence', async () => {
     const id = await victim.link.sendDurable('ghost-unit', 'notice', { severity: 'info', text: 'for a unit that does not exist' });
@@ -379,7 +390,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
       await until('Mosquitto to refuse the oversized packets', () => c.hubLog(/oversize packet/).length >= 10);
     }
     expect(rss(c.hub.pid) - rssBefore).toBeLessThan(50 << 20);
-  });
+  }, 90_000);
 
   it('guessing passwords: an unregistered node cannot log in, and guesses are slowed to a trickle (embedded hub) and all refused', async () => {
     await expect(c.mqtt({ clientId: 'ghost' })).rejects.toThrow(/Not authorized|Bad username or password/);
@@ -418,7 +429,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
       const hub = await c.counters(c.hubNode);
       for (const name of ['login_refused_client_id', 'publish_refused_topic', 'publish_refused_retain', 'publish_refused_too_large', 'subscribe_refused']) expect(hub[name], name).toBeGreaterThan(0);
     }
-  });
+  }, 90_000);
 });
 
 function rss(pid: number): number {

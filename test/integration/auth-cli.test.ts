@@ -50,7 +50,8 @@ describe('ucp auth and a hub with per-node credentials', () => {
     expect(bad.code).toBe(2);
     expect((await ucpRun(['auth', 'rm', 'ops-1', '--file', file])).code).toBe(0);
     expect((await ucpRun(['auth', 'rm', 'ops-1', '--file', file])).code).toBe(2);
-  });
+    // Seven processes, each hashing or reading: a loaded machine needs more than the default minute's half.
+  }, 120_000);
 
   it('a hub with the file admits a node with its password, refuses a wrong one, and reports it in ucp status', async () => {
     port = await freePort();
@@ -73,7 +74,7 @@ describe('ucp auth and a hub with per-node credentials', () => {
     expect(counters.logins).toBeGreaterThanOrEqual(2);
     // The password is never logged, by the hub or by the node.
     for (const p of [hub, broker]) expect(p.lines.join('\n')).not.toContain(brokerPassword);
-  });
+  }, 120_000);
 
   it('refuses to run a hub that admits anyone on a non-loopback address, unless --insecure', async () => {
     const refused = await ucpRun(['hub', '--host', '0.0.0.0', '--port', '0']);

@@ -21,3 +21,14 @@ describe('which metadata changes a broker takes from a peer', () => {
     expect(syncChangeProblem(change('b2', NOW + 3_600_000), source(true, 300_000, 30_000))).toBeUndefined();
   });
 });
+
+describe('whose jobs a requester sees', () => {
+  it('a client and a bridge their own, an operator and brokers every job', async () => {
+    const { jobHidden } = await import('../../src/broker/job-visibility.js');
+    expect(jobHidden('victim', 'victim', 'client')).toBeUndefined();
+    expect(jobHidden('victim', 'mallory', 'client')).toMatch(/sees only its own jobs/);
+    expect(jobHidden('victim', 'gate-7', 'bridge')).toMatch(/sees only its own jobs/);
+    expect(jobHidden('victim', 'ops', 'operator')).toBeUndefined();
+    expect(jobHidden('victim', 'br-2', 'broker')).toBeUndefined();
+  });
+});
