@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
 import { generatePassword, hashPassword, ISSUABLE_ROLES, mosquittoPolicy, readCredentialsFile, writeCredentialsFile, type Credential } from '../hub/index.js';
@@ -21,17 +21,44 @@ export interface AddOptions {
   readonly force: boolean;
 }
 
+/**
+ * Runs a read-modify-write of the credentials file alone: two `ucp auth` at once would otherwise each write
+ * the file they read, and one change would be lost.
+ */
+async function exclusively<T>(path: string, work: () => Promise<T> | T): Promise<T> {
+  const lock = `${path}.lock`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      closeSync(openSync(lock, 'wx', 0o600));
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      if (Date.now() > deadline) throw new UsageError(`${lock} exists: another \`ucp auth\` is changing the file, or one was killed; remove the lock if none is running`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  try {
+    return await work();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
 /** `ucp auth add NODE --role ROLE`: a credential for one node; the password is printed once, never stored. */
 export async function authAdd(path: string, out: Output, node: string, opts: AddOptions): Promise<void> {
   if (!isNodeId(node)) throw new UsageError(`"${node}" is not a valid node id: use 1-64 of A-Z a-z 0-9 . _ -, not starting with "__"`);
   if (!(ISSUABLE_ROLES as readonly string[]).includes(opts.role)) throw new UsageError(`--role must be one of ${ISSUABLE_ROLES.join(', ')}`);
-  const creds = readCredentialsFile(path);
-  if (creds.has(node) && !opts.force) throw new UsageError(`${node} already has a credential in ${path}; pass --force to replace it`);
+  // Hashed before taking the lock: scrypt is the slow part.
   const password = opts.password ?? (opts.certificate ? undefined : generatePassword());
   const hashes = password !== undefined ? await hashPassword(password) : undefined;
-  const entry: Credential = { node, role: opts.role as Role, certificate: opts.certificate, ...(hashes !== undefined ? { scrypt: hashes.scrypt, mosquitto: hashes.mosquitto } : {}) };
-  creds.set(node, entry);
-  writeCredentialsFile(path, creds);
+  await exclusively(path, () => {
+    const creds = readCredentialsFile(path);
+    if (creds.has(node) && !opts.force) throw new UsageError(`${node} already has a credential in ${path}; pass --force to replace it`);
+    const entry: Credential = { node, role: opts.role as Role, certificate: opts.certificate, ...(hashes !== undefined ? { scrypt: hashes.scrypt, mosquitto: hashes.mosquitto } : {}) };
+    creds.set(node, entry);
+    writeCredentialsFile(path, creds);
+  });
   const shown = opts.password === undefined ? password : undefined;
   if (out.json) {
     out.print(JSON.stringify({ node, role: opts.role, certificate: opts.certificate, file: path, ...(shown !== undefined ? { password: shown } : {}) }));
@@ -42,10 +69,12 @@ export async function authAdd(path: string, out: Output, node: string, opts: Add
 }
 
 /** `ucp auth rm NODE`: the node can no longer log in; a hub reading the file disconnects it. */
-export function authRm(path: string, out: Output, node: string): void {
-  const creds = readCredentialsFile(path);
-  if (!creds.delete(node)) throw new UsageError(`${node} has no credential in ${path}`);
-  writeCredentialsFile(path, creds);
+export async function authRm(path: string, out: Output, node: string): Promise<void> {
+  await exclusively(path, () => {
+    const creds = readCredentialsFile(path);
+    if (!creds.delete(node)) throw new UsageError(`${node} has no credential in ${path}`);
+    writeCredentialsFile(path, creds);
+  });
   out.print(out.json ? JSON.stringify({ node, removed: true }) : `${node}: credential removed from ${path}`);
 }
 

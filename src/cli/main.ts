@@ -334,9 +334,9 @@ auth
   .description('remove a node\'s credential; a running hub disconnects it')
   .argument('<node>', 'node id')
   .option('--file <file>', 'credentials file (default hub.credentials_file, else ./credentials.toml)')
-  .action((node: string, opts: { file?: string }, cmd: Command) => {
+  .action(async (node: string, opts: { file?: string }, cmd: Command) => {
     const { config, out } = tool(cmd);
-    authRm(credentialsPath(config, opts.file), out, node);
+    await authRm(credentialsPath(config, opts.file), out, node);
   });
 auth
   .command('ls')
