@@ -200,6 +200,7 @@ export const CONFIG_SCHEMA = {
     batch_records: { type: 'integer', min: 1, max: 20000 },
     drain_rate: { type: 'integer', min: 1 },
     rebirth_interval_s: { type: 'integer', min: 0, max: 86400 },
+  },
   budgets: {
     max_jobs_per_client: { type: 'integer', min: 1, max: 1000000 },
     max_bytes_per_client: { type: 'integer', min: 1 },
@@ -363,6 +364,8 @@ export interface BridgeConfig {
   readonly batch_records: number;
   readonly drain_rate: number;
   readonly rebirth_interval_s: number;
+}
+
 export interface BudgetsConfig {
   readonly max_jobs_per_client: number;
   readonly max_bytes_per_client: number;

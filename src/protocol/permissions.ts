@@ -28,7 +28,10 @@ export const PERMISSIONS: Readonly<Record<Role, Partial<Record<Kind, readonly Ro
     ...COMMON,
     // Named data goes through a broker; executors fetch their jobs' inputs this way.
     data_put: CLIENTS,
+    data_write: CLIENTS,
+    data_append: CLIENTS,
     data_get: [...CLIENTS, 'executor'],
+    data_read: [...CLIENTS, 'executor'],
     data_list: [...CLIENTS, 'executor'],
     data_delete: CLIENTS,
     job_submit: CLIENTS,
@@ -46,7 +49,16 @@ export const PERMISSIONS: Readonly<Record<Role, Partial<Record<Kind, readonly Ro
   },
   executor: { ...COMMON, job_assign: ['broker'], job_cancel: ['broker'], job_verdict: ['broker'] },
   // A datastore serves its brokers only: clients reach data through a broker, which checks ownership.
-  datastore: { ...COMMON, data_put: ['broker'], data_get: ['broker'], data_list: ['broker'], data_delete: ['broker'] },
+  datastore: {
+    ...COMMON,
+    data_put: ['broker'],
+    data_write: ['broker'],
+    data_append: ['broker'],
+    data_get: ['broker'],
+    data_read: ['broker'],
+    data_list: ['broker'],
+    data_delete: ['broker'],
+  },
   client: TO_CLIENT,
   operator: TO_CLIENT,
   bridge: TO_CLIENT,

@@ -58,7 +58,7 @@ describe('permissions: who may send what to whom', () => {
     for (const role of ROLES) {
       expect(mayReceive('broker', 'job_result', role), role).toBe(role === 'executor');
       expect(mayReceive('broker', 'job_started', role), role).toBe(role === 'executor');
-      for (const kind of ['data_put', 'data_get', 'data_list', 'data_delete'] as const) expect(mayReceive('datastore', kind, role), `${kind} from ${role}`).toBe(role === 'broker');
+      for (const kind of ['data_put', 'data_write', 'data_append', 'data_get', 'data_read', 'data_list', 'data_delete'] as const) expect(mayReceive('datastore', kind, role), `${kind} from ${role}`).toBe(role === 'broker');
     }
   });
 
@@ -67,7 +67,7 @@ describe('permissions: who may send what to whom', () => {
   });
 
   it('reply kinds are never accepted as requests, and replies are left to the request they answer', () => {
-    for (const receiver of ROLES) for (const kind of ['pong', 'status', 'error', 'data_items', 'job_accepted', 'job_info'] as const) expect(PERMISSIONS[receiver][kind]).toBeUndefined();
+    for (const receiver of ROLES) for (const kind of ['pong', 'status', 'error', 'data_items', 'data_written', 'data_chunk', 'data_appended', 'job_accepted', 'job_info', 'job_removed'] as const) expect(PERMISSIONS[receiver][kind]).toBeUndefined();
     expect(permissionProblem('executor', env('job_assign', 'mallory', 'client'))).toMatchObject({ code: 'not_permitted' });
     expect(permissionProblem('executor', env('data_items', 'br-1', 'broker', { items: [] }, { re: '2.3' }))).toBeUndefined();
   });
