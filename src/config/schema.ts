@@ -115,7 +115,7 @@ export const CONFIG_SCHEMA = {
     password: { type: 'string', secret: true },
   },
   log: {
-    level: { type: 'string', enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
+    level: { type: 'string', enum: ['auto', 'trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
     format: { type: 'string', enum: ['auto', 'json', 'pretty'] },
   },
   protocol: {

@@ -35,11 +35,14 @@ export interface LogLine {
   [key: string]: unknown;
 }
 
-/** Environment for child processes: nothing UCP_* leaks in from the developer's shell. */
+/**
+ * Environment for child processes: nothing UCP_* leaks in from the developer's shell. Tests wait for what
+ * nodes log at info, and a node whose output is a pipe logs only warnings unless told otherwise.
+ */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('UCP_')) env[k] = v;
-  return { ...env, ...extra };
+  return { ...env, UCP_LOG_LEVEL: 'info', ...extra };
 }
 
 /**
