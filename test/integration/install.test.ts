@@ -117,13 +117,13 @@ describe.skipIf(!RUN)('production install without TypeScript', { timeout: 180_00
     expect(lines[0]).toMatch(/^ucp: .*not built.*npm run build.*npm install -g/);
   });
 
-  it('the packed tarball holds the build, the defaults and the examples, and no sources, tests or source maps', async () => {
+  it('the packed tarball holds the build, the defaults, the systemd units and the examples, and no sources, tests or source maps', async () => {
     expect(pack.code, show(pack)).toBe(0);
     expect(tarball).not.toBe('');
     const listing = await run('tar', ['-tzf', tarball], { env: bareEnv() });
     expect(listing.code, show(listing)).toBe(0);
     const files = listing.stdout.split('\n').filter((f) => f !== '');
-    for (const needed of ['package/bin/ucp.js', 'package/dist/src/cli/main.js', 'package/dist/src/executor/sandbox/sandbox-process.js', 'package/config/default.toml', 'package/examples/fire-watch/plan.toml']) {
+    for (const needed of ['package/bin/ucp.js', 'package/dist/src/cli/main.js', 'package/dist/src/executor/sandbox/sandbox-process.js', 'package/config/default.toml', 'package/examples/fire-watch/plan.toml', 'package/config/systemd/ucp-executor.service']) {
       expect(files).toContain(needed);
     }
     expect(files.filter((f) => f.endsWith('.map') || f.startsWith('package/src/') || f.startsWith('package/test/') || f.startsWith('package/scripts/'))).toEqual([]);
