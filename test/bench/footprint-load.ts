@@ -4,7 +4,7 @@
  *
  * Runs trivial jobs (`exit-code 0`) through a broker, either closed-loop (`inFlight` at once, as fast as
  * the cluster takes them) or open-loop at a steady `rate` per second. One JSON line on stdout per event:
- * `{"type":"ready"}` once connected, `{"type":"progress","done","failed"}` every `every` finished jobs,
+ * `{"type":"ready"}` once connected, `{"type":"progress","done","failed","ms"}` (ms: the last job's submit->result) every `every` finished jobs,
  * `{"type":"done",...}` at the end.
  *
  * Usage: node --import tsx footprint-load.ts '<json LoadOptions>'
@@ -95,13 +95,14 @@ async function main(): Promise<void> {
     } finally {
       waiting.delete(id);
     }
-    latencies.push(performance.now() - start);
+    const ms = performance.now() - start;
+    latencies.push(ms);
     done++;
     if (job.state !== 'succeeded') {
       failed++;
       if (failures.length < 20) failures.push(`${id}: ${job.state}: ${job.reason ?? ''}`);
     }
-    if (done % opts.every === 0) emit({ type: 'progress', done, failed, elapsedMs: Math.round(performance.now() - t0) });
+    if (done % opts.every === 0) emit({ type: 'progress', done, failed, elapsedMs: Math.round(performance.now() - t0), ms: Math.round(ms) });
   };
 
   if (opts.rate > 0) {
