@@ -58,14 +58,18 @@ export function smapsRollup(pid: number): Record<string, number> {
   return out;
 }
 
-/** User plus system CPU time the process has used so far (all its threads), in seconds. */
-export function cpuSeconds(pid: number): number {
+/**
+ * User plus system CPU time the process has used so far (all its threads), in seconds; with `reaped`, also
+ * that of its children that exited and were waited for (a sandbox process that went idle and ended).
+ */
+export function cpuSeconds(pid: number, reaped = false): number {
   const stat = read(`/proc/${pid}/stat`);
   if (stat === undefined) return 0;
   // Fields after the command name, which may itself contain spaces and parentheses.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // utime and stime are fields 14 and 15 of the line, 12 and 13 after "pid (comm) ".
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  // utime, stime, cutime and cstime are fields 14 to 17 of the line, 12 to 15 after "pid (comm) ".
+  const own = Number(fields[11]) + Number(fields[12]);
+  return (reaped ? own + Number(fields[13]) + Number(fields[14]) : own) / CLK_TCK;
 }
 
 /**
@@ -154,7 +158,8 @@ export function snapshot(pid: number): Snapshot {
     treePss: sum((p) => smapsRollup(p).Pss ?? 0),
     processes: pids.length,
     cpuS: cpuSeconds(pid),
-    treeCpuS: sum(cpuSeconds),
+    // Reaped children count too, so a sandbox process ending during a window does not take its time along.
+    treeCpuS: sum((p) => cpuSeconds(p, true)),
     wakeups: wakeups(pid),
     fds: openFiles(pid),
     writeBytes: io(pid).writeBytes,
