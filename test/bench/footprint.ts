@@ -469,6 +469,7 @@ function startStrace(pids: number[], file: string): StraceRun {
   return run;
 }
 
+/** Calls per system call, and `<name>_s`: the seconds spent in it (as strace -c measures them). */
 async function stopStrace(run: StraceRun): Promise<Record<string, number>> {
   const exited = new Promise((r) => run.child.once('close', r));
   run.child.kill('SIGINT');
@@ -476,8 +477,11 @@ async function stopStrace(run: StraceRun): Promise<Record<string, number>> {
   const calls: Record<string, number> = {};
   for (const line of (existsSync(run.file) ? readFileSync(run.file, 'utf8') : '').split('\n')) {
     // % time  seconds  usecs/call  calls  [errors]  syscall
-    const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?([a-z_0-9]+)\s*$/.exec(line);
-    if (m !== null && m[2] !== 'total') calls[m[2]!] = Number(m[1]);
+    const m = /^\s*[\d.]+\s+([\d.]+)\s+\d+\s+(\d+)\s+(?:\d+\s+)?([a-z_0-9]+)\s*$/.exec(line);
+    if (m !== null && m[3] !== 'total') {
+      calls[m[3]!] = Number(m[2]);
+      calls[`${m[3]!}_s`] = Number(m[1]);
+    }
   }
   return calls;
 }
