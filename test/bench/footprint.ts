@@ -11,7 +11,8 @@
  *   writes   bytes written to storage and fsyncs per job and role at a steady FOOTPRINT_WRITE_RATE jobs/s,
  *            in store.sync "commit" and "flush"
  *   history  broker RSS, LMDB sizes, idle CPU and `ucp jobs` after FOOTPRINT_HISTORY_JOBS jobs, with job
- *            retention (jobs.retention_s = FOOTPRINT_RETENTION_S) when the configuration knows the key
+ *            retention (jobs.retention_s = FOOTPRINT_RETENTION_S; jobs.retention_count at its default or
+ *            FOOTPRINT_RETENTION_COUNT) when the configuration knows the keys
  * Other knobs: FOOTPRINT_IDLE_S (idle measuring window), FOOTPRINT_SETTLE_S (quiet time before it),
  * FOOTPRINT_WRITE_S (each write window), FOOTPRINT_VERSION_RUNS, FOOTPRINT_DIR (where the nodes' data
  * directories go; it must be a real disk, not tmpfs, for the write figures).
@@ -605,7 +606,11 @@ function timedUcp(args: string[]): { ms: number; code: number | null; stdoutByte
 async function historyPart(ctx: Ctx): Promise<void> {
   const retention = configKnows('jobs.retention_s', RETENTION_S);
   if (!retention) ctx.notes.push(`history: jobs.retention_s is not a configuration key yet, so the broker runs without job retention; the figures show state growing with history`);
-  const cluster = await RoleCluster.start({ name: 'fphist', root: ctx.root, brokerSet: retention ? [`jobs.retention_s=${RETENTION_S}`] : [] });
+  // The count limit, where there is one, stays at its default unless FOOTPRINT_RETENTION_COUNT says otherwise.
+  const countOverride = process.env.FOOTPRINT_RETENTION_COUNT;
+  const retentionCount = countOverride !== undefined && countOverride !== '' ? num('FOOTPRINT_RETENTION_COUNT', 0) : configKnows('jobs.retention_count', 1) ? (loadConfig({ env: {} }) as unknown as { jobs: { retention_count: number } }).jobs.retention_count : undefined;
+  const brokerSet = retention ? [`jobs.retention_s=${RETENTION_S}`, ...(countOverride !== undefined && countOverride !== '' ? [`jobs.retention_count=${retentionCount}`] : [])] : [];
+  const cluster = await RoleCluster.start({ name: 'fphist', root: ctx.root, brokerSet });
   try {
     const every = Math.max(1, Math.round(HISTORY_JOBS / 20));
     const load = startLoad(cluster.url, 'fphist', ctx.root, { count: HISTORY_JOBS, inFlight: 64, every });
@@ -638,7 +643,7 @@ async function historyPart(ctx: Ctx): Promise<void> {
     await sleep(SETTLE_S * 1_000);
     const brokerRestarted = snapshot(cluster.broker.pid);
 
-    const label = `${done.done} jobs${retention ? `, retention ${RETENTION_S} s` : ', no retention'}`;
+    const label = `${done.done} jobs${retention ? `, retention ${RETENTION_S} s${retentionCount !== undefined ? ` / ${retentionCount} jobs` : ''}` : ', no retention'}`;
     const half = samples[Math.floor(samples.length / 2) - 1];
     const lmdbGrowth = half !== undefined ? round(lmdbEnd.broker!.sizeMiB - half.lmdb.broker!.sizeMiB, 1) : null;
     ctx.rows.push(row(`history: broker RSS (MiB) after ${label}; baseline at ${samples[0]?.jobs ?? '-'} jobs`, samples[0]?.brokerRssMiB ?? null, mib(brokerEnd.rss), `<= ${TARGET.brokerRssMiB}`, brokerEnd.rss / MiB <= TARGET.brokerRssMiB));
@@ -658,7 +663,7 @@ async function historyPart(ctx: Ctx): Promise<void> {
     ctx.rows.push(row('history: jobs/s while filling', null, round(jobsPerS, 1), '-', null));
     if (jobsAll.code !== 0) ctx.notes.push(`history: \`ucp jobs\` exited ${jobsAll.code}: ${jobsAll.stderr}`);
     if (done.failed > 0) ctx.notes.push(`history: ${done.failed} of ${done.done} jobs failed: ${done.failures?.slice(0, 3).join('; ')}`);
-    ctx.details.history = { jobs: HISTORY_JOBS, retention: retention ? RETENTION_S : null, samples, idle, brokerEnd: { rssMiB: mib(brokerEnd.rss), hwmMiB: mib(brokerEnd.hwm), smaps: Object.fromEntries(Object.entries(smapsRollup(cluster.broker.pid)).map(([k, v]) => [k, mib(v)])) }, brokerRestartedRssMiB: mib(brokerRestarted.rss), restartMs: round(restartMs, 0), lmdbEnd, ucpJobs: jobsAll, ucpJobsPaged: paged, failures: done.failures };
+    ctx.details.history = { jobs: HISTORY_JOBS, retention: retention ? RETENTION_S : null, retentionCount: retention ? (retentionCount ?? null) : null, samples, idle, brokerEnd: { rssMiB: mib(brokerEnd.rss), hwmMiB: mib(brokerEnd.hwm), smaps: Object.fromEntries(Object.entries(smapsRollup(cluster.broker.pid)).map(([k, v]) => [k, mib(v)])) }, brokerRestartedRssMiB: mib(brokerRestarted.rss), restartMs: round(restartMs, 0), lmdbEnd, ucpJobs: jobsAll, ucpJobsPaged: paged, failures: done.failures };
   } finally {
     await cluster.stop();
   }
