@@ -35,11 +35,18 @@ export interface LogLine {
   [key: string]: unknown;
 }
 
-/** Environment for child processes: nothing UCP_* leaks in from the developer's shell. */
+/**
+ * The state directory child processes use by default (XDG_STATE_HOME), one per test file, so nodes and
+ * clients started without --data-dir never write into the developer's home or see another file's jobs.
+ */
+export const STATE_HOME = mkdtempSync(join(tmpdir(), 'ucp-test-state-'));
+process.once('exit', () => rmSync(STATE_HOME, { recursive: true, force: true }));
+
+/** Environment for child processes: nothing UCP_* (or systemd's state directory) leaks in from the developer's shell. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('UCP_')) env[k] = v;
-  return { ...env, ...extra };
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('UCP_') && k !== 'STATE_DIRECTORY' && k !== 'INVOCATION_ID') env[k] = v;
+  return { ...env, XDG_STATE_HOME: STATE_HOME, ...extra };
 }
 
 /**
