@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
-import { userInfo } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { linkSync, mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
+import { isNodeId } from '../protocol/index.js';
 import { NodeStore, StoreError } from '../store/index.js';
 import { NodeRuntime } from '../transport/index.js';
 import { stateRoot } from './state-dir.js';
@@ -15,10 +15,12 @@ import { hostLabel } from './settings.js';
  * id needs one incarnation counter, so an identity and its data directory go together:
  *
  * - `--data-dir DIR`: the identity that directory already has, else `--node-id`, else one made for it
- *   (`client-<host>-<user>-<hash of DIR>`). It is refused if another process uses the directory.
- * - default: `client-<host>-<user>` in `<state root>/<id>`. When another command holds it (a `ucp run`
- *   still waiting), the next free one is used: `<id>-2`, `<id>-3`, ... each with its own directory,
- *   so commands run at the same time never collide, and a job stays collectable by its id.
+ *   (`client-<host>-<random>`). It is refused if another process uses the directory.
+ * - default: `client-<host>-<random>`, made once per state directory and kept in `<state root>/client-id`
+ *   (host names repeat in the field: every new Raspberry Pi is "raspberrypi"), with its state in
+ *   `<state root>/<id>`. When another command holds it (a `ucp run` still waiting), the next free one is
+ *   used: `<id>-2`, `<id>-3`, ... each with its own directory, so commands run at the same time never
+ *   collide, and a job stays collectable by its id.
  */
 
 /** Identities one user runs at once on one host before the next command is told to wait. */
@@ -27,31 +29,40 @@ const NODE_ID_MAX = 64;
 /** Room kept at the end of a default id for its slot number ("-32"). */
 const SLOT_ROOM = 3;
 
-function label(text: string, max: number): string {
-  const cleaned = text.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^_+/, '').slice(0, max);
-  return cleaned === '' ? 'x' : cleaned;
+/** A new client id, `client-<host>-<6 random hex digits>`, short enough for a slot number after it. */
+function newClientId(): string {
+  const suffix = randomBytes(3).toString('hex');
+  const room = NODE_ID_MAX - SLOT_ROOM - 'client-'.length - 1 - suffix.length;
+  return `client-${hostLabel().slice(0, room)}-${suffix}`;
 }
 
-function userLabel(): string {
-  let name: string | undefined;
+/** The default client id kept in `<root>/client-id`, made on first use; undefined when `create` is false and there is none. */
+function defaultClientId(root: string, create: boolean): string | undefined {
+  const file = join(root, 'client-id');
+  const read = () => {
+    try {
+      const id = readFileSync(file, 'utf8').trim();
+      return isNodeId(id) ? id : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const known = read();
+  if (known !== undefined || !create) return known;
+  mkdirSync(root, { recursive: true });
+  // Written aside and linked into place: two first commands at once agree on whichever came first.
+  const aside = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(aside, `${newClientId()}\n`);
   try {
-    name = userInfo().username;
-  } catch {
-    // No passwd entry (a container with a numeric uid): the uid names the user.
+    linkSync(aside, file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new StoreError('store_open_failed', `cannot keep the client id in ${file}: ${(err as Error).message}`);
+  } finally {
+    unlinkSync(aside);
   }
-  return label(name ?? `uid${process.getuid?.() ?? 0}`, 16);
-}
-
-/** `client-<host>-<user>[-suffix]`, shortened on the host part so the whole fits a node id with a slot number. */
-function clientId(suffix = ''): string {
-  const user = userLabel();
-  const room = NODE_ID_MAX - SLOT_ROOM - 'client-'.length - 1 - user.length - suffix.length;
-  return `client-${hostLabel().slice(0, Math.max(1, room))}-${user}${suffix}`;
-}
-
-/** The default client identity of this user on this host (its first slot). */
-export function defaultClientId(config: UcpConfig): string {
-  return config.node.id !== '' ? config.node.id : clientId();
+  const id = read();
+  if (id === undefined) throw new StoreError('store_open_failed', `${file} does not hold a node id; remove it to get a new one`);
+  return id;
 }
 
 export interface ClientOptions {
@@ -65,15 +76,14 @@ export function openClientNode(config: UcpConfig, logger: Logger, options: Clien
   const common = { config, role: 'client' as const, logger, ...(options.watchPresence !== undefined ? { watchPresence: options.watchPresence } : {}) };
   if (config.node.data_dir !== '') {
     const dir = resolve(config.node.data_dir);
-    const made = () => clientId(`-${createHash('sha256').update(dir).digest('hex').slice(0, 6)}`);
-    return NodeRuntime.create({ ...common, nodeId: options.as ?? (config.node.id !== '' ? config.node.id : made), dataDir: dir });
+    return NodeRuntime.create({ ...common, nodeId: options.as ?? (config.node.id !== '' ? config.node.id : newClientId), dataDir: dir });
   }
   const root = stateRoot();
   if (options.as !== undefined || config.node.id !== '') {
     const id = options.as ?? config.node.id;
     return NodeRuntime.create({ ...common, nodeId: id, dataDir: join(root, id) });
   }
-  const base = clientId();
+  const base = defaultClientId(root, true)!;
   for (let slot = 1; slot <= MAX_CLIENT_SLOTS; slot++) {
     const id = slotId(base, slot);
     try {
@@ -96,8 +106,9 @@ function slotId(base: string, slot: number): string {
  */
 export function siblingClients(config: UcpConfig, self: string): Array<{ id: string; dir: string }> {
   if (config.node.data_dir !== '' || config.node.id !== '') return [];
-  const base = clientId();
   const root = stateRoot();
+  const base = defaultClientId(root, false);
+  if (base === undefined) return [];
   let names: string[];
   try {
     names = readdirSync(root);

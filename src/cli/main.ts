@@ -83,7 +83,7 @@ program
   .option('--hub <url>', 'hub to connect to (env UCP_HUB; default mqtt://127.0.0.1:1883)')
   .option('--cluster <name>', 'cluster name, the topic prefix ucp/<cluster>/ (env UCP_CLUSTER)')
   .option('--data-dir <dir>', 'data directory (env UCP_DATA_DIR; default <state dir>/<node id>, see the README); for `ucp up`, the parent of one directory per node')
-  .option('--node-id <id>', 'node id and MQTT client id (env UCP_NODE_ID; default <role>-<hostname>, clients client-<hostname>-<user>)')
+  .option('--node-id <id>', 'node id and MQTT client id (env UCP_NODE_ID; default <role>-<hostname>; for clients, one made once and kept in the state directory)')
   .option('--config <file>', 'TOML configuration file (env UCP_CONFIG)')
   .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (env UCP_LOG_LEVEL; query commands log only when this is given)')
   .option('--set <key=value>', 'override any configuration key, e.g. --set liveness.dead_after_ms=3000 (repeatable)', collect)

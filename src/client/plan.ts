@@ -88,7 +88,8 @@ export class PlanError extends Error {
     readonly file: string,
     readonly problems: readonly string[],
   ) {
-    super(`${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    // One problem is one line, like every other error; several are listed one per line.
+    super(problems.length === 1 ? `${file}: ${problems[0]}` : `${file}: ${problems.length} problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
     this.name = 'PlanError';
   }
 }
