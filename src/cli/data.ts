@@ -52,9 +52,17 @@ export async function dataGet(config: UcpConfig, logger: Logger, out: Output, na
           if (!out.json) out.print(`${JSON.stringify(item.name)}: skipped, the name is not a path that stays inside ${root}`);
           continue;
         }
-        mkdirSync(dirname(path), { recursive: true });
-        // An object too large for one message comes without its bytes: it is read in chunks.
-        const size = item.size !== undefined ? (await data.getToFile(item.name, path)).size : (writeFileSync(path, item.bytes), item.bytes.byteLength);
+        let size: number;
+        try {
+          mkdirSync(dirname(path), { recursive: true });
+          // An object too large for one message comes without its bytes: it is read in chunks.
+          size = item.size !== undefined ? (await data.getToFile(item.name, path)).size : (writeFileSync(path, item.bytes), item.bytes.byteLength);
+        } catch (err) {
+          // "a" and "a/b" are both names, but a path cannot be a file and a folder at once.
+          skipped.push(item.name);
+          if (!out.json) out.print(`${JSON.stringify(item.name)}: skipped, cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+          continue;
+        }
         n++;
         if (!out.json) out.print(`${item.name} -> ${path} (${size} bytes)`);
       }

@@ -258,7 +258,8 @@ export async function cancelJobs(config: UcpConfig, logger: Logger, out: Output,
       if (!out.json) out.print(`${id}: cancelled${stopped.length > 0 ? ` (stopped on ${stopped.join(', ')})` : ' while queued'}`);
     } catch (err) {
       failed++;
-      const message = err instanceof Error ? err.message : String(err);
+      // The broker's own words: which broker said it is not news to the one who asked.
+      const message = err instanceof RemoteError ? err.message.slice(err.peer.length + 2) : err instanceof Error ? err.message : String(err);
       rows.push({ id, error: err instanceof RemoteError ? err.code : 'failed', message });
       if (!out.json) out.print(`${id}: not cancelled: ${message}`);
     }

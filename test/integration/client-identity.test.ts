@@ -43,8 +43,8 @@ describe('client identity and state directories', () => {
     const broker = ucp(['broker', '--node-id', 'br', '--data-dir', join(dir, 'br'), ...common()]);
     procs.push(broker, ucp(['datastore', '--node-id', 'ds', '--data-dir', join(dir, 'ds'), ...common()]));
     procs.push(ucp(['executor', '--node-id', 'ex', '--data-dir', join(dir, 'ex'), '--set', 'executor.slots=4', ...common()]));
-    for (const peer of ['ds', 'ex']) await broker.waitForLog({ msg: 'peer up', peer }, 30_000);
-  }, 60_000);
+    for (const peer of ['ds', 'ex']) await broker.waitForLog({ msg: 'peer up', peer }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     for (const p of procs.reverse()) await p.stop();
@@ -73,36 +73,42 @@ describe('client identity and state directories', () => {
     expect(new Set([owner.get('concurrent-one'), owner.get('concurrent-two')])).toEqual(new Set([client, `${client}-2`]));
     // Each identity keeps its state in the XDG state directory, under its own name.
     expect(readdirSync(join(stateHome, 'ucp-edge')).sort()).toEqual(['client-id', client, `${client}-2`].sort());
-  }, 60_000);
+  }, 120_000);
 
   it('a job submitted by the second identity is collected by a later `ucp results` and cancelled by `ucp cancel` from the first', async () => {
     const env = { XDG_STATE_HOME: join(dir, 'state-later') };
-    // The first identity is busy with a run for a while, so a detached submission takes the second one.
-    const busy = ucp(['run', planIn(join(dir, 'busy'), 2_500, 'busy-run'), '--results', join(dir, 'busy-results'), ...common()], env);
+    // The first identity is busy waiting for a job no executor can run, so the next commands take the second one.
+    mkdirSync(join(dir, 'busy'), { recursive: true });
+    writeFileSync(join(dir, 'busy', 'plan.toml'), `[named_data]\nspin = "${join(FIXTURES, 'spin-for.wasm')}"\n[[jobs]]\n[jobs.metadata]\njob_id = "busy-run"\nwasm_module = "spin"\n[jobs.metadata.capabilities]\ntags = ["nobody-has-this"]\n`);
+    const busy = ucp(['run', join(dir, 'busy', 'plan.toml'), ...common()], env);
     procs.push(busy);
-    await busy.waitFor('the busy run to submit', () => busy.lines.find((l) => l.startsWith('submitted busy-run')), 20_000);
+    await busy.waitFor('the busy run to submit', () => busy.lines.find((l) => l.startsWith('submitted busy-run')), 60_000);
     const folder = join(dir, 'later');
     const detached = await ucpRun(['run', planIn(folder, 300, 'later-done'), '--detach', ...common()], env);
     expect(detached.code, detached.stderr).toBe(0);
     writeFileSync(join(folder, 'spin.toml'), `[named_data]\nspin = "${join(FIXTURES, 'spin.wasm')}"\n[[jobs]]\n[jobs.metadata]\njob_id = "later-runaway"\nwasm_module = "spin"\nargv = ["spin"]\n`);
     expect((await ucpRun(['run', join(folder, 'spin.toml'), '--detach', ...common()], env)).code).toBe(0);
-    expect((await busy.exited).code).toBe(0);
+    // Ctrl-C: the busy run stops waiting and gives its identity back.
+    busy.child.kill('SIGINT');
+    expect((await busy.exited).code).toBe(3);
     const owner = await owners();
     const client = clientIn(join(dir, 'state-later', 'ucp-edge'));
     expect(owner.get('busy-run')).toBe(client);
     expect(owner.get('later-done')).toBe(`${client}-2`);
 
     // Now the first identity is idle again: it collects and cancels what the second one submitted.
-    const cancelled = await ucpRun(['cancel', 'later-runaway', ...common()], env);
-    expect(cancelled, cancelled.stderr).toMatchObject({ code: 0, stdout: expect.stringMatching(/^later-runaway: cancelled/) });
-    const collected = await ucpRun(['results', '--wait', '--timeout', '30', '--results', join(dir, 'later-results'), ...common()], env);
-    // later-runaway was cancelled: it failed, so the collection reports a failure (exit 1) after writing later-done.
+    const cancelled = await ucpRun(['cancel', 'later-runaway', 'busy-run', ...common()], env);
+    expect(cancelled.code, cancelled.stderr).toBe(0);
+    expect(cancelled.stdout.split('\n').sort()).toEqual(['busy-run: cancelled while queued', expect.stringMatching(/^later-runaway: cancelled \(stopped on ex\)$/)]);
+    const collected = await ucpRun(['results', '--wait', '--timeout', '60', '--results', join(dir, 'later-results'), ...common()], env, 90_000);
+    // The cancelled jobs failed, so the collection reports failures (exit 1) after writing later-done's archive.
     expect(collected.code, `${collected.stdout}\n${collected.stderr}`).toBe(1);
     expect(existsSync(join(dir, 'later-results', 'later-done_result.zip'))).toBe(true);
     expect(collected.stdout).toContain('later-runaway: FAILED: cancelled by its submitter');
+    expect(collected.stdout).toContain('busy-run: FAILED: cancelled by its submitter');
     const again = await ucpRun(['results', ...common()], env);
     expect(again.stdout).toContain('no results to collect');
-  }, 90_000);
+  }, 180_000);
 
   it('keeps state in $XDG_STATE_HOME/ucp-edge/<node>, else ~/.local/state/ucp-edge/<node>, under systemd in its state directory, and in --data-dir as given', async () => {
     const queue = (env: Record<string, string>, extra: string[] = []) => ucpRun(['notice', 'nobody', 'hold this', '--timeout', '0', ...common(), ...extra], env);
@@ -135,5 +141,5 @@ describe('client identity and state directories', () => {
     expect(a).toMatch(MADE_ID);
     expect(b).not.toBe(a);
     expect(c).toBe(a);
-  }, 90_000);
+  }, 180_000);
 });
