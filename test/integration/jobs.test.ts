@@ -60,7 +60,7 @@ describe('jobs end to end', () => {
     const broker = ucp(['broker', '--node-id', 'br', '--data-dir', join(dir, 'br'), ...common()]);
     procs.push(broker, ucp(['datastore', '--node-id', 'ds', '--data-dir', join(dir, 'ds'), ...common()]));
     procs.push(startExecutor('ex-fire', 'firefighting', 2), startExecutor('ex-medic', 'medical', 2));
-    for (const peer of ['ds', 'ex-fire', 'ex-medic']) await broker.waitForLog({ msg: 'peer up', peer });
+    for (const peer of ['ds', 'ex-fire', 'ex-medic']) await broker.waitForLog({ msg: 'peer up', peer }, 60_000);
 
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'jb', 'hub.url': `mqtt://127.0.0.1:${port}` } });
     client = NodeRuntime.create({ config, nodeId: 'tester', role: 'client', dataDir: join(dir, 'tester'), logger: createLogger({ level: 'silent', format: 'json' }) });
@@ -68,7 +68,7 @@ describe('jobs end to end', () => {
     jobs = new JobClient(client.link, client.store, data);
     await client.connect();
     for (const m of ['echo', 'exit-code', 'trap', 'spin', 'spin-for', 'memory-hog', 'sum']) await data.put(`bin/${m}.wasm`, readFileSync(join(FIXTURES, `${m}.wasm`)));
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     await client?.stop();
