@@ -3,6 +3,7 @@ import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
 import { DataClient } from '../client/index.js';
 import type { Logger } from '../log/index.js';
+import { RemoteError, TransportError } from '../transport/index.js';
 import { EXIT_FAILED, EXIT_OK } from './exit-codes.js';
 import { table, type Output } from './inspect.js';
 import { waits, withTool } from './settings.js';
@@ -58,6 +59,7 @@ export async function dataGet(config: UcpConfig, logger: Logger, out: Output, na
           // An object too large for one message comes without its bytes: it is read in chunks.
           size = item.size !== undefined ? (await data.getToFile(item.name, path)).size : (writeFileSync(path, item.bytes), item.bytes.byteLength);
         } catch (err) {
+          if (err instanceof RemoteError || err instanceof TransportError) throw err;
           // "a" and "a/b" are both names, but a path cannot be a file and a folder at once.
           skipped.push(item.name);
           if (!out.json) out.print(`${JSON.stringify(item.name)}: skipped, cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);

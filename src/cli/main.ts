@@ -48,6 +48,7 @@ const APPLICABLE_GLOBALS: Record<string, readonly string[]> = {
   broker: ['hub', 'cluster', 'dataDir', 'nodeId', ...CONFIG_FLAGS],
   executor: ['hub', 'cluster', 'dataDir', 'nodeId', ...CONFIG_FLAGS],
   datastore: ['hub', 'cluster', 'dataDir', 'nodeId', ...CONFIG_FLAGS],
+  bridge: ['hub', 'cluster', 'dataDir', 'nodeId', 'json', ...CONFIG_FLAGS],
   nodes: QUERY_FLAGS,
   ping: QUERY_FLAGS,
   status: QUERY_FLAGS,
@@ -73,8 +74,9 @@ program
     visibleGlobalOptions(cmd: Command) {
       const top = cmd.parent?.parent === null ? cmd : cmd.parent ?? cmd;
       const allowed = APPLICABLE_GLOBALS[top.name()];
-      if (cmd.parent === null || allowed === undefined) return [];
-      return program.options.filter((o) => !o.hidden && o.long !== '--version' && allowed.includes(o.attributeName()));
+      if (cmd.parent === null) return [];
+      // A command not in the table yet shows them all rather than none.
+      return program.options.filter((o) => !o.hidden && o.long !== '--version' && (allowed === undefined || allowed.includes(o.attributeName())));
     },
   });
 program
