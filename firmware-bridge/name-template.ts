@@ -1,4 +1,10 @@
-import { DATA_NAME_PATTERN } from '../src/protocol/index.js';
+import { JOB_PATH_PATTERN } from '../src/protocol/index.js';
+
+/**
+ * Templates make path-shaped names (segments of A-Z a-z 0-9 . _ -, no "." or ".."): the safe subset of
+ * data names (which may be any text) that every tool and file system handles alike.
+ */
+const PATH_SHAPED = JOB_PATH_PATTERN;
 
 /**
  * A data-name template such as `field/{device}/{metric}`: each `{name}` is filled from what the topic
@@ -20,7 +26,7 @@ export class NameTemplate {
     });
     if (kind === 'topic') {
       if (template === '' || template.length > 400 || /[+#\0]/.test(skeleton)) throw new Error(`topic "${template.slice(0, 64)}" must be a plain MQTT topic with {name} placeholders (no + or #)`);
-    } else if (template.length > 400 || !DATA_NAME_PATTERN.test(skeleton)) {
+    } else if (template.length > 400 || !PATH_SHAPED.test(skeleton)) {
       throw new Error(`name template "${template.slice(0, 64)}" must be a data name (segments of A-Z a-z 0-9 . _ - separated by /) with {name} placeholders`);
     }
     this.names = names;

@@ -83,7 +83,7 @@ export class Triggers {
       max_memory_mb: rule.job.maxMemoryMb,
     };
     const done = this.finished(jobId, (rule.job.timeoutS + 120) * 1_000);
-    const reply = await this.link.request(await this.broker(), 'job_submit', { spec, wait_for: [] });
+    const reply = await this.link.request(await this.broker(), 'job_submit', { spec, after: [] });
     if (reply.kind !== 'job_accepted') throw new Error(`the broker answered ${reply.kind} to a submission`);
     this.link.counters.inc('trigger_jobs_submitted');
     this.log.info({ trigger: rule.name, job: jobId, device: vars['device'] }, 'trigger fired: job submitted');

@@ -9,6 +9,8 @@ import { currentAttempt, resultDigest, specDigest, viewOf, type JobRecord } from
 import { jobHidden, seesEveryJob } from './job-visibility.js';
 import { answering, Refusal } from './refusal.js';
 import { JobQueue, type ExecutorView } from './scheduler.js';
+import { dependencyState, type DependencyLookup } from './dependencies.js';
+import { mayWithdraw, recordWithdrawal } from './withdrawal.js';
 
 export interface JobManagerOptions {
   /** A queued job rises one priority level per this much waiting. */
@@ -46,8 +48,10 @@ const KILLS_IN_A_ROW = 2;
 export class JobManager {
   private readonly jobs = new Map<string, Job>();
   private readonly queue: JobQueue;
-  /** Data name -> jobs waiting for it to be published. */
-  private readonly waitingOn = new Map<string, Set<string>>();
+  /** Producer job -> jobs waiting for its accepted result (chaining). */
+  private readonly waitingOnJob = new Map<string, Set<string>>();
+  /** Data name -> jobs waiting for a producer's version of it to reach this broker. */
+  private readonly waitingOnName = new Map<string, Set<string>>();
   /** Executor -> jobs assigned to it or running there. */
   private readonly active = new Map<string, Set<string>>();
   /** Per job, the tail of the work deciding its results, so two results never race. */
@@ -68,7 +72,7 @@ export class JobManager {
     // name it (finished ones answer from the replica).
     for (const jobId of replica.jobIds()) {
       const job = replica.job(jobId);
-      if (job?.broker === node.link.id && !isFinal(job.state)) this.restore(structuredClone(job) as Job);
+      if (job?.broker === node.link.id && !isFinal(job.state)) this.restore(normalized(job));
     }
 
     const link = node.link;
@@ -78,16 +82,17 @@ export class JobManager {
     link.on('job_query', (msg) => {
       const own = this.jobs.get(msg.body.job_id);
       const job = own ?? replica.job(msg.body.job_id);
-      const hidden = job !== undefined ? jobHidden(job.owner, msg.from, msg.role) : undefined;
+      const hidden = job !== undefined ? jobHidden(job.owner, msg.from, msg.role, job.spec.receivers) : undefined;
       if (hidden !== undefined) link.counters.reject(this.node.log, 'jobs_refused_hidden', msg.from, `${msg.from} asked about job ${msg.body.job_id} of ${job!.owner}`);
       // A job a client may not see is answered as unknown: its existence is not for that client to learn.
       if (job === undefined || hidden !== undefined) link.reply(msg, 'error', { code: 'not_found', message: `no job "${msg.body.job_id}" is known to ${link.id}${hidden !== undefined ? ` (${hidden})` : ''}` });
       else link.reply(msg, 'job_info', { job: viewOf(job as JobRecord, own !== undefined ? this.whyQueued(own) : undefined) });
     });
+    link.on('job_withdraw', (msg) => answering(link, msg, () => this.withdraw(msg)));
     link.on('job_list', (msg) => {
-      // A client lists only its own jobs, whatever owner it names.
-      const owner = seesEveryJob(msg.role) ? msg.body.owner : msg.from;
-      link.reply(msg, 'job_listing', this.list({ ...msg.body, ...(owner !== undefined ? { owner } : {}) }));
+      // A client lists only what it may see: its own jobs and those it receives, whatever it asks for.
+      const query = seesEveryJob(msg.role) ? msg.body : { ...msg.body, receiver: msg.from };
+      link.reply(msg, 'job_listing', this.list(query));
     });
     link.on('job_remove', (msg) => answering(link, msg, () => this.remove(msg)));
     link.on('job_delegate', (msg) => answering(link, msg, () => this.takeDelegated(msg)));
@@ -107,8 +112,12 @@ export class JobManager {
     link.onHeartbeat((peer) => {
       if (peer.role === 'executor' && this.queue.size > 0) this.requestSchedule();
     });
-    data.onStored((name) => this.published(name));
-    replica.onJob((job, _change, previous) => this.merged(job, previous));
+    data.onStored((name) => this.nameArrived(name));
+    replica.onName((name) => this.nameArrived(name));
+    replica.onJob((job, _change, previous) => {
+      this.merged(job, previous);
+      if (isFinal(job.state)) this.producerEnded(job.job_id);
+    });
     new Delegation(
       node,
       replica,
@@ -151,10 +160,8 @@ export class JobManager {
   // ---- submission ----------------------------------------------------------------------------------
 
   private async submit(msg: Envelope<'job_submit'>): Promise<void> {
-    const { spec, wait_for: waitFor } = msg.body;
-    const inputs = new Set(inputsOf(spec));
-    const stray = waitFor.find((name) => !inputs.has(name));
-    if (stray !== undefined) throw new Refusal('bad_request', `job ${spec.job_id} waits for "${stray}", which it does not read`);
+    const { spec, after } = msg.body;
+    if (after.includes(spec.job_id)) throw new Refusal('bad_request', `job ${spec.job_id} cannot wait for itself`);
     const digest = specDigest(spec);
     const existing = this.jobs.get(spec.job_id) ?? (this.replica.job(spec.job_id) as JobRecord | undefined);
     if (existing !== undefined) {
@@ -171,41 +178,71 @@ export class JobManager {
       throw new Refusal('over_budget', `${msg.from} already has ${open} unfinished jobs, its whole budget (budgets.max_jobs_per_client = ${this.options.maxJobsPerClient}); wait for some to end or cancel some`);
     }
     const now = Date.now();
-    const job: Job = { job_id: spec.job_id, state: 'queued', priority: spec.priority, owner: msg.from, broker: this.node.link.id, created_at: now, updated_at: now, attempts: [], spec, digest, wait_for: waitFor };
+    const job: Job = { job_id: spec.job_id, state: 'queued', priority: spec.priority, owner: msg.from, broker: this.node.link.id, created_at: now, updated_at: now, attempts: [], spec, digest, after: [...new Set(after)] };
     this.jobs.set(spec.job_id, job);
-    this.enqueue(job, now);
     await this.persist(job);
+    this.enqueue(job, now);
     this.node.link.counters.inc('jobs_submitted');
-    this.node.link.reply(msg, 'job_accepted', { job: viewOf(job), created: true });
+    this.node.link.reply(msg, 'job_accepted', { job: viewOf(job, this.whyQueued(job)), created: true });
     this.requestSchedule();
   }
 
-  /** Puts a queued job where it belongs: waiting for data, or in the queue for an executor. */
+  /**
+   * Puts a queued job where it belongs: waiting for the jobs whose results it reads, in the queue for an
+   * executor, or failed when one of those jobs failed.
+   */
   private enqueue(job: Job, now: number, exclude?: ReadonlySet<string>): void {
-    const missing = job.wait_for.filter((name) => this.data.locate(name) === undefined);
-    if (missing.length > 0) {
-      for (const name of missing) {
-        let jobs = this.waitingOn.get(name);
-        if (jobs === undefined) this.waitingOn.set(name, (jobs = new Set()));
-        jobs.add(job.job_id);
-      }
+    const deps = dependencyState(job, this.dependencyLookup);
+    if (deps.kind === 'wait') {
+      for (const producer of deps.jobs) waitFor(this.waitingOnJob, producer, job.job_id);
+      for (const name of deps.names) waitFor(this.waitingOnName, name, job.job_id);
+      return;
+    }
+    if (deps.kind === 'fail') {
+      void this.serialized(job.job_id, () => this.failUnmet(job, deps.reason)).catch((err: Error) => this.node.log.error({ job: job.job_id, err: err.message }, 'failing a job whose input failed did not complete'));
       return;
     }
     this.queue.add({ jobId: job.job_id, priority: job.priority, requirements: job.spec.capabilities, enqueuedAt: now, ...(exclude !== undefined ? { exclude } : {}) });
   }
 
-  /** Data arrived: jobs that waited only for it can be placed now. */
-  private published(name: string): void {
-    const waiting = this.waitingOn.get(name);
+  private readonly dependencyLookup: DependencyLookup = {
+    producer: (jobId) => this.jobs.get(jobId) ?? this.replica.job(jobId),
+    located: (name) => this.data.locate(name)?.at,
+    whyQueued: () => undefined,
+  };
+
+  /** A job this one reads from ended (here or on another broker): look again at the jobs waiting for it. */
+  private producerEnded(jobId: string): void {
+    this.recheck(this.waitingOnJob, jobId);
+  }
+
+  /** A name was stored or synced: jobs waiting for a producer's version of it may go now. */
+  private nameArrived(name: string): void {
+    this.recheck(this.waitingOnName, name);
+  }
+
+  private recheck(index: Map<string, Set<string>>, key: string): void {
+    const waiting = index.get(key);
     if (waiting === undefined) return;
-    this.waitingOn.delete(name);
+    index.delete(key);
     const now = Date.now();
     for (const jobId of waiting) {
       const job = this.jobs.get(jobId);
-      if (job?.state !== 'queued') continue;
-      if (job.wait_for.every((n) => this.data.locate(n) !== undefined)) this.enqueue(job, now);
+      if (job?.state === 'queued' && !this.queue.has(jobId)) this.enqueue(job, now);
     }
     this.requestSchedule();
+  }
+
+  /** A job whose input can never come (its producer failed) fails with that reason. */
+  private async failUnmet(job: Job, reason: string): Promise<void> {
+    if (job.state !== 'queued') return;
+    job.state = 'failed';
+    job.reason = reason.slice(0, 2_048);
+    job.updated_at = Date.now();
+    this.queue.remove(job.job_id);
+    this.node.link.counters.inc('jobs_failed_inputs');
+    await this.persist(job);
+    this.notify(job);
   }
 
   // ---- placement -----------------------------------------------------------------------------------
@@ -262,11 +299,24 @@ export class JobManager {
     this.active.get(executor)?.delete(jobId);
   }
 
-  private whyQueued(job: Job): string | undefined {
+  /** Why a queued job is not running: what it waits for, in words (`ucp job`, `ucp jobs`). */
+  private whyQueued(job: Job, nested = false): string | undefined {
     if (job.state !== 'queued') return undefined;
-    const missing = job.wait_for.filter((name) => this.data.locate(name) === undefined);
-    if (missing.length > 0) return `waiting for data another job publishes: ${missing.join(', ')}`;
-    return this.queue.why(job.job_id, this.executors());
+    if (!this.queue.has(job.job_id)) {
+      // A waiting producer explains itself one level deep; the level below is `ucp job` of that job.
+      const lookup: DependencyLookup = nested
+        ? this.dependencyLookup
+        : {
+            ...this.dependencyLookup,
+            whyQueued: (id) => {
+              const own = this.jobs.get(id);
+              return own !== undefined ? this.whyQueued(own, true) : undefined;
+            },
+          };
+      const deps = dependencyState(job, lookup);
+      if (deps.kind !== 'ready') return deps.reason;
+    }
+    return this.queue.why(job.job_id, this.executors()) ?? job.reason;
   }
 
   // ---- progress and results ------------------------------------------------------------------------
@@ -364,8 +414,10 @@ export class JobManager {
       this.node.link.counters.reject(this.node.log, 'results_unexpected_name', msg.from, `${msg.from} tried to publish "${item.name}", which job ${job.job_id} does not name as a result`);
       return false;
     });
-    const archive = resultArchiveName(job.job_id);
-    const items = [...named, { name: archive, bytes: result.archive }];
+    // REC keeps no archive for a job without a results receiver; its named results are published all the same.
+    const keep = job.spec.keep_archive !== false;
+    const archive = keep ? resultArchiveName(job.job_id) : undefined;
+    const items = [...named, ...(archive !== undefined ? [{ name: archive, bytes: result.archive }] : [])];
     const stored = await Promise.all(items.map((item) => this.data.store({ name: item.name, bytes: item.bytes, ...version })));
     const published = Object.fromEntries(items.map((item, i) => [item.name, { store: stored[i]!.store, size: item.bytes.byteLength, at: version.at }]));
     // The decision's own place in causal order, for settling two acceptances made apart (a partition).
@@ -381,8 +433,8 @@ export class JobManager {
         ...(result.exit_code !== undefined ? { exit_code: result.exit_code } : {}),
         message: result.message,
         duration_ms: result.duration_ms,
-        archive,
-        archive_bytes: result.archive.byteLength,
+        ...(archive !== undefined ? { archive } : {}),
+        archive_bytes: archive !== undefined ? result.archive.byteLength : 0,
         files: result.files,
         missing: result.missing,
         named_results: named.map((item) => item.name),
@@ -401,8 +453,41 @@ export class JobManager {
     this.queue.remove(job.job_id);
     await this.persist(job);
     for (const a of cancelled) this.node.link.send(a.executor, 'job_cancel', { job_id: job.job_id, attempt: a.attempt, reason: a.reason ?? 'another attempt delivered first' });
-    this.notify(job, result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
+    this.notify(job, keep && result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
     this.requestSchedule();
+  }
+
+  /**
+   * The submitter (or an operator) cancels a job: a queued job leaves the queue, a running one's attempts are stopped
+   * (their executors get job_cancel and send no result), and the job fails saying who cancelled it; jobs
+   * that read its results fail in turn.
+   */
+  private async withdraw(msg: Envelope<'job_withdraw'>): Promise<void> {
+    const jobId = msg.body.job_id;
+    await this.serialized(jobId, async () => {
+      const job = this.jobs.get(jobId);
+      if (job === undefined) {
+        // Finished jobs live in the replica only; unfinished ones there belong to another broker.
+        const synced = this.replica.job(jobId);
+        if (synced === undefined) throw new Refusal('not_found', `no job "${jobId}" is known to ${this.node.link.id}`);
+        const ended = isFinal(synced.state) ? mayWithdraw(synced, msg.from, msg.role === 'operator') : undefined;
+        if (ended !== undefined) throw new Refusal(ended.code, ended.message);
+        throw new Refusal('not_managed_here', `job ${jobId} is managed by ${synced.broker ?? 'another broker'}, not ${this.node.link.id}`);
+      }
+      const refused = mayWithdraw(job, msg.from, msg.role === 'operator');
+      if (refused !== undefined) throw new Refusal(refused.code, refused.message);
+      const stopped = recordWithdrawal(job, msg.from, Date.now());
+      this.queue.remove(jobId);
+      this.deadlines.disarm(jobId);
+      for (const a of job.attempts) this.release(a.executor, jobId);
+      await this.persist(job);
+      for (const a of stopped) this.node.link.send(a.executor, 'job_cancel', { job_id: jobId, attempt: a.attempt, reason: a.reason ?? 'cancelled by its submitter' });
+      this.node.link.counters.inc('jobs_withdrawn');
+      this.node.log.info({ job: jobId, by: msg.from, stopped: stopped.length }, msg.from === job.owner ? 'job cancelled by its submitter' : 'job cancelled by an operator');
+      this.node.link.reply(msg, 'job_info', { job: viewOf(job) });
+      this.notify(job);
+      this.requestSchedule();
+    });
   }
 
   /**
@@ -557,7 +642,7 @@ export class JobManager {
     if (!this.canRun(offered.spec.capabilities)) {
       throw new Refusal('cannot_place', `${this.node.link.id} sees no executor that can run job ${offered.job_id} either`);
     }
-    const job = structuredClone(offered) as Job;
+    const job = normalized(offered);
     job.broker = this.node.link.id;
     job.updated_at = Date.now();
     job.reason = `taken over from ${msg.from}, which has no executor that can run it`;
@@ -600,7 +685,7 @@ export class JobManager {
     for (const jobId of this.replica.jobIds()) {
       const synced = this.replica.job(jobId);
       if (synced?.broker !== lost || isFinal(synced.state) || this.jobs.has(jobId)) continue;
-      const job = structuredClone(synced) as Job;
+      const job = normalized(synced);
       job.broker = this.node.link.id;
       job.updated_at = now;
       this.restore(job);
@@ -724,15 +809,24 @@ export class JobManager {
 
   // ---- bookkeeping ---------------------------------------------------------------------------------
 
-  /** Tells the owning client; it asks again (job_query) if this is lost, so it need not be durable. */
+  /**
+   * Tells the owning client, and once the job ended the clients it names as receivers; they ask again
+   * (job_query) if this is lost, so it need not be durable.
+   */
   private notify(job: Job, archive?: Uint8Array): void {
-    this.node.link.send(job.owner, 'job_update', { job: viewOf(job), ...(archive !== undefined ? { archive } : {}) });
+    const update = { job: viewOf(job), ...(archive !== undefined ? { archive } : {}) };
+    this.node.link.send(job.owner, 'job_update', update);
+    if (isFinal(job.state)) for (const receiver of job.spec.receivers ?? []) if (receiver !== job.owner) this.node.link.send(receiver, 'job_update', update);
   }
 
   private async persist(job: Job): Promise<void> {
     await this.replica.setJob(job as SyncedJob);
     await this.node.store.durable();
-    if (isFinal(job.state)) this.forgetFinished(job);
+    if (isFinal(job.state)) {
+      this.forgetFinished(job);
+      // Jobs that read this one's results wait for exactly this: its end, recorded.
+      this.producerEnded(job.job_id);
+    }
   }
 
   /**
@@ -817,14 +911,16 @@ export class JobManager {
     const items: BodyOf<'job_listing'>['items'] = [];
     let next: string | undefined;
     for (const jobId of this.replica.jobIds(query.after)) {
-      const job = this.jobs.get(jobId) ?? this.replica.job(jobId);
+      const own = this.jobs.get(jobId);
+      const job = own ?? this.replica.job(jobId);
       if (job === undefined || (query.owner !== undefined && job.owner !== query.owner)) continue;
+      if (query.receiver !== undefined && job.owner !== query.receiver && !(job.spec.receivers ?? []).includes(query.receiver)) continue;
       if (items.length === query.limit) {
         next = items[items.length - 1]!.job_id;
         break;
       }
       const attempt = currentAttempt(job);
-      const reason = job.reason;
+      const reason = (own !== undefined ? this.whyQueued(own) : undefined) ?? job.reason;
       items.push({
         job_id: job.job_id,
         state: job.state,
@@ -840,3 +936,16 @@ export class JobManager {
   }
 }
 
+
+function waitFor(index: Map<string, Set<string>>, key: string, jobId: string): void {
+  let jobs = index.get(key);
+  if (jobs === undefined) index.set(key, (jobs = new Set()));
+  jobs.add(jobId);
+}
+
+/** A private copy of a replicated record; records written before chaining by job carry no `after`. */
+function normalized(job: SyncedJob): Job {
+  const copy = structuredClone(job) as Job;
+  copy.after ??= [];
+  return copy;
+}

@@ -6,8 +6,8 @@ export interface JobRecord extends JobView {
   readonly spec: JobSpec;
   /** Hash of the spec, so a retried submission is told apart from a different job reusing the id. */
   readonly digest: string;
-  /** Inputs published by other jobs of the same plan: the job waits for them. */
-  readonly wait_for: readonly string[];
+  /** Jobs of the same plan whose named results it reads: it waits for their accepted results. */
+  readonly after: readonly string[];
 }
 
 export type AttemptRecord = JobView['attempts'][number];
@@ -46,6 +46,7 @@ export function viewOf(rec: JobRecord, reason?: string): JobView {
     state: rec.state,
     priority: rec.priority,
     owner: rec.owner,
+    ...(rec.spec.receivers !== undefined && rec.spec.receivers.length > 0 ? { receivers: rec.spec.receivers } : {}),
     ...(rec.broker !== undefined ? { broker: rec.broker } : {}),
     created_at: rec.created_at,
     updated_at: rec.updated_at,

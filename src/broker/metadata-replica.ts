@@ -1,4 +1,4 @@
-import { DATA_NAME_PATTERN, isFinal, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
+import { isDataName, isFinal, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
 import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import { resolve, type Change } from './metadata-merge.js';
@@ -70,6 +70,7 @@ export class MetadataReplica {
   private readonly peerVersions = new Map<string, Readonly<Record<string, number>>>();
   /** Per client, its jobs that have not ended: what its job budget counts. */
   private readonly unfinished = new Map<string, Set<string>>();
+  private readonly nameListeners: Array<(name: string) => void> = [];
 
   constructor(
     private readonly node: NodeRuntime,
@@ -156,6 +157,11 @@ export class MetadataReplica {
     this.jobListeners.push(listener);
   }
 
+  /** Called for every name whose location changed by sync (a peer broker stored it). */
+  onName(listener: (name: string) => void): void {
+    this.nameListeners.push(listener);
+  }
+
   /** The version vector: per origin broker, the highest sequence number held. */
   digest(): Record<string, number> {
     return Object.fromEntries(this.versions);
@@ -236,6 +242,7 @@ export class MetadataReplica {
         void this.store(kept, current);
         applied++;
         if (kept.table === 'jobs' && kept.job !== undefined) for (const listener of this.jobListeners) listener(kept.job, kept, current?.job);
+        if (kept.table === 'names' && kept.location !== undefined) for (const listener of this.nameListeners) listener(kept.key);
       }
       // Our own changes, coming back after this broker lost its state: never reuse their numbers.
       if (change.origin === this.node.link.id && change.seq > this.seq) this.seq = change.seq;
@@ -477,7 +484,7 @@ function invalid(change: Change): string | undefined {
   } else if (change.table === 'nodes') {
     // A broker speaks only for what it sees itself.
     if (change.peer === undefined || change.key !== `${change.origin}/${change.peer.node_id}`) return `node change ${change.key} is not ${change.origin}'s own view`;
-  } else if (change.key.length > 512 || !DATA_NAME_PATTERN.test(change.key)) {
+  } else if (!isDataName(change.key)) {
     return `"${change.key}" is not a data name`;
   }
   return undefined;

@@ -2,7 +2,8 @@ import { readDocumentTables } from '../config/index.js';
 import { BridgeNode, parseBridgeDocument } from '../../firmware-bridge/index.js';
 import { NodeRuntime, TransportError } from '../transport/index.js';
 import { runUntilSignal } from './lifecycle.js';
-import { defaultDataDir, defaultNodeId, makeLogger, resolveConfig, type GlobalFlags } from './settings.js';
+import { defaultNodeId, makeLogger, resolveConfig, type GlobalFlags } from './settings.js';
+import { defaultDataDir } from './state-dir.js';
 
 const TABLES = ['mapping', 'trigger'];
 

@@ -34,13 +34,15 @@ function describePeer(p: Readonly<PeerState>) {
 
 /**
  * `ucp nodes`: every node that has a retained birth or death on the hub, plus what the heartbeats heard
- * during the wait say about load.
+ * during the wait say about load. Clients come and go with every command: one that has left is listed
+ * only with `all`, while a unit that is down stays listed, as that is news.
  */
-export function listNodes(config: UcpConfig, logger: Logger, out: Output, waitMs: number): Promise<void> {
+export function listNodes(config: UcpConfig, logger: Logger, out: Output, waitMs: number, all = false): Promise<void> {
   return withTool(config, logger, async (link) => {
     await new Promise((resolve) => setTimeout(resolve, waitMs));
     const peers = link.peers
       .peers()
+      .filter((p) => all || p.alive || p.role !== 'client')
       .map(describePeer)
       .sort((a, b) => a.id.localeCompare(b.id));
     if (out.json) {

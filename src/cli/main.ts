@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { PlanError } from '../client/index.js';
+import { PlanError, SubmissionInterrupted } from '../client/index.js';
 import { BridgeConfigError } from '../../firmware-bridge/index.js';
 import { ConfigError, type UcpConfig } from '../config/index.js';
 import { CredentialsError } from '../hub/index.js';
@@ -13,7 +13,9 @@ import { authAdd, authExportMosquitto, authLs, authRm, credentialsPath, readPass
 import { dataGet, dataLs, dataPut, dataRm } from './data.js';
 import { runDemo } from './demo.js';
 import { listNodes, ping, status, stdout, type Output } from './inspect.js';
-import { collectResults, listJobs, removeJobs, runPlan, showJob } from './jobs.js';
+import { cancelJobs, collectResults, listJobs, removeJobs, runPlan, showJob } from './jobs.js';
+import { EXIT_FAILED, EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
+import { defaultDataDir, stateRoot } from './state-dir.js';
 import { runUntilSignal } from './lifecycle.js';
 import { promoteWhenBrokerless } from './promotion.js';
 import { attachRole } from './roles.js';
@@ -21,7 +23,7 @@ import { runBridge } from './bridge.js';
 import { simulate } from '../../firmware-bridge/simulator/simulator.js';
 import { startHub, startLocalCluster } from './local-cluster.js';
 import { flushOutbox, sendNotice } from './notice.js';
-import { defaultDataDir, defaultNodeId, hostLabel, makeLogger, resolveConfig, UsageError, type GlobalFlags } from './settings.js';
+import { defaultNodeId, hostLabel, makeLogger, resolveConfig, UsageError, type GlobalFlags } from './settings.js';
 
 function integer(name: string, min: number, max: number) {
   return (value: string): number => {
@@ -35,21 +37,61 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-const program = new Command('ucp')
+/**
+ * The global options each command uses, so its --help shows those and no others. Nodes and client
+ * commands have an identity (--node-id, --data-dir); one-off queries do not; the hub has no cluster.
+ */
+const CONFIG_FLAGS = ['config', 'logLevel', 'set'];
+const QUERY_FLAGS = ['hub', 'cluster', 'json', ...CONFIG_FLAGS];
+const CLIENT_FLAGS = ['nodeId', 'dataDir', ...QUERY_FLAGS];
+const APPLICABLE_GLOBALS: Record<string, readonly string[]> = {
+  hub: CONFIG_FLAGS,
+  up: ['cluster', 'dataDir', 'nodeId', ...CONFIG_FLAGS],
+  broker: ['hub', 'cluster', 'dataDir', 'nodeId', ...CONFIG_FLAGS],
+  executor: ['hub', 'cluster', 'dataDir', 'nodeId', ...CONFIG_FLAGS],
+  datastore: ['hub', 'cluster', 'dataDir', 'nodeId', ...CONFIG_FLAGS],
+  bridge: ['hub', 'cluster', 'dataDir', 'nodeId', 'json', ...CONFIG_FLAGS],
+  nodes: QUERY_FLAGS,
+  ping: QUERY_FLAGS,
+  status: QUERY_FLAGS,
+  data: QUERY_FLAGS,
+  jobs: QUERY_FLAGS,
+  job: QUERY_FLAGS,
+  notice: CLIENT_FLAGS,
+  outbox: CLIENT_FLAGS,
+  run: CLIENT_FLAGS,
+  results: CLIENT_FLAGS,
+  cancel: CLIENT_FLAGS,
+  demo: CONFIG_FLAGS,
+};
+
+const program = new Command('ucp');
+// Before any subcommand exists: each copies these settings when it is created.
+program
+  .exitOverride()
+  // Usage errors are one line like every other error: what is wrong, and where help is.
+  .configureOutput({ outputError: (text, write) => write(`ucp: ${text.trim().replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')} (add --help for usage)\n`) })
+  .configureHelp({
+    showGlobalOptions: true,
+    visibleGlobalOptions(cmd: Command) {
+      const top = cmd.parent?.parent === null ? cmd : cmd.parent ?? cmd;
+      const allowed = APPLICABLE_GLOBALS[top.name()];
+      if (cmd.parent === null) return [];
+      // A command not in the table yet shows them all rather than none.
+      return program.options.filter((o) => !o.hidden && o.long !== '--version' && (allowed === undefined || allowed.includes(o.attributeName())));
+    },
+  });
+program
   .description('ucp-edge: the Urban Compute Platform runtime (brokers, executors, datastores and clients over MQTT)')
   .version(VERSION, '-V, --version')
   .option('--hub <url>', 'hub to connect to (env UCP_HUB; default mqtt://127.0.0.1:1883)')
   .option('--cluster <name>', 'cluster name, the topic prefix ucp/<cluster>/ (env UCP_CLUSTER)')
-  .option('--data-dir <dir>', 'node data directory; for `ucp up`, the parent of one directory per node (env UCP_DATA_DIR)')
-  .option('--node-id <id>', 'node id and MQTT client id (env UCP_NODE_ID; default <role>-<hostname>)')
+  .option('--data-dir <dir>', 'data directory (env UCP_DATA_DIR; default <state dir>/<node id>, see the README); for `ucp up`, the parent of one directory per node')
+  .option('--node-id <id>', 'node id and MQTT client id (env UCP_NODE_ID; default <role>-<hostname>; for clients, one made once and kept in the state directory)')
   .option('--config <file>', 'TOML configuration file (env UCP_CONFIG)')
-  .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (env UCP_LOG_LEVEL)')
+  .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (env UCP_LOG_LEVEL; query commands log only when this is given)')
   .option('--set <key=value>', 'override any configuration key, e.g. --set liveness.dead_after_ms=3000 (repeatable)', collect)
-  .option('--json', 'print machine-readable JSON instead of tables')
-  .showHelpAfterError('(run `ucp --help` for usage)')
-  // Before any subcommand is added, so nested ones (`ucp auth add`, `ucp data put`) inherit it: usage
-  // errors then exit 2 everywhere.
-  .exitOverride();
+  .option('--json', 'print machine-readable JSON instead of tables');
 
 function globals(cmd: Command): GlobalFlags {
   return cmd.optsWithGlobals<GlobalFlags>();
@@ -121,7 +163,7 @@ program
     const cluster = await startLocalCluster({
       config,
       logger,
-      dataRoot: resolve(config.node.data_dir !== '' ? config.node.data_dir : 'ucp-data'),
+      dataRoot: config.node.data_dir !== '' ? resolve(config.node.data_dir) : stateRoot(),
       executors: opts.executors,
       base: config.node.id !== '' ? config.node.id : hostLabel(),
       port: opts.port ?? config.hub.port,
@@ -176,9 +218,10 @@ program
   .command('nodes')
   .description("list the cluster's nodes from their retained presence and heartbeats")
   .option('--wait <ms>', 'how long to listen for presence and heartbeats', integer('wait', 0, 600_000), 1_200)
-  .action(async (opts: { wait: number }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd);
-    await listNodes(config, logger, out, opts.wait);
+  .option('--all', 'also list clients that have left (they are hidden by default)')
+  .action(async (opts: { wait: number; all?: boolean }, cmd: Command) => {
+    const { config, logger, out } = tool(cmd, true);
+    await listNodes(config, logger, out, opts.wait, opts.all === true);
   });
 
 program
@@ -187,7 +230,7 @@ program
   .argument('<node>', 'node id')
   .option('-c, --count <n>', 'number of pings', integer('count', 1, 1_000_000), 5)
   .action(async (node: string, opts: { count: number }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     await ping(config, logger, out, node, opts.count);
   });
 
@@ -196,7 +239,7 @@ program
   .description("show a node's uptime, outbox, peers and counters")
   .argument('<node>', 'node id')
   .action(async (node: string, _opts: unknown, cmd: Command) => {
-    const { config, logger, out } = tool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     await status(config, logger, out, node);
   });
 
@@ -208,7 +251,7 @@ program
   .addOption(new Option('--severity <level>', 'severity').choices(['info', 'warning', 'critical']).default('info'))
   .option('--timeout <s>', 'seconds to wait for delivery (0: queue and return)', integer('timeout', 0, 86_400), 30)
   .action(async (node: string, text: string, opts: { severity: 'info' | 'warning' | 'critical'; timeout: number }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     process.exitCode = await sendNotice(config, logger, out, node, text, { severity: opts.severity, timeoutS: opts.timeout });
   });
 
@@ -217,7 +260,7 @@ program
   .description("deliver what this client's durable outbox still holds")
   .option('--wait <s>', 'seconds to wait for delivery', integer('wait', 0, 86_400), 10)
   .action(async (opts: { wait: number }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     process.exitCode = await flushOutbox(config, logger, out, opts.wait);
   });
 
@@ -228,7 +271,7 @@ data
   .argument('<name>', 'data name')
   .argument('<file>', 'file to store')
   .action(async (name: string, file: string, _opts: unknown, cmd: Command) => {
-    const { config, logger, out } = tool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     await dataPut(config, logger, out, name, file);
   });
 data
@@ -239,15 +282,15 @@ data
   .option('--prefix', 'fetch the name and all names below it')
   .option('--out-dir <dir>', 'with --prefix: where to write the files (default .)')
   .action(async (name: string, opts: { out?: string; prefix?: boolean; outDir?: string }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd);
-    await dataGet(config, logger, out, name, opts);
+    const { config, logger, out } = tool(cmd, true);
+    process.exitCode = await dataGet(config, logger, out, name, opts);
   });
 data
   .command('ls')
   .description('list data names at or below a prefix, with their size and datastore')
   .argument('[prefix]', 'data name prefix')
   .action(async (prefix: string | undefined, _opts: unknown, cmd: Command) => {
-    const { config, logger, out } = tool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     await dataLs(config, logger, out, prefix);
   });
 data
@@ -257,7 +300,7 @@ data
   .option('--job <id>', 'delete the data of this job')
   .action(async (name: string | undefined, opts: { job?: string }, cmd: Command) => {
     if ((name === undefined) === (opts.job === undefined)) throw new UsageError('give either a data name or --job ID');
-    const { config, logger, out } = tool(cmd);
+    const { config, logger, out } = tool(cmd, true);
     await dataRm(config, logger, out, name !== undefined ? { name } : { jobId: opts.job! });
   });
 
@@ -266,7 +309,7 @@ program
   .description('run an execution plan (REC TOML format): publish its data, submit its jobs, wait and collect the results')
   .argument('<plan>', 'plan file, e.g. examples/fire-watch/plan.toml')
   .option('--results <dir>', 'where <jobId>_result.zip files are written', 'results')
-  .option('--detach', 'submit, print the job ids and exit (exit code 3); collect later with `ucp results`')
+  .option('--detach', 'submit, print the job ids and exit (exit code 0 once submitted); collect later with `ucp results`')
   .option('--timeout <s>', 'seconds to wait for the jobs before giving up (exit code 3; the jobs keep running)', integer('timeout', 1, 604_800))
   .action(async (plan: string, opts: { results: string; detach?: boolean; timeout?: number }, cmd: Command) => {
     const { config, logger, out } = tool(cmd, true);
@@ -283,6 +326,15 @@ program
   .action(async (ids: string[], opts: { results: string; wait?: boolean; timeout?: number }, cmd: Command) => {
     const { config, logger, out } = tool(cmd, true);
     process.exitCode = await collectResults(config, logger, out, ids, { results: opts.results, wait: opts.wait === true, ...(opts.timeout !== undefined ? { timeoutS: opts.timeout } : {}) });
+  });
+
+program
+  .command('cancel')
+  .description('cancel jobs this client submitted, queued or running; jobs that read their results fail too')
+  .argument('<jobs...>', 'job ids')
+  .action(async (ids: string[], _opts: unknown, cmd: Command) => {
+    const { config, logger, out } = tool(cmd, true);
+    process.exitCode = await cancelJobs(config, logger, out, ids);
   });
 
 program
@@ -377,13 +429,20 @@ function explain(err: unknown): string {
   return String(err);
 }
 
+/** The exit code for an error (see exit-codes.ts): bad usage 2, interrupted 3, anything else 1. */
+function exitCodeOf(err: unknown): number {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof PlanError || err instanceof BridgeConfigError || err instanceof CredentialsError) return EXIT_USAGE;
+  if (err instanceof SubmissionInterrupted) return EXIT_NOT_DONE;
+  return EXIT_FAILED;
+}
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) {
     // Commander already printed help, the version or its own one-line error; usage errors exit 2.
-    process.exit(err.exitCode === 0 ? 0 : 2);
+    process.exit(err.exitCode === 0 ? EXIT_OK : EXIT_USAGE);
   }
   process.stderr.write(`ucp: ${explain(err)}\n`);
-  process.exit(err instanceof UsageError || err instanceof ConfigError || err instanceof PlanError || err instanceof BridgeConfigError || err instanceof CredentialsError ? 2 : 1);
+  process.exit(exitCodeOf(err));
 }

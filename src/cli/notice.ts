@@ -1,8 +1,10 @@
 import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
-import { NodeRuntime } from '../transport/index.js';
+import type { NodeRuntime } from '../transport/index.js';
+import { openClientNode } from './client-identity.js';
+import { EXIT_NOT_DONE, EXIT_OK } from './exit-codes.js';
 import type { Output } from './inspect.js';
-import { clientRole, defaultDataDir, defaultNodeId } from './settings.js';
+import { waits } from './settings.js';
 
 export interface NoticeOptions {
   severity: 'info' | 'warning' | 'critical';
@@ -10,8 +12,6 @@ export interface NoticeOptions {
   timeoutS: number;
 }
 
-/** Exit code when the message is safely queued but not yet delivered. */
-export const EXIT_QUEUED = 3;
 
 /**
  * `ucp notice NODE TEXT`: an operator notice, sent from this client's durable outbox. If NODE is down the
@@ -23,9 +23,9 @@ export async function sendNotice(config: UcpConfig, logger: Logger, out: Output,
   try {
     // Stored before any attempt to reach the hub: a notice typed while the hub is down is not lost.
     const id = await client.link.sendDurable(node, 'notice', { severity: options.severity, text });
-    const delivered = await waitDelivered(client, [id], options.timeoutS);
+    const delivered = await waitDelivered(client, config.hub.url, [id], options.timeoutS);
     report(out, { id, to: node, delivered });
-    return delivered ? 0 : EXIT_QUEUED;
+    return delivered ? EXIT_OK : EXIT_NOT_DONE;
   } finally {
     await client.stop();
   }
@@ -36,33 +36,34 @@ export async function flushOutbox(config: UcpConfig, logger: Logger, out: Output
   const client = openClient(config, logger);
   try {
     const pending = client.link.pendingMessages();
-    const delivered = await waitDelivered(client, pending.map((m) => m.id), timeoutS);
+    const delivered = await waitDelivered(client, config.hub.url, pending.map((m) => m.id), timeoutS);
     const left = client.link.pendingMessages();
     if (out.json) out.print(JSON.stringify({ pending: pending.length, delivered: pending.length - left.length, left: left.map((m) => ({ id: m.id, to: m.to, kind: m.kind })) }));
     else {
       out.print(`${pending.length - left.length} of ${pending.length} pending messages delivered`);
       for (const m of left) out.print(`still queued: ${m.kind} ${m.id} for ${m.to}`);
     }
-    return delivered ? 0 : EXIT_QUEUED;
+    return delivered ? EXIT_OK : EXIT_NOT_DONE;
   } finally {
     await client.stop();
   }
 }
 
 function openClient(config: UcpConfig, logger: Logger): NodeRuntime {
-  const nodeId = defaultNodeId(config, 'client');
-  return NodeRuntime.create({ config, nodeId, role: clientRole(config), dataDir: defaultDataDir(config, nodeId), logger, watchPresence: true });
+  return openClientNode(config, logger, { watchPresence: true });
 }
 
 /** Connects and waits for the acknowledgements, giving up (with everything still safely queued) after `timeoutS`. */
-async function waitDelivered(client: NodeRuntime, ids: string[], timeoutS: number): Promise<boolean> {
+async function waitDelivered(client: NodeRuntime, hubUrl: string, ids: string[], timeoutS: number): Promise<boolean> {
   if (ids.length === 0) return true;
   if (timeoutS <= 0) return false;
   let timer: NodeJS.Timeout | undefined;
   // Connecting counts against the timeout too: an unreachable hub must not make the command hang.
   // Stopping the client after a timeout rejects what is still pending; that is the queued outcome.
+  const connecting = waits.begin(`waiting for the hub at ${hubUrl} to deliver (up to ${timeoutS} s)`);
   const all = client
     .connect()
+    .finally(connecting)
     .then(() => Promise.all(ids.map((id) => client.link.delivered(id))))
     .then(
       () => true,

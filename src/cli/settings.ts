@@ -1,5 +1,4 @@
 import { hostname } from 'node:os';
-import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { loadConfig, type UcpConfig } from '../config/index.js';
 import { createLogger, type Logger } from '../log/index.js';
@@ -61,10 +60,6 @@ export function defaultNodeId(config: UcpConfig, role: string): string {
   return config.node.id !== '' ? config.node.id : `${role}-${hostLabel()}`;
 }
 
-export function defaultDataDir(config: UcpConfig, nodeId: string): string {
-  return resolve(config.node.data_dir !== '' ? config.node.data_dir : join('ucp-data', nodeId));
-}
-
 /** Long-running nodes log to stdout; query commands keep stdout for their answer and log to stderr. */
 export function makeLogger(config: UcpConfig, toStderr: boolean): Logger {
   return createLogger({ level: config.log.level, format: config.log.format, destination: toStderr ? process.stderr : process.stdout });
@@ -107,10 +102,14 @@ async function connectTool(config: UcpConfig, logger: Logger): Promise<NodeLink>
   return link;
 }
 
-/** Runs `connect`, failing with a one-line hub_unreachable error after transport.connect_timeout_ms. */
+/**
+ * Runs `connect`, failing with a one-line hub_unreachable error after transport.connect_timeout_ms, and
+ * saying what it waits for when that takes a while.
+ */
 export async function connectWithin(config: UcpConfig, link: NodeLink, connect: () => Promise<void>): Promise<void> {
   const timeout = config.transport.connect_timeout_ms;
   let timer: NodeJS.Timeout | undefined;
+  const waiting = waits.begin(`waiting for the hub at ${config.hub.url} (giving up after ${seconds(timeout)})`);
   try {
     await Promise.race([
       connect(),
@@ -123,8 +122,28 @@ export async function connectWithin(config: UcpConfig, link: NodeLink, connect: 
     ]);
   } finally {
     clearTimeout(timer);
+    waiting();
   }
 }
+
+function seconds(ms: number): string {
+  return ms % 1_000 === 0 ? `${ms / 1_000} s` : `${(ms / 1_000).toFixed(1)} s`;
+}
+
+/** How long a wait may stay silent: a user hears what a command waits for before a second has passed. */
+export const QUIET_WAIT_MS = 500;
+
+/**
+ * Notes on stderr about what a command waits for (the hub, a broker, a datastore), printed only when the
+ * wait outlasts QUIET_WAIT_MS, so quick answers stay clean. `begin` returns the function that ends the wait.
+ */
+export const waits = {
+  write: (line: string): void => void process.stderr.write(`${line}\n`),
+  begin(what: string): () => void {
+    const timer = setTimeout(() => waits.write(`${what}...`), QUIET_WAIT_MS);
+    return () => clearTimeout(timer);
+  },
+};
 
 /** Runs a query command's work on a short-lived link, which is always stopped afterwards. */
 export async function withTool<T>(config: UcpConfig, logger: Logger, work: (link: NodeLink) => Promise<T>): Promise<T> {

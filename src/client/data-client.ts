@@ -1,5 +1,5 @@
-import { JOB_ID_PATTERN, type BodyOf } from '../protocol/index.js';
-import { BrokerChoice, checkDataName, DataTransfer, type NodeLink, type PutResult, type ReadHead } from '../transport/index.js';
+import { JOB_ID_PATTERN, JOB_ID_RULE, quote, type BodyOf } from '../protocol/index.js';
+import { BrokerChoice, checkDataName, DataTransfer, RemoteError, type NodeLink, type PutResult, type ReadHead, type WaitNotice } from '../transport/index.js';
 
 export type DataItem = BodyOf<'data_items'>['items'][number];
 export type ListedName = BodyOf<'data_listing'>['items'][number];
@@ -18,12 +18,14 @@ export class DataClient {
 
   constructor(
     private readonly link: NodeLink,
-    /** How long to wait for a broker to appear before giving up. */
-    brokerWaitMs: number,
+    /** How long to wait for a broker (and, to store data, a datastore) to appear before giving up. */
+    private readonly brokerWaitMs: number,
     /** The broker to attach to while it is alive (node.broker); otherwise the least loaded. */
     preferred?: string,
+    /** Says what a request waits for, e.g. on the terminal; silent by default. */
+    private readonly waiting: WaitNotice = () => () => undefined,
   ) {
-    this.choice = new BrokerChoice(link, brokerWaitMs, preferred);
+    this.choice = new BrokerChoice(link, brokerWaitMs, preferred, waiting);
     this.transfer = new DataTransfer(link, () => this.broker());
   }
 
@@ -40,13 +42,32 @@ export class DataClient {
     return this.choice.broker();
   }
 
+  /** Stores bytes; with no datastore alive yet, waits for one as long as for a broker. */
   put(name: string, bytes: Uint8Array): Promise<PutResult> {
-    return this.transfer.putBytes(name, bytes);
+    return this.storing(name, () => this.transfer.putBytes(name, bytes));
   }
 
-  /** Stores a file of any size, streamed a chunk at a time. */
+  /** Stores a file of any size, streamed a chunk at a time; waits for a datastore as put does. */
   putFile(name: string, path: string): Promise<PutResult & { size: number }> {
-    return this.transfer.putFile(name, path);
+    return this.storing(name, () => this.transfer.putFile(name, path));
+  }
+
+  private async storing<T>(name: string, store: () => Promise<T>): Promise<T> {
+    const deadline = performance.now() + this.brokerWaitMs;
+    let done: (() => void) | undefined;
+    try {
+      for (;;) {
+        try {
+          return await store();
+        } catch (err) {
+          if (!(err instanceof RemoteError && err.code === 'no_datastore') || performance.now() > deadline) throw err;
+          done ??= this.waiting(`waiting for a datastore to hold ${quote(name)} (up to ${Math.round(this.brokerWaitMs / 1_000)} s; start one with \`ucp datastore\`)`);
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      }
+    } finally {
+      done?.();
+    }
   }
 
   /** One name's whole content in memory, with its version. */
@@ -94,7 +115,7 @@ export class DataClient {
   /** Deletes one name, or a job's data except its result archive; returns how many names went. */
   async delete(target: { name: string } | { jobId: string }): Promise<number> {
     const at = this.link.now();
-    if ('jobId' in target && !JOB_ID_PATTERN.test(target.jobId)) throw new Error(`"${target.jobId}" is not a job id`);
+    if ('jobId' in target && !JOB_ID_PATTERN.test(target.jobId)) throw new Error(`${quote(target.jobId)} is not a job id: ${JOB_ID_RULE}`);
     const what = 'name' in target ? { name: checkDataName(target.name) } : { job_id: target.jobId };
     const reply = await this.link.request(await this.broker(), 'data_delete', { ...what, at: [at.wall, at.logical], writer: this.link.id });
     if (reply.kind !== 'data_deleted') throw new Error(`the broker answered ${reply.kind} to a delete`);

@@ -1,8 +1,8 @@
-import { inputsOf, isFinal, type BodyOf, type JobSpec, type JobView } from '../protocol/index.js';
+import { isFinal, type BodyOf, type JobSpec, type JobView } from '../protocol/index.js';
 import type { NodeStore, Table } from '../store/index.js';
 import { RemoteError, TransportError, type NodeLink } from '../transport/index.js';
 import type { DataClient } from './data-client.js';
-import { PlanError, type ExecutionPlan } from './plan.js';
+import { PlanError, submissionOrder, type ExecutionPlan } from './plan.js';
 
 /** A job this client submitted, kept in its LMDB store so results can be collected after a restart. */
 export interface SubmittedJob {
@@ -23,13 +23,29 @@ export interface Finished {
 }
 
 export interface WaitOptions {
-  /** Give up after this long; the jobs not finished by then are missing from the answer. */
+  /**
+   * Give up after this long; the jobs not finished by then are missing from the answer. Every job is asked
+   * about once even with 0, so a finished job is answered at once.
+   */
   readonly timeoutMs?: number;
+  /** Stop waiting when this aborts (Ctrl-C); the answer holds what finished until then. */
+  readonly signal?: AbortSignal;
   /** Every state change seen, for progress output. */
   readonly onUpdate?: (job: JobView) => void;
 }
 
-export type PlanEvent = { type: 'published'; name: string; bytes: number } | { type: 'submitted'; job: JobView; created: boolean };
+export type PlanEvent = { type: 'published'; name: string; bytes: number } | { type: 'submitted'; job: JobView; created: boolean; index: number };
+
+/** Ctrl-C while a plan was being submitted: the jobs submitted so far run, the rest were not sent. */
+export class SubmissionInterrupted extends Error {
+  readonly code = 'interrupted';
+  constructor(
+    readonly submitted: number,
+    readonly total: number,
+  ) {
+    super(`interrupted after submitting ${submitted} of ${total} job(s)`);
+  }
+}
 
 /** How often jobs still running are asked about, in case an update was lost (a broker restart, a hub hiccup). */
 const POLL_MS = 2_000;
@@ -72,32 +88,39 @@ export class JobClient {
     return [...this.submitted.getRange()].map(({ value }) => value).filter((j) => j.collectedAt === undefined).sort((a, b) => a.submittedAt - b.submittedAt);
   }
 
+  /** Records that a job's result was written out; a job this client did not submit (a receiver's) too. */
   async markCollected(jobId: string): Promise<void> {
-    const job = this.submitted?.get(jobId);
-    if (job !== undefined) await this.submitted?.put(jobId, { ...job, collectedAt: Date.now() });
+    if (this.submitted === undefined) return;
+    const job = this.submitted.get(jobId) ?? { jobId, broker: '', plan: '', submittedAt: Date.now() };
+    await this.submitted.put(jobId, { ...job, collectedAt: Date.now() });
+  }
+
+  /** Whether this client has written out the job's result already. */
+  collected(jobId: string): boolean {
+    return this.submitted?.get(jobId)?.collectedAt !== undefined;
   }
 
   /**
    * Publishes the plan's named and inline data, then submits every job. Data the plan reads but does not
    * provide must already exist in the network: if any is missing nothing is submitted.
    */
-  async submitPlan(plan: ExecutionPlan, onEvent: (event: PlanEvent) => void = () => undefined): Promise<JobView[]> {
+  async submitPlan(plan: ExecutionPlan, onEvent: (event: PlanEvent) => void = () => undefined, signal?: AbortSignal): Promise<JobView[]> {
     await this.checkExternalData(plan);
     for (const file of [...plan.namedData, ...plan.jobs.flatMap((j) => j.inline)]) {
+      if (signal?.aborted === true) throw new SubmissionInterrupted(0, plan.jobs.length);
       // Streamed in chunks: plan data of any size is never held in memory whole.
       const { size } = await this.data.putFile(file.name, file.file);
       onEvent({ type: 'published', name: file.name, bytes: size });
     }
-    const producedBy = new Map<string, string>();
-    for (const job of plan.jobs) for (const name of Object.values(job.spec.named_results)) producedBy.set(name, job.spec.job_id);
-    const views: JobView[] = [];
-    for (const job of plan.jobs) {
-      const waitFor = inputsOf(job.spec).filter((name) => producedBy.has(name));
-      const { job: view, created } = await this.submit(job.spec, waitFor, plan.file);
-      onEvent({ type: 'submitted', job: view, created });
-      views.push(view);
+    // A job goes in after the jobs it reads from, so its broker already knows what it waits for.
+    const views = new Map<string, JobView>();
+    for (const job of submissionOrder(plan)) {
+      if (signal?.aborted === true) throw new SubmissionInterrupted(views.size, plan.jobs.length);
+      const { job: view, created } = await this.submit(job.spec, job.dependsOn, plan.file);
+      onEvent({ type: 'submitted', job: view, created, index: job.index });
+      views.set(job.spec.job_id, view);
     }
-    return views;
+    return plan.jobs.map((j) => views.get(j.spec.job_id)!);
   }
 
   private async checkExternalData(plan: ExecutionPlan): Promise<void> {
@@ -114,9 +137,12 @@ export class JobClient {
     if (problems.length > 0) throw new PlanError(plan.file, problems);
   }
 
-  /** Submits one job; a retried submission of the same job is recognised by the broker. */
-  async submit(spec: JobSpec, waitFor: readonly string[] = [], plan = ''): Promise<{ job: JobView; created: boolean }> {
-    const reply = await this.ask('job_submit', { spec, wait_for: [...waitFor] });
+  /**
+   * Submits one job, to run once the jobs in `after` (whose named results it reads) have succeeded; a
+   * retried submission of the same job is recognised by the broker.
+   */
+  async submit(spec: JobSpec, after: readonly string[] = [], plan = ''): Promise<{ job: JobView; created: boolean }> {
+    const reply = await this.ask('job_submit', { spec, after: [...after] });
     if (reply.kind !== 'job_accepted') throw new Error(`the broker answered ${reply.kind} to a submission`);
     if (this.submitted !== undefined && this.submitted.get(spec.job_id) === undefined) await this.submitted.put(spec.job_id, { jobId: spec.job_id, broker: reply.from, plan, submittedAt: Date.now() });
     return reply.body;
@@ -135,12 +161,16 @@ export class JobClient {
     return reply.body.count;
   }
 
-  /** Every job the broker knows (only `owner`'s when given), in id order. */
-  async list(owner?: string): Promise<JobListItem[]> {
+
+  /**
+   * Every job the broker knows, in id order: only `owner`'s when given; only those whose results go to
+   * `receiver` (its own, and those naming it as a receiver) when given.
+   */
+  async list(filter: { owner?: string; receiver?: string } = {}): Promise<JobListItem[]> {
     const all: JobListItem[] = [];
     let after: string | undefined;
     do {
-      const reply = await this.ask('job_list', { limit: LIST_PAGE, ...(after !== undefined ? { after } : {}), ...(owner !== undefined ? { owner } : {}) });
+      const reply = await this.ask('job_list', { limit: LIST_PAGE, ...(after !== undefined ? { after } : {}), ...(filter.owner !== undefined ? { owner: filter.owner } : {}), ...(filter.receiver !== undefined ? { receiver: filter.receiver } : {}) });
       if (reply.kind !== 'job_listing') throw new Error(`the broker answered ${reply.kind} to a job listing`);
       all.push(...reply.body.items);
       after = reply.body.next;
@@ -173,8 +203,14 @@ export class JobClient {
     };
     const unsubscribe = this.subscribe((update) => observe(update.job, update.archive));
     const deadline = options.timeoutMs !== undefined ? performance.now() + options.timeoutMs : Infinity;
+    const { signal } = options;
+    const aborted = () => signal?.aborted === true;
+    const onAbort = () => wake();
+    signal?.addEventListener('abort', onAbort);
     try {
-      while (open.size > 0 && performance.now() < deadline) {
+      let asked = false;
+      while (open.size > 0 && (!asked || performance.now() < deadline) && !aborted()) {
+        asked = true;
         await Promise.all(
           [...open].map(async (id) => {
             try {
@@ -185,19 +221,38 @@ export class JobClient {
             }
           }),
         );
-        if (open.size === 0) break;
+        if (open.size === 0 || aborted() || performance.now() >= deadline) break;
         await new Promise<void>((resolve) => {
-          wake = resolve;
-          setTimeout(resolve, Math.max(0, Math.min(POLL_MS, deadline - performance.now())));
+          const timer = setTimeout(resolve, Math.max(0, Math.min(POLL_MS, deadline - performance.now())));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
         });
       }
     } finally {
       unsubscribe();
+      signal?.removeEventListener('abort', onAbort);
     }
     return finished;
   }
 
-  /** The bytes of a finished job's result archive: the copy that came with its update, or the datastore's. */
+  /**
+   * Cancels a job this client submitted: asks the broker that manages it (or, when that one is gone, the
+   * broker this client is attached to, which adopts its jobs). Returns the job as it is afterwards.
+   */
+  async withdraw(jobId: string): Promise<JobView> {
+    const view = await this.query(jobId);
+    const manager = view.broker !== undefined && this.link.peers.get(view.broker)?.alive === true ? view.broker : await this.data.broker();
+    const reply = await this.link.request(manager, 'job_withdraw', { job_id: jobId });
+    if (reply.kind !== 'job_info') throw new Error(`the broker answered ${reply.kind} to a cancel`);
+    return reply.body.job;
+  }
+
+  /**
+   * The bytes of a finished job's result archive: the copy that came with its update, or the datastore's.
+   * Check `job.result.archive` first: a job that names no results receiver keeps none.
+   */
   async resultArchive(done: Finished): Promise<Uint8Array> {
     if (done.archive !== undefined) return done.archive;
     const name = done.job.result?.archive;

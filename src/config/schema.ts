@@ -124,7 +124,7 @@ export const CONFIG_SCHEMA = {
     key_file: { type: 'string' },
   },
   log: {
-    level: { type: 'string', enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
+    level: { type: 'string', enum: ['auto', 'trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
     format: { type: 'string', enum: ['auto', 'json', 'pretty'] },
   },
   protocol: {

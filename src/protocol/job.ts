@@ -4,32 +4,48 @@ import { nodeId } from './names.js';
 
 /** Job ids name data too (`<jobId>/...`), so they follow the rules of one data-name segment. */
 export const JOB_ID_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
+export const JOB_ID_RULE = "a job id is 1-128 letters, digits, '.', '_' or '-' (and not \".\" or \"..\")";
 /**
- * Hierarchical data names such as `fire/district-3/temps`: segments of [A-Za-z0-9._-], no empty, `.` or
- * `..` segment, no leading or trailing slash.
+ * Data names are any text without control characters (REC names data freely: "wasm-module", "infile",
+ * "wasm_output_file"). Hierarchy comes from '/': `fire/district-3/temps` is below `fire`. Lone UTF-16
+ * surrogates are refused too, as they are not UTF-8 text.
  */
-export const DATA_NAME_PATTERN = /^(?!.*(?:^|\/)\.{1,2}(?:\/|$))[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/;
-/** Paths inside a job directory: relative, no `.`/`..` segments, so nothing escapes the sandbox root. */
-export const JOB_PATH_PATTERN = DATA_NAME_PATTERN;
+export const DATA_NAME_PATTERN = /^[^\p{Cc}\p{Cs}]+$/u;
+export const DATA_NAME_MAX = 512;
+export const DATA_NAME_RULE = `a data name is 1-${DATA_NAME_MAX} characters of text without control characters`;
+/**
+ * Paths inside a job directory: relative, segments of [A-Za-z0-9._-], no empty, `.` or `..` segment, so
+ * nothing escapes the sandbox root. (Plans may write them with a leading '/', as REC does; the client
+ * strips it.)
+ */
+export const JOB_PATH_PATTERN = /^(?!.*(?:^|\/)\.{1,2}(?:\/|$))[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/;
+export const JOB_PATH_RULE = "a job path may use letters, digits, '.', '_', '-' and '/' (no empty, \".\" or \"..\" parts)";
+
+export function isDataName(name: string): boolean {
+  return name.length >= 1 && name.length <= DATA_NAME_MAX && DATA_NAME_PATTERN.test(name);
+}
 
 export const PRIORITIES = ['low', 'normal', 'high', 'critical'] as const;
 export type Priority = (typeof PRIORITIES)[number];
 
-const dataName = () => str({ max: 512, pattern: DATA_NAME_PATTERN });
-const jobPath = () => str({ max: 512, pattern: JOB_PATH_PATTERN });
+export const dataName = () => str({ min: 1, max: DATA_NAME_MAX, pattern: DATA_NAME_PATTERN, rule: DATA_NAME_RULE });
+export const jobPath = () => str({ max: 512, pattern: JOB_PATH_PATTERN, rule: JOB_PATH_RULE });
+export const jobId = () => str({ pattern: JOB_ID_PATTERN, rule: JOB_ID_RULE });
+/** The most other clients a job's results may be delivered to. */
+export const MAX_RECEIVERS = 16;
 
 /**
  * One job, compatible with the Marburg REC implementation's JobInfo, plus our extensions: priority
  * (emergency severity), timeout and memory cap. Capability tags live in `capabilities`.
  */
 export const jobSpecSchema = object({
-  job_id: str({ pattern: JOB_ID_PATTERN }),
+  job_id: jobId(),
   /** Data name of the module. */
   wasm_module: dataName(),
   capabilities: requirementsSchema,
   /** Passed verbatim: argv[0] is the first listed argument, as in REC. */
   argv: arrayOf(str({ max: 4_096 }), { max: 256 }),
-  env: record(str({ min: 1, max: 256, pattern: /^[^=\0]+$/ }), str({ max: 4_096 }), { max: 256 }),
+  env: record(str({ min: 1, max: 256, pattern: /^[^=\0]+$/, rule: "an environment variable name is 1-256 characters without '=' or NUL" }), str({ max: 4_096 }), { max: 256 }),
   stdin_file: optional(dataName()),
   dirs: arrayOf(jobPath(), { max: 256 }),
   /** Path in the job directory -> data name staged there before the run. */
@@ -44,6 +60,13 @@ export const jobSpecSchema = object({
   timeout_s: uint({ min: 1, max: 7 * 24 * 3_600 }),
   /** wasm32 memory cannot exceed 4 GiB. */
   max_memory_mb: uint({ min: 1, max: 4_096 }),
+  /**
+   * false: no result archive is kept (REC without a results_receiver produces none); the named results
+   * are published all the same. Absent means true.
+   */
+  keep_archive: optional(bool()),
+  /** Client nodes besides the submitter that the result is delivered to and that may collect it. */
+  receivers: optional(arrayOf(nodeId(), { max: MAX_RECEIVERS })),
 });
 
 export type JobSpec = Infer<typeof jobSpecSchema>;
@@ -104,11 +127,13 @@ const clock = () => record(nodeId(), uint({ min: 1, max: 2 ** 48 }), { max: 1_02
 
 /** A job as brokers report it to clients: `ucp job ID --json` prints this. */
 export const jobViewSchema = object({
-  job_id: str({ pattern: JOB_ID_PATTERN }),
+  job_id: jobId(),
   state: literal(...JOB_STATES),
   priority: literal(...PRIORITIES),
   /** The client that submitted it. */
   owner: nodeId(),
+  /** Other clients the result is delivered to (REC's results_receiver naming another node). */
+  receivers: optional(arrayOf(nodeId(), { max: MAX_RECEIVERS })),
   /** The broker that manages it and arbitrates its results. */
   broker: optional(nodeId()),
   created_at: wallMs(),
@@ -138,8 +163,8 @@ export const jobViewSchema = object({
       exit_code: optional(uint({ max: 2 ** 32 })),
       message: str({ max: 2_048 }),
       duration_ms: uint(),
-      /** Data name of the result archive, and its size. */
-      archive: dataName(),
+      /** Data name of the result archive, and its size; no archive when the job keeps none. */
+      archive: optional(dataName()),
       archive_bytes: uint(),
       files: arrayOf(jobPath(), { max: 4_096 }),
       missing: arrayOf(jobPath(), { max: 1_024 }),

@@ -1,11 +1,7 @@
 import { arrayOf, bool, bytes, literal, num, object, optional, record, str, tuple, uint, type Infer, type Schema } from './schema.js';
 import { messageId, nodeId, ROLES } from './names.js';
 import { capabilitiesSchema } from './capabilities.js';
-import { DATA_NAME_PATTERN, JOB_ID_PATTERN, JOB_PATH_PATTERN, JOB_STATES, jobSpecSchema, jobViewSchema, PRIORITIES, RUN_OUTCOMES } from './job.js';
-
-const dataName = () => str({ max: 512, pattern: DATA_NAME_PATTERN });
-const jobId = () => str({ pattern: JOB_ID_PATTERN });
-const jobPath = () => str({ max: 512, pattern: JOB_PATH_PATTERN });
+import { dataName, jobId, jobPath, JOB_STATES, jobSpecSchema, jobViewSchema, PRIORITIES, RUN_OUTCOMES } from './job.js';
 /** HLC time of a write, [wall ms, logical]: the version last-write-wins compares. */
 const writtenAt = () => tuple(uint({ max: 2 ** 48 }), uint({ max: 2 ** 32 }));
 /** The most objects one data reply carries; larger answers are paged. */
@@ -30,7 +26,9 @@ const vectorClock = () => record(nodeId(), uint({ min: 1, max: 2 ** 48 }), { max
 /** Per origin broker, the highest sequence number a broker holds. */
 const versionVector = () => record(nodeId(), uint(), { max: 1_024 });
 /** A job as brokers replicate it: what clients see plus what it takes to run it again. */
-const syncedJob = () => object({ ...jobViewSchema.shape, spec: jobSpecSchema, digest: str({ max: 128 }), wait_for: arrayOf(dataName(), { max: 1_024 }) });
+const syncedJob = () => object({ ...jobViewSchema.shape, spec: jobSpecSchema, digest: str({ max: 128 }), after: arrayOf(jobId(), { max: MAX_AFTER }) });
+/** The most jobs of its plan one job may wait for. */
+export const MAX_AFTER = 1_024;
 /** The most changes one sync message carries; more are sent in several. */
 export const MAX_SYNC_CHANGES = 500;
 /** The most jobs one listing reply carries. */
@@ -80,7 +78,7 @@ export const BODY_SCHEMAS = {
     /** Executors: what they offer now. */
     capabilities: optional(capabilitiesSchema),
     /** Executors: the jobs they are running. */
-    running_jobs: optional(arrayOf(str({ pattern: JOB_ID_PATTERN }), { max: 4_096 })),
+    running_jobs: optional(arrayOf(jobId(), { max: 4_096 })),
     /** Executors: how many jobs they run at once. */
     job_slots: optional(uint({ max: 4_096 })),
     /** Datastores: bytes free for data. */
@@ -230,7 +228,7 @@ export const BODY_SCHEMAS = {
   /** Deletes one name, or (with job_id) a job's data except its result archive. */
   data_delete: object({
     name: optional(dataName()),
-    job_id: optional(str({ pattern: JOB_ID_PATTERN })),
+    job_id: optional(jobId()),
     at: writtenAt(),
     writer: nodeId(),
   }),
@@ -244,8 +242,11 @@ export const BODY_SCHEMAS = {
    */
   job_submit: object({
     spec: jobSpecSchema,
-    /** Inputs that another job of the same plan publishes: the job waits for them instead of failing. */
-    wait_for: arrayOf(dataName(), { max: 1_024 }),
+    /**
+     * Jobs of the same plan whose named results this job reads: it waits for their accepted results (of
+     * this run, not whatever version of the names exists), and fails if one of them fails.
+     */
+    after: arrayOf(jobId(), { max: MAX_AFTER }),
   }),
   /** Reply to job_submit. `created` is false when the same job was already known (a retried submit). */
   job_accepted: object({
@@ -302,6 +303,10 @@ export const BODY_SCHEMAS = {
   job_query: object({
     job_id: jobId(),
   }),
+  /** Client -> broker: the submitter cancels its job, queued or running. The reply is job_info. */
+  job_withdraw: object({
+    job_id: jobId(),
+  }),
   job_info: object({
     job: jobViewSchema,
   }),
@@ -316,11 +321,15 @@ export const BODY_SCHEMAS = {
   job_removed: object({
     count: uint(),
   }),
-  /** Jobs in id order, a page at a time; with `owner`, only that client's. */
+  /**
+   * Jobs in id order, a page at a time; with `owner`, only that client's; with `receiver`, only those whose
+   * result goes to that client (it submitted them, or is one of their receivers).
+   */
   job_list: object({
     limit: uint({ min: 1, max: MAX_JOB_PAGE }),
     after: optional(jobId()),
     owner: optional(nodeId()),
+    receiver: optional(nodeId()),
   }),
   job_listing: object({
     items: arrayOf(

@@ -10,8 +10,11 @@ export const CLUSTER_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 /** Message ids are unique per sender: "<incarnation>.<sequence>" in base 36 by default. */
 export const MESSAGE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
 
-export const nodeId = () => str({ pattern: NODE_ID_PATTERN });
-export const messageId = () => str({ pattern: MESSAGE_ID_PATTERN });
+export const NODE_ID_RULE = "a node id is 1-64 letters, digits, '.', '_' or '-', not starting with \"__\"";
+export const MESSAGE_ID_RULE = "a message id is 1-64 letters, digits, '.', '_', ':' or '-'";
+
+export const nodeId = () => str({ pattern: NODE_ID_PATTERN, rule: NODE_ID_RULE });
+export const messageId = () => str({ pattern: MESSAGE_ID_PATTERN, rule: MESSAGE_ID_RULE });
 
 /**
  * What a node is, proven by the hub: the role comes from the node's credential and is a level of every

@@ -35,7 +35,7 @@ export const PERMISSIONS: Readonly<Record<Role, Partial<Record<Kind, readonly Ro
     data_list: [...CLIENTS, 'executor'],
     data_delete: CLIENTS,
     job_submit: CLIENTS,
-    job_cancel: CLIENTS,
+    job_withdraw: CLIENTS,
     job_remove: CLIENTS,
     job_query: [...CLIENTS, 'broker'],
     job_list: [...CLIENTS, 'broker'],

@@ -44,18 +44,29 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
-export function str(opts: { min?: number; max?: number; pattern?: RegExp } = {}): Schema<string> {
+/**
+ * Text, optionally of a given form. `rule` says that form in words ("a node id is ..."): it is what a user
+ * reads when the text does not match, never the regular expression behind it.
+ */
+export function str(opts: { min?: number; max?: number; pattern?: RegExp; rule?: string } = {}): Schema<string> {
   const min = opts.min ?? 0;
   const max = opts.max ?? 65_536;
   const { pattern } = opts;
+  const rule = opts.rule ?? 'not in the expected form';
   return {
     check(v, path) {
       if (typeof v !== 'string') return `${path}: expected text, got ${kindOf(v)}`;
       if (v.length < min || v.length > max) return `${path}: text length ${v.length} outside ${min}..${max}`;
-      if (pattern !== undefined && !pattern.test(v)) return `${path}: "${v.slice(0, 64)}" does not match ${pattern.source}`;
+      if (pattern !== undefined && !pattern.test(v)) return `${path}: ${quote(v)}: ${rule}`;
       return undefined;
     },
   };
+}
+
+/** A value quoted for a message: at most 64 characters, control characters shown as escapes. */
+export function quote(text: string): string {
+  const cut = text.length > 64 ? `${text.slice(0, 64)}...` : text;
+  return JSON.stringify(cut);
 }
 
 export function uint(opts: { min?: number; max?: number } = {}): Schema<number> {

@@ -14,7 +14,11 @@ export type StoreSync = 'commit' | 'flush';
 
 export interface NodeStoreOptions {
   dir: string;
-  nodeId: string;
+  /**
+   * The node that owns the directory. A function instead picks the id of a directory that has none yet,
+   * and keeps the one a directory already has (a client's identity belongs to its directory).
+   */
+  nodeId: string | (() => string);
   /**
    * 'commit': a write is durable once committed, which survives a killed process (the OS holds the pages
    * and writes them back in its own time, so repeated updates of a page reach the disk once). Nothing is
@@ -65,7 +69,7 @@ export class NodeStore {
     } catch (err) {
       throw new StoreError('store_open_failed', `cannot create data directory ${dir}: ${(err as Error).message}`);
     }
-    const lock = DirectoryLock.acquire(join(dir, 'node.lock'), options.nodeId, dir);
+    const lock = DirectoryLock.acquire(join(dir, 'node.lock'), typeof options.nodeId === 'string' ? options.nodeId : '(its own)', dir);
     let root: RootDatabase;
     try {
       root = open({ path: join(dir, 'ucp.mdb'), maxDbs: 64, noSubdir: true, ...((options.sync ?? 'commit') === 'commit' ? { noSync: true } : {}) });
@@ -73,7 +77,15 @@ export class NodeStore {
       lock.release();
       throw new StoreError('store_open_failed', `cannot open LMDB in ${dir}: ${(err as Error).message}`);
     }
-    const store = new NodeStore(dir, options.nodeId, options.sync ?? 'commit', root, lock);
+    let nodeId: string;
+    try {
+      nodeId = typeof options.nodeId === 'string' ? options.nodeId : boundNodeId(root) ?? options.nodeId();
+    } catch (err) {
+      void root.close();
+      lock.release();
+      throw err;
+    }
+    const store = new NodeStore(dir, nodeId, options.sync ?? 'commit', root, lock);
     OPEN_DIRS.add(dir);
     try {
       store.claim();
@@ -181,4 +193,10 @@ export class NodeStore {
       OPEN_DIRS.delete(this.dir);
     }
   }
+}
+
+/** The node id a directory was claimed by, if any. */
+function boundNodeId(root: RootDatabase): string | undefined {
+  const owner = root.openDB<unknown, string>({ name: 'meta' }).get(META.nodeId);
+  return typeof owner === 'string' ? owner : undefined;
 }

@@ -1,5 +1,8 @@
 import type { NodeLink } from './node-link.js';
 
+/** Told when a request has to wait for something (a broker, a datastore); returns the function ending the wait. */
+export type WaitNotice = (what: string) => () => void;
+
 /** How long a node waits to hear from its preferred broker before attaching to another. */
 const PREFERRED_GRACE_MS = 2_000;
 
@@ -18,6 +21,8 @@ export class BrokerChoice {
     /** How long to wait for a broker to appear before giving up. */
     private readonly waitMs: number,
     private preferred?: string,
+    /** Says what the node waits for, e.g. on the terminal; silent by default. */
+    private readonly waiting: WaitNotice = () => () => undefined,
   ) {}
 
   prefer(broker: string | undefined): void {
@@ -36,6 +41,15 @@ export class BrokerChoice {
 
   async broker(): Promise<string> {
     const deadline = performance.now() + this.waitMs;
+    let done: (() => void) | undefined;
+    try {
+      return await this.find(deadline, () => (done ??= this.waiting(`waiting for a broker (up to ${Math.round(this.waitMs / 1_000)} s; start one with \`ucp broker\`)`)));
+    } finally {
+      done?.();
+    }
+  }
+
+  private async find(deadline: number, waiting: () => void): Promise<string> {
     for (;;) {
       const brokers = this.link.peers.alive('broker');
       const alive = (id: string | undefined) => id !== undefined && id !== '' && brokers.some((p) => p.id === id);
@@ -54,6 +68,7 @@ export class BrokerChoice {
         return least;
       }
       if (performance.now() > deadline) throw new Error(`no broker is alive in this cluster after ${this.waitMs} ms; start one (\`ucp broker\`) or check --hub and --cluster`);
+      waiting();
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }

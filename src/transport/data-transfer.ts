@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
-import { CHUNK_BYTES, DATA_NAME_PATTERN, type AnyEnvelope, type BodyOf, type Kind } from '../protocol/index.js';
+import { CHUNK_BYTES, DATA_NAME_RULE, isDataName, quote, type AnyEnvelope, type BodyOf, type Kind } from '../protocol/index.js';
 import { RemoteError, TransportError } from './errors.js';
 import type { NodeLink } from './node-link.js';
 
@@ -39,9 +39,7 @@ const RESTART_CODES = new Set(['upload_unknown', 'upload_out_of_order', 'store_u
 
 /** Refuses a bad name here, with a reason, rather than letting every receiver drop the message. */
 export function checkDataName(name: string): string {
-  if (name.length > 512 || !DATA_NAME_PATTERN.test(name)) {
-    throw new Error(`"${name}" is not a data name: use segments of A-Z a-z 0-9 . _ - separated by / (no "." or ".." segments, at most 512 characters)`);
-  }
+  if (!isDataName(name)) throw new Error(`${quote(name)} is not a data name: ${DATA_NAME_RULE}`);
   return name;
 }
 

@@ -70,7 +70,8 @@ export interface StoredNotice {
 
 export interface NodeRuntimeOptions {
   readonly config: UcpConfig;
-  readonly nodeId: string;
+  /** The node id, or how to pick one for a data directory that has none yet (it keeps its own). */
+  readonly nodeId: string | (() => string);
   readonly role: Role;
   readonly dataDir: string;
   readonly logger: Logger;
@@ -111,13 +112,13 @@ export class NodeRuntime {
   static create(options: NodeRuntimeOptions): NodeRuntime {
     const { config } = options;
     const store = NodeStore.open({ dir: options.dataDir, nodeId: options.nodeId, sync: config.store.sync });
-    const log = options.logger.child({ node: options.nodeId, role: options.role });
+    const log = options.logger.child({ node: store.nodeId, role: options.role });
     try {
       const link = NodeLink.create({
         ...linkOptionsFromConfig(config, options.logger),
         ...(options.hubUrl !== undefined ? { hubUrl: options.hubUrl } : {}),
         ...(options.stream !== undefined ? { stream: options.stream } : {}),
-        nodeId: options.nodeId,
+        nodeId: store.nodeId,
         role: options.role,
         store,
         announce: true,

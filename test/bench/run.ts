@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { ROOT } from '../helpers/processes.js';
 import { bridgeBench } from './bridge.js';
 import { failoverBench } from './failover.js';
+import { footprintBench } from './footprint.js';
 import { jobsBench } from './jobs.js';
 import { transportBench } from './transport.js';
 
@@ -32,6 +33,7 @@ const SUITES: Record<string, () => Promise<BenchResult>> = {
   jobs: jobsBench,
   failover: failoverBench,
   bridge: bridgeBench,
+  footprint: footprintBench,
 };
 
 function printTable(results: BenchResult[]): void {

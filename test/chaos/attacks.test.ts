@@ -254,7 +254,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
   }, 90_000);
 
   it('owning the metadata: sync and delegation only from brokers, a broker speaks only for itself, and not from the future', async () => {
-    const fakeJob = { ...(await jobs.query('h-1')), job_id: 'fake-job', owner: 'victim', spec: spec('fake-job'), digest: 'x', wait_for: [] };
+    const fakeJob = { ...(await jobs.query('h-1')), job_id: 'fake-job', owner: 'victim', spec: spec('fake-job'), digest: 'x', after: [] };
     const change = (origin: string, hlc: [number, number], extra: object) => ({ origin, seq: 1, vc: { [origin]: 1 }, hlc, ...extra });
     const refused = await counter('br', 'rx_dropped_not_permitted');
     mallory.send('br', 'sync_delta', { changes: [{ table: 'jobs', key: 'fake-job', job: fakeJob, ...change('mallory', [Date.now(), 0], {}) }], versions: {}, complete: false });
@@ -268,7 +268,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     await until('br to see br-2', async () => (await status('br')).peers.some((p) => p.id === 'br-2' && p.alive));
     const syncRefused = await counter('br', 'sync_changes_refused');
     const victimJob = await jobs.query('h-1');
-    const stolen = { ...victimJob, state: 'succeeded' as const, broker: 'br-2', spec: spec('h-1'), digest: 'x', wait_for: [] };
+    const stolen = { ...victimJob, state: 'succeeded' as const, broker: 'br-2', spec: spec('h-1'), digest: 'x', after: [] };
     rogue.send('br', 'sync_delta', { changes: [{ table: 'jobs', key: 'h-1', job: stolen, ...change('br', [Date.now() + 1_000, 0], {}), seq: 10_000_000 }], versions: {}, complete: false });
     rogue.send('br', 'sync_delta', { changes: [{ table: 'names', key: 'victim/bin/echo.wasm', location: { store: 'br-2', size: 1, at: [Date.now() + HOUR, 0] }, ...change('br-2', [Date.now() + HOUR, 0], {}) }], versions: {}, complete: false });
     await until('br to refuse both changes', async () => (await counter('br', 'sync_changes_refused')) >= syncRefused + 2);
@@ -288,7 +288,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     const malloryJobs = new JobClient(mallory, undefined, new DataClient(mallory, 20_000));
     await expect(malloryJobs.query('h-1')).rejects.toThrow(/no job "h-1" is known/);
     expect((await malloryJobs.list()).map((j) => j.owner).filter((o) => o !== 'mallory')).toEqual([]);
-    expect((await malloryJobs.list('victim')).length).toBe(0);
+    expect((await malloryJobs.list({ owner: 'victim' })).length).toBe(0);
     await expect(malloryJobs.remove({ jobId: 'h-1' })).rejects.toThrow(/submitted by victim/);
     const asOperator = await c.run(['jobs', '--owner', 'victim', '--json']);
     expect((JSON.parse(asOperator.stdout) as Array<{ id: string }>).map((j) => j.id)).toContain('h-1');

@@ -54,7 +54,7 @@ describe('sandbox attacks through a real executor', () => {
     await jobs.submit(s);
     const done = await jobs.wait([s.job_id], { timeoutMs: 60_000 });
     const job = done.get(s.job_id)!.job;
-    const archive = job.result !== undefined && job.result.archive_bytes > 0 ? unzipSync((await data.get(job.result.archive)).bytes) : {};
+    const archive = job.result?.archive !== undefined && job.result.archive_bytes > 0 ? unzipSync((await data.get(job.result.archive)).bytes) : {};
     return { job, files: Object.fromEntries(Object.entries(archive).map(([k, v]) => [k, text(v)])) };
   }
 

@@ -56,7 +56,10 @@ const notProto = (k: string): boolean => k !== '__proto__';
 const messageIdArb = fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/);
 const uintArb = fc.maxSafeNat();
 const uintArb32 = fc.integer({ min: 0, max: 2 ** 32 });
-const dataNameArb = fc.array(fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,8}$/), { minLength: 1, maxLength: 4 }).map((segments) => segments.join('/'));
+/** Paths inside a job: segments of [A-Za-z0-9._-]. */
+const jobPathArb = fc.array(fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,8}$/), { minLength: 1, maxLength: 4 }).map((segments) => segments.join('/'));
+/** Data names: any text without control characters, REC's plain names and paths alike. */
+const dataNameArb = fc.oneof(jobPathArb, fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }).filter((s) => !/[\p{Cc}\p{Cs}]/u.test(s) && s.length <= 512));
 const atArb = fc.tuple(fc.integer({ min: 0, max: 2 ** 48 }), fc.integer({ min: 0, max: 2 ** 32 }));
 const textArb = (max: number, min = 0): fc.Arbitrary<string> => fc.string({ minLength: min, maxLength: max, unit: 'binary' });
 
@@ -70,15 +73,17 @@ const specArb: fc.Arbitrary<JobSpec> = fc.record(
     argv: fc.array(textArb(20), { maxLength: 4 }),
     env: fc.dictionary(fc.stringMatching(/^[A-Z_]{1,8}$/).filter(notProto), textArb(20), { maxKeys: 3 }),
     stdin_file: dataNameArb,
-    dirs: fc.array(dataNameArb, { maxLength: 3 }),
-    data: fc.dictionary(dataNameArb.filter(notProto), dataNameArb, { maxKeys: 3 }),
-    stdout_file: dataNameArb,
-    stderr_file: dataNameArb,
-    results: fc.array(dataNameArb, { maxLength: 3 }),
-    named_results: fc.dictionary(dataNameArb.filter(notProto), dataNameArb, { maxKeys: 3 }),
+    dirs: fc.array(jobPathArb, { maxLength: 3 }),
+    data: fc.dictionary(jobPathArb.filter(notProto), dataNameArb, { maxKeys: 3 }),
+    stdout_file: jobPathArb,
+    stderr_file: jobPathArb,
+    results: fc.array(jobPathArb, { maxLength: 3 }),
+    named_results: fc.dictionary(jobPathArb.filter(notProto), dataNameArb, { maxKeys: 3 }),
     priority: priorityArb,
     timeout_s: fc.integer({ min: 1, max: 604_800 }),
     max_memory_mb: fc.integer({ min: 1, max: 4_096 }),
+    keep_archive: fc.boolean(),
+    receivers: fc.array(nodeIdArb, { maxLength: 2 }),
   },
   { requiredKeys: ['job_id', 'wasm_module', 'capabilities', 'argv', 'env', 'dirs', 'data', 'results', 'named_results', 'priority', 'timeout_s', 'max_memory_mb'] },
 );
@@ -89,6 +94,7 @@ const viewArb: fc.Arbitrary<JobView> = fc.record(
     state: fc.constantFrom(...JOB_STATES),
     priority: priorityArb,
     owner: nodeIdArb,
+    receivers: fc.array(nodeIdArb, { maxLength: 2 }),
     broker: nodeIdArb,
     created_at: wallArb,
     updated_at: wallArb,
@@ -110,11 +116,11 @@ const viewArb: fc.Arbitrary<JobView> = fc.record(
         duration_ms: uintArb,
         archive: dataNameArb,
         archive_bytes: uintArb,
-        files: fc.array(dataNameArb, { maxLength: 3 }),
-        missing: fc.array(dataNameArb, { maxLength: 3 }),
+        files: fc.array(jobPathArb, { maxLength: 3 }),
+        missing: fc.array(jobPathArb, { maxLength: 3 }),
         named_results: fc.array(dataNameArb, { maxLength: 3 }),
       },
-      { requiredKeys: ['attempt', 'executor', 'outcome', 'message', 'duration_ms', 'archive', 'archive_bytes', 'files', 'missing', 'named_results'] },
+      { requiredKeys: ['attempt', 'executor', 'outcome', 'message', 'duration_ms', 'archive_bytes', 'files', 'missing', 'named_results'] },
     ),
   },
   { requiredKeys: ['job_id', 'state', 'priority', 'owner', 'created_at', 'updated_at', 'attempts'] },
@@ -185,7 +191,7 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
       { maxLength: 3 },
     ),
   }),
-  job_submit: fc.record({ spec: specArb, wait_for: fc.array(dataNameArb, { maxLength: 3 }) }),
+  job_submit: fc.record({ spec: specArb, after: fc.array(jobIdArb, { maxLength: 3 }) }),
   job_accepted: fc.record({ job: viewArb, created: fc.boolean() }),
   job_assign: fc.record({ attempt: fc.integer({ min: 1, max: 100 }), spec: specArb, versions: fc.dictionary(dataNameArb.filter(notProto), atArb, { maxKeys: 3 }) }),
   job_started: fc.record({ job_id: jobIdArb, attempt: fc.integer({ min: 1, max: 100 }) }),
@@ -198,9 +204,9 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
       message: textArb(40),
       duration_ms: uintArb,
       archive: fc.uint8Array({ maxLength: 64 }),
-      files: fc.array(dataNameArb, { maxLength: 3 }),
-      missing: fc.array(dataNameArb, { maxLength: 3 }),
-      named: fc.array(fc.record({ path: dataNameArb, name: dataNameArb, bytes: fc.uint8Array({ maxLength: 16 }) }), { maxLength: 2 }),
+      files: fc.array(jobPathArb, { maxLength: 3 }),
+      missing: fc.array(jobPathArb, { maxLength: 3 }),
+      named: fc.array(fc.record({ path: jobPathArb, name: dataNameArb, bytes: fc.uint8Array({ maxLength: 16 }) }), { maxLength: 2 }),
     },
     { requiredKeys: ['job_id', 'attempt', 'outcome', 'message', 'duration_ms', 'archive', 'files', 'missing', 'named'] },
   ),
@@ -218,7 +224,7 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
           seq: fc.integer({ min: 1, max: 2 ** 40 }),
           vc: fc.dictionary(nodeIdArb.filter(notProto), fc.integer({ min: 1, max: 2 ** 48 }), { maxKeys: 3 }),
           hlc: atArb,
-          job: fc.tuple(viewArb, specArb, fc.array(dataNameArb, { maxLength: 2 })).map(([view, spec, waitFor]) => ({ ...view, spec, digest: 'ab', wait_for: waitFor })),
+          job: fc.tuple(viewArb, specArb, fc.array(jobIdArb, { maxLength: 2 })).map(([view, spec, after]) => ({ ...view, spec, digest: 'ab', after })),
           location: fc.record({ store: nodeIdArb, size: uintArb, at: atArb }),
           peer: fc.record({ node_id: nodeIdArb, role: fc.constantFrom('executor' as const, 'datastore' as const), alive: fc.boolean(), job_slots: fc.integer({ min: 0, max: 4_096 }) }, { requiredKeys: ['node_id', 'role', 'alive'] }),
         },
@@ -229,13 +235,14 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
     versions: fc.dictionary(nodeIdArb.filter(notProto), uintArb, { maxKeys: 3 }),
     complete: fc.boolean(),
   }),
-  job_delegate: fc.record({ job: fc.tuple(viewArb, specArb).map(([view, spec]) => ({ ...view, spec, digest: 'ab', wait_for: [] })) }),
+  job_delegate: fc.record({ job: fc.tuple(viewArb, specArb).map(([view, spec]) => ({ ...view, spec, digest: 'ab', after: [] })) }),
   sync_digest: fc.record({ versions: fc.dictionary(nodeIdArb.filter(notProto), uintArb, { maxKeys: 3 }) }),
   job_cancel: fc.record({ job_id: jobIdArb, attempt: fc.integer({ min: 1, max: 100 }), reason: textArb(40) }),
   job_update: fc.record({ job: viewArb, archive: fc.uint8Array({ maxLength: 64 }) }, { requiredKeys: ['job'] }),
   job_query: fc.record({ job_id: jobIdArb }),
+  job_withdraw: fc.record({ job_id: jobIdArb }),
   job_info: fc.record({ job: viewArb }),
-  job_list: fc.record({ limit: fc.integer({ min: 1, max: 500 }), after: jobIdArb, owner: nodeIdArb }, { requiredKeys: ['limit'] }),
+  job_list: fc.record({ limit: fc.integer({ min: 1, max: 500 }), after: jobIdArb, owner: nodeIdArb, receiver: nodeIdArb }, { requiredKeys: ['limit'] }),
   job_remove: fc.record({ job_id: jobIdArb, owner: nodeIdArb }, { requiredKeys: [] }),
   job_removed: fc.record({ count: fc.nat() }),
   job_listing: fc.record(

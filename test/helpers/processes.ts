@@ -35,11 +35,22 @@ export interface LogLine {
   [key: string]: unknown;
 }
 
-/** Environment for child processes: nothing UCP_* leaks in from the developer's shell. */
+/**
+ * The state directory child processes use by default (XDG_STATE_HOME), one per test file, so nodes and
+ * clients started without --data-dir never write into the developer's home or see another file's jobs.
+ */
+export const STATE_HOME = mkdtempSync(join(tmpdir(), 'ucp-test-state-'));
+process.once('exit', () => rmSync(STATE_HOME, { recursive: true, force: true }));
+
+/**
+ * Environment for child processes: nothing UCP_* (or systemd's state directory) leaks in from the developer's
+ * shell. Tests wait for what nodes log at info, and a node whose output is a pipe logs only warnings unless
+ * told otherwise.
+ */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('UCP_')) env[k] = v;
-  return { ...env, ...extra };
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('UCP_') && k !== 'STATE_DIRECTORY' && k !== 'INVOCATION_ID') env[k] = v;
+  return { ...env, UCP_LOG_LEVEL: 'info', XDG_STATE_HOME: STATE_HOME, ...extra };
 }
 
 /**
@@ -54,8 +65,8 @@ export class Proc {
   private waiters: Array<() => void> = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor(command: string, args: string[], env: NodeJS.ProcessEnv = cleanEnv()) {
-    this.child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(command: string, args: string[], env: NodeJS.ProcessEnv = cleanEnv(), cwd?: string) {
+    this.child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'], ...(cwd !== undefined ? { cwd } : {}) });
     // Nodes log to stdout, query commands to stderr (their answer owns stdout): collect logs from both.
     this.collect(this.child.stdout!, (line) => this.lines.push(line));
     this.collect(this.child.stderr!, (line) => (this.stderr += `${line}\n`));
@@ -146,14 +157,14 @@ function matches(line: LogLine, match: Partial<LogLine>): boolean {
   return Object.entries(match).every(([k, v]) => line[k] === v);
 }
 
-/** Runs `ucp` with the given arguments as a real process. */
-export function ucp(args: string[], env: Record<string, string> = {}): Proc {
-  return new Proc(process.execPath, [UCP_BIN, ...args], cleanEnv(env));
+/** Runs `ucp` with the given arguments as a real process (in `cwd`, by default this process's). */
+export function ucp(args: string[], env: Record<string, string> = {}, cwd?: string): Proc {
+  return new Proc(process.execPath, [UCP_BIN, ...args], cleanEnv(env), cwd);
 }
 
 /** Runs a `ucp` command to completion. */
-export async function ucpRun(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = ucp(args, env);
+export async function ucpRun(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000, cwd?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const proc = ucp(args, env, cwd);
   const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
   const { code } = await proc.exited;
   clearTimeout(timer);

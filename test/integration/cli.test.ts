@@ -12,9 +12,12 @@ type Result = Awaited<ReturnType<typeof ucpRun>>;
 
 const COMMANDS = ['hub', 'up', 'broker', 'executor', 'datastore', 'nodes', 'ping', 'status', 'notice', 'outbox', 'demo'];
 
-/** Stderr without the JSON log lines that query commands write there (their answer owns stdout). */
+/**
+ * Stderr without the JSON log lines that query commands write there (their answer owns stdout) and
+ * without the notes that say what a command is waiting for.
+ */
 function messageLines(stderr: string): string[] {
-  return stderr.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('{'));
+  return stderr.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('{') && !/^waiting for .*\.\.\.$/.test(line));
 }
 
 /** The command failed with `code` and said so in exactly one `ucp: ` line, with no stack trace. */
@@ -172,7 +175,7 @@ describe('query commands that cannot get an answer', { timeout: 90_000 }, () => 
     const listening = await hub.waitForLine(/^hub listening on mqtt:\/\/127\.0\.0\.1:\d+$/, 20_000);
     const url = listening.replace('hub listening on ', '');
 
-    const result = await ucpRun(['status', 'nobody', '--hub', url, '--set', 'transport.request_timeout_ms=300']);
+    const result = await ucpRun(['status', 'nobody', '--hub', url, '--set', 'transport.request_timeout_ms=300', '--log-level', 'info']);
     const exitedAt = Date.now();
     const line = expectOneError(result, 1);
     expect(line).toContain('no reply');

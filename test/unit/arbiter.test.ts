@@ -8,7 +8,7 @@ const EXECUTORS = ['e1', 'e2', 'e3'];
 const MAX_REDEPLOYS = 3;
 
 function freshJob(): Job {
-  return { job_id: 'j', state: 'queued', priority: 'normal', owner: 'c', created_at: 0, updated_at: 0, attempts: [], spec: SPEC, digest: 'd', wait_for: [] };
+  return { job_id: 'j', state: 'queued', priority: 'normal', owner: 'c', created_at: 0, updated_at: 0, attempts: [], spec: SPEC, digest: 'd', after: [] };
 }
 
 type Event =

@@ -130,7 +130,7 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
     { severity: 'info', text: 'x'.repeat(4_096) },
   ],
   error: [{ code: 'not_found', message: 'no such job' }],
-  data_put: [{ name: 'fire/district-3/temps', bytes: new Uint8Array([1, 2, 3]), at: [1_718_000_000_000, 2], writer: 'client-a' }],
+  data_put: [{ name: 'fire/district-3/temps', bytes: new Uint8Array([1, 2, 3]), at: [1_718_000_000_000, 2], writer: 'client-a' }, { name: 'Messwerte Bezirk 3 (°C)', bytes: new Uint8Array([4]), at: [1_718_000_000_000, 3], writer: 'client-a' }],
   data_put_result: [{ name: 'fire/district-3/temps', outcome: 'stored', store: 'ds-1' }, { name: 'a', outcome: 'stale', store: 'ds-2' }],
   data_get: [{ name: 'fire', prefix: true, limit: 100, after: 'fire/a' }, { name: 'x', prefix: false, limit: 1 }],
   data_items: [{ items: [{ name: 'fire/a', bytes: new Uint8Array(0), at: [1, 0], writer: 'w' }], next: 'fire/a' }, { items: [] }],
@@ -154,8 +154,8 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
   ],
   data_appended: [{ results: [{ name: 'field/p1/level', outcome: 'appended', stored: 1, duplicate: 0, outside_retention: 0, size: 3, store: 'ds-1' }] }],
   job_submit: [
-    { spec: SPEC, wait_for: [] },
-    { spec: { ...SPEC, stdin_file: 'fire/stdin', stdout_file: 'output/stdout.txt', stderr_file: 'output/stderr.txt' }, wait_for: ['fire/district-3/temps'] },
+    { spec: SPEC, after: [] },
+    { spec: { ...SPEC, stdin_file: 'fire/stdin', stdout_file: 'output/stdout.txt', stderr_file: 'output/stderr.txt', keep_archive: false, receivers: ['command-post'] }, after: ['fw-stats'] },
   ],
   job_accepted: [{ job: VIEW, created: true }],
   job_assign: [{ attempt: 1, spec: SPEC, versions: { 'fire/bin/stats.wasm': [1_700_000_000_000, 2] } }],
@@ -171,7 +171,7 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
   sync_delta: [
     {
       changes: [
-        { table: 'jobs', key: 'fw-stats', origin: 'west', seq: 7, vc: { west: 7, east: 2 }, hlc: [1_700_000_000_000, 1], job: { ...VIEW, broker: 'west', spec: SPEC, digest: 'ab12', wait_for: [] } },
+        { table: 'jobs', key: 'fw-stats', origin: 'west', seq: 7, vc: { west: 7, east: 2 }, hlc: [1_700_000_000_000, 1], job: { ...VIEW, broker: 'west', spec: SPEC, digest: 'ab12', after: [] } },
         { table: 'names', key: 'fire/district-3/temps', origin: 'east', seq: 3, vc: { east: 3 }, hlc: [1_700_000_000_001, 0], location: { store: 'ds-1', size: 30, at: [1_700_000_000_001, 0] } },
         { table: 'names', key: 'fire/old', origin: 'east', seq: 4, vc: { east: 4 }, hlc: [1_700_000_000_002, 0] },
         {
@@ -189,13 +189,14 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
     },
     { changes: [], versions: {}, complete: false },
   ],
-  job_delegate: [{ job: { ...VIEW, broker: 'west', spec: SPEC, digest: 'ab12', wait_for: [] } }],
+  job_delegate: [{ job: { ...VIEW, broker: 'west', spec: SPEC, digest: 'ab12', after: [] } }],
   sync_digest: [{ versions: {} }, { versions: { west: 12, east: 0 } }],
   job_cancel: [{ job_id: 'fw-stats', attempt: 1, reason: 'attempt 2 delivered first' }],
   job_update: [{ job: VIEW }, { job: { ...VIEW, state: 'succeeded', result: RESULT }, archive: new Uint8Array([1]) }],
   job_query: [{ job_id: 'fw-stats' }],
+  job_withdraw: [{ job_id: '6f1c2a52-8d0e-4c4b-9d7e-2f8a1b3c4d5e' }],
   job_info: [{ job: { ...VIEW, state: 'failed', reason: 'trap: unreachable', result: TRAPPED } }],
-  job_list: [{ limit: 100 }, { limit: 500, after: 'fw-a', owner: 'client-7' }],
+  job_list: [{ limit: 100 }, { limit: 500, after: 'fw-a', owner: 'client-7' }, { limit: 10, receiver: 'command-post' }],
   job_remove: [{ job_id: 'flood-1' }, { owner: 'mallory' }],
   job_removed: [{ count: 0 }, { count: 3_000 }],
   job_listing: [{ items: [{ job_id: 'fw-stats', state: 'running', priority: 'high', owner: 'client-7', attempts: 1, executor: 'fire-unit-1', updated_at: 1_700_000_000_000 }], next: 'fw-stats' }, { items: [] }],
@@ -407,7 +408,10 @@ describe('codec body validation', () => {
     ['negative counter in a nested record', 'status', {
       software: 's', uptime_ms: 0, outbox_pending: 0, counters: { ok: -1 }, peers: [],
     }, /body\.counters\.ok/],
-    ['ack of a bad id', 'ack', { of: 'no spaces allowed' }, /body\.of/],
+    ['ack of a bad id', 'ack', { of: 'no spaces allowed' }, /body\.of: "no spaces allowed": a message id is 1-64 letters/],
+    ['a data name with a control character', 'data_get', { name: 'a\u0007b', prefix: false, limit: 1 }, /body\.name: "a\\u0007b": a data name is 1-512 characters of text without control characters$/],
+    ['an empty data name', 'data_get', { name: '', prefix: false, limit: 1 }, /body\.name: text length 0 outside 1\.\.512/],
+    ['a job path that climbs out', 'job_result', { job_id: 'j', attempt: 1, outcome: 'exited', message: '', duration_ms: 0, archive: new Uint8Array(), files: ['../x'], missing: [], named: [] }, /body\.files\[0\]: "\.\.\/x": a job path may use letters/],
     ['ping data not bytes', 'ping', { data: [1, 2, 3] }, /body\.data: expected bytes, got array/],
   ];
 

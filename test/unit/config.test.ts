@@ -31,7 +31,7 @@ const EXPECTED_DEFAULTS: UcpConfig = {
     tls_client_ca_file: '',
   },
   tls: { ca_file: '', cert_file: '', key_file: '' },
-  log: { level: 'info', format: 'auto' },
+  log: { level: 'auto', format: 'auto' },
   protocol: { max_message_bytes: 1048576, max_depth: 32, max_clock_offset_ms: 300000 },
   transport: {
     keepalive_s: 5,
@@ -142,7 +142,7 @@ describe('schema and default.toml agree', () => {
     });
     expect(rows.get('hub.url')?.env).toEqual(['UCP_HUB_URL', 'UCP_HUB']);
     expect(rows.get('node.id')?.env).toEqual(['UCP_NODE_ID']);
-    expect(rows.get('log.level')?.constraint).toBe('one of trace, debug, info, warn, error, fatal, silent');
+    expect(rows.get('log.level')?.constraint).toBe('one of auto, trace, debug, info, warn, error, fatal, silent');
     expect(rows.get('liveness.dead_after_ms')?.doc).toMatch(/milliseconds/);
   });
 });
@@ -280,7 +280,7 @@ describe('validation', () => {
     );
     expect(loadConfig({ env: { UCP_HUB_PORT: '0' } }).hub.port).toBe(0);
     expect(configError(() => loadConfig({ env: { UCP_LOG_LEVEL: 'loud' } })).message).toBe(
-      'config key "log.level" must be one of trace, debug, info, warn, error, fatal, silent (got "loud" from UCP_LOG_LEVEL)',
+      'config key "log.level" must be one of auto, trace, debug, info, warn, error, fatal, silent (got "loud" from UCP_LOG_LEVEL)',
     );
     expect(configError(() => loadConfig({ env: {}, overrides: { 'log.format': 'xml' } })).message).toContain(
       'one of auto, json, pretty (got "xml" from override log.format)',

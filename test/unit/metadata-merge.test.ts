@@ -71,7 +71,7 @@ describe('metadata merge rule', () => {
 
   describe('two acceptances of one job (a partition)', () => {
     const SPEC: JobSpec = { job_id: 'j', wasm_module: 'm.wasm', capabilities: {}, argv: [], env: {}, dirs: [], data: {}, results: [], named_results: {}, priority: 'normal', timeout_s: 30, max_memory_mb: 16 };
-    const base = { job_id: 'j', priority: 'normal' as const, owner: 'client', created_at: 1, updated_at: 2, spec: SPEC, digest: 'd', wait_for: [] };
+    const base = { job_id: 'j', priority: 'normal' as const, owner: 'client', created_at: 1, updated_at: 2, spec: SPEC, digest: 'd', after: [] };
     function accepted(broker: string, seq: number, vc: Record<string, number>, wall: number, attempt: number, executor: string): Change {
       const attempts: JobView['attempts'] = [{ attempt, executor, outcome: 'accepted', assigned_at: 1 }];
       const result = { attempt, executor, outcome: 'exited' as const, exit_code: 0, message: '', duration_ms: 1, archive: 'j/result.zip', archive_bytes: 22, files: [], missing: [], named_results: [], decided_by: broker, decided_at: [wall, 0] as [number, number], decided_vc: vc };

@@ -29,6 +29,8 @@ describe('whose jobs a requester sees', () => {
     expect(jobHidden('victim', 'mallory', 'client')).toMatch(/sees only its own jobs/);
     expect(jobHidden('victim', 'gate-7', 'bridge')).toMatch(/sees only its own jobs/);
     expect(jobHidden('victim', 'ops', 'operator')).toBeUndefined();
+    expect(jobHidden('victim', 'command-post', 'client', ['command-post'])).toBeUndefined();
+    expect(jobHidden('victim', 'mallory', 'client', ['command-post'])).toMatch(/sees only its own jobs/);
     expect(jobHidden('victim', 'br-2', 'broker')).toBeUndefined();
   });
 });
