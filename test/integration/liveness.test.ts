@@ -79,7 +79,7 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('interop with Mosquitto', () => {
     expect(down.reason).toBe('will');
     expect(down.time - killedAt).toBeLessThan(1_000);
 
-    const sender = ucp(['notice', 'm-b', 'via mosquitto', '--timeout', '30', '--node-id', 'ops', '--data-dir', join(dir, 'ops'), ...common]);
+    const sender = ucp(['notice', 'm-b', 'via mosquitto', '--timeout', '30', '--log-level', 'info', '--node-id', 'ops', '--data-dir', join(dir, 'ops'), ...common]);
     procs.push(sender);
     await sender.waitForLog({ msg: 'connected' });
     b = ucp(['executor', '--node-id', 'm-b', '--data-dir', join(dir, 'b'), ...common]);
