@@ -42,7 +42,7 @@ export function listNodes(config: UcpConfig, logger: Logger, out: Output, waitMs
     await new Promise((resolve) => setTimeout(resolve, waitMs));
     const peers = link.peers
       .peers()
-      .filter((p) => all || p.alive || p.role !== 'client')
+      .filter((p) => all || p.alive || (p.role !== 'client' && p.role !== 'operator'))
       .map(describePeer)
       .sort((a, b) => a.id.localeCompare(b.id));
     if (out.json) {

@@ -290,6 +290,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     expect((await malloryJobs.list()).map((j) => j.owner).filter((o) => o !== 'mallory')).toEqual([]);
     expect((await malloryJobs.list({ owner: 'victim' })).length).toBe(0);
     await expect(malloryJobs.remove({ jobId: 'h-1' })).rejects.toThrow(/submitted by victim/);
+    await expect(malloryJobs.withdraw('h-1')).rejects.toThrow(/no job "h-1" is known/);
     const asOperator = await c.run(['jobs', '--owner', 'victim', '--json']);
     expect((JSON.parse(asOperator.stdout) as Array<{ id: string }>).map((j) => j.id)).toContain('h-1');
     expect(await counter('br', 'jobs_refused_hidden')).toBeGreaterThanOrEqual(1);

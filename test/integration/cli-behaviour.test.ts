@@ -96,7 +96,7 @@ describe('a CLI that behaves', () => {
     expect(ids).toEqual(expect.arrayContaining(['br', 'ds', 'ex']));
     expect(ids).not.toContain('came-and-went');
     const all = await ucpRun(['nodes', '--all', '--json', ...common()]);
-    expect(JSON.parse(all.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ id: 'came-and-went', role: 'client', state: 'dead' })]));
+    expect(JSON.parse(all.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ id: 'came-and-went', role: 'operator', state: 'dead' })]));
   }, 120_000);
 
   /**

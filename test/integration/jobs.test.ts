@@ -63,7 +63,8 @@ describe('jobs end to end', () => {
     for (const peer of ['ds', 'ex-fire', 'ex-medic']) await broker.waitForLog({ msg: 'peer up', peer }, 60_000);
 
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'jb', 'hub.url': `mqtt://127.0.0.1:${port}` } });
-    client = NodeRuntime.create({ config, nodeId: 'tester', role: 'client', dataDir: join(dir, 'tester'), logger: createLogger({ level: 'silent', format: 'json' }) });
+    // An operator, as every command on an open hub is: it also follows the jobs the CLI submits.
+    client = NodeRuntime.create({ config, nodeId: 'tester', role: 'operator', dataDir: join(dir, 'tester'), logger: createLogger({ level: 'silent', format: 'json' }) });
     data = new DataClient(client.link, 10_000);
     jobs = new JobClient(client.link, client.store, data);
     await client.connect();

@@ -100,7 +100,7 @@ describe('REC plans, chaining and cancelling, end to end', () => {
     }
     for (const peer of ['ds', 'ex-a', 'ex-b']) await broker.waitForLog({ msg: 'peer up', peer }, 60_000);
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'rec', 'hub.url': `mqtt://127.0.0.1:${port}` } });
-    observer = NodeLink.create({ ...linkOptionsFromConfig(config, createLogger({ level: 'silent', format: 'json' })), nodeId: 'rec-observer', role: 'client', announce: false, watchPresence: true });
+    observer = NodeLink.create({ ...linkOptionsFromConfig(config, createLogger({ level: 'silent', format: 'json' })), nodeId: 'rec-observer', role: 'operator', announce: false, watchPresence: true });
     await observer.connect();
     data = new DataClient(observer, 20_000);
     jobs = new JobClient(observer, undefined, data);
@@ -273,14 +273,12 @@ stdin_file = "%ID%/produced"
     expect(after).toMatchObject({ state: 'failed', reason: 'job stuck-producer, whose "stuck/produced" this job reads, failed: cancelled by its submitter fail-user' });
   }, 180_000);
 
-  it('`ucp cancel` stops a running job on its executor; only the submitter may cancel, and an ended job says so', async () => {
+  it('`ucp cancel` stops a running job on its executor, and an ended job says so (who may cancel: the attack tests)', async () => {
     const folder = join(dir, 'cancel');
     mkdirSync(folder, { recursive: true });
     writeFileSync(join(folder, 'plan.toml'), `[named_data]\nspin = "${join(FIXTURES, 'spin.wasm')}"\n[[jobs]]\n[jobs.metadata]\njob_id = "runaway"\nwasm_module = "spin"\nargv = ["spin"]\ntimeout_s = 600\n`);
     expect((await ucpRun(['run', join(folder, 'plan.toml'), '--detach', ...client('owner')])).code).toBe(0);
     await until('runaway to run', async () => (await jobJson('runaway')).state === 'running');
-    const refused = await ucpRun(['cancel', 'runaway', ...client('someone-else')]);
-    expect(refused).toMatchObject({ code: 1, stdout: expect.stringMatching(/^runaway: not cancelled: .*job runaway was submitted by owner; only its submitter can cancel it$/) });
     const cancelled = await ucpRun(['cancel', 'runaway', ...client('owner')]);
     expect(cancelled.code, cancelled.stderr).toBe(0);
     expect(cancelled.stdout).toMatch(/^runaway: cancelled \(stopped on ex-[ab]\)$/);
