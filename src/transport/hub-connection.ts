@@ -32,8 +32,9 @@ const SHORT_LIVED_MS = 1_000;
  * jitter so that units which lost the same hub do not come back in lockstep.
  *
  * Sessions are clean and nothing relies on the hub for delivery: a publish made while the link is down is
- * dropped and counted (durable messages live in the outbox, requests time out), and QoS 1 publishes still
- * in flight when the connection drops are abandoned rather than left to block a clean shutdown.
+ * dropped and counted (durable messages live in the outbox, requests time out). So messages go at QoS 0:
+ * on a clean session QoS 1 would add a PUBACK in each direction per message and deliver nothing more,
+ * since publishes in flight when a connection drops are lost either way. Only the last will keeps QoS 1.
  */
 export class HubConnection {
   readonly client: MqttClient;
@@ -91,14 +92,14 @@ export class HubConnection {
     this.client.connect();
   }
 
-  /** Publishes with QoS 1 if connected; returns false (and counts it) if the link is down. */
+  /** Publishes (QoS 0) if connected; returns false (and counts it) if the link is down. */
   publish(topic: string, payload: Uint8Array, retain = false, done?: () => void): boolean {
     if (!this.client.connected) {
       this.opts.counters.inc('tx_dropped_offline');
       return false;
     }
     this.opts.counters.inc('tx_messages');
-    this.client.publish(topic, payload as Buffer, { qos: 1, retain }, (err) => {
+    this.client.publish(topic, payload as Buffer, { qos: 0, retain }, (err) => {
       if (err !== undefined && err !== null && !this.closing) this.opts.counters.inc('tx_errors');
       done?.();
     });
@@ -138,8 +139,8 @@ export class HubConnection {
 
   private onClose(): void {
     clearTimeout(this.stableTimer);
-    // Abandon QoS 1 publishes the closed socket never got acknowledged: the next session is clean, so
-    // nothing would ever acknowledge them, and end() would wait for them forever.
+    // Abandon QoS 1 publishes (the last will's kind) the closed socket never got acknowledged: the next
+    // session is clean, so nothing would ever acknowledge them, and end() would wait for them forever.
     for (const id of Object.keys(this.client.outgoing)) this.client.removeOutgoingMessage(Number(id));
     if (this.closing) return;
     if (this.connectedAt > 0) {
