@@ -1,10 +1,14 @@
 /**
  * Jobs benchmark: a trivial WASM job end to end (submit -> accepted result at the client), one at a time
- * for latency and many in flight for sustained throughput, with two executors. A bare request/reply
- * through the same hub is measured in the same run as the baseline every job pays several times.
+ * for latency and many in flight for sustained throughput. A bare request/reply through the same hub is
+ * measured in the same run as the baseline every job pays several times.
  *
- * Processes: hub, broker, datastore, two executors (`ucp` each), and this client.
+ * ucp-edge: hub, broker, datastore and 1, 2 or 4 executors (`ucp` each), and this client; the two-executor
+ * cluster also runs with store.sync = "flush". In the same run, the same module and the same shape through
+ * BullMQ on redis-server (AOF everysec, which like LMDB's commit mode survives a killed process) with two
+ * worker processes of concurrency 2 (see bullmq-worker.mjs), with and without a job directory per job.
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DataClient, JobClient } from '../../src/client/index.js';
@@ -12,7 +16,8 @@ import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
 import { isFinal, type JobSpec, type JobView } from '../../src/protocol/index.js';
 import { NodeRuntime } from '../../src/transport/index.js';
-import { freePort, removeDir, ROOT, startHubProcess, tempDir, ucp, type Proc } from '../helpers/processes.js';
+import { Queue, QueueEvents } from 'bullmq';
+import { cleanEnv, freePort, Proc, removeDir, ROOT, startHubProcess, tempDir, ucp } from '../helpers/processes.js';
 import type { BenchResult } from './run.js';
 import { round, summarize } from './stats.js';
 
@@ -42,87 +47,162 @@ function runner(jobs: JobClient): (spec: JobSpec) => Promise<JobView> {
   };
 }
 
-export async function jobsBench(): Promise<BenchResult> {
+const MODULE_FILE = join(ROOT, 'test', 'fixtures', 'wasm', 'exit-code.wasm');
+
+interface ShapeFigures {
+  latency?: ReturnType<typeof summarize>;
+  /** Where the time goes, from the broker's wall-clock stamps (ms resolution). */
+  stages?: Record<string, ReturnType<typeof summarize>>;
+  jobsPerS: number;
+  perWorker?: Record<string, number>;
+}
+
+/** Runs `latencyJobs` one at a time, then THROUGHPUT_JOBS with IN_FLIGHT in flight. */
+async function measure<T>(run: (id: string) => Promise<T>, latencyJobs: number, onLatency?: (job: T, w0: number, w1: number) => void, worker?: (job: T) => string): Promise<ShapeFigures> {
+  for (let i = 0; i < WARMUP_JOBS; i++) await run(`warm-${i}`);
+  const samples: number[] = [];
+  for (let i = 0; i < latencyJobs; i++) {
+    const t0 = performance.now();
+    const w0 = Date.now();
+    const job = await run(`lat-${i}`);
+    samples.push(performance.now() - t0);
+    onLatency?.(job, w0, Date.now());
+  }
+  const t0 = performance.now();
+  let next = 0;
+  const perWorker: Record<string, number> = {};
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (next < THROUGHPUT_JOBS) {
+        const job = await run(`tp-${next++}`);
+        if (worker !== undefined) perWorker[worker(job)] = (perWorker[worker(job)] ?? 0) + 1;
+      }
+    }),
+  );
+  return { ...(latencyJobs > 0 ? { latency: summarize(samples) } : {}), jobsPerS: THROUGHPUT_JOBS / ((performance.now() - t0) / 1_000), ...(worker !== undefined ? { perWorker } : {}) };
+}
+
+/** A ucp-edge cluster with `executors` executors; latency only when asked (the two-executor shape). */
+async function ucpShape(executors: number, sync: 'commit' | 'flush', withLatency: boolean): Promise<ShapeFigures & { ping?: ReturnType<typeof summarize> }> {
   const dir = tempDir('ucp-bench-jobs-');
   const port = await freePort();
   const hub = `mqtt://127.0.0.1:${port}`;
-  const common = ['--hub', hub, '--cluster', 'benchjobs', '--log-level', 'info'];
+  const common = ['--hub', hub, '--cluster', 'benchjobs', '--log-level', 'info', '--set', `store.sync=${sync}`];
   const procs: Proc[] = [];
   let client: NodeRuntime | undefined;
   try {
     procs.push(await startHubProcess(port));
     const broker = ucp(['broker', '--node-id', 'b-broker', '--data-dir', join(dir, 'broker'), ...common]);
     procs.push(broker, ucp(['datastore', '--node-id', 'b-store', '--data-dir', join(dir, 'store'), ...common]));
-    for (const id of ['b-exec-1', 'b-exec-2']) procs.push(ucp(['executor', '--node-id', id, '--data-dir', join(dir, id), ...common]));
-    for (const peer of ['b-store', 'b-exec-1', 'b-exec-2']) await broker.waitForLog({ msg: 'peer up', peer });
+    const ids = Array.from({ length: executors }, (_, i) => `b-exec-${i + 1}`);
+    for (const id of ids) procs.push(ucp(['executor', '--node-id', id, '--data-dir', join(dir, id), ...common]));
+    for (const peer of ['b-store', ...ids]) await broker.waitForLog({ msg: 'peer up', peer }, 30_000);
 
-    const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'benchjobs', 'hub.url': hub, 'log.level': 'warn' } });
+    const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'benchjobs', 'hub.url': hub, 'log.level': 'warn', 'store.sync': sync } });
     client = NodeRuntime.create({ config, nodeId: 'b-client', role: 'client', dataDir: join(dir, 'client'), logger: createLogger({ level: 'warn', format: 'json', destination: process.stderr }) });
     const data = new DataClient(client.link, 10_000);
     const jobs = new JobClient(client.link, client.store, data);
     await client.connect();
-    await data.put('bench/exit-code.wasm', readFileSync(join(ROOT, 'test', 'fixtures', 'wasm', 'exit-code.wasm')));
+    await data.put('bench/exit-code.wasm', readFileSync(MODULE_FILE));
     const run = runner(jobs);
 
-    // Baseline: the bare round trip to the broker through the same hub.
-    const pings: number[] = [];
-    for (let i = 0; i < PINGS; i++) {
-      const t0 = performance.now();
-      await client.link.request('b-broker', 'ping', {});
-      if (i >= PINGS / 10) pings.push(performance.now() - t0);
+    let ping: ReturnType<typeof summarize> | undefined;
+    if (withLatency) {
+      const pings: number[] = [];
+      for (let i = 0; i < PINGS; i++) {
+        const t0 = performance.now();
+        await client.link.request('b-broker', 'ping', {});
+        if (i >= PINGS / 10) pings.push(performance.now() - t0);
+      }
+      ping = summarize(pings);
     }
-    const ping = summarize(pings);
-
-    for (let i = 0; i < WARMUP_JOBS; i++) await run(trivialJob(`warm-${i}`));
-    const samples: number[] = [];
     // submit: to the record; assign: queue to assignment; start: assignment to running; run: running to
     // the result's arrival; accept: arrival to the committed decision; notify: decision to the client.
     const stages = { submit: [] as number[], assign: [] as number[], start: [] as number[], run: [] as number[], accept: [] as number[], notify: [] as number[] };
-    for (let i = 0; i < LATENCY_JOBS; i++) {
-      const t0 = performance.now();
-      const w0 = Date.now();
-      const job = await run(trivialJob(`lat-${i}`));
-      const w1 = Date.now();
-      samples.push(performance.now() - t0);
-      const a = job.attempts[0]!;
-      stages.submit.push(job.created_at - w0);
-      stages.assign.push(a.assigned_at - job.created_at);
-      stages.start.push(a.started_at! - a.assigned_at);
-      stages.run.push(a.ended_at! - a.started_at!);
-      stages.accept.push(job.updated_at - a.ended_at!);
-      stages.notify.push(w1 - job.updated_at);
-    }
-    // Where the time goes, from the broker's wall-clock stamps (ms resolution): written to the JSON.
-    const stageSummary = Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, summarize(v)]));
-    const latency = summarize(samples);
-
-    const t0 = performance.now();
-    let next = 0;
-    const perExecutor: Record<string, number> = {};
-    await Promise.all(
-      Array.from({ length: IN_FLIGHT }, async () => {
-        while (next < THROUGHPUT_JOBS) {
-          const job = await run(trivialJob(`tp-${next++}`));
-          const ex = job.result?.executor ?? '?';
-          perExecutor[ex] = (perExecutor[ex] ?? 0) + 1;
-        }
-      }),
+    const figures = await measure(
+      (id) => run(trivialJob(id)),
+      withLatency ? LATENCY_JOBS : 0,
+      (job, w0, w1) => {
+        const a = job.attempts[0]!;
+        stages.submit.push(job.created_at - w0);
+        stages.assign.push(a.assigned_at - job.created_at);
+        stages.start.push(a.started_at! - a.assigned_at);
+        stages.run.push(a.ended_at! - a.started_at!);
+        stages.accept.push(job.updated_at - a.ended_at!);
+        stages.notify.push(w1 - job.updated_at);
+      },
+      (job) => job.result?.executor ?? '?',
     );
-    const jobsPerS = THROUGHPUT_JOBS / ((performance.now() - t0) / 1_000);
-
-    return {
-      suite: 'jobs',
-      rows: [
-        { metric: 'transport baseline: request/reply p50 (ms)', bare: round(ping.p50Ms), project: null, ratio: null, target: '-', pass: null },
-        { metric: 'trivial job submit->result p50 (ms)', bare: round(ping.p50Ms), project: round(latency.p50Ms), ratio: round(latency.p50Ms / ping.p50Ms, 1), target: '<= 5 ms', pass: latency.p50Ms <= 5 },
-        { metric: 'trivial job submit->result p99 (ms)', bare: round(ping.p99Ms), project: round(latency.p99Ms), ratio: round(latency.p99Ms / ping.p99Ms, 1), target: '<= 20 ms', pass: latency.p99Ms <= 20 },
-        { metric: `sustained jobs/s (2 executors, ${IN_FLIGHT} in flight)`, bare: null, project: Math.round(jobsPerS), ratio: null, target: '>= 1000', pass: jobsPerS >= 1_000 },
-      ],
-      details: { ping, latency, stages: stageSummary, jobsPerS, perExecutor, latencyJobs: LATENCY_JOBS, throughputJobs: THROUGHPUT_JOBS, inFlight: IN_FLIGHT },
-    };
+    return { ...figures, ...(withLatency ? { stages: Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, summarize(v)])) } : {}), ...(ping !== undefined ? { ping } : {}) };
   } finally {
     await client?.stop();
     for (const p of procs.reverse()) await p.stop();
     removeDir(dir);
   }
+}
+
+/** BullMQ on redis-server with two worker processes of concurrency 2; undefined when redis-server is absent. */
+async function bullmqShape(stage: 'dir' | 'none'): Promise<ShapeFigures | undefined> {
+  if (spawnSync('redis-server', ['--version']).status !== 0) return undefined;
+  const dir = tempDir('ucp-bench-redis-');
+  const port = await freePort();
+  const procs: Proc[] = [];
+  const queueName = `bench-${stage}`;
+  const connection = { host: '127.0.0.1', port, maxRetriesPerRequest: null };
+  let queue: Queue | undefined;
+  let events: QueueEvents | undefined;
+  try {
+    const redis = new Proc('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec'], cleanEnv());
+    procs.push(redis);
+    await redis.waitForLine(/Ready to accept connections/, 10_000);
+    for (let i = 0; i < 2; i++) {
+      const worker = new Proc(process.execPath, [join(ROOT, 'test', 'bench', 'bullmq-worker.mjs'), String(port), queueName, '2', MODULE_FILE, stage], cleanEnv());
+      procs.push(worker);
+      await worker.waitForLine(/worker ready/, 10_000);
+    }
+    queue = new Queue(queueName, { connection });
+    // Each waiting job listens for the connection closing; IN_FLIGHT of them wait at once.
+    queue.setMaxListeners(IN_FLIGHT + 16);
+    events = new QueueEvents(queueName, { connection });
+    await events.waitUntilReady();
+    const ev = events;
+    const q = queue;
+    return await measure(async (id) => {
+      const job = await q.add('wasm', { argv: ['exit-code', '0'] }, { jobId: id, removeOnComplete: { count: 1_000 }, removeOnFail: { count: 1_000 } });
+      return job.waitUntilFinished(ev, 30_000);
+    }, LATENCY_JOBS);
+  } finally {
+    await events?.close();
+    await queue?.close();
+    for (const p of procs.reverse()) await p.stop();
+    removeDir(dir);
+  }
+}
+
+export async function jobsBench(): Promise<BenchResult> {
+  const two = await ucpShape(2, 'commit', true);
+  const one = await ucpShape(1, 'commit', false);
+  const four = await ucpShape(4, 'commit', false);
+  const flush = await ucpShape(2, 'flush', false);
+  const bullDir = await bullmqShape('dir');
+  const bullBare = await bullmqShape('none');
+  if (bullDir === undefined) process.stderr.write('redis-server is not installed: the BullMQ columns are left out (apt-get install redis-server)\n');
+  const ping = two.ping!;
+  const latency = two.latency!;
+  const bull = bullDir?.latency;
+  const rows: BenchResult['rows'] = [
+    { metric: 'transport baseline: request/reply p50 (ms)', bare: round(ping.p50Ms), project: null, ratio: null, target: '-', pass: null },
+    { metric: 'trivial job p50 (ms), BullMQ job dir as baseline', bare: bull !== undefined ? round(bull.p50Ms) : null, project: round(latency.p50Ms), ratio: bull !== undefined ? round(latency.p50Ms / bull.p50Ms, 1) : null, target: '<= 5 ms and <= BullMQ', pass: latency.p50Ms <= 5 && (bull === undefined || latency.p50Ms <= bull.p50Ms) },
+    { metric: 'trivial job p99 (ms), BullMQ job dir as baseline', bare: bull !== undefined ? round(bull.p99Ms) : null, project: round(latency.p99Ms), ratio: bull !== undefined ? round(latency.p99Ms / bull.p99Ms, 1) : null, target: '<= 20 ms', pass: latency.p99Ms <= 20 },
+    { metric: `jobs/s, 2 executors / workers, ${IN_FLIGHT} in flight`, bare: bullDir !== undefined ? Math.round(bullDir.jobsPerS) : null, project: Math.round(two.jobsPerS), ratio: bullDir !== undefined ? round(two.jobsPerS / bullDir.jobsPerS, 2) : null, target: '>= 1000 and >= BullMQ', pass: two.jobsPerS >= 1_000 && (bullDir === undefined || two.jobsPerS >= bullDir.jobsPerS) },
+    { metric: 'BullMQ without a job directory: p50 (ms) / jobs/s', bare: bullBare?.latency !== undefined ? round(bullBare.latency.p50Ms) : null, project: bullBare !== undefined ? Math.round(bullBare.jobsPerS) : null, ratio: null, target: '-', pass: null },
+    { metric: 'ucp-edge jobs/s with 1 executor', bare: null, project: Math.round(one.jobsPerS), ratio: null, target: '-', pass: null },
+    { metric: 'ucp-edge jobs/s with 4 executors', bare: null, project: Math.round(four.jobsPerS), ratio: null, target: '-', pass: null },
+    { metric: 'ucp-edge jobs/s, 2 executors, store.sync = "flush"', bare: null, project: Math.round(flush.jobsPerS), ratio: null, target: '-', pass: null },
+  ];
+  return {
+    suite: 'jobs',
+    rows,
+    details: { ucp: { twoExecutors: two, oneExecutor: one, fourExecutors: four, flushTwoExecutors: flush }, bullmq: { jobDir: bullDir ?? null, noJobDir: bullBare ?? null }, latencyJobs: LATENCY_JOBS, throughputJobs: THROUGHPUT_JOBS, inFlight: IN_FLIGHT },
+  };
 }
