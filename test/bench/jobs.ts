@@ -47,6 +47,14 @@ function runner(jobs: JobClient): (spec: JobSpec) => Promise<JobView> {
   };
 }
 
+async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 const MODULE_FILE = join(ROOT, 'test', 'fixtures', 'wasm', 'exit-code.wasm');
 
 interface ShapeFigures {
@@ -87,22 +95,22 @@ async function ucpShape(executors: number, sync: 'commit' | 'flush', withLatency
   const dir = tempDir('ucp-bench-jobs-');
   const port = await freePort();
   const hub = `mqtt://127.0.0.1:${port}`;
-  const common = ['--hub', hub, '--cluster', 'benchjobs', '--log-level', 'info', '--set', `store.sync=${sync}`];
+  // Warn, as nodes log by default when not on a terminal: a line per job would be measured too.
+  const common = ['--hub', hub, '--cluster', 'benchjobs', '--log-level', 'warn', '--set', `store.sync=${sync}`];
   const procs: Proc[] = [];
   let client: NodeRuntime | undefined;
   try {
     procs.push(await startHubProcess(port));
-    const broker = ucp(['broker', '--node-id', 'b-broker', '--data-dir', join(dir, 'broker'), ...common]);
-    procs.push(broker, ucp(['datastore', '--node-id', 'b-store', '--data-dir', join(dir, 'store'), ...common]));
+    procs.push(ucp(['broker', '--node-id', 'b-broker', '--data-dir', join(dir, 'broker'), ...common]), ucp(['datastore', '--node-id', 'b-store', '--data-dir', join(dir, 'store'), ...common]));
     const ids = Array.from({ length: executors }, (_, i) => `b-exec-${i + 1}`);
     for (const id of ids) procs.push(ucp(['executor', '--node-id', id, '--data-dir', join(dir, id), ...common]));
-    for (const peer of ['b-store', ...ids]) await broker.waitForLog({ msg: 'peer up', peer }, 30_000);
-
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'benchjobs', 'hub.url': hub, 'log.level': 'warn', 'store.sync': sync } });
     client = NodeRuntime.create({ config, nodeId: 'b-client', role: 'client', dataDir: join(dir, 'client'), logger: createLogger({ level: 'warn', format: 'json', destination: process.stderr }) });
     const data = new DataClient(client.link, 10_000);
     const jobs = new JobClient(client.link, client.store, data);
     await client.connect();
+    const link = client.link;
+    await until(`every node of the ${executors}-executor cluster to be up`, () => ['b-broker', 'b-store', ...ids].every((id) => link.peers.get(id)?.alive === true));
     await data.put('bench/exit-code.wasm', readFileSync(MODULE_FILE));
     const run = runner(jobs);
 
