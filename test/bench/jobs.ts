@@ -27,8 +27,12 @@ const THROUGHPUT_JOBS = 5_000;
 const IN_FLIGHT = 256;
 const PINGS = 2_000;
 
+/**
+ * The job BullMQ runs too: the module's exit code is its whole outcome. Like a REC job without a results
+ * receiver it keeps no archive (`keep_archive: false`), so neither side stores a result file.
+ */
 function trivialJob(id: string): JobSpec {
-  return { job_id: id, wasm_module: 'bench/exit-code.wasm', capabilities: {}, argv: ['exit-code', '0'], env: {}, dirs: [], data: {}, results: [], named_results: {}, priority: 'normal', timeout_s: 30, max_memory_mb: 16 };
+  return { keep_archive: false, job_id: id, wasm_module: 'bench/exit-code.wasm', capabilities: {}, argv: ['exit-code', '0'], env: {}, dirs: [], data: {}, results: [], named_results: {}, priority: 'normal', timeout_s: 30, max_memory_mb: 16 };
 }
 
 /** Submits a job and resolves with its final state, as pushed by the broker. */
