@@ -1,4 +1,5 @@
-import { CHUNK_BYTES, resultArchiveName, type BodyOf, type Envelope } from '../protocol/index.js';
+import { CHUNK_BYTES, isStagingName, resultArchiveName, stagingOwner, stagingPrefix, type BodyOf, type Envelope } from '../protocol/index.js';
+import { RemoteError } from '../transport/index.js';
 import type { NamePage } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import type { MetadataReplica } from './metadata-replica.js';
@@ -19,6 +20,33 @@ interface RelayedUpload {
   touched: number;
 }
 
+/**
+ * Says whether `writer` may write the staging name `name` (PROTOCOL.md, "Results larger than one
+ * message"): undefined if it may, else why not.
+ */
+export type StagingGuard = (writer: string, name: string) => string | undefined;
+
+/** A staged result object to publish under another name, if it is exactly this size and digest. */
+export interface StagedMove {
+  readonly from: string;
+  readonly to: string;
+  readonly size: number;
+  readonly digest: string;
+}
+
+/**
+ * A staged result that cannot be published as its reference says: it does not exist, is another size or
+ * digest, or is not the sender's to publish. Unlike an unreachable datastore, asking again will not help.
+ */
+export class BadStagedReference extends Refusal {
+  constructor(message: string) {
+    super('bad_reference', message);
+  }
+}
+
+/** Error codes with which a datastore refuses a move whose reference is wrong. */
+const BAD_MOVE_CODES = new Set(['not_found', 'size_mismatch', 'digest_mismatch', 'bad_move']);
+
 /** Uploads that stop sending for this long are forgotten (the datastore drops them too). */
 const UPLOAD_IDLE_MS = 120_000;
 /** How long a datastore gets to store one append (up to 20,000 records). */
@@ -33,6 +61,7 @@ export class DataRouter {
 
   private readonly storedListeners: Array<(name: string) => void> = [];
   private readonly uploads = new Map<string, RelayedUpload>();
+  private stagingGuard: StagingGuard = () => 'this broker manages no jobs';
 
   constructor(
     private readonly node: NodeRuntime,
@@ -67,6 +96,28 @@ export class DataRouter {
     return this.index.locate(name);
   }
 
+  /** Sets who may write staging names (the job manager knows which executor runs which attempt). */
+  guardStaging(guard: StagingGuard): void {
+    this.stagingGuard = guard;
+  }
+
+  /**
+   * Staging names are written only by the executor running that attempt: nobody can plant a result for
+   * another attempt, nor overwrite data of others under the guise of staging.
+   */
+  private checkWritable(msg: Envelope, name: string): void {
+    if (!isStagingName(name)) {
+      // An executor's own writes are its attempts' staged results; what a job publishes, the broker does.
+      if (msg.role !== 'executor') return;
+      this.node.link.counters.reject(this.node.log, 'data_staging_refused', msg.from, `executor ${msg.from} may not write "${name}": executors write only their attempts' staged results`);
+      throw new Refusal('reserved_name', `executor ${msg.from} may write only staged results of its attempts, not "${name}"`);
+    }
+    const why = this.stagingGuard(msg.from, name);
+    if (why === undefined) return;
+    this.node.link.counters.reject(this.node.log, 'data_staging_refused', msg.from, `${msg.from} may not write "${name}": ${why}`);
+    throw new Refusal('reserved_name', `"${name}" is reserved for staging job results: ${why}`);
+  }
+
   /** Called after a name was stored (not for stale writes), e.g. to start jobs that wait for it. */
   onStored(listener: (name: string) => void): void {
     this.storedListeners.push(listener);
@@ -90,12 +141,22 @@ export class DataRouter {
     return reply.body;
   }
 
-  /** The store a name lives on while it is alive, else the live one with the most room. */
+  /**
+   * The store a name lives on while it is alive, else the live one with the most room. An attempt's
+   * staged results go together, so that publishing them is one transaction on one store.
+   */
   private placeFor(name: string): string {
-    const known = this.index.locate(name);
+    const known = this.index.locate(name) ?? this.stagedSibling(name);
     const store = known !== undefined && this.alive(known.store) ? known.store : this.datastores()[0]?.id;
     if (store === undefined) throw new Refusal('no_datastore', 'no datastore is alive to hold the data; start one (`ucp datastore`)');
     return store;
+  }
+
+  /** Where another object of the same attempt's staging lives, if any. */
+  private stagedSibling(name: string): Located | undefined {
+    const owner = stagingOwner(name);
+    if (owner === undefined) return undefined;
+    return this.index.namePage(stagingPrefix(owner.jobId, owner.attempt).slice(0, -1), 1).items[0]?.located;
   }
 
   private async indexStored(name: string, location: Located): Promise<void> {
@@ -110,6 +171,8 @@ export class DataRouter {
    */
   private async write(msg: Envelope<'data_write'>): Promise<void> {
     const { upload, name, index, last } = msg.body;
+    // Every chunk: an attempt whose result is in may not change what it staged.
+    this.checkWritable(msg, name);
     const key = `${msg.from}/${upload}`;
     const now = Date.now();
     for (const [k, u] of this.uploads) if (u.touched < now - UPLOAD_IDLE_MS) this.uploads.delete(k);
@@ -154,6 +217,12 @@ export class DataRouter {
 
   /** Appends to series, each on the store that holds it (new ones where there is most room). */
   private async append(msg: Envelope<'data_append'>): Promise<void> {
+    for (const series of msg.body.series) {
+      if (!isStagingName(series.name) && msg.role !== 'executor') continue;
+      // Staged results are objects, never series.
+      this.node.link.counters.reject(this.node.log, 'data_staging_refused', msg.from, `${msg.from} may not append to "${series.name}"`);
+      throw new Refusal('reserved_name', `"${series.name}" cannot be appended to by ${msg.from}: staging names are reserved for staged job results, and executors append nothing`);
+    }
     const byStore = new Map<string, BodyOf<'data_append'>['series']>();
     for (const series of msg.body.series) {
       const store = this.placeFor(series.name);
@@ -181,6 +250,7 @@ export class DataRouter {
   }
 
   private async put(msg: Envelope<'data_put'>): Promise<void> {
+    this.checkWritable(msg, msg.body.name);
     this.node.link.reply(msg, 'data_put_result', await this.store(msg.body));
   }
 
@@ -222,6 +292,11 @@ export class DataRouter {
   private async delete(msg: Envelope<'data_delete'>): Promise<void> {
     const { name, job_id: jobId } = msg.body;
     if (name === undefined && jobId === undefined) throw new Refusal('bad_request', 'say which data to delete: a name or a job id');
+    // Staged results are the broker's to delete (or publish); a job's data as a whole may go.
+    if (name !== undefined && isStagingName(name)) {
+      this.node.link.counters.reject(this.node.log, 'data_staging_refused', msg.from, `${msg.from} may not delete "${name}": staged results are deleted by their broker`);
+      throw new Refusal('reserved_name', `"${name}" is reserved for staging job results; its broker deletes it`);
+    }
     let count = 0;
     if (name !== undefined) {
       const known = this.index.locate(name);
@@ -245,6 +320,87 @@ export class DataRouter {
     }
     await this.node.store.durable();
     this.node.link.reply(msg, 'data_deleted', { count });
+  }
+
+  /**
+   * Publishes staged result objects under their names: each is renamed on the datastore that holds it,
+   * which first checks its size and SHA-256 against the reference (the bytes are not copied). The moves
+   * on one store are one transaction; an attempt's staged objects are placed on one store, so normally
+   * all of a result is published or none of it. A repeated call (after a crash or an unreachable store)
+   * finds the moves already made and answers the same. Returns where each name was published.
+   */
+  async promote(moves: readonly StagedMove[], version: { at: [number, number]; writer: string }): Promise<Record<string, Located>> {
+    const byStore = new Map<string, StagedMove[]>();
+    for (const move of moves) {
+      // After a crash between the move and its indexing, the staged name may be indexed still or the
+      // target already: the store holding either answers.
+      const store = (this.index.locate(move.from) ?? this.index.locate(move.to))?.store;
+      if (store === undefined) throw new BadStagedReference(`no staged object "${move.from}" is known`);
+      if (!this.alive(store)) throw new Refusal('store_unavailable', `the staged object "${move.from}" is on ${store}, which is not reachable now`);
+      let list = byStore.get(store);
+      if (list === undefined) byStore.set(store, (list = []));
+      list.push(move);
+    }
+    // Spread over several stores (one was lost while the attempt staged), one store's transaction cannot
+    // cover all: check every object first, so that a bad reference publishes nothing.
+    if (byStore.size > 1) await Promise.all([...byStore].flatMap(([store, list]) => list.map((m) => this.verifyStaged(store, m))));
+    const published: Record<string, Located> = {};
+    const replaced: Array<{ name: string; store: string }> = [];
+    for (const [store, list] of byStore) {
+      let reply;
+      try {
+        reply = await this.node.link.request(store, 'data_move', { moves: list.map((m) => ({ from: m.from, to: m.to, size: m.size, digest: m.digest })), at: version.at, writer: version.writer });
+      } catch (err) {
+        if (err instanceof RemoteError && BAD_MOVE_CODES.has(err.code)) throw new BadStagedReference(err.message);
+        throw err;
+      }
+      if (reply.kind !== 'data_moved') throw new Refusal('bad_reply', `${store} answered ${reply.kind}`);
+      for (const [i, move] of list.entries()) {
+        const outcome = reply.body.results[i]?.outcome;
+        const before = this.index.locate(move.to);
+        const location: Located = outcome === 'unchanged' && before?.store === store ? before : { store, size: move.size, at: version.at };
+        published[move.to] = location;
+        if (outcome === 'stale') continue;
+        if (before !== undefined && before.store !== store) replaced.push({ name: move.to, store: before.store });
+        // Not awaited one by one: the index writes of one result commit together.
+        void this.index.setName(move.to, location);
+        if (this.index.locate(move.from) !== undefined) void this.index.setName(move.from, undefined);
+      }
+    }
+    await this.node.store.durable();
+    // A name that lived on another store before now lives where its staged object was: the old copy goes.
+    if (replaced.length > 0) void this.discard(replaced.map(({ name, store }) => ({ name, location: { store, size: 0, at: version.at } })));
+    for (const name of Object.keys(published)) for (const listener of this.storedListeners) listener(name);
+    return published;
+  }
+
+  /** Checks one staged object (or its target, if it was moved already) against its reference. */
+  private async verifyStaged(store: string, move: StagedMove): Promise<void> {
+    const head = async (name: string) => {
+      try {
+        const reply = await this.node.link.request(store, 'data_read', { name, from: 0, max_bytes: 1 });
+        return reply.kind === 'data_chunk' ? reply.body : undefined;
+      } catch (err) {
+        if (err instanceof RemoteError && err.code === 'not_found') return undefined;
+        throw err;
+      }
+    };
+    const matches = (c: BodyOf<'data_chunk'> | undefined) => c !== undefined && !c.series && c.size === move.size && c.digest === move.digest;
+    if (matches(await head(move.from)) || matches(await head(move.to))) return;
+    throw new BadStagedReference(`"${move.from}" on ${store} is missing or is not the ${move.size} bytes with SHA-256 ${move.digest} its reference says`);
+  }
+
+  /**
+   * Deletes every object staged under `prefix` (an attempt's, or all of a job's attempts'), from the
+   * index and from the datastores holding them. Best effort: what is out of reach now goes with the job's
+   * retention.
+   */
+  async discardStaged(prefix: string): Promise<number> {
+    const names = this.names(prefix.replace(/\/+$/, '')).filter(({ name }) => isStagingName(name));
+    if (names.length === 0) return 0;
+    for (const { name } of names) void this.index.setName(name, undefined);
+    await this.node.store.durable();
+    return this.discard(names.map(({ name, located }) => ({ name, location: located })));
   }
 
   /**

@@ -1,6 +1,6 @@
-import { adopterOf, inputsOf, isFinal, resultArchiveName, unmetRequirement, type BodyOf, type Envelope, type Requirements } from '../protocol/index.js';
+import { adopterOf, inputsOf, isFinal, isStagingName, resultArchiveName, stagingOwner, stagingPrefix, stagingRoot, unmetRequirement, type BodyOf, type Envelope, type Requirements } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
-import type { DataRouter } from './data-router.js';
+import { BadStagedReference, type DataRouter } from './data-router.js';
 import { Delegation } from './delegation.js';
 import type { MetadataReplica, PrunedJob, Retention, SyncedJob } from './metadata-replica.js';
 import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, recordConflict, recordDeadline, recordFailure, recordKill, recordLoss, recordRejection, requeue, type Job } from './arbiter.js';
@@ -8,6 +8,7 @@ import { Deadlines } from './deadlines.js';
 import { currentAttempt, resultDigest, specDigest, viewOf, type JobRecord } from './job-record.js';
 import { jobHidden, seesEveryJob } from './job-visibility.js';
 import { answering, Refusal } from './refusal.js';
+import { planPublication } from './staged-results.js';
 import { JobQueue, type ExecutorView } from './scheduler.js';
 import { dependencyState, type DependencyLookup } from './dependencies.js';
 import { mayWithdraw, recordWithdrawal } from './withdrawal.js';
@@ -60,6 +61,8 @@ export class JobManager {
   private stopped = false;
   /** The broker's own deadline for each job's current attempt. */
   private readonly deadlines = new Deadlines();
+  /** Per unfinished job, attempts whose result arrived: what they staged may no longer change. */
+  private readonly sealed = new Map<string, Set<number>>();
 
   constructor(
     private readonly node: NodeRuntime,
@@ -113,6 +116,7 @@ export class JobManager {
       if (peer.role === 'executor' && this.queue.size > 0) this.requestSchedule();
     });
     data.onStored((name) => this.nameArrived(name));
+    data.guardStaging((writer, name) => this.mayStage(writer, name));
     replica.onName((name) => this.nameArrived(name));
     replica.onJob((job, _change, previous) => {
       this.merged(job, previous);
@@ -162,6 +166,8 @@ export class JobManager {
   private async submit(msg: Envelope<'job_submit'>): Promise<void> {
     const { spec, after } = msg.body;
     if (after.includes(spec.job_id)) throw new Refusal('bad_request', `job ${spec.job_id} cannot wait for itself`);
+    const reserved = [...inputsOf(spec), ...Object.values(spec.named_results)].find(isStagingName);
+    if (reserved !== undefined) throw new Refusal('reserved_name', `job ${spec.job_id} names "${reserved}": names whose second segment is ".attempts" are reserved for staging job results; choose another name`);
     const digest = specDigest(spec);
     const existing = this.jobs.get(spec.job_id) ?? (this.replica.job(spec.job_id) as JobRecord | undefined);
     if (existing !== undefined) {
@@ -368,6 +374,7 @@ export class JobManager {
     const decision = arbitrate(job, result.job_id, { from: msg.from, attempt: result.attempt, outcome: result.outcome, digest });
     const counters = this.node.link.counters;
     const now = Date.now();
+    if (decision.kind !== 'reject' || !decision.unauthorized) this.seal(result.job_id, result.attempt);
     switch (decision.kind) {
       case 'redelivered':
         counters.inc('results_redelivered');
@@ -389,15 +396,28 @@ export class JobManager {
           const killed = decision.killed === true && recordKill(job, result.attempt);
           if (killed) this.stopKiller(job);
           if (rejected || killed) await this.persist(job);
+          // Only a rejection of the sender's own attempt: an unauthorized sender's names are not its own.
+          this.discardStaging(stagingPrefix(result.job_id, result.attempt));
         }
         this.verdict(msg, decision.reason, decision.acceptedAttempt);
         return;
       case 'retry':
         await this.retry(job!, result.attempt, `${decision.reason}: ${result.message}`, decision.killed);
+        this.discardStaging(stagingPrefix(result.job_id, result.attempt));
         this.verdict(msg, `not a result of the job (${result.outcome}); it runs again elsewhere`);
         return;
       case 'accept':
-        await this.accept(job!, msg);
+        try {
+          await this.accept(job!, msg);
+        } catch (err) {
+          if (!(err instanceof BadStagedReference)) throw err;
+          // Nothing of it was published. The job runs again elsewhere, as after an executor's failure.
+          counters.reject(this.node.log, 'results_bad_reference', msg.from, `${msg.from} reported attempt ${result.attempt} of job ${result.job_id} with a staged result that cannot be published: ${err.message}`);
+          await this.refuseStaged(job!, result.attempt, `its staged result cannot be published: ${err.message}`);
+          this.discardStaging(stagingPrefix(result.job_id, result.attempt));
+          this.verdict(msg, `refused: a staged result cannot be published: ${err.message}; the job runs again elsewhere`);
+          return;
+        }
         counters.inc('results_accepted');
         this.node.log.info({ job: result.job_id, attempt: result.attempt, executor: msg.from, outcome: result.outcome, exitCode: result.exit_code }, 'result accepted');
     }
@@ -417,9 +437,15 @@ export class JobManager {
     // REC keeps no archive for a job without a results receiver; its named results are published all the same.
     const keep = job.spec.keep_archive !== false;
     const archive = keep ? resultArchiveName(job.job_id) : undefined;
-    const items = [...named, ...(archive !== undefined ? [{ name: archive, bytes: result.archive }] : [])];
-    const stored = await Promise.all(items.map((item) => this.data.store({ name: item.name, bytes: item.bytes, ...version })));
-    const published = Object.fromEntries(items.map((item, i) => [item.name, { store: stored[i]!.store, size: item.bytes.byteLength, at: version.at }]));
+    // The archive first: a named result given the archive's name does not replace it.
+    const items = [...(archive !== undefined ? [{ name: archive, content: result.archive }] : []), ...named.map((item) => ({ name: item.name, content: item.bytes }))];
+    const plan = planPublication(job.job_id, result.attempt, items);
+    if ('problem' in plan) throw new BadStagedReference(plan.problem);
+    // Staged objects are checked and renamed into place first: a bad reference then publishes nothing.
+    const moved = plan.moves.length > 0 ? await this.data.promote(plan.moves, version) : {};
+    const stored = await Promise.all(plan.inline.map((item) => this.data.store({ name: item.name, bytes: item.bytes, ...version })));
+    const published = { ...moved, ...Object.fromEntries(plan.inline.map((item, i) => [item.name, { store: stored[i]!.store, size: item.bytes.byteLength, at: version.at }])) };
+    const archiveBytes = archive !== undefined ? (plan.sizes.get(archive) ?? 0) : 0;
     // The decision's own place in causal order, for settling two acceptances made apart (a partition).
     const decided = this.node.link.stamp();
 
@@ -434,10 +460,10 @@ export class JobManager {
         message: result.message,
         duration_ms: result.duration_ms,
         ...(archive !== undefined ? { archive } : {}),
-        archive_bytes: archive !== undefined ? result.archive.byteLength : 0,
+        archive_bytes: archiveBytes,
         files: result.files,
         missing: result.missing,
-        named_results: named.map((item) => item.name),
+        named_results: [...new Set(named.map((item) => item.name))],
         decided_by: this.node.link.id,
         decided_at: [decided.hlc.wall, decided.hlc.logical],
         decided_vc: decided.vc,
@@ -453,7 +479,7 @@ export class JobManager {
     this.queue.remove(job.job_id);
     await this.persist(job);
     for (const a of cancelled) this.node.link.send(a.executor, 'job_cancel', { job_id: job.job_id, attempt: a.attempt, reason: a.reason ?? 'another attempt delivered first' });
-    this.notify(job, keep && result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
+    this.notify(job, keep && result.archive instanceof Uint8Array && result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
     this.requestSchedule();
   }
 
@@ -501,6 +527,22 @@ export class JobManager {
     this.deadlines.disarm(job.job_id);
     if (killed) recordKill(job, attempt);
     if (!this.stopKiller(job)) this.placeAgain(job, executor, why);
+    await this.persist(job);
+  }
+
+  /**
+   * An attempt's result could not be published as it said (nothing of it was): if it is the attempt the
+   * job waits on, the job runs again elsewhere, as after an executor's failure; a lost attempt's is
+   * only marked rejected, and the job goes on as it was.
+   */
+  private async refuseStaged(job: Job, attempt: number, why: string): Promise<void> {
+    const a = job.attempts[attempt - 1];
+    if (a !== undefined && a === currentAttempt(job) && a.outcome === 'running') {
+      await this.retry(job, attempt, why, false);
+      return;
+    }
+    if (!recordRejection(job, attempt, why, Date.now())) return;
+    if (currentAttempt(job)?.executor !== a?.executor && a !== undefined) this.release(a.executor, job.job_id);
     await this.persist(job);
   }
 
@@ -826,7 +868,44 @@ export class JobManager {
       this.forgetFinished(job);
       // Jobs that read this one's results wait for exactly this: its end, recorded.
       this.producerEnded(job.job_id);
+      // Whatever attempts staged and did not publish: the job has ended, nothing of it can be accepted.
+      this.discardStaging(stagingRoot(job.job_id));
     }
+  }
+
+  /**
+   * Whether `writer` may write the staging name `name` now: only the executor assigned that attempt,
+   * while the attempt may still deliver (running, or lost but not given up) and before its result came.
+   */
+  private mayStage(writer: string, name: string): string | undefined {
+    const owner = stagingOwner(name);
+    if (owner === undefined) return 'staging names have the form <job>/.attempts/<attempt>/<name>';
+    const { jobId, attempt } = owner;
+    const job = this.jobs.get(jobId) ?? this.replica.job(jobId);
+    if (job === undefined) return `there is no job ${jobId}`;
+    const assigned = job.attempts[attempt - 1];
+    if (assigned === undefined || assigned.executor !== writer) return `${writer} was not assigned attempt ${attempt} of job ${jobId}`;
+    if (isFinal(job.state)) return `job ${jobId} has ended (${job.state})`;
+    if (assigned.outcome !== 'running' && assigned.outcome !== 'lost') return `attempt ${attempt} of job ${jobId} has ended (${assigned.outcome})`;
+    if (this.sealed.get(jobId)?.has(attempt) === true) return `attempt ${attempt} of job ${jobId} has already reported its result`;
+    return undefined;
+  }
+
+  private seal(jobId: string, attempt: number): void {
+    let attempts = this.sealed.get(jobId);
+    if (attempts === undefined) this.sealed.set(jobId, (attempts = new Set()));
+    attempts.add(attempt);
+  }
+
+  /** Deletes staged objects under `prefix` in the background; what it cannot reach goes with retention. */
+  private discardStaging(prefix: string): void {
+    if (this.stopped) return;
+    void this.data
+      .discardStaged(prefix)
+      .then((count) => {
+        if (count > 0) this.node.link.counters.inc('staged_results_discarded', count);
+      })
+      .catch((err: Error) => this.node.log.warn({ prefix, err: err.message }, 'deleting staged results failed'));
   }
 
   /**
@@ -836,6 +915,7 @@ export class JobManager {
   private forgetFinished(job: Job): void {
     if (this.jobs.get(job.job_id) !== job) return;
     this.jobs.delete(job.job_id);
+    this.sealed.delete(job.job_id);
     this.queue.remove(job.job_id);
     this.deadlines.disarm(job.job_id);
     for (const a of job.attempts) this.release(a.executor, job.job_id);

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { BodyOf, JobSpec, JobView } from '../protocol/index.js';
 
 /** A job as its broker keeps it in LMDB: what clients see, plus what is needed to run it again. */
@@ -22,9 +22,18 @@ export function resultDigest(report: BodyOf<'job_result'>): string {
   const hash = createHash('sha256');
   const { archive, named, duration_ms: _duration, ...rest } = report;
   hash.update(canonicalJson(rest));
-  hash.update(archive);
-  for (const item of named) hash.update(`\0${item.path}\0${item.name}\0`).update(item.bytes);
+  content(hash, archive);
+  for (const item of named) content(hash.update(`\0${item.path}\0${item.name}\0`), item.bytes);
   return hash.digest('hex');
+}
+
+/**
+ * A staged object counts by its size and SHA-256: a restarted executor stages the same bytes again under
+ * the same name, and its redelivered report must hash as before. Inline bytes hash as they always did.
+ */
+function content(hash: Hash, c: BodyOf<'job_result'>['archive']): void {
+  if (c instanceof Uint8Array) hash.update(c);
+  else hash.update(`\0staged\0${c.size}\0${c.digest}`);
 }
 
 function canonicalJson(value: unknown): string {

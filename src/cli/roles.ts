@@ -7,7 +7,7 @@ import { JobRunner } from '../executor/index.js';
 import type { Role } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 
-/** Room left in a message for the envelope and the job_result fields around the archive. */
+/** Room left in a message for the envelope and the job_result fields around inline results. */
 const RESULT_ENVELOPE_BYTES = 64 * 1_024;
 
 /**
@@ -47,12 +47,13 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
         tags: config.executor.tags,
         workDir: join(node.store.dir, 'jobs'),
         keepJobDirs: config.executor.keep_job_dirs,
-        maxResultBytes: Math.max(1_024, config.protocol.max_message_bytes - RESULT_ENVELOPE_BYTES),
+        inlineResultBytes: Math.max(1_024, config.protocol.max_message_bytes - RESULT_ENVELOPE_BYTES),
         limits: {
           memoryBytes: config.executor.max_memory_mb * 1_048_576,
           outputBytes: config.executor.max_output_mb * 1_048_576,
           jobMs: config.executor.max_job_seconds * 1_000,
           files: config.executor.max_files,
+          resultBytes: config.executor.max_result_mb * 1_048_576,
         },
         sandboxIdleMs: config.executor.sandbox_idle_s * 1_000,
       });

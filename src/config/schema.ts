@@ -157,6 +157,7 @@ export const CONFIG_SCHEMA = {
     keep_job_dirs: { type: 'boolean' },
     max_memory_mb: { type: 'integer', min: 1, max: 4096 },
     max_output_mb: { type: 'integer', min: 1, max: 65536 },
+    max_result_mb: { type: 'integer', min: 1, max: 65536 },
     max_job_seconds: { type: 'integer', min: 1, max: 604800 },
     max_files: { type: 'integer', min: 16, max: 10000000 },
     sandbox_idle_s: { type: 'integer', min: 0, max: 86400 },
@@ -313,6 +314,7 @@ export interface ExecutorConfig {
   readonly keep_job_dirs: boolean;
   readonly max_memory_mb: number;
   readonly max_output_mb: number;
+  readonly max_result_mb: number;
   readonly max_job_seconds: number;
   readonly max_files: number;
   readonly sandbox_idle_s: number;

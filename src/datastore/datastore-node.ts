@@ -68,6 +68,19 @@ export class DatastoreNode {
       }
     });
 
+    link.on('data_move', async (msg) => {
+      try {
+        const results = await this.data.move(msg.body.moves, version(msg.body.at, msg.body.writer));
+        await node.store.durable();
+        link.counters.inc('objects_moved', results.filter((r) => r.outcome === 'stored').length);
+        link.reply(msg, 'data_moved', { results, store: link.id });
+      } catch (err) {
+        if (!(err instanceof DataStoreError)) throw err;
+        link.counters.inc(`moves_refused_${err.code}`);
+        link.reply(msg, 'error', { code: err.code, message: err.message });
+      }
+    });
+
     link.on('data_read', (msg) => {
       const { name, from, max_bytes: maxBytes } = msg.body;
       const piece = this.data.read(name, from, maxBytes);

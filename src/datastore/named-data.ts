@@ -27,7 +27,7 @@ export interface Page<T> {
 
 export type PutOutcome = 'stored' | 'unchanged' | 'stale';
 
-export type DataStoreErrorCode = 'object_too_large' | 'upload_unknown' | 'upload_out_of_order' | 'digest_mismatch' | 'size_mismatch' | 'too_large_for_one_message';
+export type DataStoreErrorCode = 'not_found' | 'bad_move' | 'object_too_large' | 'upload_unknown' | 'upload_out_of_order' | 'digest_mismatch' | 'size_mismatch' | 'too_large_for_one_message';
 
 export class DataStoreError extends Error {
   constructor(
@@ -46,6 +46,14 @@ export interface ReadPiece extends DataMeta {
   readonly from: number;
   readonly bytes: Uint8Array;
   readonly next?: number;
+}
+
+/** One rename: `from` becomes `to`, if it holds exactly `size` bytes with SHA-256 `digest`. */
+export interface Move {
+  readonly from: string;
+  readonly to: string;
+  readonly size: number;
+  readonly digest: string;
 }
 
 export interface AppendRecord {
@@ -235,6 +243,55 @@ export class NamedDataStore {
       return 'stored';
     });
     return outcome as PutOutcome;
+  }
+
+  /**
+   * Renames objects (a job's staged results to their published names) in one transaction at `version`,
+   * after checking every one: the source must be an object of the given size and digest. The bytes are
+   * not copied: the target takes over the source's chunks, and the source becomes a tombstone. A move
+   * whose source is gone while its target holds exactly that content was made already (a repeated
+   * request after a lost reply or a broker restart): `unchanged`. A target holding a newer version, or a
+   * newer deletion, is left alone (`stale`), and so is its source.
+   */
+  async move(moves: readonly Move[], version: Version): Promise<Array<{ to: string; outcome: PutOutcome }>> {
+    const at: [number, number] = [version.at.wall, version.at.logical];
+    // Each name once: two targets sharing one source would share its chunks.
+    const named = new Set<string>();
+    for (const { from, to } of moves) {
+      for (const name of [from, to]) {
+        if (named.has(name)) throw new DataStoreError('bad_move', `"${name}" is named twice in one move`);
+        named.add(name);
+      }
+    }
+    return this.meta.transaction(() => {
+      const plans = moves.map((m) => {
+        const source = this.meta.get(m.from);
+        const target = this.meta.get(m.to);
+        if (source === undefined) {
+          if (target !== undefined && target.digest === m.digest && target.size === m.size) return { move: m, source: undefined };
+          throw new DataStoreError('not_found', `no object named "${m.from}" here to publish as "${m.to}"`);
+        }
+        if (source.series !== undefined || source.blob === undefined || source.digest === undefined) {
+          throw new DataStoreError('not_found', `"${m.from}" is not an object that can be published`);
+        }
+        if (source.size !== m.size) throw new DataStoreError('size_mismatch', `"${m.from}" is ${source.size} bytes, not the ${m.size} its reference says`);
+        if (source.digest !== m.digest) throw new DataStoreError('digest_mismatch', `"${m.from}" has SHA-256 ${source.digest}, not the ${m.digest} its reference says`);
+        return { move: m, source };
+      });
+      return plans.map(({ move, source }): { to: string; outcome: PutOutcome } => {
+        if (source === undefined) return { to: move.to, outcome: 'unchanged' };
+        const current = this.meta.get(move.to);
+        const tomb = this.tombstones.get(move.to);
+        if ((current !== undefined && !newer(version, toVersion(current))) || (tomb !== undefined && !newer(version, toVersion(tomb)))) return { to: move.to, outcome: 'stale' };
+        if (current !== undefined) this.dropContent(move.to, current);
+        if (tomb !== undefined) this.tombstones.remove(move.to);
+        this.meta.put(move.to, { size: source.size, at, writer: version.writer, blob: source.blob!, chunks: source.chunks!, digest: source.digest! });
+        // The source's chunks now belong to the target: only its name goes, leaving a tombstone.
+        this.meta.remove(move.from);
+        this.tombstones.put(move.from, { at, writer: version.writer });
+        return { to: move.to, outcome: 'stored' };
+      });
+    });
   }
 
   /** The whole object, if it is small enough to travel in one message; undefined if there is no such name. */

@@ -1,6 +1,7 @@
+import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { adopterOf, BODY_SCHEMAS, type BodyOf, type Envelope, type JobSpec, type RunOutcome } from '../protocol/index.js';
+import { adopterOf, BODY_SCHEMAS, stagingName, type BodyOf, type Envelope, type JobSpec, type RunOutcome, type StagedObject } from '../protocol/index.js';
 import type { Table } from '../store/index.js';
 import { DataTransfer, RemoteError, TransportError, type NodeRuntime } from '../transport/index.js';
 import { readCapabilities } from './capabilities.js';
@@ -14,8 +15,11 @@ export interface JobRunnerOptions {
   /** Where a finished job's files are written when keepJobDirs is set: <workDir>/<job>-<attempt>/. */
   readonly workDir: string;
   readonly keepJobDirs: boolean;
-  /** Archive plus named results must fit in one message to the broker. */
-  readonly maxResultBytes: number;
+  /**
+   * Archive plus named results up to this travel inside the job_result message; beyond it the largest
+   * are staged as named data first and the message refers to them.
+   */
+  readonly inlineResultBytes: number;
   /** The executor's own ceilings: a job's request is clamped to them. */
   readonly limits: ExecutorLimits;
   /** A sandbox process with no job for this long exits (0 keeps them). */
@@ -29,6 +33,8 @@ export interface ExecutorLimits {
   readonly jobMs: number;
   /** Files and directories one job may create. */
   readonly files: number;
+  /** Archive plus named results of one job (executor.max_result_mb). */
+  readonly resultBytes: number;
 }
 
 /**
@@ -46,6 +52,9 @@ interface Assignment {
 /** An input that could not be staged: the job fails with outcome missing_input, naming it. */
 class MissingInput extends Error {}
 
+/** A result the broker refuses to have staged (the job ended, or it exceeds a datastore's limit). */
+class StagingRefused extends Error {}
+
 type RunReport = Omit<BodyOf<'job_result'>, 'job_id' | 'attempt'>;
 
 /** Reported attempts remembered, so that a resent assignment is not run again. */
@@ -58,6 +67,12 @@ const JOB_MAX_FDS = 1_024;
 const RESULT_MAX_FILES = 4_096;
 /** How long a stop waits for the reports of attempts it interrupted. */
 const STOP_REPORT_MS = 2_000;
+/** Staged uploads of one result in flight at once. */
+const STAGE_PARALLEL = 4;
+/** How long staging a result keeps trying through a broker or datastore that is out of reach. */
+const STAGE_PATIENCE_MS = 60_000;
+/** Refusals that no retry changes: the result cannot be staged at all. */
+const STAGE_REFUSALS = new Set(['reserved_name', 'object_too_large', 'bad_request']);
 
 /**
  * The executor role's work: it accepts assignments from brokers (durably), fetches each job's inputs,
@@ -211,6 +226,12 @@ export class JobRunner {
       await this.assignments.remove(id);
       return;
     }
+    report = await this.stageLarge(id, a, report);
+    // Cancelled while it staged: another attempt delivered; what this one staged goes with the job.
+    if (this.running.get(id)?.cancelled !== undefined) {
+      await this.assignments.remove(id);
+      return;
+    }
     await this.deliver(id, a, report);
     this.node.log.info({ job: a.spec.job_id, attempt: a.attempt, outcome: report.outcome, exitCode: report.exit_code, ms: report.duration_ms }, 'job finished');
   }
@@ -225,6 +246,81 @@ export class JobRunner {
     await Promise.all([sent, removed]);
     this.reported.add(id);
     if (this.reported.size > REPORTED_REMEMBERED) this.reported.delete(this.reported.values().next().value!);
+  }
+
+  /**
+   * A result larger than one message: its largest objects are uploaded in chunks to the attempt's
+   * staging names (PROTOCOL.md, "Results larger than one message") until the rest fits, and the report
+   * refers to them by name, size and SHA-256. A small result is left as it is: no extra round trip.
+   */
+  private async stageLarge(id: string, a: Assignment, report: RunReport): Promise<RunReport> {
+    const jobId = a.spec.job_id;
+    const items: Array<{ index: number | undefined; bytes: Uint8Array }> = [];
+    if (report.archive instanceof Uint8Array) items.push({ index: undefined, bytes: report.archive });
+    report.named.forEach((n, i) => {
+      if (n.bytes instanceof Uint8Array) items.push({ index: i, bytes: n.bytes });
+    });
+    let inline = items.reduce((sum, item) => sum + item.bytes.byteLength, 0);
+    if (inline <= this.options.inlineResultBytes) return report;
+    // Largest first, so the fewest uploads leave the rest small enough for the message.
+    const staged: typeof items = [];
+    for (const item of [...items].sort((x, y) => y.bytes.byteLength - x.bytes.byteLength)) {
+      if (inline <= this.options.inlineResultBytes) break;
+      staged.push(item);
+      inline -= item.bytes.byteLength;
+    }
+    const started = performance.now();
+    const refs = new Map<number | undefined, StagedObject>();
+    try {
+      let next = 0;
+      const worker = async () => {
+        while (next < staged.length) {
+          const item = staged[next++]!;
+          refs.set(item.index, await this.upload(id, a, stagingName(jobId, a.attempt, item.index), item.bytes));
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(STAGE_PARALLEL, staged.length) }, worker));
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (err instanceof StagingRefused) {
+        this.node.link.counters.inc('results_undeliverable');
+        return { outcome: 'result_undeliverable', message: `the job's results could not be staged: ${message}`.slice(0, 2_048), duration_ms: report.duration_ms, ...noResults() };
+      }
+      // The broker or datastore stayed out of reach, or this executor is stopping: not the job's doing.
+      return { outcome: 'host_error', message: `${this.node.link.id} could not stage the job's results: ${message}`.slice(0, 2_048), duration_ms: report.duration_ms, ...noResults() };
+    }
+    const bytes = staged.reduce((sum, item) => sum + item.bytes.byteLength, 0);
+    this.node.link.counters.inc('results_staged');
+    this.node.log.info({ job: jobId, attempt: a.attempt, objects: staged.length, bytes, ms: Math.round(performance.now() - started) }, 'result staged');
+    return {
+      ...report,
+      archive: refs.get(undefined) ?? report.archive,
+      named: report.named.map((n, i) => ({ ...n, bytes: refs.get(i) ?? n.bytes })),
+    };
+  }
+
+  /**
+   * Uploads one staged object through the job's broker, trying again while the broker or datastore is
+   * out of reach (the broker may be replaced by its adopter meanwhile), up to STAGE_PATIENCE_MS.
+   */
+  private async upload(id: string, a: Assignment, name: string, bytes: Uint8Array): Promise<StagedObject> {
+    const digest = createHash('sha256').update(bytes).digest('hex');
+    const transfer = new DataTransfer(this.node.link, async () => this.resultTarget(a.broker));
+    const giveUpAt = performance.now() + STAGE_PATIENCE_MS;
+    for (let wait = 500; ; wait = Math.min(wait * 2, 8_000)) {
+      const cancelled = this.running.get(id)?.cancelled;
+      if (cancelled !== undefined) throw new Error(`cancelled: ${cancelled}`);
+      if (this.stopping) throw new Error(`${this.node.link.id} is stopping`);
+      try {
+        await transfer.putBytes(name, bytes);
+        return { name, size: bytes.byteLength, digest };
+      } catch (err) {
+        if (err instanceof RemoteError && STAGE_REFUSALS.has(err.code)) throw new StagingRefused(err.message);
+        if (performance.now() + wait > giveUpAt) throw err;
+        this.node.log.warn({ job: a.spec.job_id, attempt: a.attempt, name, err: (err as Error).message }, 'staging a result failed; trying again');
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
   }
 
   /**
@@ -283,7 +379,7 @@ export class JobRunner {
       keepTree: this.options.keepJobDirs,
       timeoutMs,
       memoryCapBytes,
-      limits: { outputBytes: limits.outputBytes, maxNodes: limits.files, maxFds: JOB_MAX_FDS, maxResultBytes: this.options.maxResultBytes, maxResultFiles: RESULT_MAX_FILES },
+      limits: { outputBytes: limits.outputBytes, maxNodes: limits.files, maxFds: JOB_MAX_FDS, maxResultBytes: limits.resultBytes, maxResultFiles: RESULT_MAX_FILES },
     });
     if (entry !== undefined) entry.handle = handle;
     const ran = await handle.result;

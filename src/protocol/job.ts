@@ -83,6 +83,48 @@ export function resultArchiveName(jobId: string): string {
   return `${jobId}/result.zip`;
 }
 
+/**
+ * Where an executor stages result objects too large to travel in its job_result: under the job, per
+ * attempt (`<jobId>/.attempts/<attempt>/...`). Every name whose second segment is `.attempts` is reserved
+ * for this: brokers refuse it from anyone but the executor assigned that attempt (and from it only while
+ * the attempt may still deliver), and refuse job specs that name it, so a staged object can never be a
+ * user's data nor be written by anyone else. The accepting broker renames the accepted attempt's staged
+ * objects to the published names; the others are deleted (PROTOCOL.md, "Results larger than one message").
+ */
+export const STAGING_SEGMENT = '.attempts';
+
+/** The prefix under which all of a job's attempts stage (with the trailing slash). */
+export function stagingRoot(jobId: string): string {
+  return `${jobId}/${STAGING_SEGMENT}/`;
+}
+
+/** The prefix of every name an attempt may stage (with the trailing slash). */
+export function stagingPrefix(jobId: string, attempt: number): string {
+  return `${stagingRoot(jobId)}${attempt}/`;
+}
+
+/** The staging name of an attempt's archive (`named` undefined) or of its n-th named result. */
+export function stagingName(jobId: string, attempt: number, named?: number): string {
+  return `${stagingPrefix(jobId, attempt)}${named === undefined ? 'result.zip' : `named/${named}`}`;
+}
+
+/** Whether a data name lies in the reserved staging space (its second segment is `.attempts`). */
+export function isStagingName(name: string): boolean {
+  const slash = name.indexOf('/');
+  return slash > 0 && name.startsWith(STAGING_SEGMENT, slash + 1) && (name.length === slash + 1 + STAGING_SEGMENT.length || name[slash + 1 + STAGING_SEGMENT.length] === '/');
+}
+
+/**
+ * The job and attempt a staging name belongs to, if it is one an attempt may write: `<jobId>/.attempts/
+ * <attempt>/<rest>` with the attempt in plain decimal (no sign, no leading zero) and something below it.
+ */
+export function stagingOwner(name: string): { jobId: string; attempt: number } | undefined {
+  if (!isStagingName(name)) return undefined;
+  const [jobId, , attempt, ...rest] = name.split('/');
+  if (jobId === undefined || attempt === undefined || rest.length === 0 || !/^[1-9][0-9]{0,8}$/.test(attempt)) return undefined;
+  return { jobId, attempt: Number(attempt) };
+}
+
 /** Where a job is. `queued` waits for an executor or for data; succeeded and failed are final. */
 export const JOB_STATES = ['queued', 'assigned', 'running', 'succeeded', 'failed'] as const;
 export type JobState = (typeof JOB_STATES)[number];

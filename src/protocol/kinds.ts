@@ -1,4 +1,4 @@
-import { arrayOf, bool, bytes, literal, num, object, optional, record, str, tuple, uint, type Infer, type Schema } from './schema.js';
+import { arrayOf, bool, bytes, either, literal, num, object, optional, record, str, tuple, uint, type Infer, type Schema } from './schema.js';
 import { messageId, nodeId, ROLES } from './names.js';
 import { capabilitiesSchema } from './capabilities.js';
 import { dataName, jobId, jobPath, JOB_STATES, jobSpecSchema, jobViewSchema, PRIORITIES, RUN_OUTCOMES } from './job.js';
@@ -19,6 +19,15 @@ export const CHUNK_BYTES = 262_144;
 const uploadId = () => str({ pattern: /^[A-Za-z0-9._:-]{1,64}$/ });
 /** SHA-256 of a whole object, lowercase hex. */
 const digest = () => str({ pattern: /^[0-9a-f]{64}$/ });
+/**
+ * A result object an executor staged as named data instead of sending it inline (job_result): where, how
+ * large and its SHA-256, which the broker has the datastore check before publishing it.
+ */
+const stagedObject = () => object({ name: dataName(), size: uint(), digest: digest() });
+/** A result's bytes: inline, or staged (too large for the job_result message). */
+const resultContent = () => either(bytes({ max: MAX_OBJECT_BYTES }), stagedObject());
+/** The most objects one result publishes: its archive and up to 1,024 named results. */
+export const MAX_RESULT_OBJECTS = 1_025;
 /** Records one append carries at most, over all its series. */
 export const MAX_APPEND_RECORDS = 20_000;
 /** A vector clock in a sync record: broker id -> counter, as in the envelope. */
@@ -215,6 +224,21 @@ export const BODY_SCHEMAS = {
       { max: 1_000 },
     ),
   }),
+  /**
+   * Broker -> datastore: rename objects held here (a job's staged results to their published names),
+   * each only if it is `size` bytes with SHA-256 `digest`. Every move is checked before any is made, and
+   * all are made in one transaction at version (`at`, `writer`). A move whose source is gone but whose
+   * target already holds that content was made before (a repeated request): it is `unchanged`.
+   */
+  data_move: object({
+    moves: arrayOf(object({ from: dataName(), to: dataName(), size: uint(), digest: digest() }), { min: 1, max: MAX_RESULT_OBJECTS }),
+    at: writtenAt(),
+    writer: nodeId(),
+  }),
+  data_moved: object({
+    results: arrayOf(object({ to: dataName(), outcome: literal('stored', 'unchanged', 'stale') }), { max: MAX_RESULT_OBJECTS }),
+    store: nodeId(),
+  }),
   /** Names (not bytes) at or below `prefix`, or all names. */
   data_list: object({
     prefix: optional(dataName()),
@@ -265,7 +289,10 @@ export const BODY_SCHEMAS = {
     job_id: jobId(),
     attempt: uint({ min: 1 }),
   }),
-  /** Executor -> broker, durable: how the attempt ended, with its result archive and named results. */
+  /**
+   * Executor -> broker, durable: how the attempt ended, with its result archive and named results, each
+   * inline or, when the whole would not fit in one message, staged under the attempt's staging prefix.
+   */
   job_result: object({
     job_id: jobId(),
     attempt: uint({ min: 1 }),
@@ -273,10 +300,10 @@ export const BODY_SCHEMAS = {
     exit_code: optional(uint({ max: 2 ** 32 })),
     message: str({ max: 2_048 }),
     duration_ms: uint(),
-    archive: bytes({ max: MAX_OBJECT_BYTES }),
+    archive: resultContent(),
     files: arrayOf(jobPath(), { max: 4_096 }),
     missing: arrayOf(jobPath(), { max: 1_024 }),
-    named: arrayOf(object({ path: jobPath(), name: dataName(), bytes: bytes({ max: MAX_OBJECT_BYTES }) }), { max: 1_024 }),
+    named: arrayOf(object({ path: jobPath(), name: dataName(), bytes: resultContent() }), { max: MAX_RESULT_OBJECTS - 1 }),
   }),
   /**
    * Broker -> executor: a job_result was rejected (another attempt was first, or the sender was never
@@ -401,6 +428,7 @@ export const BODY_SCHEMAS = {
 } satisfies Record<string, Schema<unknown>>;
 
 export type Kind = keyof typeof BODY_SCHEMAS;
+export type StagedObject = Infer<ReturnType<typeof stagedObject>>;
 export type BodyOf<K extends Kind> = Infer<(typeof BODY_SCHEMAS)[K]>;
 export const KINDS = Object.keys(BODY_SCHEMAS) as Kind[];
 

@@ -28,7 +28,8 @@ export const PERMISSIONS: Readonly<Record<Role, Partial<Record<Kind, readonly Ro
     ...COMMON,
     // Named data goes through a broker; executors fetch their jobs' inputs this way.
     data_put: CLIENTS,
-    data_write: CLIENTS,
+    // Executors write only their attempts' staged results (the data router refuses any other name).
+    data_write: [...CLIENTS, 'executor'],
     data_append: CLIENTS,
     data_get: [...CLIENTS, 'executor'],
     data_read: [...CLIENTS, 'executor'],
@@ -58,6 +59,8 @@ export const PERMISSIONS: Readonly<Record<Role, Partial<Record<Kind, readonly Ro
     data_read: ['broker'],
     data_list: ['broker'],
     data_delete: ['broker'],
+    // Publishing a job's staged results; only the job's broker decides which attempt's.
+    data_move: ['broker'],
   },
   client: TO_CLIENT,
   operator: TO_CLIENT,

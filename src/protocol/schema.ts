@@ -157,6 +157,22 @@ export function record<T>(key: Schema<string>, value: Schema<T>, opts: { max?: n
   };
 }
 
+/**
+ * A value of one of two shapes, told apart by the first one's check (e.g. bytes inline, or a map naming
+ * where the bytes were put instead). The reason names both when neither fits.
+ */
+export function either<A, B>(a: Schema<A>, b: Schema<B>): Schema<A | B> {
+  return {
+    check(v, path) {
+      const first = a.check(v, path);
+      if (first === undefined) return undefined;
+      const second = b.check(v, path);
+      if (second === undefined) return undefined;
+      return `${first}; or ${second}`;
+    },
+  };
+}
+
 export function optional<T>(inner: Schema<T>): Schema<T> & { optional: true } {
   return { check: inner.check, optional: true };
 }

@@ -60,6 +60,10 @@ const uintArb32 = fc.integer({ min: 0, max: 2 ** 32 });
 const jobPathArb = fc.array(fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,8}$/), { minLength: 1, maxLength: 4 }).map((segments) => segments.join('/'));
 /** Data names: any text without control characters, REC's plain names and paths alike. */
 const dataNameArb = fc.oneof(jobPathArb, fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }).filter((s) => !/[\p{Cc}\p{Cs}]/u.test(s) && s.length <= 512));
+const digestArb = fc.stringMatching(/^[0-9a-f]{64}$/);
+/** A result object's content: inline bytes, or a reference to where it was staged. */
+const resultContentArb = (maxLength: number) =>
+  fc.oneof(fc.uint8Array({ maxLength }), fc.record({ name: dataNameArb, size: fc.maxSafeNat(), digest: digestArb }));
 const atArb = fc.tuple(fc.integer({ min: 0, max: 2 ** 48 }), fc.integer({ min: 0, max: 2 ** 32 }));
 const textArb = (max: number, min = 0): fc.Arbitrary<string> => fc.string({ minLength: min, maxLength: max, unit: 'binary' });
 
@@ -169,6 +173,12 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
     { requiredKeys: ['upload', 'name', 'index', 'bytes'] },
   ),
   data_written: fc.record({ upload: fc.stringMatching(/^[0-9a-f]{8,32}$/), index: uintArb32 }),
+  data_move: fc.record({
+    moves: fc.array(fc.record({ from: dataNameArb, to: dataNameArb, size: uintArb, digest: digestArb }), { minLength: 1, maxLength: 3 }),
+    at: atArb,
+    writer: nodeIdArb,
+  }),
+  data_moved: fc.record({ results: fc.array(fc.record({ to: dataNameArb, outcome: fc.constantFrom('stored' as const, 'unchanged' as const, 'stale' as const) }), { maxLength: 3 }), store: nodeIdArb }),
   data_read: fc.record({ name: dataNameArb, from: uintArb, max_bytes: fc.integer({ min: 1, max: 1_048_576 }) }),
   data_chunk: fc.record(
     { name: dataNameArb, at: atArb, writer: nodeIdArb, size: uintArb, series: fc.boolean(), digest: fc.stringMatching(/^[0-9a-f]{64}$/), from: uintArb, bytes: fc.uint8Array({ maxLength: 64 }), next: uintArb },
@@ -203,10 +213,10 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
       exit_code: fc.integer({ min: 0, max: 2 ** 32 }),
       message: textArb(40),
       duration_ms: uintArb,
-      archive: fc.uint8Array({ maxLength: 64 }),
+      archive: resultContentArb(64),
       files: fc.array(jobPathArb, { maxLength: 3 }),
       missing: fc.array(jobPathArb, { maxLength: 3 }),
-      named: fc.array(fc.record({ path: jobPathArb, name: dataNameArb, bytes: fc.uint8Array({ maxLength: 16 }) }), { maxLength: 2 }),
+      named: fc.array(fc.record({ path: jobPathArb, name: dataNameArb, bytes: resultContentArb(16) }), { maxLength: 2 }),
     },
     { requiredKeys: ['job_id', 'attempt', 'outcome', 'message', 'duration_ms', 'archive', 'files', 'missing', 'named'] },
   ),

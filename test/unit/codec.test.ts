@@ -143,6 +143,18 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
     { upload: '9f2c1d', name: 'rec/cam-1', index: 3, bytes: new Uint8Array(3), last: { size: 786_435, digest: 'a'.repeat(64), at: [1_718_000_000_000, 0], writer: 'client-a' } },
   ],
   data_written: [{ upload: '9f2c1d', index: 2 }],
+  data_move: [
+    { moves: [{ from: 'fw-stats/.attempts/2/result.zip', to: 'fw-stats/result.zip', size: 5_242_880, digest: 'c'.repeat(64) }], at: [1_718_000_000_000, 4], writer: 'fire-unit-1' },
+    {
+      moves: [
+        { from: 'fw-stats/.attempts/2/result.zip', to: 'fw-stats/result.zip', size: 0, digest: 'd'.repeat(64) },
+        { from: 'fw-stats/.attempts/2/named/0', to: 'fire/district-3/stats', size: 3_145_728, digest: 'e'.repeat(64) },
+      ],
+      at: [1, 0],
+      writer: 'w',
+    },
+  ],
+  data_moved: [{ results: [{ to: 'fw-stats/result.zip', outcome: 'stored' }, { to: 'fire/district-3/stats', outcome: 'unchanged' }], store: 'ds-1' }, { results: [], store: 'ds-2' }],
   data_read: [{ name: 'rec/cam-1', from: 262_144, max_bytes: 262_144 }],
   data_chunk: [
     { name: 'rec/cam-1', at: [5, 1], writer: 'client-a', size: 786_435, series: false, digest: 'b'.repeat(64), from: 0, bytes: new Uint8Array(8), next: 8 },
@@ -163,6 +175,21 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
   job_result: [
     { job_id: 'fw-stats', attempt: 1, outcome: 'exited', exit_code: 0, message: 'exited with code 0', duration_ms: 41, archive: new Uint8Array([0x50, 0x4b, 5, 6]), files: ['out.txt'], missing: [], named: [{ path: 'stats.txt', name: 'fire/district-3/stats', bytes: new Uint8Array([1, 2]) }] },
     { job_id: 'fw-stats', attempt: 3, outcome: 'missing_input', message: 'missing input "x"', duration_ms: 0, archive: new Uint8Array(), files: [], missing: [], named: [] },
+    {
+      job_id: 'fw-stats',
+      attempt: 2,
+      outcome: 'exited',
+      exit_code: 0,
+      message: 'exited with code 0',
+      duration_ms: 900,
+      archive: { name: 'fw-stats/.attempts/2/result.zip', size: 5_242_880, digest: 'c'.repeat(64) },
+      files: ['big.bin'],
+      missing: [],
+      named: [
+        { path: 'stats.bin', name: 'fire/district-3/stats', bytes: { name: 'fw-stats/.attempts/2/named/0', size: 3_145_728, digest: 'e'.repeat(64) } },
+        { path: 'small.txt', name: 'fire/district-3/small', bytes: new Uint8Array([1]) },
+      ],
+    },
   ],
   job_verdict: [
     { job_id: 'fw-stats', attempt: 1, verdict: 'rejected', accepted_attempt: 2, reason: 'attempt 2 delivered first' },
@@ -413,6 +440,21 @@ describe('codec body validation', () => {
     ['an empty data name', 'data_get', { name: '', prefix: false, limit: 1 }, /body\.name: text length 0 outside 1\.\.512/],
     ['a job path that climbs out', 'job_result', { job_id: 'j', attempt: 1, outcome: 'exited', message: '', duration_ms: 0, archive: new Uint8Array(), files: ['../x'], missing: [], named: [] }, /body\.files\[0\]: "\.\.\/x": a job path may use letters/],
     ['ping data not bytes', 'ping', { data: [1, 2, 3] }, /body\.data: expected bytes, got array/],
+    ...((): Array<[string, Kind, unknown, RegExp]> => {
+      const result = { job_id: 'j', attempt: 2, outcome: 'exited', message: '', duration_ms: 1, files: [], missing: [], named: [] };
+      const staged = { name: 'j/.attempts/2/result.zip', size: 5, digest: 'a'.repeat(64) };
+      return [
+        ['a staged archive without its digest', 'job_result', { ...result, archive: { name: staged.name, size: 5 } }, /body\.archive: expected bytes, got object; or .*body\.archive\.digest: missing/],
+        ['a staged archive with a bad digest', 'job_result', { ...result, archive: { ...staged, digest: 'A'.repeat(64) } }, /body\.archive\.digest/],
+        ['a staged archive with an extra field', 'job_result', { ...result, archive: { ...staged, store: 'ds' } }, /body\.archive: unknown field "store"/],
+        ['a staged archive with a negative size', 'job_result', { ...result, archive: { ...staged, size: -1 } }, /body\.archive\.size/],
+        ['a staged named result naming no data name', 'job_result', { ...result, archive: new Uint8Array(), named: [{ path: 'a', name: 'x/a', bytes: { ...staged, name: 'a\u0000b' } }] }, /body\.named\[0\]\.bytes\.name/],
+        ['an archive as text', 'job_result', { ...result, archive: 'zip' }, /body\.archive: expected bytes, got string; or .*body\.archive: expected map/],
+        ['a move of nothing', 'data_move', { moves: [], at: [1, 0], writer: 'b' }, /body\.moves: array length 0 outside 1\.\./],
+        ['a move without a digest', 'data_move', { moves: [{ from: 'a', to: 'b', size: 1 }], at: [1, 0], writer: 'b' }, /body\.moves\[0\]\.digest: missing/],
+        ['a moved outcome unknown', 'data_moved', { results: [{ to: 'a', outcome: 'moved' }], store: 'ds' }, /body\.results\[0\]\.outcome/],
+      ];
+    })(),
   ];
 
   it.each(cases)('%s is bad_body naming the field', (_name, kind, body, reason) => {

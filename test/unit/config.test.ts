@@ -45,7 +45,7 @@ const EXPECTED_DEFAULTS: UcpConfig = {
   outbox: { retry_initial_ms: 500, retry_max_ms: 30000 },
   store: { sync: 'commit' },
   datastore: { max_object_bytes: 268435456 },
-  executor: { tags: [], slots: 0, keep_job_dirs: false, max_memory_mb: 1024, max_output_mb: 64, max_job_seconds: 86400, max_files: 10000, sandbox_idle_s: 60 },
+  executor: { tags: [], slots: 0, keep_job_dirs: false, max_memory_mb: 1024, max_output_mb: 64, max_result_mb: 64, max_job_seconds: 86400, max_files: 10000, sandbox_idle_s: 60 },
   jobs: { retention_s: 86400, retention_count: 10000 },
   scheduler: { aging_s: 60, inline_result_bytes: 65536, max_redeploy_attempts: 3, redeploy_delay_ms: 0, delegate_after_ms: 2000, deadline_margin_s: 60 },
   metadata_sync: { interval_s: 5, retry_on_failure: true, failure_retry_interval_s: 2 },

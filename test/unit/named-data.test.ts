@@ -135,6 +135,57 @@ describe('named data store', () => {
       expect([...store.table('data_chunks').getKeys()].length).toBe(1);
     });
 
+    it('publishes staged objects by renaming them, checking size and digest, all or nothing, and again idempotently', async () => {
+      const archive = big(2 * CHUNK_BYTES + 5);
+      const named = big(CHUNK_BYTES + 77).reverse();
+      await data.put('j/.attempts/2/result.zip', archive, v(10, 'ex-1'));
+      await data.put('j/.attempts/2/named/0', named, v(10, 'ex-1'));
+      await data.put('fire/stats', bytes('older stats'), v(5, 'ex-0'));
+      const chunksBefore = [...store.table('data_chunks').getKeys()].length;
+      const moves = [
+        { from: 'j/.attempts/2/result.zip', to: 'j/result.zip', size: archive.byteLength, digest: sha(archive) },
+        { from: 'j/.attempts/2/named/0', to: 'fire/stats', size: named.byteLength, digest: sha(named) },
+      ];
+      // A wrong digest on either one refuses both: nothing moves.
+      await expect(data.move([moves[0]!, { ...moves[1]!, digest: sha(archive) }], v(20, 'ex-1'))).rejects.toMatchObject({ code: 'digest_mismatch' });
+      await expect(data.move([{ ...moves[0]!, size: 1 }, moves[1]!], v(20, 'ex-1'))).rejects.toMatchObject({ code: 'size_mismatch' });
+      await expect(data.move([moves[0]!, { ...moves[1]!, from: 'j/.attempts/2/named/9' }], v(20, 'ex-1'))).rejects.toMatchObject({ code: 'not_found' });
+      await expect(data.move([moves[0]!, { ...moves[1]!, from: moves[0]!.from }], v(20, 'ex-1'))).rejects.toMatchObject({ code: 'bad_move' });
+      expect(data.list('j', 10).items.map((i) => i.name)).toEqual(['j/.attempts/2/named/0', 'j/.attempts/2/result.zip']);
+      expect(text(data.get('fire/stats')?.bytes)).toBe('older stats');
+
+      expect(await data.move(moves, v(20, 'ex-1'))).toEqual([
+        { to: 'j/result.zip', outcome: 'stored' },
+        { to: 'fire/stats', outcome: 'stored' },
+      ]);
+      expect(Buffer.compare(readAll('j/result.zip'), Buffer.from(archive))).toBe(0);
+      expect(Buffer.compare(readAll('fire/stats'), Buffer.from(named))).toBe(0);
+      expect(data.read('j/result.zip', 0, 1)).toMatchObject({ size: archive.byteLength, digest: sha(archive), at: { wall: 20, logical: 0 }, writer: 'ex-1' });
+      expect(data.list('j', 10).items.map((i) => i.name)).toEqual(['j/result.zip']);
+      // No byte was copied: the staged chunks became the published ones, the replaced name's chunk went.
+      expect([...store.table('data_chunks').getKeys()].length).toBe(chunksBefore - 1);
+      // The same request again (its reply was lost): already done, nothing changes.
+      expect(await data.move(moves, v(21, 'ex-1'))).toEqual([
+        { to: 'j/result.zip', outcome: 'unchanged' },
+        { to: 'fire/stats', outcome: 'unchanged' },
+      ]);
+      // A staged name that is gone cannot be passed off as other content.
+      await expect(data.move([{ ...moves[0]!, digest: sha(named) }], v(22, 'ex-1'))).rejects.toMatchObject({ code: 'not_found' });
+      // The staged names left tombstones: an old write of them cannot come back.
+      expect(await data.put('j/.attempts/2/named/0', bytes('late'), v(15, 'ex-1'))).toBe('stale');
+      await reopen();
+      expect(Buffer.compare(readAll('j/result.zip'), Buffer.from(archive))).toBe(0);
+    });
+
+    it('leaves a target holding a newer version alone, with its staged object', async () => {
+      await data.put('j/.attempts/1/result.zip', bytes('staged'), v(10, 'ex-1'));
+      await data.put('j/result.zip', bytes('newer'), v(30, 'client-a'));
+      const move = { from: 'j/.attempts/1/result.zip', to: 'j/result.zip', size: 6, digest: sha(bytes('staged')) };
+      expect(await data.move([move], v(20, 'ex-1'))).toEqual([{ to: 'j/result.zip', outcome: 'stale' }]);
+      expect(text(data.get('j/result.zip')?.bytes)).toBe('newer');
+      expect(text(data.get('j/.attempts/1/result.zip')?.bytes)).toBe('staged');
+    });
+
     it('refuses an upload whose digest, size or order is wrong, and one over the limit, keeping nothing', async () => {
       const object = big(CHUNK_BYTES + 10);
       const [a, b] = [object.subarray(0, CHUNK_BYTES), object.subarray(CHUNK_BYTES)];

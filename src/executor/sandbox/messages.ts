@@ -30,7 +30,7 @@ export interface SandboxLimits {
   readonly maxNodes: number;
   /** Descriptors the job may hold open. */
   readonly maxFds: number;
-  /** Archive plus named results must fit in one result message. */
+  /** Archive plus named results of one job at most (executor.max_result_mb). */
   readonly maxResultBytes: number;
   /** Most file paths one result may list. */
   readonly maxResultFiles: number;

@@ -20,7 +20,7 @@ export interface UndeliverableResults {
 }
 
 export interface CollectLimits {
-  /** Archive plus named results must fit in one result message. */
+  /** Archive plus named results of one job at most (executor.max_result_mb). */
   readonly maxBytes: number;
   /** Most file paths one result may list. */
   readonly maxFiles: number;
@@ -33,14 +33,15 @@ const ZIP_MTIME = new Date('2000-01-01T00:00:00Z');
  * Zips the paths in `results` (a file, or a directory taken whole) and reads the named results (a file
  * as it is; a directory zipped, as REC does). Everything comes from the job's tree, which has no links,
  * so nothing of the host can be in a result. Names a result message cannot carry, and results larger than
- * one message, are reported as undeliverable rather than sent to be refused.
+ * the unit's ceiling, are reported as undeliverable rather than sent to be refused. (Results larger than
+ * one message are the executor's to stage before it reports them.)
  */
 export function collectResults(tree: JobTree, results: readonly string[], namedResults: ReadonlyArray<readonly [string, string]>, limits: CollectLimits): CollectedResults | UndeliverableResults {
   const entries: Zippable = {};
   const files: string[] = [];
   const missing: string[] = [];
   let total = 0;
-  const tooLarge = (): UndeliverableResults => ({ outcome: 'result_too_large', message: `the job's results exceed ${formatBytes(limits.maxBytes)}, the most one result message carries` });
+  const tooLarge = (): UndeliverableResults => ({ outcome: 'result_too_large', message: `the job's results exceed ${formatBytes(limits.maxBytes)}, the most this unit delivers for one job (executor.max_result_mb)` });
   for (const path of results) {
     const node = tree.find(path);
     if (node === undefined) {
@@ -69,7 +70,8 @@ export function collectResults(tree: JobTree, results: readonly string[], namedR
       if (!missing.includes(path)) missing.push(path);
       continue;
     }
-    const bytes = node.kind === 'dir' ? zipDirectory(node) : node.data.slice(0, node.size);
+    // A view, not a copy: the tree is dropped after the run, and the reply to the executor copies it once.
+    const bytes = node.kind === 'dir' ? zipDirectory(node) : node.data.subarray(0, node.size);
     total += bytes.byteLength;
     if (total > limits.maxBytes) return tooLarge();
     named.push({ path, name, bytes });

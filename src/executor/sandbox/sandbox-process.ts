@@ -80,7 +80,7 @@ function run(req: RunRequest): RunReply {
     ...(memory !== undefined ? { memoryBytes: memory.buffer.byteLength } : {}),
     stderrTail: lastLine(stderrText),
     collected,
-    ...(req.keepTree === true ? { tree: filesBelow(tree.root).map(([path, f]) => [path, f.data.slice(0, f.size)] as const) } : {}),
+    ...(req.keepTree === true ? { tree: filesBelow(tree.root).map(([path, f]) => [path, f.data.subarray(0, f.size)] as const) } : {}),
   };
 }
 
