@@ -169,7 +169,7 @@ async function report(jobs: JobClient, out: Output, ids: readonly string[], fini
     if (job.result?.archive !== undefined) {
       mkdirSync(dir, { recursive: true });
       file = join(dir, `${id}_result.zip`);
-      writeFileSync(file, await jobs.resultArchive(done));
+      await jobs.saveResultArchive(done, file);
     }
     await jobs.markCollected(id);
     if (job.state === 'failed') failed++;

