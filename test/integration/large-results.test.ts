@@ -230,4 +230,21 @@ describe('job results larger than one message', () => {
     await checkPublished('crash');
     await expect.poll(() => staged('crash'), { timeout: 20_000 }).toEqual([]);
   }, 180_000);
+  it('kill -9 of the broker while it publishes a large result: after the restart the result is published once', async () => {
+    const executor = startExecutor('pub', 'pub');
+    await broker.waitForLog({ msg: 'peer up', peer: 'pub' }, 30_000);
+    await jobs.submit(bigJob('pub', 'pub', 0));
+    // Its upload done, the report goes out: the broker is now checking and moving the staged objects.
+    await executor.waitForLog({ msg: 'result staged', job: 'pub' }, 60_000);
+    broker.kill('SIGKILL');
+    await broker.exited;
+    broker = ucp(['broker', '--node-id', 'br', '--data-dir', join(dir, 'br'), ...common()]);
+    procs.push(broker);
+    // The executor's outbox delivers the report again; the moves already made are found made.
+    const done = (await jobs.wait(['pub'], { timeoutMs: 90_000 })).get('pub')!.job;
+    expect(done.state).toBe('succeeded');
+    expect(done.attempts.filter((a) => a.outcome === 'accepted')).toHaveLength(1);
+    await checkPublished('pub');
+    await expect.poll(() => staged('pub'), { timeout: 20_000 }).toEqual([]);
+  }, 180_000);
 });
