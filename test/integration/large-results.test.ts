@@ -168,11 +168,12 @@ describe('job results larger than one message', () => {
     const job = await jobs.query('big-run');
     expect(job.result).toMatchObject({ archive: 'big-run/result.zip', named_results: ['big-run/named.bin'] });
     expect(job.result!.archive_bytes).toBeGreaterThan(ARCHIVED);
-    await executor.waitForLog({ msg: 'result staged', job: 'big-run', objects: 2 });
+    const stagedLog = await executor.waitForLog({ msg: 'result staged', job: 'big-run', objects: 2 });
     await expect.poll(() => staged('big-run'), { timeout: 10_000 }).toEqual([]);
 
     const peaks = {
       seconds: Math.round(seconds * 10) / 10,
+      uploadMs: stagedLog.ms,
       client: Math.round(Number(/peak_rss_kb=(\d+)/.exec(run.stderr)?.[1] ?? NaN) / 1024),
       broker: peakRssMb(broker.pid),
       datastore: peakRssMb(store.pid),
