@@ -34,7 +34,7 @@ describe('result collection', () => {
   });
 
   it('refuses results over the limit, naming the limit', () => {
-    expect(collectResults(tree(), ['out.txt', 'output'], [], { ...limits, maxBytes: 10 })).toEqual({ outcome: 'result_too_large', message: "the job's results exceed 10 bytes, the most one result message carries" });
+    expect(collectResults(tree(), ['out.txt', 'output'], [], { ...limits, maxBytes: 10 })).toEqual({ outcome: 'result_too_large', message: "the job's results exceed 10 bytes, the most this unit delivers for one job (executor.max_result_mb)" });
   });
 
   it('refuses a file name a result cannot carry, and more files than a result can list', () => {
