@@ -224,6 +224,8 @@ export class JobRunner {
       await this.assignments.remove(id);
       return;
     }
+    // A job that keeps no archive (REC's plan without a results receiver): the broker would store none.
+    if (a.spec.keep_archive === false) report = { ...report, archive: noResults().archive };
     const chosen = chooseStaged(report, this.options.inlineResultBytes);
     if (chosen.length > 0) {
       // Too large for one message: kept on disk and uploaded in chunks first, from there also after a crash.
