@@ -7,6 +7,7 @@ import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, 
 import { Deadlines } from './deadlines.js';
 import { currentAttempt, resultDigest, specDigest, viewOf, type JobRecord } from './job-record.js';
 import { jobHidden, seesEveryJob } from './job-visibility.js';
+import { cursorOf, positionOf, type Position } from './job-listing.js';
 import { answering, Refusal } from './refusal.js';
 import { planPublication } from './staged-results.js';
 import { JobQueue, type ExecutorView } from './scheduler.js';
@@ -39,6 +40,8 @@ const PRUNE_BUDGET = 2_000;
 
 /** A job whose executors died running it this many times in a row is not placed again. */
 const KILLS_IN_A_ROW = 2;
+/** Jobs one listing page reads at most (index entries are small): bounds a page's cost on the broker. */
+const LIST_READ_BUDGET = 5_000;
 
 /**
  * The broker's jobs: it records each submitted job in LMDB, places it on a capable executor (or keeps it
@@ -987,18 +990,26 @@ export class JobManager {
     }
   }
 
+  /**
+   * One page of jobs, newest first (job-listing.ts). At most LIST_READ_BUDGET jobs are read for a page, so
+   * a client that sees few of many jobs gets short pages that go on, instead of stalling the broker.
+   */
   private list(query: BodyOf<'job_list'>): BodyOf<'job_listing'> {
     const items: BodyOf<'job_listing'>['items'] = [];
-    let next: string | undefined;
-    for (const jobId of this.replica.jobIds(query.after)) {
-      const own = this.jobs.get(jobId);
-      const job = own ?? this.replica.job(jobId);
-      if (job === undefined || (query.owner !== undefined && job.owner !== query.owner)) continue;
-      if (query.receiver !== undefined && job.owner !== query.receiver && !(job.spec.receivers ?? []).includes(query.receiver)) continue;
-      if (items.length === query.limit) {
-        next = items[items.length - 1]!.job_id;
+    let last: Position | undefined;
+    let read = 0;
+    let more = false;
+    for (const entry of this.replica.listing(query, query.after !== undefined ? positionOf(query.after) : undefined)) {
+      if (items.length === query.limit || read === LIST_READ_BUDGET) {
+        more = true;
         break;
       }
+      read++;
+      last = entry.position;
+      if (!entry.matched) continue;
+      const own = this.jobs.get(entry.jobId);
+      const job = own ?? this.replica.job(entry.jobId);
+      if (job === undefined) continue;
       const attempt = currentAttempt(job);
       const reason = (own !== undefined ? this.whyQueued(own) : undefined) ?? job.reason;
       items.push({
@@ -1012,7 +1023,7 @@ export class JobManager {
         ...(reason !== undefined ? { reason: reason.slice(0, 2_048) } : {}),
       });
     }
-    return { items, ...(next !== undefined ? { next } : {}) };
+    return { items, ...(more && last !== undefined ? { next: cursorOf(last) } : {}) };
   }
 }
 

@@ -3,6 +3,7 @@ import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import { resolve, type Change } from './metadata-merge.js';
 import { syncChangeProblem } from './sync-trust.js';
+import { before, decodeFacts, encodeFacts, matches, pad, TIME_DIGITS, wantsPhase, type JobFacts, type ListQuery, type Position } from './job-listing.js';
 
 export type { Change } from './metadata-merge.js';
 export { newer, resolve } from './metadata-merge.js';
@@ -24,7 +25,6 @@ export interface ReplicaOptions {
 /** Digest answers that were cut short are continued at once, up to this many in a row. */
 const MAX_CONTINUATIONS = 1_000;
 const SEQ_DIGITS = 15;
-const TIME_DIGITS = 15;
 
 /** A job retention removed, and the names it forgot with it (their data is still on the datastores). */
 export interface PrunedJob {
@@ -61,7 +61,10 @@ export class MetadataReplica {
   /** Peers an exchange is under way with: a second one at the same time would fetch the same changes. */
   private readonly exchanging = new Set<string>();
   private readonly jobListeners: Array<(job: SyncedJob, change: Change, previous: SyncedJob | undefined) => void> = [];
-  /** `<finished at>\0<job id>` for every finished job held, oldest first: retention reads only its head. */
+  /**
+   * `<finished at>\0<job id>` for every finished job held, oldest first: retention reads only its head,
+   * and listings its tail. The value holds the job's facts (job-listing.ts), so a listing filters on it.
+   */
   private readonly finished: Table<string>;
   private finishedCount = 0;
   /** `<origin>\0<seq>` -> name, for every deleted name (a change with no location) still held. */
@@ -319,14 +322,53 @@ export class MetadataReplica {
   private indexFinished(before: SyncedJob | undefined, after: SyncedJob | undefined): void {
     const was = finishedKey(before);
     const is = finishedKey(after);
-    if (was === is) return;
-    if (was !== undefined) {
+    if (was === is && (is === undefined || encodeFacts(factsOf(before!)) === encodeFacts(factsOf(after!)))) return;
+    if (was !== undefined && was !== is) {
       void this.finished.remove(was);
       this.finishedCount--;
     }
     if (is !== undefined) {
-      void this.finished.put(is, '');
-      this.finishedCount++;
+      void this.finished.put(is, encodeFacts(factsOf(after!)));
+      if (was !== is) this.finishedCount++;
+    }
+  }
+
+  // ---- listing -------------------------------------------------------------------------------------
+
+  /**
+   * Every job in listing order (job-listing.ts) after `after`, each with whether it matches `query`. The
+   * unfinished jobs are few (budgets bound them) and indexed in memory by owner; the finished ones are read
+   * from the tail of the retention index, whose values carry what the filters need, down to `since`. The
+   * caller stops reading when its page is full or it has read enough.
+   */
+  *listing(query: ListQuery, after?: Position): Generator<{ position: Position; jobId: string; matched: boolean }> {
+    if ((after === undefined || after.phase === 'a') && wantsPhase('a', query)) {
+      const owners = query.owner !== undefined ? [query.owner] : [...this.unfinished.keys()];
+      const active: Array<{ position: Position; facts: JobFacts }> = [];
+      for (const owner of owners) {
+        for (const jobId of this.unfinished.get(owner) ?? []) {
+          const job = this.job(jobId);
+          if (job === undefined) continue;
+          const position: Position = { phase: 'a', at: job.created_at, jobId };
+          if (after === undefined || before(after, position)) active.push({ position, facts: factsOf(job) });
+        }
+      }
+      active.sort((x, y) => (before(x.position, y.position) ? -1 : 1));
+      for (const { position, facts } of active) yield { position, jobId: position.jobId, matched: matches(facts, query) };
+    }
+    if (!wantsPhase('f', query)) return;
+    const range = {
+      reverse: true,
+      ...(after?.phase === 'f' ? { start: `${pad(after.at)}\0${after.jobId}` } : {}),
+      ...(query.since !== undefined ? { end: pad(query.since) } : {}),
+    };
+    for (const { key, value } of this.finished.getRange(range)) {
+      const index = String(key);
+      const position: Position = { phase: 'f', at: Number(index.slice(0, TIME_DIGITS)), jobId: index.slice(TIME_DIGITS + 1) };
+      if (after?.phase === 'f' && !before(after, position)) continue;
+      const job = decodeFacts(value) === undefined ? this.job(position.jobId) : undefined;
+      const facts = decodeFacts(value) ?? (job !== undefined ? factsOf(job) : undefined);
+      yield { position, jobId: position.jobId, matched: facts !== undefined && matches(facts, query) };
     }
   }
 
@@ -494,6 +536,10 @@ function invalid(change: Change): string | undefined {
 function finishedKey(job: SyncedJob | undefined): string | undefined {
   if (job === undefined || !isFinal(job.state)) return undefined;
   return `${String(job.updated_at).padStart(TIME_DIGITS, '0')}\0${job.job_id}`;
+}
+
+function factsOf(job: SyncedJob): JobFacts {
+  return { state: job.state, owner: job.owner, receivers: job.spec.receivers ?? [] };
 }
 
 function originKey(origin: string, seq: number): string {

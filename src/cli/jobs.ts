@@ -4,7 +4,7 @@ import cliProgress from 'cli-progress';
 import { DataClient, JobClient, loadPlan, type Finished, type SubmittedJob } from '../client/index.js';
 import type { UcpConfig } from '../config/index.js';
 import type { Logger } from '../log/index.js';
-import { isFinal, type JobView } from '../protocol/index.js';
+import { isFinal, type JobState, type JobView } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import { RemoteError } from '../transport/index.js';
 import { openClientNode, siblingClients, withIdleStore, type ClientOptions } from './client-identity.js';
@@ -126,7 +126,7 @@ async function uncollected(config: UcpConfig, node: NodeRuntime, jobs: JobClient
   }
   const ids = mine.sort((a, b) => a.submittedAt - b.submittedAt).map((j) => j.jobId);
   // Results another client sends here (its plan names this node as results_receiver).
-  for (const item of await jobs.list({ receiver: node.link.id })) {
+  for (const item of (await jobs.list({ receiver: node.link.id, states: ['succeeded', 'failed'] })).items) {
     if (item.owner !== node.link.id && isFinal(item.state) && !jobs.collected(item.job_id) && !ids.includes(item.job_id)) ids.push(item.job_id);
   }
   return [...new Set(ids)];
@@ -286,19 +286,31 @@ export async function cancelJobs(config: UcpConfig, logger: Logger, out: Output,
 }
 
 /** `ucp jobs`: every job the broker knows, or only this client's. */
-export async function listJobs(config: UcpConfig, logger: Logger, out: Output, owner?: string): Promise<void> {
+export interface ListOptions {
+  readonly owner?: string;
+  readonly limit: number;
+  readonly since?: number;
+  readonly states?: readonly JobState[];
+}
+
+/**
+ * `ucp jobs`: the newest `limit` jobs the broker knows (unfinished ones first, then the latest finished),
+ * filtered as asked. A table ends with a line saying when there are more.
+ */
+export async function listJobs(config: UcpConfig, logger: Logger, out: Output, options: ListOptions): Promise<void> {
   await withTool(config, logger, async (link) => {
     const jobs = new JobClient(link, undefined, new DataClient(link, config.client.broker_wait_s * 1_000, config.node.broker, (what) => waits.begin(what)));
-    const items = await jobs.list(owner !== undefined ? { owner } : {});
+    const { items, more } = await jobs.list({ ...(options.owner !== undefined ? { owner: options.owner } : {}), ...(options.states !== undefined ? { states: options.states } : {}), ...(options.since !== undefined ? { since: options.since } : {}) }, options.limit);
     if (out.json) {
       out.print(JSON.stringify(items.map((j) => ({ id: j.job_id, state: j.state, priority: j.priority, owner: j.owner, attempts: j.attempts, executor: j.executor, updatedAt: j.updated_at, reason: j.reason }))));
       return;
     }
     if (items.length === 0) {
-      out.print('no jobs');
+      out.print(more ? 'no matching jobs among the newest the broker read; narrow with --since or --state, or raise --limit' : 'no jobs');
       return;
     }
-    out.print(table(['JOB', 'STATE', 'PRIORITY', 'EXECUTOR', 'ATTEMPTS', 'OWNER', 'REASON'], items.map((j) => [j.job_id, j.state, j.priority, j.executor ?? '-', String(j.attempts), j.owner, j.reason ?? ''])));
+    out.print(table(['JOB', 'STATE', 'PRIORITY', 'EXECUTOR', 'ATTEMPTS', 'OWNER', 'UPDATED', 'REASON'], items.map((j) => [j.job_id, j.state, j.priority, j.executor ?? '-', String(j.attempts), j.owner, new Date(j.updated_at).toISOString().slice(0, 19).replace('T', ' '), j.reason ?? ''])));
+    if (more) out.print(`(the newest ${items.length}; more with --limit, or narrow with --since or --state)`);
   });
 }
 

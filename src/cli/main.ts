@@ -7,7 +7,8 @@ import { ConfigError, type UcpConfig } from '../config/index.js';
 import { CredentialsError } from '../hub/index.js';
 import { StoreError } from '../store/index.js';
 import { NodeRuntime, RemoteError, TransportError } from '../transport/index.js';
-import type { Role } from '../protocol/index.js';
+import type { JobState, Role } from '../protocol/index.js';
+import { parseSince, parseStates } from './job-filters.js';
 import { VERSION } from '../version.js';
 import { authAdd, authExportMosquitto, authLs, authRm, credentialsPath, readPasswordFromStdin } from './auth.js';
 import { dataGet, dataLs, dataPut, dataRm } from './data.js';
@@ -339,11 +340,14 @@ program
 
 program
   .command('jobs')
-  .description('list the jobs the broker knows')
+  .description('list jobs, newest first: unfinished ones (latest submitted first), then the latest finished')
   .option('--owner <client>', "only this client's jobs")
-  .action(async (opts: { owner?: string }, cmd: Command) => {
+  .option('--limit <n>', 'at most this many jobs', integer('limit', 1, 1_000_000), 100)
+  .option('--since <when>', 'only jobs not yet finished at that time: a duration back from now (10m, 2h, 1d) or a time (2025-06-01T14:30)', (v: string) => parseSince(v))
+  .option('--state <states>', 'only jobs in these states: queued, assigned, running, succeeded, failed, or active / finished (comma-separated, repeatable)', parseStates)
+  .action(async (opts: { owner?: string; limit: number; since?: number; state?: JobState[] }, cmd: Command) => {
     const { config, logger, out } = tool(cmd, true);
-    await listJobs(config, logger, out, opts.owner);
+    await listJobs(config, logger, out, { limit: opts.limit, ...(opts.owner !== undefined ? { owner: opts.owner } : {}), ...(opts.since !== undefined ? { since: opts.since } : {}), ...(opts.state !== undefined ? { states: opts.state } : {}) });
   });
 
 program

@@ -1,5 +1,5 @@
 import { writeFile } from 'node:fs/promises';
-import { isFinal, type BodyOf, type JobSpec, type JobView } from '../protocol/index.js';
+import { isFinal, type BodyOf, type JobSpec, type JobState, type JobView } from '../protocol/index.js';
 import type { NodeStore, Table } from '../store/index.js';
 import { RemoteError, TransportError, type NodeLink } from '../transport/index.js';
 import type { DataClient } from './data-client.js';
@@ -16,6 +16,12 @@ export interface SubmittedJob {
 }
 
 export type JobListItem = BodyOf<'job_listing'>['items'][number];
+export interface ListFilter {
+  readonly owner?: string;
+  readonly receiver?: string;
+  readonly states?: readonly JobState[];
+  readonly since?: number;
+}
 
 export interface Finished {
   readonly job: JobView;
@@ -164,19 +170,30 @@ export class JobClient {
 
 
   /**
-   * Every job the broker knows, in id order: only `owner`'s when given; only those whose results go to
-   * `receiver` (its own, and those naming it as a receiver) when given.
+   * Jobs the broker knows, newest first (unfinished ones, then finished ones by when they finished), at
+   * most `max`: only `owner`'s when given; only those whose results go to `receiver` (its own, and those
+   * naming it as a receiver) when given; only those in `states`; only those not yet finished at `since`
+   * (ms since the epoch). `more`: the listing stopped at `max` with jobs left to read (they may not match).
    */
-  async list(filter: { owner?: string; receiver?: string } = {}): Promise<JobListItem[]> {
-    const all: JobListItem[] = [];
+  async list(filter: ListFilter = {}, max = Infinity): Promise<{ items: JobListItem[]; more: boolean }> {
+    const items: JobListItem[] = [];
     let after: string | undefined;
     do {
-      const reply = await this.ask('job_list', { limit: LIST_PAGE, ...(after !== undefined ? { after } : {}), ...(filter.owner !== undefined ? { owner: filter.owner } : {}), ...(filter.receiver !== undefined ? { receiver: filter.receiver } : {}) });
+      const limit = Math.min(LIST_PAGE, max - items.length);
+      const reply = await this.ask('job_list', {
+        limit,
+        ...(after !== undefined ? { after } : {}),
+        ...(filter.owner !== undefined ? { owner: filter.owner } : {}),
+        ...(filter.receiver !== undefined ? { receiver: filter.receiver } : {}),
+        ...(filter.states !== undefined && filter.states.length > 0 ? { states: [...filter.states] } : {}),
+        ...(filter.since !== undefined ? { since: filter.since } : {}),
+      });
       if (reply.kind !== 'job_listing') throw new Error(`the broker answered ${reply.kind} to a job listing`);
-      all.push(...reply.body.items);
+      items.push(...reply.body.items);
       after = reply.body.next;
-    } while (after !== undefined);
-    return all;
+    } while (after !== undefined && items.length < max);
+    // A full list with a cursor left may still have nothing after it: the broker only knows it read on.
+    return { items, more: after !== undefined };
   }
 
   /**

@@ -42,6 +42,11 @@ export const MAX_AFTER = 1_024;
 export const MAX_SYNC_CHANGES = 500;
 /** The most jobs one listing reply carries. */
 const MAX_JOB_PAGE = 500;
+/**
+ * Where a job listing goes on: the `next` of the previous page, opaque to clients. The broker writes
+ * `a` (unfinished) or `f` (finished), a 15-digit time and a job id.
+ */
+const pageCursor = () => str({ pattern: /^[af][0-9]{15}:[A-Za-z0-9._-]{1,128}$/, rule: 'a page cursor is the `next` of the previous job listing' });
 
 const text = (max: number) => str({ max });
 const bridgeStatus = object({
@@ -349,14 +354,19 @@ export const BODY_SCHEMAS = {
     count: uint(),
   }),
   /**
-   * Jobs in id order, a page at a time; with `owner`, only that client's; with `receiver`, only those whose
-   * result goes to that client (it submitted them, or is one of their receivers).
+   * Jobs a page at a time, newest first: the unfinished ones (newest submitted first), then the finished
+   * ones (latest finished first). With `owner`, only that client's; with `receiver`, only those whose result
+   * goes to that client (it submitted them, or is one of their receivers); with `states`, only jobs in one
+   * of them; with `since` (ms since the epoch, broker time), only jobs not yet finished at that time. A page
+   * may hold fewer than `limit` items and still carry `next`: the broker bounds the work of one page.
    */
   job_list: object({
     limit: uint({ min: 1, max: MAX_JOB_PAGE }),
-    after: optional(jobId()),
+    after: optional(pageCursor()),
     owner: optional(nodeId()),
     receiver: optional(nodeId()),
+    states: optional(arrayOf(literal(...JOB_STATES), { min: 1, max: JOB_STATES.length })),
+    since: optional(uint({ max: 2 ** 48 })),
   }),
   job_listing: object({
     items: arrayOf(
@@ -372,7 +382,7 @@ export const BODY_SCHEMAS = {
       }),
       { max: MAX_JOB_PAGE },
     ),
-    next: optional(jobId()),
+    next: optional(pageCursor()),
   }),
   /**
    * Broker metadata sync. Every change to a replicated record (a job, a name's location) is stamped with

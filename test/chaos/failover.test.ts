@@ -201,7 +201,7 @@ describe('executor loss, redeployment and first come, first served', () => {
       expect(job.state, id).toBe('succeeded');
       expect(job.attempts.filter((a) => a.outcome === 'accepted'), id).toHaveLength(1);
     }
-    const listed = (await jobs.list()).filter((j) => j.job_id.startsWith('bulk-'));
+    const listed = (await jobs.list()).items.filter((j) => j.job_id.startsWith('bulk-'));
     expect(listed).toHaveLength(100);
   }, 120_000);
 });

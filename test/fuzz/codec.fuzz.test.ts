@@ -68,6 +68,8 @@ const atArb = fc.tuple(fc.integer({ min: 0, max: 2 ** 48 }), fc.integer({ min: 0
 const textArb = (max: number, min = 0): fc.Arbitrary<string> => fc.string({ minLength: min, maxLength: max, unit: 'binary' });
 
 const jobIdArb = fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}$/);
+/** A job listing's page cursor: phase, 15-digit time, job id. */
+const cursorArb = fc.tuple(fc.constantFrom('a', 'f'), fc.integer({ min: 0, max: 2 ** 48 }), jobIdArb).map(([phase, at, id]) => `${phase}${String(at).padStart(15, '0')}:${id}`);
 const priorityArb = fc.constantFrom(...PRIORITIES);
 const specArb: fc.Arbitrary<JobSpec> = fc.record(
   {
@@ -252,7 +254,10 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
   job_query: fc.record({ job_id: jobIdArb }),
   job_withdraw: fc.record({ job_id: jobIdArb }),
   job_info: fc.record({ job: viewArb }),
-  job_list: fc.record({ limit: fc.integer({ min: 1, max: 500 }), after: jobIdArb, owner: nodeIdArb, receiver: nodeIdArb }, { requiredKeys: ['limit'] }),
+  job_list: fc.record(
+    { limit: fc.integer({ min: 1, max: 500 }), after: cursorArb, owner: nodeIdArb, receiver: nodeIdArb, states: fc.uniqueArray(fc.constantFrom(...JOB_STATES), { minLength: 1 }), since: wallArb },
+    { requiredKeys: ['limit'] },
+  ),
   job_remove: fc.record({ job_id: jobIdArb, owner: nodeIdArb }, { requiredKeys: [] }),
   job_removed: fc.record({ count: fc.nat() }),
   job_listing: fc.record(
@@ -264,7 +269,7 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
         ),
         { maxLength: 3 },
       ),
-      next: jobIdArb,
+      next: cursorArb,
     },
     { requiredKeys: ['items'] },
   ),

@@ -223,10 +223,10 @@ const BODY_CASES: { [K in Kind]: ReadonlyArray<BodyOf<K>> } = {
   job_query: [{ job_id: 'fw-stats' }],
   job_withdraw: [{ job_id: '6f1c2a52-8d0e-4c4b-9d7e-2f8a1b3c4d5e' }],
   job_info: [{ job: { ...VIEW, state: 'failed', reason: 'trap: unreachable', result: TRAPPED } }],
-  job_list: [{ limit: 100 }, { limit: 500, after: 'fw-a', owner: 'client-7' }, { limit: 10, receiver: 'command-post' }],
+  job_list: [{ limit: 100 }, { limit: 500, after: 'f001700000000000:fw-a', owner: 'client-7' }, { limit: 10, receiver: 'command-post', states: ['queued', 'running'], since: 1_700_000_000_000 }],
   job_remove: [{ job_id: 'flood-1' }, { owner: 'mallory' }],
   job_removed: [{ count: 0 }, { count: 3_000 }],
-  job_listing: [{ items: [{ job_id: 'fw-stats', state: 'running', priority: 'high', owner: 'client-7', attempts: 1, executor: 'fire-unit-1', updated_at: 1_700_000_000_000 }], next: 'fw-stats' }, { items: [] }],
+  job_listing: [{ items: [{ job_id: 'fw-stats', state: 'running', priority: 'high', owner: 'client-7', attempts: 1, executor: 'fire-unit-1', updated_at: 1_700_000_000_000 }], next: 'a001700000000000:fw-stats' }, { items: [] }],
 };
 
 function envelope<K extends Kind>(kind: K, body: BodyOf<K>, extra: { re?: string; ack?: boolean } = {}): Envelope<K> {
@@ -455,6 +455,10 @@ describe('codec body validation', () => {
         ['a moved outcome unknown', 'data_moved', { results: [{ to: 'a', outcome: 'moved' }], store: 'ds' }, /body\.results\[0\]\.outcome/],
       ];
     })(),
+    ['a job listing cursor that is a bare job id', 'job_list', { limit: 10, after: 'fw-a' }, /body\.after: "fw-a": a page cursor is the `next` of the previous job listing/],
+    ['a job listing state that does not exist', 'job_list', { limit: 10, states: ['lost'] }, /body\.states\[0\]: expected "queued"/],
+    ['an empty job listing state list', 'job_list', { limit: 10, states: [] }, /body\.states/],
+    ['a job listing since that is not a time', 'job_list', { limit: 10, since: -5 }, /body\.since/],
   ];
 
   it.each(cases)('%s is bad_body naming the field', (_name, kind, body, reason) => {
