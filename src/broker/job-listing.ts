@@ -45,6 +45,10 @@ export function before(a: Position, b: Position): boolean {
   return a.jobId > b.jobId;
 }
 
+export function factsOf(job: { readonly state: JobState; readonly owner: string; readonly spec: { readonly receivers?: readonly string[] } }): JobFacts {
+  return { state: job.state, owner: job.owner, receivers: job.spec.receivers ?? [] };
+}
+
 export function matches(facts: JobFacts, query: ListQuery): boolean {
   if (query.owner !== undefined && facts.owner !== query.owner) return false;
   if (query.receiver !== undefined && facts.owner !== query.receiver && !facts.receivers.includes(query.receiver)) return false;

@@ -7,7 +7,7 @@ import { arbitrate, failKiller, killStreak, recordAcceptance, recordAssignment, 
 import { Deadlines } from './deadlines.js';
 import { currentAttempt, resultDigest, specDigest, viewOf, type JobRecord } from './job-record.js';
 import { jobHidden, seesEveryJob } from './job-visibility.js';
-import { cursorOf, positionOf, type Position } from './job-listing.js';
+import { cursorOf, factsOf, matches, positionOf, type Position } from './job-listing.js';
 import { answering, Refusal } from './refusal.js';
 import { planPublication } from './staged-results.js';
 import { JobQueue, type ExecutorView } from './scheduler.js';
@@ -1006,8 +1006,10 @@ export class JobManager {
       }
       read++;
       last = entry.position;
-      if (!entry.matched) continue;
+      // This broker's own record is ahead of its replica copy (a start is not replicated), so it decides.
       const own = this.jobs.get(entry.jobId);
+      const facts = own !== undefined ? factsOf(own) : entry.facts;
+      if (facts === undefined || !matches(facts, query)) continue;
       const job = own ?? this.replica.job(entry.jobId);
       if (job === undefined) continue;
       const attempt = currentAttempt(job);

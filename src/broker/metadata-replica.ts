@@ -3,7 +3,7 @@ import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import { resolve, type Change } from './metadata-merge.js';
 import { syncChangeProblem } from './sync-trust.js';
-import { before, decodeFacts, encodeFacts, matches, pad, TIME_DIGITS, wantsPhase, type JobFacts, type ListQuery, type Position } from './job-listing.js';
+import { before, decodeFacts, encodeFacts, factsOf, pad, TIME_DIGITS, wantsPhase, type JobFacts, type ListQuery, type Position } from './job-listing.js';
 
 export type { Change } from './metadata-merge.js';
 export { newer, resolve } from './metadata-merge.js';
@@ -336,12 +336,12 @@ export class MetadataReplica {
   // ---- listing -------------------------------------------------------------------------------------
 
   /**
-   * Every job in listing order (job-listing.ts) after `after`, each with whether it matches `query`. The
+   * Every job in listing order (job-listing.ts) after `after`, with what the filters of `query` read. The
    * unfinished jobs are few (budgets bound them) and indexed in memory by owner; the finished ones are read
    * from the tail of the retention index, whose values carry what the filters need, down to `since`. The
    * caller stops reading when its page is full or it has read enough.
    */
-  *listing(query: ListQuery, after?: Position): Generator<{ position: Position; jobId: string; matched: boolean }> {
+  *listing(query: ListQuery, after?: Position): Generator<{ position: Position; jobId: string; facts: JobFacts | undefined }> {
     if ((after === undefined || after.phase === 'a') && wantsPhase('a', query)) {
       const owners = query.owner !== undefined ? [query.owner] : [...this.unfinished.keys()];
       const active: Array<{ position: Position; facts: JobFacts }> = [];
@@ -354,7 +354,7 @@ export class MetadataReplica {
         }
       }
       active.sort((x, y) => (before(x.position, y.position) ? -1 : 1));
-      for (const { position, facts } of active) yield { position, jobId: position.jobId, matched: matches(facts, query) };
+      for (const { position, facts } of active) yield { position, jobId: position.jobId, facts };
     }
     if (!wantsPhase('f', query)) return;
     const range = {
@@ -366,9 +366,9 @@ export class MetadataReplica {
       const index = String(key);
       const position: Position = { phase: 'f', at: Number(index.slice(0, TIME_DIGITS)), jobId: index.slice(TIME_DIGITS + 1) };
       if (after?.phase === 'f' && !before(after, position)) continue;
-      const job = decodeFacts(value) === undefined ? this.job(position.jobId) : undefined;
-      const facts = decodeFacts(value) ?? (job !== undefined ? factsOf(job) : undefined);
-      yield { position, jobId: position.jobId, matched: facts !== undefined && matches(facts, query) };
+      const facts = decodeFacts(value);
+      const job = facts === undefined ? this.job(position.jobId) : undefined;
+      yield { position, jobId: position.jobId, facts: facts ?? (job !== undefined ? factsOf(job) : undefined) };
     }
   }
 
@@ -536,10 +536,6 @@ function invalid(change: Change): string | undefined {
 function finishedKey(job: SyncedJob | undefined): string | undefined {
   if (job === undefined || !isFinal(job.state)) return undefined;
   return `${String(job.updated_at).padStart(TIME_DIGITS, '0')}\0${job.job_id}`;
-}
-
-function factsOf(job: SyncedJob): JobFacts {
-  return { state: job.state, owner: job.owner, receivers: job.spec.receivers ?? [] };
 }
 
 function originKey(origin: string, seq: number): string {

@@ -287,8 +287,8 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
   it('seeing others\' jobs: a client sees and lists only its own, an operator everyone\'s', async () => {
     const malloryJobs = new JobClient(mallory, undefined, new DataClient(mallory, 20_000));
     await expect(malloryJobs.query('h-1')).rejects.toThrow(/no job "h-1" is known/);
-    expect((await malloryJobs.list()).map((j) => j.owner).filter((o) => o !== 'mallory')).toEqual([]);
-    expect((await malloryJobs.list({ owner: 'victim' })).length).toBe(0);
+    expect((await malloryJobs.list()).items.map((j) => j.owner).filter((o) => o !== 'mallory')).toEqual([]);
+    expect((await malloryJobs.list({ owner: 'victim' })).items.length).toBe(0);
     await expect(malloryJobs.remove({ jobId: 'h-1' })).rejects.toThrow(/submitted by victim/);
     await expect(malloryJobs.withdraw('h-1')).rejects.toThrow(/no job "h-1" is known/);
     const asOperator = await c.run(['jobs', '--owner', 'victim', '--json']);
@@ -365,7 +365,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     expect((JSON.parse(cleared.stdout) as unknown[]).length).toBe(JOB_BUDGET);
     const removed = await c.run(['remove', '--owner', 'mallory']);
     expect(removed.code, removed.stderr).toBe(0);
-    await until('mallory\'s jobs to be gone', async () => (await malloryJobs.list()).filter((j) => j.owner === 'mallory').length === 0);
+    await until('mallory\'s jobs to be gone', async () => (await malloryJobs.list()).items.filter((j) => j.owner === 'mallory').length === 0);
     await malloryJobs.submit(spec('flood-after-cleanup', { capabilities: { tags: ['nobody-offers-this'] } }));
   }, 90_000);
 

@@ -266,7 +266,7 @@ wasm_module = "bad/echo.wasm"
     expect(ref.code).toBe(2);
     expect(ref.stderr).toContain('jobs[0].metadata.wasm_module: "bad/not-published.wasm" is neither in the plan nor in the network');
     const listed = await jobs.list();
-    expect(listed.map((j) => j.job_id).filter((id) => id.startsWith('bad-'))).toEqual([]);
+    expect(listed.items.map((j) => j.job_id).filter((id) => id.startsWith('bad-'))).toEqual([]);
   });
 
   it('`ucp job ID --json` shows the state, the accepted attempt and each attempt with its outcome; `ucp jobs` lists it', async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { before, cursorOf, decodeFacts, encodeFacts, matches, positionOf, wantsPhase, type Position } from '../../src/broker/job-listing.js';
 import { parseSince, parseStates } from '../../src/cli/job-filters.js';
-import { decode, encode, PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import { decode, encode, PROTOCOL_VERSION, type Envelope } from '../../src/protocol/index.js';
 
 const position = fc.record({ phase: fc.constantFrom('a' as const, 'f' as const), at: fc.integer({ min: 0, max: 2 ** 48 }), jobId: fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,30}$/) });
 
@@ -12,7 +12,7 @@ describe('job listing order and cursors', () => {
       fc.property(position, (p) => {
         const cursor = cursorOf(p);
         expect(positionOf(cursor)).toEqual(p);
-        const msg = { v: PROTOCOL_VERSION, kind: 'job_list' as const, id: '1.a', from: 'c1', role: 'client' as const, inc: 1, vc: {}, hlc: { wall: 1, logical: 0 }, body: { limit: 5, after: cursor } };
+        const msg: Envelope<'job_list'> = { v: PROTOCOL_VERSION, kind: 'job_list', id: '1.a', from: 'c1', role: 'client', inc: 1, vc: {}, hlc: { wall: 1, logical: 0 }, body: { limit: 5, after: cursor } };
         const decoded = decode(encode(msg));
         expect(decoded.ok).toBe(true);
       }),
