@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander';
-import { JOB_STATES, type JobState } from '../protocol/index.js';
+// The job module alone, not the protocol's index: parsing flags must not load the codec.
+import { JOB_STATES, type JobState } from '../protocol/job.js';
 
 /**
  * What `ucp jobs --since` and `--state` accept, turned into the job_list filters. Pure, so the forms a

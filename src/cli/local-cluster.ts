@@ -125,8 +125,8 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       // are as trusted as the hub, and need neither passwords nor certificates.
       const inMemory = hub.secured ? { stream: () => hub.internalStream({ node: nodeId, role }) } : {};
       const node = NodeRuntime.create({ config, nodeId, role, dataDir: join(options.dataRoot, nodeId), logger, hubUrl: hub.url, ...inMemory });
-      attachRole(node, role, config);
       nodes.push(node);
+      await attachRole(node, role, config);
       await node.connect();
     }
   } catch (err) {

@@ -1,30 +1,20 @@
 #!/usr/bin/env node
-import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { PlanError, SubmissionInterrupted } from '../client/index.js';
-import { BridgeConfigError } from '../../firmware-bridge/index.js';
-import { ConfigError, type UcpConfig } from '../config/index.js';
-import { CredentialsError } from '../hub/index.js';
-import { StoreError } from '../store/index.js';
-import { NodeRuntime, RemoteError, TransportError } from '../transport/index.js';
+import type { UcpConfig } from '../config/index.js';
 import type { JobState, Role } from '../protocol/index.js';
-import { parseSince, parseStates } from './job-filters.js';
+import type { NodeRuntime } from '../transport/index.js';
 import { VERSION } from '../version.js';
-import { authAdd, authExportMosquitto, authLs, authRm, credentialsPath, readPasswordFromStdin } from './auth.js';
-import { dataGet, dataLs, dataPut, dataRm } from './data.js';
-import { runDemo } from './demo.js';
-import { listNodes, ping, status, stdout, type Output } from './inspect.js';
-import { cancelJobs, collectResults, listJobs, removeJobs, runPlan, showJob } from './jobs.js';
 import { EXIT_FAILED, EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
-import { defaultDataDir, stateRoot } from './state-dir.js';
-import { runUntilSignal } from './lifecycle.js';
-import { promoteWhenBrokerless } from './promotion.js';
-import { attachRole } from './roles.js';
-import { runBridge } from './bridge.js';
-import { simulate } from '../../firmware-bridge/simulator/simulator.js';
-import { startHub, startLocalCluster } from './local-cluster.js';
-import { flushOutbox, sendNotice } from './notice.js';
-import { defaultNodeId, hostLabel, makeLogger, resolveConfig, UsageError, type GlobalFlags } from './settings.js';
+import { parseSince, parseStates } from './job-filters.js';
+import type { Output } from './inspect.js';
+import type { GlobalFlags } from './settings.js';
+import { UsageError } from './usage-error.js';
+
+/*
+ * Each command loads its own code when it runs (dynamic imports below), so `ucp --version` loads almost
+ * nothing and a broker process never loads the executor, the datastore or the bridge: on a field unit
+ * every module costs start-up time and resident memory for as long as the node runs.
+ */
 
 function integer(name: string, min: number, max: number) {
   return (value: string): number => {
@@ -98,21 +88,26 @@ function globals(cmd: Command): GlobalFlags {
   return cmd.optsWithGlobals<GlobalFlags>();
 }
 
-function output(flags: GlobalFlags): Output {
-  return { ...stdout, json: flags.json === true };
-}
-
 /**
  * What a query command needs: its configuration, a logger on stderr, and where its answer goes. A `quiet`
  * command's own output is the story: node logs appear only when asked for with --log-level.
  */
-function tool(cmd: Command, quiet = false) {
+async function tool(cmd: Command, quiet = false) {
+  const [{ makeLogger, resolveConfig }, { stdout }] = await Promise.all([import('./settings.js'), import('./inspect.js')]);
   const flags = globals(cmd);
   const config = resolveConfig(flags, quiet && flags.logLevel === undefined ? { 'log.level': 'warn' } : {});
-  return { config, logger: makeLogger(config, true), out: output(flags) };
+  const out: Output = { ...stdout, json: flags.json === true };
+  return { config, logger: makeLogger(config, true), out };
 }
 
 async function runRole(cmd: Command, role: Role): Promise<void> {
+  const [{ defaultNodeId, makeLogger, resolveConfig }, { NodeRuntime, TransportError }, { runUntilSignal }, { attachRole }, { defaultDataDir }] = await Promise.all([
+    import('./settings.js'),
+    import('../transport/index.js'),
+    import('./lifecycle.js'),
+    import('./roles.js'),
+    import('./state-dir.js'),
+  ]);
   const flags = globals(cmd);
   const config = resolveConfig(flags);
   const logger = makeLogger(config, false);
@@ -121,8 +116,9 @@ async function runRole(cmd: Command, role: Role): Promise<void> {
   let node: NodeRuntime | undefined;
   const stopping = runUntilSignal(logger, async () => node?.stop());
   node = NodeRuntime.create({ config, nodeId, role, dataDir: defaultDataDir(config, nodeId), logger });
-  attachRole(node, role, config);
+  await attachRole(node, role, config);
   if (config.node.broker_eligible && role !== 'broker') {
+    const { promoteWhenBrokerless } = await import('./promotion.js');
     const promotion = promoteWhenBrokerless(node, config, logger);
     node.beforeStop(() => promotion.stop());
   }
@@ -143,6 +139,7 @@ program
   .option('--host <host>', 'interface to listen on (default hub.listen_host)')
   .option('--insecure', 'allow a hub without credentials on an address other hosts can reach')
   .action(async (opts: { port?: number; host?: string; insecure?: boolean }, cmd: Command) => {
+    const [{ makeLogger, resolveConfig }, { startHub }, { runUntilSignal }] = await Promise.all([import('./settings.js'), import('./local-cluster.js'), import('./lifecycle.js')]);
     const config = resolveConfig(globals(cmd));
     const logger = makeLogger(config, false);
     const running = await startHub(config, logger, opts.host ?? config.hub.listen_host, opts.port ?? config.hub.port, opts.insecure === true);
@@ -158,6 +155,13 @@ program
   .option('--executors <n>', 'number of executors', integer('executors', 0, 64), 1)
   .option('--insecure', 'allow a hub without credentials on an address other hosts can reach')
   .action(async (opts: { port?: number; host?: string; executors: number; insecure?: boolean }, cmd: Command) => {
+    const [{ hostLabel, makeLogger, resolveConfig }, { startLocalCluster }, { runUntilSignal }, { stateRoot }, { resolve }] = await Promise.all([
+      import('./settings.js'),
+      import('./local-cluster.js'),
+      import('./lifecycle.js'),
+      import('./state-dir.js'),
+      import('node:path'),
+    ]);
     const flags = globals(cmd);
     const config: UcpConfig = resolveConfig(flags);
     const logger = makeLogger(config, false);
@@ -188,6 +192,7 @@ const bridge = program
   .action(async (_opts: unknown, cmd: Command) => {
     const flags = globals(cmd);
     if (flags.config === undefined && process.env['UCP_CONFIG'] === undefined) throw new UsageError('ucp bridge needs --config FILE with its [[mapping]] tables (see config/bridge-*.toml)');
+    const { runBridge } = await import('./bridge.js');
     await runBridge(flags);
   });
 bridge
@@ -205,7 +210,8 @@ bridge
   .addOption(new Option('--qos <q>', 'MQTT QoS of readings').choices(['0', '1']).default('1'))
   .option('--field <url>', 'the field broker (default bridge.field_url)')
   .action(async (opts: { profile: 'esphome' | 'tasmota' | 'chirpstack' | 'sparkplug'; devices: number; rate: number; count: number; duration: number; qos: '0' | '1'; field?: string }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd);
+    const { config, logger, out } = await tool(cmd);
+    const { simulate } = await import('../../firmware-bridge/simulator/simulator.js');
     let stop!: () => void;
     const stopped = new Promise<void>((resolve) => (stop = resolve));
     process.once('SIGINT', stop);
@@ -221,7 +227,8 @@ program
   .option('--wait <ms>', 'how long to listen for presence and heartbeats', integer('wait', 0, 600_000), 1_200)
   .option('--all', 'also list clients that have left (they are hidden by default)')
   .action(async (opts: { wait: number; all?: boolean }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { listNodes } = await import('./inspect.js');
     await listNodes(config, logger, out, opts.wait, opts.all === true);
   });
 
@@ -231,7 +238,8 @@ program
   .argument('<node>', 'node id')
   .option('-c, --count <n>', 'number of pings', integer('count', 1, 1_000_000), 5)
   .action(async (node: string, opts: { count: number }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { ping } = await import('./inspect.js');
     await ping(config, logger, out, node, opts.count);
   });
 
@@ -240,7 +248,8 @@ program
   .description("show a node's uptime, outbox, peers and counters")
   .argument('<node>', 'node id')
   .action(async (node: string, _opts: unknown, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { status } = await import('./inspect.js');
     await status(config, logger, out, node);
   });
 
@@ -252,7 +261,8 @@ program
   .addOption(new Option('--severity <level>', 'severity').choices(['info', 'warning', 'critical']).default('info'))
   .option('--timeout <s>', 'seconds to wait for delivery (0: queue and return)', integer('timeout', 0, 86_400), 30)
   .action(async (node: string, text: string, opts: { severity: 'info' | 'warning' | 'critical'; timeout: number }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { sendNotice } = await import('./notice.js');
     process.exitCode = await sendNotice(config, logger, out, node, text, { severity: opts.severity, timeoutS: opts.timeout });
   });
 
@@ -261,7 +271,8 @@ program
   .description("deliver what this client's durable outbox still holds")
   .option('--wait <s>', 'seconds to wait for delivery', integer('wait', 0, 86_400), 10)
   .action(async (opts: { wait: number }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { flushOutbox } = await import('./notice.js');
     process.exitCode = await flushOutbox(config, logger, out, opts.wait);
   });
 
@@ -272,7 +283,8 @@ data
   .argument('<name>', 'data name')
   .argument('<file>', 'file to store')
   .action(async (name: string, file: string, _opts: unknown, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { dataPut } = await import('./data.js');
     await dataPut(config, logger, out, name, file);
   });
 data
@@ -283,7 +295,8 @@ data
   .option('--prefix', 'fetch the name and all names below it')
   .option('--out-dir <dir>', 'with --prefix: where to write the files (default .)')
   .action(async (name: string, opts: { out?: string; prefix?: boolean; outDir?: string }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { dataGet } = await import('./data.js');
     process.exitCode = await dataGet(config, logger, out, name, opts);
   });
 data
@@ -291,7 +304,8 @@ data
   .description('list data names at or below a prefix, with their size and datastore')
   .argument('[prefix]', 'data name prefix')
   .action(async (prefix: string | undefined, _opts: unknown, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { dataLs } = await import('./data.js');
     await dataLs(config, logger, out, prefix);
   });
 data
@@ -301,7 +315,8 @@ data
   .option('--job <id>', 'delete the data of this job')
   .action(async (name: string | undefined, opts: { job?: string }, cmd: Command) => {
     if ((name === undefined) === (opts.job === undefined)) throw new UsageError('give either a data name or --job ID');
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { dataRm } = await import('./data.js');
     await dataRm(config, logger, out, name !== undefined ? { name } : { jobId: opts.job! });
   });
 
@@ -313,7 +328,8 @@ program
   .option('--detach', 'submit, print the job ids and exit (exit code 0 once submitted); collect later with `ucp results`')
   .option('--timeout <s>', 'seconds to wait for the jobs before giving up (exit code 3; the jobs keep running)', integer('timeout', 1, 604_800))
   .action(async (plan: string, opts: { results: string; detach?: boolean; timeout?: number }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { runPlan } = await import('./jobs.js');
     process.exitCode = await runPlan(config, logger, out, plan, { results: opts.results, detach: opts.detach === true, ...(opts.timeout !== undefined ? { timeoutS: opts.timeout } : {}) });
   });
 
@@ -325,7 +341,8 @@ program
   .option('--wait', 'wait for unfinished jobs to end')
   .option('--timeout <s>', 'with --wait: seconds to wait before giving up', integer('timeout', 1, 604_800))
   .action(async (ids: string[], opts: { results: string; wait?: boolean; timeout?: number }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { collectResults } = await import('./jobs.js');
     process.exitCode = await collectResults(config, logger, out, ids, { results: opts.results, wait: opts.wait === true, ...(opts.timeout !== undefined ? { timeoutS: opts.timeout } : {}) });
   });
 
@@ -334,7 +351,8 @@ program
   .description('cancel jobs this client submitted, queued or running; jobs that read their results fail too')
   .argument('<jobs...>', 'job ids')
   .action(async (ids: string[], _opts: unknown, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { cancelJobs } = await import('./jobs.js');
     process.exitCode = await cancelJobs(config, logger, out, ids);
   });
 
@@ -346,7 +364,8 @@ program
   .option('--since <when>', 'only jobs not yet finished at that time: a duration back from now (10m, 2h, 1d) or a time (2025-06-01T14:30)', (v: string) => parseSince(v))
   .option('--state <states>', 'only jobs in these states: queued, assigned, running, succeeded, failed, or active / finished (comma-separated, repeatable)', parseStates)
   .action(async (opts: { owner?: string; limit: number; since?: number; state?: JobState[] }, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { listJobs } = await import('./jobs.js');
     await listJobs(config, logger, out, { limit: opts.limit, ...(opts.owner !== undefined ? { owner: opts.owner } : {}), ...(opts.since !== undefined ? { since: opts.since } : {}), ...(opts.state !== undefined ? { states: opts.state } : {}) });
   });
 
@@ -357,7 +376,8 @@ program
   .option('--owner <client>', 'every job of this client')
   .action(async (ids: string[], opts: { owner?: string }, cmd: Command) => {
     if (ids.length === 0 && opts.owner === undefined) throw new UsageError('give job ids or --owner CLIENT');
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { removeJobs } = await import('./jobs.js');
     await removeJobs(config, logger, out, ids, opts.owner);
   });
 
@@ -366,7 +386,8 @@ program
   .description("show one job: state, attempts (with each one's outcome) and result")
   .argument('<id>', 'job id')
   .action(async (id: string, _opts: unknown, cmd: Command) => {
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { showJob } = await import('./jobs.js');
     await showJob(config, logger, out, id);
   });
 
@@ -381,7 +402,8 @@ auth
   .option('--force', 'replace an existing credential')
   .option('--file <file>', 'credentials file (default hub.credentials_file, else ./credentials.toml)')
   .action(async (node: string, opts: { role: string; passwordStdin?: boolean; certificate?: boolean; force?: boolean; file?: string }, cmd: Command) => {
-    const { config, out } = tool(cmd);
+    const { config, out } = await tool(cmd);
+    const { authAdd, credentialsPath, readPasswordFromStdin } = await import('./auth.js');
     const password = opts.passwordStdin === true ? await readPasswordFromStdin() : undefined;
     await authAdd(credentialsPath(config, opts.file), out, node, { role: opts.role, certificate: opts.certificate === true, force: opts.force === true, ...(password !== undefined ? { password } : {}) });
   });
@@ -391,15 +413,17 @@ auth
   .argument('<node>', 'node id')
   .option('--file <file>', 'credentials file (default hub.credentials_file, else ./credentials.toml)')
   .action(async (node: string, opts: { file?: string }, cmd: Command) => {
-    const { config, out } = tool(cmd);
+    const { config, out } = await tool(cmd);
+    const { authRm, credentialsPath } = await import('./auth.js');
     await authRm(credentialsPath(config, opts.file), out, node);
   });
 auth
   .command('ls')
   .description('list the nodes with a credential, their role and how they log in')
   .option('--file <file>', 'credentials file (default hub.credentials_file, else ./credentials.toml)')
-  .action((opts: { file?: string }, cmd: Command) => {
-    const { config, out } = tool(cmd);
+  .action(async (opts: { file?: string }, cmd: Command) => {
+    const { config, out } = await tool(cmd);
+    const { authLs, credentialsPath } = await import('./auth.js');
     authLs(credentialsPath(config, opts.file), out);
   });
 
@@ -410,8 +434,9 @@ auth
   .option('--port <port>', 'the listener port (default hub.port)', integer('port', 1, 65535))
   .option('--host <host>', 'the listener address (default hub.listen_host)')
   .option('--file <file>', 'credentials file (default hub.credentials_file, else ./credentials.toml)')
-  .action((dir: string, opts: { port?: number; host?: string; file?: string }, cmd: Command) => {
-    const { config, out } = tool(cmd);
+  .action(async (dir: string, opts: { port?: number; host?: string; file?: string }, cmd: Command) => {
+    const { config, out } = await tool(cmd);
+    const { authExportMosquitto, credentialsPath } = await import('./auth.js');
     authExportMosquitto(credentialsPath(config, opts.file), config, out, dir, { port: opts.port ?? config.hub.port, host: opts.host ?? config.hub.listen_host, clusters: [config.node.cluster] });
   });
 
@@ -420,23 +445,50 @@ program
   .description('run the all-in-one demo on an embedded hub and check what it shows (npm start)')
   .action(async (_opts: unknown, cmd: Command) => {
     // The demo prints its own story; node logs would drown it unless asked for.
-    const { config, logger, out } = tool(cmd, true);
+    const { config, logger, out } = await tool(cmd, true);
+    const { runDemo } = await import('./demo.js');
     process.exitCode = await runDemo(config, logger, out);
   });
 
+/**
+ * The error classes whose message is already the one line to show, and those that are usage errors. Loaded
+ * only on the error path: a module that threw one is loaded already, and importing another costs nothing
+ * that matters when the command has failed.
+ */
+type ErrorClass = abstract new (...args: never[]) => Error;
+interface ErrorClasses {
+  readonly plain: readonly ErrorClass[];
+  readonly usage: readonly ErrorClass[];
+  readonly interrupted: readonly ErrorClass[];
+}
+
+async function errorClasses(): Promise<ErrorClasses> {
+  const [client, bridgeErrors, config, hub, store, transport] = await Promise.all([
+    import('../client/index.js'),
+    import('../../firmware-bridge/index.js'),
+    import('../config/index.js'),
+    import('../hub/index.js'),
+    import('../store/index.js'),
+    import('../transport/index.js'),
+  ]);
+  return {
+    plain: [config.ConfigError, store.StoreError, UsageError, bridgeErrors.BridgeConfigError, hub.CredentialsError, client.PlanError, transport.TransportError, transport.RemoteError],
+    usage: [UsageError, config.ConfigError, client.PlanError, bridgeErrors.BridgeConfigError, hub.CredentialsError],
+    interrupted: [client.SubmissionInterrupted],
+  };
+}
+
 /** One line, no stack: what went wrong and what to do. */
-function explain(err: unknown): string {
-  if (err instanceof ConfigError || err instanceof StoreError || err instanceof UsageError || err instanceof BridgeConfigError || err instanceof CredentialsError) return err.message;
-  if (err instanceof PlanError) return err.message;
-  if (err instanceof TransportError || err instanceof RemoteError) return err.message;
+function explain(err: unknown, plain: readonly ErrorClass[]): string {
+  if (plain.some((kind) => err instanceof kind)) return (err as Error).message;
   if (err instanceof Error) return err.message.split('\n')[0] ?? String(err);
   return String(err);
 }
 
 /** The exit code for an error (see exit-codes.ts): bad usage 2, interrupted 3, anything else 1. */
-function exitCodeOf(err: unknown): number {
-  if (err instanceof UsageError || err instanceof ConfigError || err instanceof PlanError || err instanceof BridgeConfigError || err instanceof CredentialsError) return EXIT_USAGE;
-  if (err instanceof SubmissionInterrupted) return EXIT_NOT_DONE;
+function exitCodeOf(err: unknown, classes: ErrorClasses): number {
+  if (classes.usage.some((kind) => err instanceof kind)) return EXIT_USAGE;
+  if (classes.interrupted.some((kind) => err instanceof kind)) return EXIT_NOT_DONE;
   return EXIT_FAILED;
 }
 
@@ -447,6 +499,8 @@ try {
     // Commander already printed help, the version or its own one-line error; usage errors exit 2.
     process.exit(err.exitCode === 0 ? EXIT_OK : EXIT_USAGE);
   }
-  process.stderr.write(`ucp: ${explain(err)}\n`);
-  process.exit(exitCodeOf(err));
+  // A usage error needs nothing else loaded to be told.
+  const classes = err instanceof UsageError ? { plain: [UsageError], usage: [UsageError], interrupted: [] } : await errorClasses();
+  process.stderr.write(`ucp: ${explain(err, classes.plain)}\n`);
+  process.exit(exitCodeOf(err, classes));
 }

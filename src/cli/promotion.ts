@@ -32,9 +32,8 @@ export function promoteWhenBrokerless(node: NodeRuntime, config: UcpConfig, logg
     const brokerId = `${node.link.id}.broker`;
     node.log.warn({ broker: brokerId, silentMs: Math.round(performance.now() - lastBrokerSeen) }, 'no broker is alive; promoting this node to broker');
     const broker = NodeRuntime.create({ config, nodeId: brokerId, role: 'broker', dataDir: join(node.store.dir, 'promoted-broker'), logger });
-    attachRole(broker, 'broker', config);
-    broker
-      .connect()
+    attachRole(broker, 'broker', config)
+      .then(() => broker.connect())
       .then(() => {
         promoted = broker;
         node.link.counters.inc('promoted_to_broker');

@@ -1,9 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { UcpConfig } from '../config/index.js';
-import { DataRouter, JobManager, MetadataReplica, NodeRegistry } from '../broker/index.js';
-import { DatastoreNode } from '../datastore/index.js';
-import { JobRunner } from '../executor/index.js';
 import type { Role } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 
@@ -12,11 +9,13 @@ const RESULT_ENVELOPE_BYTES = 64 * 1_024;
 
 /**
  * Gives a node its role's behaviour. Called before the node connects, so no request of the role's kinds
- * can arrive unhandled. Roles never import each other: the CLI is where they meet.
+ * can arrive unhandled. Roles never import each other: the CLI is where they meet, and it loads a role's
+ * code only for a node that has that role.
  */
-export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): void {
+export async function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): Promise<void> {
   switch (role) {
     case 'broker': {
+      const { DataRouter, JobManager, MetadataReplica, NodeRegistry } = await import('../broker/index.js');
       const replica = new MetadataReplica(node, {
         intervalMs: config.metadata_sync.interval_s * 1_000,
         retryOnFailure: config.metadata_sync.retry_on_failure,
@@ -38,10 +37,13 @@ export function attachRole(node: NodeRuntime, role: Role, config: UcpConfig): vo
       });
       return;
     }
-    case 'datastore':
+    case 'datastore': {
+      const { DatastoreNode } = await import('../datastore/index.js');
       new DatastoreNode(node, config.datastore.max_object_bytes);
       return;
+    }
     case 'executor': {
+      const { JobRunner } = await import('../executor/index.js');
       const runner = new JobRunner(node, {
         slots: config.executor.slots > 0 ? config.executor.slots : availableParallelism(),
         tags: config.executor.tags,

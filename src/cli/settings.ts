@@ -24,7 +24,8 @@ const FLAG_KEYS: ReadonlyArray<[keyof GlobalFlags, string, string]> = [
   ['logLevel', 'log.level', '--log-level'],
 ];
 
-export class UsageError extends Error {}
+export { UsageError } from './usage-error.js';
+import { UsageError } from './usage-error.js';
 
 export function resolveConfig(flags: GlobalFlags, extra: Record<string, unknown> = {}, documentTables: readonly string[] = []): UcpConfig {
   const overrides: Record<string, unknown> = {};

@@ -1,5 +1,12 @@
+import { createRequire } from 'node:module';
 import { pino, type Logger, type LevelWithSilent } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
+
+/**
+ * pino-pretty and what it pulls in are loaded only for a terminal: a service logs JSON and would carry them
+ * in memory for nothing. It is CommonJS, so a synchronous require keeps createLogger synchronous.
+ */
+const requirePretty = () => createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
 
 export type { Logger } from 'pino';
 export type LogFormat = 'auto' | 'json' | 'pretty';
@@ -29,7 +36,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const usePretty = options.format === 'pretty' || (options.format === 'auto' && destination.isTTY === true);
   if (usePretty) {
     // In-thread pretty printing: a worker-thread transport would lose the last lines of a node that exits at once.
-    return pino({ level }, pretty({ destination, colorize: destination.isTTY === true, sync: true }));
+    return pino({ level }, requirePretty()({ destination, colorize: destination.isTTY === true, sync: true }));
   }
   return pino({ level, base: { pid: process.pid } }, destination);
 }
