@@ -309,7 +309,7 @@ export async function listJobs(config: UcpConfig, logger: Logger, out: Output, o
       out.print(more ? 'no matching jobs among the newest the broker read; narrow with --since or --state, or raise --limit' : 'no jobs');
       return;
     }
-    out.print(table(['JOB', 'STATE', 'PRIORITY', 'EXECUTOR', 'ATTEMPTS', 'OWNER', 'UPDATED', 'REASON'], items.map((j) => [j.job_id, j.state, j.priority, j.executor ?? '-', String(j.attempts), j.owner, new Date(j.updated_at).toISOString().slice(0, 19).replace('T', ' '), j.reason ?? ''])));
+    out.print(table(['JOB', 'STATE', 'PRIORITY', 'EXECUTOR', 'ATTEMPTS', 'OWNER', 'UPDATED (UTC)', 'REASON'], items.map((j) => [j.job_id, j.state, j.priority, j.executor ?? '-', String(j.attempts), j.owner, new Date(j.updated_at).toISOString().slice(0, 19).replace('T', ' '), j.reason ?? ''])));
     if (more) out.print(`(the newest ${items.length}; more with --limit, or narrow with --since or --state)`);
   });
 }

@@ -264,8 +264,8 @@ stdin_file = "%ID%/produced"
     expect(consumer.reason).toMatch(/^waiting for job stuck-producer \(queued: waiting for a suitable executor \(ex-[ab]: missing tag "hazmat"; ex-[ab]: missing tag "hazmat"\)\) to publish "stuck\/produced"$/);
     const listed = await ucpRun(['jobs', ...common()], {}, 60_000);
     expect(listed.code).toBe(0);
-    expect(listed.stdout).toMatch(/^stuck-consumer\s+queued\s+normal\s+-\s+0\s+fail-user\s+waiting for job stuck-producer/m);
-    expect(listed.stdout).toMatch(/^stuck-producer\s+queued\s+normal\s+-\s+0\s+fail-user\s+waiting for a suitable executor/m);
+    expect(listed.stdout).toMatch(/^stuck-consumer\s+queued\s+normal\s+-\s+0\s+fail-user\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+waiting for job stuck-producer/m);
+    expect(listed.stdout).toMatch(/^stuck-producer\s+queued\s+normal\s+-\s+0\s+fail-user\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+waiting for a suitable executor/m);
     // Cancelling the producer fails the consumer with the same reason.
     const cancelled = await ucpRun(['cancel', 'stuck-producer', ...client('fail-user')]);
     expect(cancelled).toMatchObject({ code: 0, stdout: 'stuck-producer: cancelled while queued' });
