@@ -126,6 +126,8 @@ export class NodeLink {
   private readonly idPrefix: string;
   private seq = 0;
   private heartbeatSeq = 0;
+  /** When the first live peer would expire (armExpiry); unset while no peer is alive. */
+  private expiryTimer?: NodeJS.Timeout;
   private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'job_slots' | 'free_bytes'> = () => ({});
   private statusFields: () => Pick<BodyOf<'status'>, 'bridge'> = () => ({});
   private stopping = false;
@@ -362,6 +364,7 @@ export class NodeLink {
     if (this.stopping) return;
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.expiryTimer);
     clearInterval(this.requestSweeper);
     for (const [, pending] of this.requests) pending.reject(new TransportError('link_closed', 'the link was stopped before a reply arrived'));
     this.requests.clear();
@@ -457,9 +460,7 @@ export class NodeLink {
     if (this.opts.announce) {
       this.timers.push(setInterval(() => this.publishHeartbeat(), t.heartbeatIntervalMs));
     }
-    if (this.opts.watchPresence) {
-      this.timers.push(setInterval(() => this.emitPresence(this.peers.expire()), Math.max(25, Math.floor(t.heartbeatIntervalMs / 4))));
-    }
+    this.armExpiry();
     if (this.outbox !== undefined) {
       this.timers.push(setInterval(() => this.flushOutbox(), Math.max(10, Math.min(1_000, Math.floor(t.retryInitialMs / 2)))));
       this.timers.push(
@@ -472,6 +473,23 @@ export class NodeLink {
       );
     }
     for (const timer of this.timers) timer.unref();
+  }
+
+  /**
+   * Checks for silent peers when the first live one would expire, not on a fixed tick: an idle node wakes
+   * every few seconds for this instead of four times a second, and never while no peer is alive.
+   */
+  private armExpiry(): void {
+    if (!this.opts.watchPresence || !this.timersStarted || this.stopping || this.expiryTimer !== undefined) return;
+    const waitMs = this.peers.msUntilExpiry();
+    if (waitMs === undefined) return;
+    // A millisecond late, so a peer silent for exactly the limit counts as expired.
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimer = undefined;
+      this.emitPresence(this.peers.expire());
+      this.armExpiry();
+    }, waitMs + 1);
+    this.expiryTimer.unref();
   }
 
   private publishHeartbeat(): void {
@@ -499,6 +517,8 @@ export class NodeLink {
   // ---- internals: receiving ------------------------------------------------------------------------
 
   private emitPresence(events: PresenceEvent[]): void {
+    // A peer that came alive may be the first one: watch it from now on.
+    if (events.some((e) => e.type === 'up')) this.armExpiry();
     for (const event of events) {
       if (event.type === 'up') {
         this.log.info({ peer: event.peer.id, role: event.peer.role, incarnation: event.peer.incarnation, restartedFrom: event.restartedFrom, rejoined: event.rejoined }, 'peer up');

@@ -97,18 +97,33 @@ export class PeerTable {
     return wasAlive ? [{ type: 'down', peer, reason: peer.downReason, incarnation }] : [];
   }
 
-  /** Marks peers dead whose heartbeats stopped for longer than the limit (power or radio cut, SIGSTOP). */
-  expire(): PresenceEvent[] {
+  /**
+   * Marks peers dead whose heartbeats stopped for longer than the limit (power or radio cut, SIGSTOP).
+   * `watched`: the roles whose heartbeats this node receives; the others are left to their last wills.
+   */
+  expire(watched: (role: Role) => boolean = () => true): PresenceEvent[] {
     const events: PresenceEvent[] = [];
     const limit = this.now() - this.deadAfterMs;
     for (const peer of this.table.values()) {
-      if (peer.alive && peer.lastSeen < limit) {
+      if (peer.alive && watched(peer.role) && peer.lastSeen < limit) {
         peer.alive = false;
         peer.downReason = 'heartbeat_timeout';
         events.push({ type: 'down', peer, reason: 'heartbeat_timeout', incarnation: peer.incarnation });
       }
     }
     return events;
+  }
+
+  /**
+   * Milliseconds until the first live peer (of a watched role) would expire if it stays silent; undefined
+   * when none is alive. A node checks then, rather than polling: heartbeats that arrive meanwhile move it.
+   */
+  msUntilExpiry(watched: (role: Role) => boolean = () => true): number | undefined {
+    let first: number | undefined;
+    for (const peer of this.table.values()) {
+      if (peer.alive && watched(peer.role) && (first === undefined || peer.lastSeen < first)) first = peer.lastSeen;
+    }
+    return first === undefined ? undefined : Math.max(0, first + this.deadAfterMs - this.now());
   }
 
   /** Drops a peer from the table, e.g. one whose retained presence an operator cleared. */

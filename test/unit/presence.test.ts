@@ -190,3 +190,24 @@ describe('PeerTable', () => {
     expect(summary(table.onBirth('b1', 'broker', 1, birth()))).toEqual([{ type: 'up', id: 'b1', inc: 1, rejoined: false }]);
   });
 });
+
+describe('PeerTable: when to look for silent peers', () => {
+  it('names the time until the first live peer would expire, and nothing while none is alive', () => {
+    let now = 1_000;
+    const peers = new PeerTable(4_000, () => now);
+    expect(peers.msUntilExpiry()).toBeUndefined();
+    peers.onBirth('b1', 'broker', 1, { software: 's', host: 'h', pid: 1, heartbeat_interval_ms: 1_000 });
+    now = 2_000;
+    peers.onBirth('e1', 'executor', 1, { software: 's', host: 'h', pid: 2, heartbeat_interval_ms: 1_000 });
+    expect(peers.msUntilExpiry()).toBe(3_000);
+    // Only the roles whose heartbeats are watched count, and expire the same way.
+    expect(peers.msUntilExpiry((role) => role === 'executor')).toBe(4_000);
+    now = 5_001;
+    expect(peers.expire((role) => role === 'executor').map((e) => e.peer.id)).toEqual([]);
+    expect(peers.expire().map((e) => e.peer.id)).toEqual(['b1']);
+    expect(peers.msUntilExpiry()).toBe(999);
+    now = 6_001;
+    expect(peers.expire().map((e) => e.peer.id)).toEqual(['e1']);
+    expect(peers.msUntilExpiry()).toBeUndefined();
+  });
+});
