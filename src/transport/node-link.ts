@@ -126,6 +126,8 @@ export class NodeLink {
   private readonly idPrefix: string;
   private seq = 0;
   private heartbeatSeq = 0;
+  /** Outbox retries (armRetries); unset while the outbox is empty. */
+  private retryTimer?: NodeJS.Timeout;
   /** When the first live peer would expire (armExpiry); unset while no peer is alive. */
   private expiryTimer?: NodeJS.Timeout;
   private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'job_slots' | 'free_bytes'> = () => ({});
@@ -255,6 +257,7 @@ export class NodeLink {
     const msg = this.envelope(kind, body, { ack: true });
     const payload = encode(msg);
     const stored = this.outbox.add({ id: msg.id, to, topic, kind, payload, createdAt: Date.now() });
+    this.armRetries();
     if (this.hub.connected) this.hub.publish(topic, payload);
     await stored;
     return msg.id;
@@ -365,6 +368,7 @@ export class NodeLink {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.expiryTimer);
+    clearInterval(this.retryTimer);
     clearInterval(this.requestSweeper);
     for (const [, pending] of this.requests) pending.reject(new TransportError('link_closed', 'the link was stopped before a reply arrived'));
     this.requests.clear();
@@ -461,8 +465,8 @@ export class NodeLink {
       this.timers.push(setInterval(() => this.publishHeartbeat(), t.heartbeatIntervalMs));
     }
     this.armExpiry();
+    this.armRetries();
     if (this.outbox !== undefined) {
-      this.timers.push(setInterval(() => this.flushOutbox(), Math.max(10, Math.min(1_000, Math.floor(t.retryInitialMs / 2)))));
       this.timers.push(
         setInterval(() => {
           // The earlier of HLC and wall time: a peer that dragged the HLC far ahead must not make every
@@ -473,6 +477,21 @@ export class NodeLink {
       );
     }
     for (const timer of this.timers) timer.unref();
+  }
+
+  /**
+   * Retries what the outbox holds, ticking only while it holds something: an idle node with an empty
+   * outbox does not wake for it. Armed by whatever adds an entry, and at start for entries kept in LMDB.
+   */
+  private armRetries(): void {
+    if (this.outbox === undefined || !this.timersStarted || this.stopping || this.retryTimer !== undefined || this.outbox.size === 0) return;
+    this.retryTimer = setInterval(() => {
+      this.flushOutbox();
+      if (this.outbox!.size > 0) return;
+      clearInterval(this.retryTimer);
+      this.retryTimer = undefined;
+    }, Math.max(10, Math.min(1_000, Math.floor(this.opts.timing.retryInitialMs / 2))));
+    this.retryTimer.unref();
   }
 
   /**
