@@ -47,6 +47,11 @@ export class Topics {
     return `${this.root}/inbox/${checkNode(node)}/+/+`;
   }
 
+  /** Subscription filter for the heartbeats of every node of one role. */
+  heartbeatsOf(role: Role): string {
+    return `${this.root}/heartbeat/${checkRole(role)}/+`;
+  }
+
   /** Subscription filter for every node's presence or heartbeat topic. */
   all(cls: 'presence' | 'heartbeat'): string {
     return `${this.root}/${cls}/+/+`;

@@ -66,6 +66,13 @@ export interface NodeLinkOptions {
   readonly announce: boolean;
   /** Track other nodes' births, deaths and heartbeats. */
   readonly watchPresence: boolean;
+  /**
+   * Whose heartbeats to receive when watching presence: everyone's (brokers, and tools that list nodes),
+   * or only the brokers' (executors, datastores, clients and bridges only ever ask which broker is alive).
+   * Each heartbeat received costs a wake-up, a decode and the hub's forwarding, once a second per node.
+   * Births and deaths are always watched; a peer whose heartbeats are not received is dead by its will.
+   */
+  readonly heartbeatsFrom?: 'all' | 'brokers';
   /** An in-memory connection to an embedded hub in this process, instead of a socket to hubUrl. */
   readonly stream?: () => Duplex;
   /** Counters to report in `status` (e.g. shared with the embedded hub this node speaks for). */
@@ -427,7 +434,7 @@ export class NodeLink {
     const subs: Record<string, { qos: 1 }> = { [this.topics.inboxOf(this.id)]: { qos: 1 } };
     if (this.opts.watchPresence) {
       subs[this.topics.all('presence')] = { qos: 1 };
-      subs[this.topics.all('heartbeat')] = { qos: 1 };
+      subs[this.opts.heartbeatsFrom === 'brokers' ? this.topics.heartbeatsOf('broker') : this.topics.all('heartbeat')] = { qos: 1 };
     } else if (this.opts.announce) {
       // Still watch our own presence topic, to repair it if a stale last will overwrote our birth.
       subs[this.topics.presence(this.role, this.id)] = { qos: 1 };
@@ -498,14 +505,16 @@ export class NodeLink {
    * Checks for silent peers when the first live one would expire, not on a fixed tick: an idle node wakes
    * every few seconds for this instead of four times a second, and never while no peer is alive.
    */
+  private readonly heartbeatWatched = (role: Role): boolean => this.opts.heartbeatsFrom !== 'brokers' || role === 'broker';
+
   private armExpiry(): void {
     if (!this.opts.watchPresence || !this.timersStarted || this.stopping || this.expiryTimer !== undefined) return;
-    const waitMs = this.peers.msUntilExpiry();
+    const waitMs = this.peers.msUntilExpiry(this.heartbeatWatched);
     if (waitMs === undefined) return;
     // A millisecond late, so a peer silent for exactly the limit counts as expired.
     this.expiryTimer = setTimeout(() => {
       this.expiryTimer = undefined;
-      this.emitPresence(this.peers.expire());
+      this.emitPresence(this.peers.expire(this.heartbeatWatched));
       this.armExpiry();
     }, waitMs + 1);
     this.expiryTimer.unref();

@@ -123,6 +123,8 @@ export class NodeRuntime {
         store,
         announce: true,
         watchPresence: options.watchPresence ?? true,
+        // Only a broker uses other nodes' heartbeats (capabilities, load, free space, liveness).
+        heartbeatsFrom: options.role === 'broker' ? 'all' : 'brokers',
       });
       return new NodeRuntime(link, store, log);
     } catch (err) {
