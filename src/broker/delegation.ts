@@ -24,6 +24,8 @@ export class Delegation {
   /** Stranded jobs, and since when (local monotonic time). */
   private readonly stranded = new Map<string, number>();
   private busy = false;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
 
   constructor(
     private readonly node: NodeRuntime,
@@ -31,11 +33,28 @@ export class Delegation {
     private readonly host: DelegationHost,
     private readonly afterMs: number,
   ) {
-    node.onConnected(() => {
-      const timer = setInterval(() => void this.offerStranded(), Math.max(250, Math.floor(afterMs / 4)));
-      timer.unref();
-      node.beforeStop(async () => clearInterval(timer));
+    // Only with a peer broker alive is there anyone to offer a job to: a broker alone does not tick.
+    node.link.onPresence((event) => {
+      if (event.peer.role === 'broker') this.arm();
     });
+    node.onConnected(() => this.arm());
+    node.beforeStop(async () => {
+      this.stopped = true;
+      clearInterval(this.timer);
+    });
+  }
+
+  private arm(): void {
+    const peers = this.host.peerBrokers().length > 0;
+    if (peers && this.timer === undefined && !this.stopped) {
+      this.timer = setInterval(() => void this.offerStranded(), Math.max(250, Math.floor(this.afterMs / 4)));
+      this.timer.unref();
+    } else if (!peers && this.timer !== undefined) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      // Waiting with no one to offer to does not count: the wait starts again when a peer appears.
+      this.stranded.clear();
+    }
   }
 
   private async offerStranded(): Promise<void> {
