@@ -66,6 +66,9 @@ describe('ucp jobs: newest first, --limit, --since, --state, and who sees what',
       if ((await aliceJobs.query('a-running')).state === 'running') break;
       await sleep(100);
     }
+    // The listings below run as `ucp jobs` processes under these identities: one connection per node id.
+    await alice.stop();
+    await bob.stop();
   }, 240_000);
 
   afterAll(async () => {
