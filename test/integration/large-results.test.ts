@@ -7,7 +7,8 @@ import { DataClient, JobClient } from '../../src/client/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
 import type { JobSpec, JobView } from '../../src/protocol/index.js';
-import { NodeRuntime } from '../../src/transport/index.js';
+import { NodeStore } from '../../src/store/index.js';
+import { NodeLink, NodeRuntime, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { Proc, ROOT, UCP_BIN, cleanEnv, freePort, removeDir, startHubProcess, tempDir, ucp, ucpRun } from '../helpers/processes.js';
 
 const MB = 1_048_576;
@@ -231,6 +232,36 @@ describe('job results larger than one message', () => {
     await checkPublished('crash');
     await expect.poll(() => staged('crash'), { timeout: 20_000 }).toEqual([]);
   }, 180_000);
+  it('staging names are reserved: no other executor, client or job spec may write them, and executors write nothing else', async () => {
+    const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'bigres', 'hub.url': `mqtt://127.0.0.1:${port}` } });
+    const store = NodeStore.open({ dir: join(dir, 'rogue'), nodeId: 'rogue' });
+    const rogue = NodeLink.create({ ...linkOptionsFromConfig(config, createLogger({ level: 'silent', format: 'json' })), nodeId: 'rogue', role: 'executor', store, announce: true, watchPresence: false });
+    await rogue.connect();
+    const counter = async () => {
+      const status = await client.link.request('br', 'status_request', {});
+      return status.kind === 'status' ? (status.body.counters.data_staging_refused ?? 0) : 0;
+    };
+    try {
+      const before = await counter();
+      const put = (name: string) => {
+        const at = rogue.now();
+        return rogue.request('br', 'data_put', { name, bytes: new Uint8Array([1, 2, 3]), at: [at.wall, at.logical], writer: 'rogue' });
+      };
+      // Planting a result for an attempt it was never assigned, and writing a user's data.
+      await expect(put('race/.attempts/1/result.zip')).rejects.toMatchObject({ code: 'reserved_name' });
+      await expect(put('fire/district-3/temps')).rejects.toMatchObject({ code: 'reserved_name' });
+      // A client may not write staging names either, nor name them in a job.
+      await expect(data.put('race/.attempts/9/named/0', new Uint8Array([1]))).rejects.toMatchObject({ code: 'reserved_name' });
+      await expect(jobs.submit({ ...bigJob('sneaky', 'none', 0), named_results: { 'named.bin': 'race/.attempts/1/result.zip' } })).rejects.toMatchObject({ code: 'reserved_name' });
+      expect(await counter()).toBe(before + 3);
+      expect((await data.list('race/.attempts')).map((n) => n.name)).toEqual([]);
+      expect((await data.list('fire')).map((n) => n.name)).toEqual([]);
+    } finally {
+      await rogue.stop();
+      await store.close();
+    }
+  });
+
   it('kill -9 of the broker while it publishes a large result: after the restart the result is published once', async () => {
     const executor = startExecutor('pub', 'pub');
     await broker.waitForLog({ msg: 'peer up', peer: 'pub' }, 30_000);
