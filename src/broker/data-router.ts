@@ -1,16 +1,28 @@
-import { CHUNK_BYTES, isStagingName, resultArchiveName, stagingOwner, stagingPrefix, type BodyOf, type Envelope } from '../protocol/index.js';
-import { RemoteError } from '../transport/index.js';
+import { CHUNK_BYTES, isStagingName, resultArchiveName, stagingOwner, stagingPrefix, type AnyEnvelope, type BodyOf, type Envelope, type Kind } from '../protocol/index.js';
 import type { NamePage } from '../store/index.js';
-import type { NodeRuntime } from '../transport/index.js';
+import { RemoteError, type NodeRuntime } from '../transport/index.js';
+import { budgetProblem, decideJobDelete, decideWrite, isRefused, type Grant, type Refused, type Requester } from './data-ownership.js';
 import type { MetadataReplica } from './metadata-replica.js';
 import { answering, Refusal } from './refusal.js';
 
-/** Where a name lives, as the broker last learned it. */
+/** Where a name lives, as the broker last learned it, and who owns it (absent for names from before owners). */
 export interface Located {
   store: string;
   size: number;
   at: [number, number];
+  owner?: string;
 }
+
+export type { Grant } from './data-ownership.js';
+type Stamp = NonNullable<BodyOf<'data_put'>['stamp']>;
+
+export interface DataRouterOptions {
+  /** Bytes of named data one client may own (budgets.max_bytes_per_client). */
+  readonly maxBytesPerClient: number;
+}
+
+/** Version fields a writer may not send any more: refused with this reason (PROTOCOL.md, "Data versions and owners"). */
+const STAMPED_BY_WRITER = 'a write may not carry its own version or owner (stamp): the broker gives it one; upgrade this node';
 
 type Item = BodyOf<'data_items'>['items'][number];
 
@@ -18,6 +30,11 @@ type Item = BodyOf<'data_items'>['items'][number];
 interface RelayedUpload {
   store: string;
   touched: number;
+  /** Who the upload is for, decided at its first chunk. */
+  grant: Grant;
+  /** The chunk expected next, and the bytes of those before it: what the budget counts so far. */
+  next: number;
+  received: number;
 }
 
 /**
@@ -66,6 +83,7 @@ export class DataRouter {
   constructor(
     private readonly node: NodeRuntime,
     private readonly index: MetadataReplica,
+    private readonly options: DataRouterOptions,
   ) {
     importLegacyIndex(node, index);
     const link = node.link;
@@ -123,22 +141,77 @@ export class DataRouter {
     this.storedListeners.push(listener);
   }
 
+  /** The owner of a job this broker knows, for names in its `<jobId>/` tree. */
+  private readonly jobOwnerOf = (jobId: string): string | undefined => this.index.job(jobId)?.owner;
+
   /**
-   * Stores data on a datastore and indexes it durably. A name stays on the store that has it while that
-   * store is alive, so last-write-wins is decided in one place; new names go where there is most room.
+   * What `who` may write to `name`, adding `adding` bytes: refused (and counted) if the name is another's
+   * or the owner's budget would be passed.
    */
-  async store(put: BodyOf<'data_put'>): Promise<BodyOf<'data_put_result'>> {
-    const known = this.index.locate(put.name);
-    const store = known !== undefined && this.alive(known.store) ? known.store : this.datastores()[0]?.id;
-    if (store === undefined) throw new Refusal('no_datastore', 'no datastore is alive to hold the data; start one (`ucp datastore`)');
-    const reply = await this.node.link.request(store, 'data_put', put);
-    if (reply.kind !== 'data_put_result') throw new Refusal('bad_reply', `${store} answered ${reply.kind}`);
-    if (reply.body.outcome !== 'stale') {
-      await this.index.setName(put.name, { store, size: put.bytes.byteLength, at: put.at });
-      await this.node.store.durable();
-      for (const listener of this.storedListeners) listener(put.name);
+  private grant(who: Requester, name: string, adding: number): Grant {
+    const known = this.index.locate(name);
+    const decided = decideWrite(who, name, known?.owner, this.jobOwnerOf);
+    if (isRefused(decided)) throw this.refused(who.id, decided);
+    this.checkBudget(who, decided.owner, adding, known?.owner === decided.owner ? known.size : 0);
+    return decided;
+  }
+
+  /**
+   * As grant, but an attempt's staged results (which checkWritable let through: the executor running it)
+   * are written for the job's submitter in its tree, like the results they become; the budget counts
+   * them once they are published.
+   */
+  private grantFor(who: Requester, name: string, adding: number): Grant {
+    const staged = stagingOwner(name);
+    if (staged === undefined) return this.grant(who, name, adding);
+    return { owner: this.jobOwnerOf(staged.jobId) ?? who.id, replace: true };
+  }
+
+  private checkBudget(who: Requester, owner: string, adding: number, replacing: number): void {
+    const over = budgetProblem(who, owner, this.index.bytesOwned(owner), adding, replacing, this.options.maxBytesPerClient);
+    if (over !== undefined) throw this.refused(who.id, over);
+  }
+
+  private refused(from: string, r: Refused): Refusal {
+    this.node.link.counters.reject(this.node.log, r.code === 'not_owner' ? 'data_refused_not_owner' : 'data_refused_budget', from, r.message);
+    return new Refusal(r.code, r.message);
+  }
+
+  /** The version the cluster gives a write or deletion now: this broker's clock, never the writer's. */
+  private stamp(writer: string, grant: Grant): Stamp {
+    const at = this.node.link.now();
+    return { at: [at.wall, at.logical], writer, owner: grant.owner, replace: grant.replace };
+  }
+
+  /** A request to a datastore; a refusal of another's name is counted here too, where the writer asked. */
+  private async ask<K extends Kind>(store: string, kind: K, body: BodyOf<K>, writer: string, timeoutMs?: number): Promise<AnyEnvelope> {
+    try {
+      return await this.node.link.request(store, kind, body, timeoutMs);
+    } catch (err) {
+      if (err instanceof RemoteError && err.code === 'not_owner') this.node.link.counters.reject(this.node.log, 'data_refused_not_owner', writer, err.message);
+      throw err;
     }
-    return reply.body;
+  }
+
+  /** Refuses a request that carries a version of its writer's choosing (older nodes did). */
+  private unstamped(msg: AnyEnvelope, stamp: Stamp | undefined): void {
+    if (stamp === undefined) return;
+    this.node.link.counters.reject(this.node.log, 'data_refused_writer_version', msg.from, STAMPED_BY_WRITER);
+    throw new Refusal('writer_version', STAMPED_BY_WRITER);
+  }
+
+  /**
+   * Stores data on a datastore for `grant.owner` and indexes it durably, versioned by this broker's
+   * clock. A name stays on the store that has it while that store is alive, so last-write-wins is decided
+   * in one place; new names go where there is most room. The job manager publishes results this way.
+   */
+  async store(name: string, bytes: Uint8Array, writer: string, grant: Grant): Promise<BodyOf<'data_put_result'> & { at: [number, number] }> {
+    const store = this.placeFor(name);
+    const stamp = this.stamp(writer, grant);
+    const reply = await this.ask(store, 'data_put', { name, bytes, stamp }, writer);
+    if (reply.kind !== 'data_put_result') throw new Refusal('bad_reply', `${store} answered ${reply.kind}`);
+    if (reply.body.outcome !== 'stale') await this.indexStored(name, { store, size: bytes.byteLength, at: stamp.at, owner: grant.owner });
+    return { ...reply.body, at: stamp.at };
   }
 
   /**
@@ -173,23 +246,41 @@ export class DataRouter {
     const { upload, name, index, last } = msg.body;
     // Every chunk: an attempt whose result is in may not change what it staged.
     this.checkWritable(msg, name);
+    this.unstamped(msg, last?.stamp);
     const key = `${msg.from}/${upload}`;
     const now = Date.now();
     for (const [k, u] of this.uploads) if (u.touched < now - UPLOAD_IDLE_MS) this.uploads.delete(k);
     let relayed = this.uploads.get(key);
+    const who = { id: msg.from, role: msg.role };
     if (relayed === undefined) {
       if (index !== 0) throw new Refusal('upload_unknown', `upload ${upload} of "${name}" is not known to ${this.node.link.id} (it restarted or the upload stalled); start it again`);
-      relayed = { store: this.placeFor(name), touched: now };
+      // Ownership is decided once, at the first chunk: an upload nobody may finish is not relayed at all.
+      relayed = { store: this.placeFor(name), touched: now, grant: this.grantFor(who, name, msg.body.bytes.byteLength), next: 0, received: 0 };
       this.uploads.set(key, relayed);
     }
     relayed.touched = now;
+    // The budget is checked as the bytes arrive, not only once the whole object has been sent; a chunk
+    // sent again (its reply was lost) is not counted twice.
+    if (index === relayed.next) {
+      relayed.received += msg.body.bytes.byteLength;
+      relayed.next++;
+      const known = this.index.locate(name);
+      try {
+        this.checkBudget(who, relayed.grant.owner, Math.max(relayed.received, last?.size ?? 0), known?.owner === relayed.grant.owner ? known.size : 0);
+      } catch (err) {
+        this.uploads.delete(key);
+        throw err;
+      }
+    }
     if (!this.alive(relayed.store)) {
       this.uploads.delete(key);
       throw new Refusal('store_unavailable', `the datastore ${relayed.store} receiving "${name}" is not reachable now; start the upload again`);
     }
+    const stamp = last === undefined ? undefined : this.stamp(msg.from, relayed.grant);
+    const body = last === undefined || stamp === undefined ? msg.body : { ...msg.body, last: { size: last.size, digest: last.digest, stamp } };
     let reply;
     try {
-      reply = await this.node.link.request(relayed.store, 'data_write', msg.body);
+      reply = await this.ask(relayed.store, 'data_write', body, msg.from);
     } catch (err) {
       this.uploads.delete(key);
       throw err;
@@ -201,7 +292,7 @@ export class DataRouter {
     }
     this.uploads.delete(key);
     if (reply.kind !== 'data_put_result') throw new Refusal('bad_reply', `${relayed.store} answered ${reply.kind}`);
-    if (reply.body.outcome !== 'stale') await this.indexStored(name, { store: relayed.store, size: last.size, at: last.at });
+    if (reply.body.outcome !== 'stale') await this.indexStored(name, { store: relayed.store, size: last.size, at: stamp!.at, owner: relayed.grant.owner });
     this.node.link.reply(msg, 'data_put_result', reply.body);
   }
 
@@ -217,32 +308,51 @@ export class DataRouter {
 
   /** Appends to series, each on the store that holds it (new ones where there is most room). */
   private async append(msg: Envelope<'data_append'>): Promise<void> {
+    this.unstamped(msg, msg.body.stamp);
     for (const series of msg.body.series) {
       if (!isStagingName(series.name) && msg.role !== 'executor') continue;
       // Staged results are objects, never series.
       this.node.link.counters.reject(this.node.log, 'data_staging_refused', msg.from, `${msg.from} may not append to "${series.name}"`);
       throw new Refusal('reserved_name', `"${series.name}" cannot be appended to by ${msg.from}: staging names are reserved for staged job results, and executors append nothing`);
     }
-    const byStore = new Map<string, BodyOf<'data_append'>['series']>();
+    const who = { id: msg.from, role: msg.role };
+    // One datastore request per store and grant: a stamp covers every series of its message.
+    const groups = new Map<string, { store: string; stamp: Stamp; series: BodyOf<'data_append'>['series'] }>();
+    const refused: BodyOf<'data_appended'>['results'] = [];
+    const adding = new Map<string, number>();
     for (const series of msg.body.series) {
+      const known = this.index.locate(series.name);
+      const decided = decideWrite(who, series.name, known?.owner, this.jobOwnerOf);
+      if (isRefused(decided)) {
+        this.refused(who.id, decided);
+        refused.push({ name: series.name, outcome: 'not_owner', stored: 0, duplicate: 0, outside_retention: series.records.length, size: known?.size ?? 0, store: known?.store ?? this.node.link.id });
+        continue;
+      }
+      // Records only add: what the append could store at most is what the budget counts.
+      const bytes = (adding.get(decided.owner) ?? 0) + series.records.reduce((n, r) => n + r.line.byteLength, 0);
+      adding.set(decided.owner, bytes);
+      this.checkBudget(who, decided.owner, bytes, 0);
       const store = this.placeFor(series.name);
-      let list = byStore.get(store);
-      if (list === undefined) byStore.set(store, (list = []));
-      list.push(series);
+      const key = `${store}\0${decided.owner}\0${decided.replace}`;
+      let group = groups.get(key);
+      if (group === undefined) groups.set(key, (group = { store, stamp: this.stamp(msg.from, decided), series: [] }));
+      group.series.push(series);
     }
     const replies = await Promise.all(
-      [...byStore].map(async ([store, series]) => {
+      [...groups.values()].map(async ({ store, stamp, series }) => {
         // A large append is one transaction per series on the datastore: give it longer than a request.
-        const reply = await this.node.link.request(store, 'data_append', { series, at: msg.body.at, writer: msg.body.writer }, APPEND_TIMEOUT_MS);
+        const reply = await this.ask(store, 'data_append', { series, stamp }, msg.from, APPEND_TIMEOUT_MS);
         if (reply.kind !== 'data_appended') throw new Refusal('bad_reply', `${store} answered ${reply.kind}`);
-        return reply.body.results;
+        return reply.body.results.map((r) => ({ r, stamp }));
       }),
     );
-    const results = replies.flat();
-    for (const r of results) {
+    const results = [...refused];
+    for (const { r, stamp } of replies.flat()) {
+      results.push(r);
+      if (r.outcome === 'not_owner') this.node.link.counters.reject(this.node.log, 'data_refused_not_owner', msg.from, `"${r.name}" is another node's series`);
       if (r.outcome !== 'appended' || (r.stored === 0 && this.index.locate(r.name)?.size === r.size)) continue;
       // Not awaited one by one: the index writes of one append commit together.
-      void this.index.setName(r.name, { store: r.store, size: r.size, at: msg.body.at });
+      void this.index.setName(r.name, { store: r.store, size: r.size, at: stamp.at, owner: stamp.owner });
     }
     await this.node.store.durable();
     for (const r of results) if (r.stored > 0) for (const listener of this.storedListeners) listener(r.name);
@@ -250,8 +360,12 @@ export class DataRouter {
   }
 
   private async put(msg: Envelope<'data_put'>): Promise<void> {
-    this.checkWritable(msg, msg.body.name);
-    this.node.link.reply(msg, 'data_put_result', await this.store(msg.body));
+    const { name, bytes, stamp } = msg.body;
+    this.unstamped(msg, stamp);
+    this.checkWritable(msg, name);
+    const grant = this.grantFor({ id: msg.from, role: msg.role }, name, bytes.byteLength);
+    const { at: _, ...result } = await this.store(name, bytes, msg.from, grant);
+    this.node.link.reply(msg, 'data_put_result', result);
   }
 
   private async fetch(name: string): Promise<Item> {
@@ -284,25 +398,31 @@ export class DataRouter {
   private async list(msg: Envelope<'data_list'>): Promise<void> {
     const page = this.page(msg.body.prefix ?? '', msg.body.limit, msg.body.after);
     this.node.link.reply(msg, 'data_listing', {
-      items: page.items.map(({ name, located }) => ({ name, size: located.size, store: located.store, at: located.at })),
+      items: page.items.map(({ name, located }) => ({ name, size: located.size, store: located.store, at: located.at, ...(located.owner !== undefined ? { owner: located.owner } : {}) })),
       ...(page.next !== undefined ? { next: page.next } : {}),
     });
   }
 
   private async delete(msg: Envelope<'data_delete'>): Promise<void> {
     const { name, job_id: jobId } = msg.body;
+    this.unstamped(msg, msg.body.stamp);
     if (name === undefined && jobId === undefined) throw new Refusal('bad_request', 'say which data to delete: a name or a job id');
     // Staged results are the broker's to delete (or publish); a job's data as a whole may go.
     if (name !== undefined && isStagingName(name)) {
       this.node.link.counters.reject(this.node.log, 'data_staging_refused', msg.from, `${msg.from} may not delete "${name}": staged results are deleted by their broker`);
       throw new Refusal('reserved_name', `"${name}" is reserved for staging job results; its broker deletes it`);
     }
+    const who = { id: msg.from, role: msg.role };
+    // Both are decided before anything is deleted: a refused half leaves the other half alone too.
+    const forName = name !== undefined ? decideWrite(who, name, this.index.locate(name)?.owner, this.jobOwnerOf) : undefined;
+    const forJob = jobId !== undefined ? decideJobDelete(who, jobId, this.jobOwnerOf) : undefined;
+    for (const d of [forName, forJob]) if (isRefused(d)) throw this.refused(who.id, d);
     let count = 0;
     if (name !== undefined) {
       const known = this.index.locate(name);
       if (known !== undefined) {
         if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
-        const reply = await this.node.link.request(known.store, 'data_delete', { name, at: msg.body.at, writer: msg.body.writer });
+        const reply = await this.ask(known.store, 'data_delete', { name, stamp: this.stamp(msg.from, forName as Grant) }, msg.from);
         if (reply.kind === 'data_deleted') count += reply.body.count;
         await this.index.setName(name, undefined);
       }
@@ -312,7 +432,7 @@ export class DataRouter {
       const stores = new Set(this.names(jobId).map(({ located }) => located.store));
       for (const store of stores) {
         if (!this.alive(store)) throw new Refusal('store_unavailable', `part of job ${jobId}'s data is on ${store}, which is not reachable now`);
-        const reply = await this.node.link.request(store, 'data_delete', { job_id: jobId, at: msg.body.at, writer: msg.body.writer });
+        const reply = await this.ask(store, 'data_delete', { job_id: jobId, stamp: this.stamp(msg.from, forJob as Grant) }, msg.from);
         if (reply.kind === 'data_deleted') count += reply.body.count;
       }
       const keep = resultArchiveName(jobId);
@@ -329,7 +449,7 @@ export class DataRouter {
    * all of a result is published or none of it. A repeated call (after a crash or an unreachable store)
    * finds the moves already made and answers the same. Returns where each name was published.
    */
-  async promote(moves: readonly StagedMove[], version: { at: [number, number]; writer: string }): Promise<Record<string, Located>> {
+  async promote(moves: readonly StagedMove[], version: { at: [number, number]; writer: string; owner: string }): Promise<Record<string, Located>> {
     const byStore = new Map<string, StagedMove[]>();
     for (const move of moves) {
       // After a crash between the move and its indexing, the staged name may be indexed still or the
@@ -349,7 +469,7 @@ export class DataRouter {
     for (const [store, list] of byStore) {
       let reply;
       try {
-        reply = await this.node.link.request(store, 'data_move', { moves: list.map((m) => ({ from: m.from, to: m.to, size: m.size, digest: m.digest })), at: version.at, writer: version.writer });
+        reply = await this.node.link.request(store, 'data_move', { moves: list.map((m) => ({ from: m.from, to: m.to, size: m.size, digest: m.digest })), at: version.at, writer: version.writer, owner: version.owner });
       } catch (err) {
         if (err instanceof RemoteError && BAD_MOVE_CODES.has(err.code)) throw new BadStagedReference(err.message);
         throw err;
@@ -358,7 +478,7 @@ export class DataRouter {
       for (const [i, move] of list.entries()) {
         const outcome = reply.body.results[i]?.outcome;
         const before = this.index.locate(move.to);
-        const location: Located = outcome === 'unchanged' && before?.store === store ? before : { store, size: move.size, at: version.at };
+        const location: Located = outcome === 'unchanged' && before?.store === store ? before : { store, size: move.size, at: version.at, owner: version.owner };
         published[move.to] = location;
         if (outcome === 'stale') continue;
         if (before !== undefined && before.store !== store) replaced.push({ name: move.to, store: before.store });
@@ -409,11 +529,12 @@ export class DataRouter {
    */
   async discard(names: ReadonlyArray<{ name: string; location: Located }>): Promise<number> {
     let count = 0;
-    const at = this.node.link.now();
     for (const { name, location } of names) {
       if (!this.alive(location.store)) continue;
       try {
-        const reply = await this.node.link.request(location.store, 'data_delete', { name, at: [at.wall, at.logical], writer: this.node.link.id });
+        // Retention acts for the cluster: it removes whatever the job left, whoever owns it.
+        const stamp = this.stamp(this.node.link.id, { owner: location.owner ?? this.node.link.id, replace: true });
+        const reply = await this.node.link.request(location.store, 'data_delete', { name, stamp });
         if (reply.kind === 'data_deleted') count += reply.body.count;
       } catch (err) {
         this.node.log.warn({ name, store: location.store, err: (err as Error).message }, 'could not delete expired data');

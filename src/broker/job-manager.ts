@@ -1,5 +1,5 @@
 import { adopterOf, inputsOf, isFinal, isStagingName, resultArchiveName, stagingOwner, stagingPrefix, stagingRoot, unmetRequirement, type BodyOf, type Envelope, type Requirements } from '../protocol/index.js';
-import type { NodeRuntime } from '../transport/index.js';
+import { RemoteError, type NodeRuntime } from '../transport/index.js';
 import { BadStagedReference, type DataRouter } from './data-router.js';
 import { Delegation } from './delegation.js';
 import type { MetadataReplica, PrunedJob, Retention, SyncedJob } from './metadata-replica.js';
@@ -426,11 +426,32 @@ export class JobManager {
     }
   }
 
+  /**
+   * Publishes one of a job's results under its submitter's name: its own `<jobId>/` tree always, a name
+   * outside it only if the submitter may write that name (PROTOCOL.md, "Data versions and owners"). A
+   * name someone else owns is left alone, counted and logged; the job's other results still count.
+   */
+  /** Whether a staged result may be published as `name`: in the job's tree, or a name its submitter owns or nobody does. */
+  private mayPublish(job: Job, name: string): boolean {
+    const owner = this.data.locate(name)?.owner;
+    if (name.startsWith(`${job.job_id}/`) || owner === undefined || owner === job.owner) return true;
+    this.node.link.counters.reject(this.node.log, 'results_name_not_owned', job.owner, `job ${job.job_id}: "${name}" is owned by ${owner}`);
+    return false;
+  }
+
+  private async publish(job: Job, name: string, bytes: Uint8Array, executor: string): Promise<{ store: string; at: [number, number] } | undefined> {
+    try {
+      return await this.data.store(name, bytes, executor, { owner: job.owner, replace: name.startsWith(`${job.job_id}/`) });
+    } catch (err) {
+      if (!(err instanceof RemoteError && err.code === 'not_owner')) throw err;
+      this.node.link.counters.reject(this.node.log, 'results_name_not_owned', job.owner, `job ${job.job_id}: ${err.message}`);
+      return undefined;
+    }
+  }
+
   private async accept(job: Job, msg: Envelope<'job_result'>): Promise<void> {
     const result = msg.body;
     const arrived = Date.now();
-    const at = this.node.link.now();
-    const version = { at: [at.wall, at.logical] as [number, number], writer: msg.from };
     // Published before the decision is recorded: a crash in between re-runs this on the redelivery.
     const named = result.named.filter((item) => {
       if (job.spec.named_results[item.path] === item.name) return true;
@@ -445,9 +466,13 @@ export class JobManager {
     const plan = planPublication(job.job_id, result.attempt, items);
     if ('problem' in plan) throw new BadStagedReference(plan.problem);
     // Staged objects are checked and renamed into place first: a bad reference then publishes nothing.
-    const moved = plan.moves.length > 0 ? await this.data.promote(plan.moves, version) : {};
-    const stored = await Promise.all(plan.inline.map((item) => this.data.store({ name: item.name, bytes: item.bytes, ...version })));
-    const published = { ...moved, ...Object.fromEntries(plan.inline.map((item, i) => [item.name, { store: stored[i]!.store, size: item.bytes.byteLength, at: version.at }])) };
+    // A named result outside the job's tree that another node owns is left out, as for inline results.
+    const moves = plan.moves.filter((m) => this.mayPublish(job, m.to));
+    const at = this.node.link.now();
+    const version = { at: [at.wall, at.logical] as [number, number], writer: msg.from };
+    const moved = moves.length > 0 ? await this.data.promote(moves, { ...version, owner: job.owner }) : {};
+    const stored = await Promise.all(plan.inline.map((item) => this.publish(job, item.name, item.bytes, msg.from)));
+    const published = { ...moved, ...Object.fromEntries(plan.inline.flatMap((item, i) => (stored[i] !== undefined ? [[item.name, { store: stored[i].store, size: item.bytes.byteLength, at: stored[i].at }]] : []))) };
     const archiveBytes = archive !== undefined ? (plan.sizes.get(archive) ?? 0) : 0;
     // The decision's own place in causal order, for settling two acceptances made apart (a partition).
     const decided = this.node.link.stamp();

@@ -73,6 +73,8 @@ export class MetadataReplica {
   private readonly peerVersions = new Map<string, Readonly<Record<string, number>>>();
   /** Per client, its jobs that have not ended: what its job budget counts. */
   private readonly unfinished = new Map<string, Set<string>>();
+  /** Per owner, the bytes of the names it owns: what its bytes budget counts. */
+  private readonly owned = new Map<string, number>();
   private readonly nameListeners: Array<(name: string) => void> = [];
 
   constructor(
@@ -91,6 +93,7 @@ export class MetadataReplica {
     for (const _ of this.finished.getKeys()) this.finishedCount++;
     this.seq = this.versions.get(node.link.id) ?? 0;
     for (const { value } of this.tables.jobs.getRange()) this.tally(undefined, value);
+    for (const { value } of this.tables.names.getRange()) this.tally(undefined, value);
 
     const link = node.link;
     // Only brokers reach here (the permission table), and a push only from a broker seen alive.
@@ -138,6 +141,11 @@ export class MetadataReplica {
   /** How many jobs `owner` has in the cluster that have not ended. */
   unfinishedJobs(owner: string): number {
     return this.unfinished.get(owner)?.size ?? 0;
+  }
+
+  /** Bytes of named data `owner` owns in the cluster, as far as this replica knows. */
+  bytesOwned(owner: string): number {
+    return this.owned.get(owner) ?? 0;
   }
 
   /** The executors and datastores each broker last recorded seeing, as (broker, node) pairs. */
@@ -267,6 +275,11 @@ export class MetadataReplica {
 
   /** Keeps the per-client counts budgets are checked against in step with the records. */
   private tally(replaced: Change | undefined, change: Change): void {
+    if (change.table === 'names') {
+      this.own(replaced?.location, -1);
+      this.own(change.location, 1);
+      return;
+    }
     if (change.table !== 'jobs') return;
     const before = replaced?.job;
     if (before !== undefined && !isFinal(before.state)) this.unfinished.get(before.owner)?.delete(before.job_id);
@@ -276,6 +289,13 @@ export class MetadataReplica {
       if (open === undefined) this.unfinished.set(after.owner, (open = new Set()));
       open.add(after.job_id);
     }
+  }
+
+  private own(location: Location | undefined, sign: 1 | -1): void {
+    if (location?.owner === undefined) return;
+    const left = (this.owned.get(location.owner) ?? 0) + sign * location.size;
+    if (left > 0) this.owned.set(location.owner, left);
+    else this.owned.delete(location.owner);
   }
 
   private store(change: Change, replaced: Change | undefined): Promise<void> {
@@ -446,6 +466,7 @@ export class MetadataReplica {
 
   /** Drops a record from this replica only: no change is made, so nothing travels. */
   private forget(table: TableName, change: Change): void {
+    if (table === 'names') this.own(change.location, -1);
     void this.byOrigin.remove(originKey(change.origin, change.seq));
     void this.tables[table].remove(change.key);
     if (table === 'names' && change.location === undefined) void this.tombstones.remove(originKey(change.origin, change.seq));

@@ -23,7 +23,7 @@ export async function attachRole(node: NodeRuntime, role: Role, config: UcpConfi
         maxClockLeadMs: config.protocol.max_clock_offset_ms,
       });
       new NodeRegistry(node, replica);
-      const data = new DataRouter(node, replica);
+      const data = new DataRouter(node, replica, { maxBytesPerClient: config.budgets.max_bytes_per_client });
       new JobManager(node, data, replica, {
         agingMs: config.scheduler.aging_s * 1_000,
         inlineResultBytes: config.scheduler.inline_result_bytes,

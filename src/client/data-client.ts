@@ -114,10 +114,9 @@ export class DataClient {
 
   /** Deletes one name, or a job's data except its result archive; returns how many names went. */
   async delete(target: { name: string } | { jobId: string }): Promise<number> {
-    const at = this.link.now();
     if ('jobId' in target && !JOB_ID_PATTERN.test(target.jobId)) throw new Error(`${quote(target.jobId)} is not a job id: ${JOB_ID_RULE}`);
     const what = 'name' in target ? { name: checkDataName(target.name) } : { job_id: target.jobId };
-    const reply = await this.link.request(await this.broker(), 'data_delete', { ...what, at: [at.wall, at.logical], writer: this.link.id });
+    const reply = await this.link.request(await this.broker(), 'data_delete', what);
     if (reply.kind !== 'data_deleted') throw new Error(`the broker answered ${reply.kind} to a delete`);
     return reply.body.count;
   }

@@ -1,7 +1,22 @@
+import type { AnyEnvelope, BodyOf } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
-import { DataStoreError, NamedDataStore, type Version } from './named-data.js';
+import { DataStoreError, NamedDataStore, type Stamp } from './named-data.js';
 
-const version = (at: readonly [number, number], writer: string): Version => ({ at: { wall: at[0], logical: at[1] }, writer });
+type WireStamp = NonNullable<BodyOf<'data_put'>['stamp']>;
+
+/**
+ * The stamp a broker put on a write or deletion (PROTOCOL.md, "Data versions and owners"). Without one
+ * nobody gave the write a version; one later than the message that carries it was not made by the
+ * broker's clock when it sent it, which only a broker choosing versions by hand would do.
+ */
+function stampOf(msg: AnyEnvelope, stamp: WireStamp | undefined): Stamp {
+  if (stamp === undefined) throw new DataStoreError('unstamped', `${msg.from} sent a write with no version; a broker stamps every write it relays`);
+  const [wall, logical] = stamp.at;
+  if (wall > msg.hlc.wall || (wall === msg.hlc.wall && logical > msg.hlc.logical)) {
+    throw new DataStoreError('version_ahead', `${msg.from} stamped a write at ${wall}.${logical}, after the message carrying it (${msg.hlc.wall}.${msg.hlc.logical})`);
+  }
+  return { at: { wall, logical }, writer: stamp.writer, owner: stamp.owner, replace: stamp.replace };
+}
 
 /**
  * The datastore role: answers named-data requests (normally from its broker) out of its LMDB store, and
@@ -18,15 +33,21 @@ export class DatastoreNode {
     const link = node.link;
     link.setHeartbeatFields(() => ({ free_bytes: this.data.freeSpace() }));
 
+    /** Refusals of a write are counted by rule (`data_refused_not_owner`...) and answered with the reason. */
+    const refuse = (msg: AnyEnvelope, err: unknown): void => {
+      if (!(err instanceof DataStoreError)) throw err;
+      if (err.code === 'not_owner' || err.code === 'unstamped' || err.code === 'version_ahead') link.counters.reject(node.log, `data_refused_${err.code}`, msg.from, err.message);
+      link.reply(msg, 'error', { code: err.code, message: err.message });
+    };
+
     link.on('data_put', async (msg) => {
-      const { name, bytes, at, writer } = msg.body;
+      const { name, bytes, stamp } = msg.body;
       try {
-        const outcome = await this.data.put(name, bytes, version(at, writer));
+        const outcome = await this.data.put(name, bytes, stampOf(msg, stamp));
         await node.store.durable();
         link.reply(msg, 'data_put_result', { name, outcome, store: link.id });
       } catch (err) {
-        if (!(err instanceof DataStoreError)) throw err;
-        link.reply(msg, 'error', { code: err.code, message: err.message });
+        refuse(msg, err);
       }
     });
 
@@ -53,7 +74,7 @@ export class DatastoreNode {
     link.on('data_write', async (msg) => {
       const { upload, name, index, bytes, last } = msg.body;
       try {
-        const done = await this.data.write(upload, name, index, bytes, last !== undefined ? { size: last.size, digest: last.digest, version: version(last.at, last.writer) } : undefined);
+        const done = await this.data.write(upload, name, index, bytes, last !== undefined ? { size: last.size, digest: last.digest, version: stampOf(msg, last.stamp) } : undefined);
         if ('written' in done) {
           link.reply(msg, 'data_written', { upload, index: done.written });
           return;
@@ -62,15 +83,15 @@ export class DatastoreNode {
         link.counters.inc('uploads_completed');
         link.reply(msg, 'data_put_result', { name, outcome: done.outcome, store: link.id });
       } catch (err) {
-        if (!(err instanceof DataStoreError)) throw err;
-        link.counters.inc(`uploads_refused_${err.code}`);
-        link.reply(msg, 'error', { code: err.code, message: err.message });
+        if (err instanceof DataStoreError) link.counters.inc(`uploads_refused_${err.code}`);
+        refuse(msg, err);
       }
     });
 
     link.on('data_move', async (msg) => {
       try {
-        const results = await this.data.move(msg.body.moves, version(msg.body.at, msg.body.writer));
+        const { at, writer, owner } = msg.body;
+        const results = await this.data.move(msg.body.moves, { at: { wall: at[0], logical: at[1] }, writer, ...(owner !== undefined ? { owner } : {}) });
         await node.store.durable();
         link.counters.inc('objects_moved', results.filter((r) => r.outcome === 'stored').length);
         link.reply(msg, 'data_moved', { results, store: link.id });
@@ -102,27 +123,36 @@ export class DatastoreNode {
     });
 
     link.on('data_append', async (msg) => {
-      const results = await this.data.append(msg.body.series, version(msg.body.at, msg.body.writer));
-      await node.store.durable();
-      link.reply(msg, 'data_appended', { results: results.map((r) => ({ ...r, store: link.id })) });
+      try {
+        const results = await this.data.append(msg.body.series, stampOf(msg, msg.body.stamp));
+        await node.store.durable();
+        for (const r of results) if (r.outcome === 'not_owner') link.counters.reject(node.log, 'data_refused_not_owner', msg.from, `"${r.name}" is another node's series`);
+        link.reply(msg, 'data_appended', { results: results.map((r) => ({ ...r, store: link.id })) });
+      } catch (err) {
+        refuse(msg, err);
+      }
     });
 
     link.on('data_list', (msg) => {
       const page = this.data.list(msg.body.prefix ?? '', msg.body.limit, msg.body.after);
       link.reply(msg, 'data_listing', {
-        items: page.items.map((m) => ({ name: m.name, size: m.size, store: link.id, at: [m.at.wall, m.at.logical] })),
+        items: page.items.map((m) => ({ name: m.name, size: m.size, store: link.id, at: [m.at.wall, m.at.logical], owner: m.owner })),
         ...(page.next !== undefined ? { next: page.next } : {}),
       });
     });
 
     link.on('data_delete', async (msg) => {
-      const { name, job_id, at, writer } = msg.body;
-      const v = version(at, writer);
-      let count = 0;
-      if (name !== undefined && (await this.data.delete(name, v))) count++;
-      if (job_id !== undefined) count += await this.data.deleteJobData(job_id, v);
-      await node.store.durable();
-      link.reply(msg, 'data_deleted', { count });
+      const { name, job_id } = msg.body;
+      try {
+        const v = stampOf(msg, msg.body.stamp);
+        let count = 0;
+        if (name !== undefined && (await this.data.delete(name, v))) count++;
+        if (job_id !== undefined) count += await this.data.deleteJobData(job_id, v);
+        await node.store.durable();
+        link.reply(msg, 'data_deleted', { count });
+      } catch (err) {
+        refuse(msg, err);
+      }
     });
   }
 }

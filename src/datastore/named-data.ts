@@ -10,9 +10,19 @@ export interface Version {
   readonly writer: string;
 }
 
+/**
+ * A write or deletion as a broker stamped it (PROTOCOL.md, "Data versions and owners"): its version from
+ * the cluster's clock, the name's owner afterwards, and whether it may replace a name another node owns.
+ */
+export interface Stamp extends Version {
+  readonly owner: string;
+  readonly replace: boolean;
+}
+
 export interface DataMeta extends Version {
   readonly name: string;
   readonly size: number;
+  readonly owner: string;
 }
 
 export interface DataObject extends DataMeta {
@@ -27,7 +37,7 @@ export interface Page<T> {
 
 export type PutOutcome = 'stored' | 'unchanged' | 'stale';
 
-export type DataStoreErrorCode = 'not_found' | 'bad_move' | 'object_too_large' | 'upload_unknown' | 'upload_out_of_order' | 'digest_mismatch' | 'size_mismatch' | 'too_large_for_one_message';
+export type DataStoreErrorCode = 'not_owner' | 'unstamped' | 'version_ahead' | 'not_found' | 'bad_move' | 'object_too_large' | 'upload_unknown' | 'upload_out_of_order' | 'digest_mismatch' | 'size_mismatch' | 'too_large_for_one_message';
 
 export class DataStoreError extends Error {
   constructor(
@@ -71,7 +81,7 @@ export interface SeriesAppend {
 
 export interface AppendResult {
   readonly name: string;
-  readonly outcome: 'appended' | 'not_series';
+  readonly outcome: 'appended' | 'not_series' | 'not_owner';
   readonly stored: number;
   readonly duplicate: number;
   readonly outside_retention: number;
@@ -87,6 +97,8 @@ interface StoredMeta {
   size: number;
   at: [number, number];
   writer: string;
+  /** Absent on names stored before names had owners: their writer owns them. */
+  owner?: string;
   blob?: string;
   chunks?: number;
   digest?: string;
@@ -124,6 +136,19 @@ const CHUNK_DIGITS = 10;
 const SEQ_DIGITS = 15;
 
 const toVersion = (v: { at: [number, number]; writer: string }): Version => ({ at: { wall: v.at[0], logical: v.at[1] }, writer: v.writer });
+const ownerOf = (m: StoredMeta): string => m.owner ?? m.writer;
+const described = (m: StoredMeta) => ({ ...toVersion(m), owner: ownerOf(m) });
+
+/**
+ * Why a stamped write or deletion may not touch a name that exists (undefined: it may). A name is its
+ * owner's: another node changes it only with `replace`, which a broker grants operators and itself for a
+ * job's own tree.
+ */
+export function ownershipProblem(name: string, current: { owner?: string; writer: string } | undefined, stamp: Stamp): string | undefined {
+  if (current === undefined || stamp.replace) return undefined;
+  const owner = current.owner ?? current.writer;
+  return owner === stamp.owner ? undefined : `"${name}" is owned by ${owner}; only ${owner} or an operator may change it`;
+}
 const newer = (a: Version, b: Version) => compareEvents({ hlc: a.at, node: a.writer }, { hlc: b.at, node: b.writer }) > 0;
 const chunkKey = (blob: string, index: number) => `${blob}\0${String(index).padStart(CHUNK_DIGITS, '0')}`;
 const rowKey = (blob: string, seq: number) => `${blob}\0${String(seq).padStart(SEQ_DIGITS, '0')}`;
@@ -165,8 +190,8 @@ export class NamedDataStore {
     }
   }
 
-  /** Stores `bytes` under `name` unless a newer version (or deletion) is already known. */
-  async put(name: string, bytes: Uint8Array, version: Version): Promise<PutOutcome> {
+  /** Stores `bytes` under `name` unless a newer version (or deletion) is already known or it is not the writer's. */
+  async put(name: string, bytes: Uint8Array, version: Stamp): Promise<PutOutcome> {
     this.checkSize(name, bytes.byteLength);
     const blob = newBlobId();
     return this.commit(name, version, { size: bytes.byteLength, blob, digest: sha256(bytes), chunks: Math.max(1, Math.ceil(bytes.byteLength / CHUNK_BYTES)) }, () => {
@@ -178,7 +203,7 @@ export class NamedDataStore {
    * Takes one chunk of an upload. Chunks come in order; one repeated (its acknowledgement was lost) is
    * acknowledged again. The last chunk stores the object if its size and digest match what was received.
    */
-  async write(upload: string, name: string, index: number, bytes: Uint8Array, last?: { size: number; digest: string; version: Version }): Promise<{ written: number } | { outcome: PutOutcome }> {
+  async write(upload: string, name: string, index: number, bytes: Uint8Array, last?: { size: number; digest: string; version: Stamp }): Promise<{ written: number } | { outcome: PutOutcome }> {
     // Upload ids are random (128 bits), so they need no writer to be told apart.
     const key = upload;
     this.expireUploads();
@@ -227,9 +252,11 @@ export class NamedDataStore {
    * Makes a new object version current unless a newer version or deletion is known; the replaced
    * version's chunks or records go in the same transaction.
    */
-  private async commit(name: string, version: Version, object: { size: number; blob: string; digest: string; chunks: number }, writeChunks: () => void): Promise<PutOutcome> {
-    const outcome = await this.meta.transaction(() => {
+  private async commit(name: string, version: Stamp, object: { size: number; blob: string; digest: string; chunks: number }, writeChunks: () => void): Promise<PutOutcome> {
+    const outcome = await this.meta.transaction((): PutOutcome | { refused: string } => {
       const current = this.meta.get(name);
+      const refused = ownershipProblem(name, current, version);
+      if (refused !== undefined) return { refused };
       const tomb = this.tombstones.get(name);
       if (current !== undefined) {
         const cur = toVersion(current);
@@ -238,11 +265,12 @@ export class NamedDataStore {
       if (tomb !== undefined && !newer(version, toVersion(tomb))) return 'stale';
       writeChunks();
       if (current !== undefined) this.dropContent(name, current);
-      this.meta.put(name, { size: object.size, at: [version.at.wall, version.at.logical], writer: version.writer, blob: object.blob, chunks: object.chunks, digest: object.digest });
+      this.meta.put(name, { size: object.size, at: [version.at.wall, version.at.logical], writer: version.writer, owner: version.owner, blob: object.blob, chunks: object.chunks, digest: object.digest });
       if (tomb !== undefined) this.tombstones.remove(name);
       return 'stored';
     });
-    return outcome as PutOutcome;
+    if (typeof outcome === 'object') throw new DataStoreError('not_owner', outcome.refused);
+    return outcome;
   }
 
   /**
@@ -253,7 +281,7 @@ export class NamedDataStore {
    * request after a lost reply or a broker restart): `unchanged`. A target holding a newer version, or a
    * newer deletion, is left alone (`stale`), and so is its source.
    */
-  async move(moves: readonly Move[], version: Version): Promise<Array<{ to: string; outcome: PutOutcome }>> {
+  async move(moves: readonly Move[], version: Version & { readonly owner?: string }): Promise<Array<{ to: string; outcome: PutOutcome }>> {
     const at: [number, number] = [version.at.wall, version.at.logical];
     // Each name once: two targets sharing one source would share its chunks.
     const named = new Set<string>();
@@ -285,7 +313,7 @@ export class NamedDataStore {
         if ((current !== undefined && !newer(version, toVersion(current))) || (tomb !== undefined && !newer(version, toVersion(tomb)))) return { to: move.to, outcome: 'stale' };
         if (current !== undefined) this.dropContent(move.to, current);
         if (tomb !== undefined) this.tombstones.remove(move.to);
-        this.meta.put(move.to, { size: source.size, at, writer: version.writer, blob: source.blob!, chunks: source.chunks!, digest: source.digest! });
+        this.meta.put(move.to, { size: source.size, at, writer: version.writer, owner: version.owner ?? version.writer, blob: source.blob!, chunks: source.chunks!, digest: source.digest! });
         // The source's chunks now belong to the target: only its name goes, leaving a tombstone.
         this.meta.remove(move.from);
         this.tombstones.put(move.from, { at, writer: version.writer });
@@ -301,7 +329,7 @@ export class NamedDataStore {
     if (m.size > CHUNK_BYTES) throw new DataStoreError('too_large_for_one_message', `"${name}" is ${m.size} bytes, more than one message carries; read it in chunks (data_read)`);
     const bytes = this.wholeSmall(name, m);
     if (bytes === undefined) return undefined;
-    return { name, size: m.size, ...toVersion(m), bytes };
+    return { name, size: m.size, ...described(m), bytes };
   }
 
   private wholeSmall(name: string, m: StoredMeta): Uint8Array | undefined {
@@ -324,7 +352,7 @@ export class NamedDataStore {
     if (m === undefined) return undefined;
     const piece = this.piece(name, m, from, maxBytes);
     if (piece === undefined) return undefined;
-    return { name, size: m.size, ...toVersion(m), series: m.series !== undefined, ...(m.digest !== undefined ? { digest: m.digest } : {}), from, ...piece };
+    return { name, size: m.size, ...described(m), series: m.series !== undefined, ...(m.digest !== undefined ? { digest: m.digest } : {}), from, ...piece };
   }
 
   private piece(name: string, m: StoredMeta, from: number, maxBytes: number): { bytes: Uint8Array; next?: number } | undefined {
@@ -374,7 +402,7 @@ export class NamedDataStore {
 
   /** Names at or below `prefix` (all names when empty), in name order, `limit` at a time after `after`. */
   list(prefix: string, limit: number, after?: string): Page<DataMeta> {
-    return pageUnder(this.meta, prefix, limit, after, (name, m): DataMeta => ({ name, size: m.size, ...toVersion(m) }));
+    return pageUnder(this.meta, prefix, limit, after, (name, m): DataMeta => ({ name, size: m.size, ...described(m) }));
   }
 
   /**
@@ -382,21 +410,22 @@ export class NamedDataStore {
    * number) or outside the requested retention are skipped and counted, so an append repeated after a
    * lost reply, or arriving out of order, stores each record exactly once and in sequence order.
    */
-  async append(items: readonly SeriesAppend[], version: Version): Promise<AppendResult[]> {
+  async append(items: readonly SeriesAppend[], version: Stamp): Promise<AppendResult[]> {
     return Promise.all(items.map((item) => this.appendOne(item, version)));
   }
 
-  private async appendOne(item: SeriesAppend, version: Version): Promise<AppendResult> {
+  private async appendOne(item: SeriesAppend, version: Stamp): Promise<AppendResult> {
     const { name } = item;
     const result = await this.meta.transaction((): AppendResult => {
       let m = this.meta.get(name);
+      if (ownershipProblem(name, m, version) !== undefined) return { name, outcome: 'not_owner', stored: 0, duplicate: 0, outside_retention: item.records.length, size: m!.size };
       if (m !== undefined && m.series === undefined) return { name, outcome: 'not_series', stored: 0, duplicate: 0, outside_retention: item.records.length, size: m.size };
       if (m === undefined) {
         // A deleted series comes back only with a newer write, like any other name.
         const tomb = this.tombstones.get(name);
         if (tomb !== undefined && !newer(version, toVersion(tomb))) return { name, outcome: 'appended', stored: 0, duplicate: 0, outside_retention: item.records.length, size: 0 };
         if (tomb !== undefined) this.tombstones.remove(name);
-        m = { size: 0, at: [version.at.wall, version.at.logical], writer: version.writer, blob: newBlobId(), series: { first: 0, next: 0 } };
+        m = { size: 0, at: [version.at.wall, version.at.logical], writer: version.writer, owner: version.owner, blob: newBlobId(), series: { first: 0, next: 0 } };
       }
       const blob = m.blob!;
       const series = { ...m.series! };
@@ -440,16 +469,22 @@ export class NamedDataStore {
       series.first = first;
       const at: [number, number] = newer(version, toVersion(m)) ? [version.at.wall, version.at.logical] : m.at;
       const writer = newer(version, toVersion(m)) ? version.writer : m.writer;
-      this.meta.put(name, { size, at, writer, blob, series });
+      // A write that passed the ownership check leaves the name with the owner it was stamped for.
+      this.meta.put(name, { size, at, writer, owner: version.owner, blob, series });
       return { name, outcome: 'appended', stored, duplicate, outside_retention: outside, size };
     });
     return result;
   }
 
-  /** Deletes a name unless a newer version exists; the deletion itself is remembered as a tombstone. */
-  async delete(name: string, version: Version): Promise<boolean> {
-    return this.meta.transaction(() => {
+  /**
+   * Deletes a name unless a newer version exists; the deletion itself is remembered as a tombstone (which
+   * orders versions only: a deleted name is free again). Throws not_owner for another node's name.
+   */
+  async delete(name: string, version: Stamp): Promise<boolean> {
+    const done = await this.meta.transaction((): boolean | { refused: string } => {
       const current = this.meta.get(name);
+      const refused = ownershipProblem(name, current, version);
+      if (refused !== undefined) return { refused };
       if (current !== undefined && !newer(version, toVersion(current))) return false;
       const tomb = this.tombstones.get(name);
       if (tomb === undefined || newer(version, toVersion(tomb))) this.tombstones.put(name, { at: [version.at.wall, version.at.logical], writer: version.writer });
@@ -458,17 +493,22 @@ export class NamedDataStore {
       this.meta.remove(name);
       return true;
     });
+    if (typeof done === 'object') throw new DataStoreError('not_owner', done.refused);
+    return done;
   }
 
   /** Deletes everything under `<jobId>/` except the job's result archive; returns how many names went. */
-  async deleteJobData(jobId: string, version: Version): Promise<number> {
+  async deleteJobData(jobId: string, version: Stamp): Promise<number> {
     const keep = resultArchiveName(jobId);
     let deleted = 0;
     let after: string | undefined;
     for (;;) {
       const page = this.list(jobId, 500, after);
       for (const item of page.items) {
-        if (item.name !== keep && item.name !== jobId && (await this.delete(item.name, version))) deleted++;
+        if (item.name === keep || item.name === jobId) continue;
+        // Without `replace` (a job the broker does not know) only the asker's own names go.
+        if (!version.replace && item.owner !== version.owner) continue;
+        if (await this.delete(item.name, version)) deleted++;
       }
       if (page.next === undefined) return deleted;
       after = page.next;

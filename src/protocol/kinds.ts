@@ -4,6 +4,13 @@ import { capabilitiesSchema } from './capabilities.js';
 import { dataName, jobId, jobPath, JOB_STATES, jobSpecSchema, jobViewSchema, PRIORITIES, RUN_OUTCOMES } from './job.js';
 /** HLC time of a write, [wall ms, logical]: the version last-write-wins compares. */
 const writtenAt = () => tuple(uint({ max: 2 ** 48 }), uint({ max: 2 ** 32 }));
+/**
+ * What a broker adds to a write or deletion on its way to a datastore (PROTOCOL.md, "Data versions and
+ * owners"): the version the cluster gives it, from the broker's clock; who asked; who owns the name
+ * afterwards; and whether it may replace a name someone else owns (an operator, or the broker for a
+ * job's own `<jobId>/` tree). A writer never chooses it: a broker refuses a request that carries one.
+ */
+const writeStamp = () => object({ at: writtenAt(), writer: nodeId(), owner: nodeId(), replace: bool() });
 /** The most objects one data reply carries; larger answers are paged. */
 const MAX_PAGE = 1_000;
 /** The largest object the wire can carry in one message; protocol.max_message_bytes bounds it further. */
@@ -133,8 +140,8 @@ export const BODY_SCHEMAS = {
   data_put: object({
     name: dataName(),
     bytes: bytes({ max: MAX_OBJECT_BYTES }),
-    at: writtenAt(),
-    writer: nodeId(),
+    /** Broker -> datastore only. */
+    stamp: optional(writeStamp()),
   }),
   data_put_result: object({
     name: dataName(),
@@ -165,7 +172,7 @@ export const BODY_SCHEMAS = {
     name: dataName(),
     index: uint({ max: 2 ** 32 }),
     bytes: bytes({ max: MAX_CHUNK_BYTES }),
-    last: optional(object({ size: uint(), digest: digest(), at: writtenAt(), writer: nodeId() })),
+    last: optional(object({ size: uint(), digest: digest(), stamp: optional(writeStamp()) })),
   }),
   /** Reply to a chunk that was not the last: received and kept. */
   data_written: object({
@@ -212,14 +219,15 @@ export const BODY_SCHEMAS = {
       }),
       { max: 1_000 },
     ),
-    at: writtenAt(),
-    writer: nodeId(),
+    /** Broker -> datastore only. */
+    stamp: optional(writeStamp()),
   }),
   data_appended: object({
     results: arrayOf(
       object({
         name: dataName(),
-        outcome: literal('appended', 'not_series'),
+        /** not_owner: the series belongs to another node; nothing was stored. */
+        outcome: literal('appended', 'not_series', 'not_owner'),
         stored: uint(),
         duplicate: uint(),
         outside_retention: uint(),
@@ -239,6 +247,8 @@ export const BODY_SCHEMAS = {
     moves: arrayOf(object({ from: dataName(), to: dataName(), size: uint(), digest: digest() }), { min: 1, max: MAX_RESULT_OBJECTS }),
     at: writtenAt(),
     writer: nodeId(),
+    /** Whose the published names are (the job's submitter); absent: the writer's. */
+    owner: optional(nodeId()),
   }),
   data_moved: object({
     results: arrayOf(object({ to: dataName(), outcome: literal('stored', 'unchanged', 'stale') }), { max: MAX_RESULT_OBJECTS }),
@@ -251,15 +261,15 @@ export const BODY_SCHEMAS = {
     after: optional(dataName()),
   }),
   data_listing: object({
-    items: arrayOf(object({ name: dataName(), size: uint(), store: nodeId(), at: writtenAt() }), { max: MAX_PAGE }),
+    items: arrayOf(object({ name: dataName(), size: uint(), store: nodeId(), at: writtenAt(), owner: optional(nodeId()) }), { max: MAX_PAGE }),
     next: optional(dataName()),
   }),
   /** Deletes one name, or (with job_id) a job's data except its result archive. */
   data_delete: object({
     name: optional(dataName()),
     job_id: optional(jobId()),
-    at: writtenAt(),
-    writer: nodeId(),
+    /** Broker -> datastore only. */
+    stamp: optional(writeStamp()),
   }),
   data_deleted: object({
     count: uint(),
@@ -402,7 +412,7 @@ export const BODY_SCHEMAS = {
         /** jobs: the record. */
         job: optional(syncedJob()),
         /** names: where the data is; absent when the name was deleted. */
-        location: optional(object({ store: nodeId(), size: uint(), at: writtenAt() })),
+        location: optional(object({ store: nodeId(), size: uint(), at: writtenAt(), owner: optional(nodeId()) })),
         /** nodes (key `<origin broker>/<node>`): an executor or datastore as the origin broker sees it. */
         peer: optional(
           object({

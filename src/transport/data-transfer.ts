@@ -59,8 +59,8 @@ export class DataTransfer {
   async putBytes(name: string, bytes: Uint8Array): Promise<PutResult> {
     checkDataName(name);
     if (bytes.byteLength <= CHUNK_BYTES) {
-      const at = this.link.now();
-      const reply = await this.link.request(await this.broker(), 'data_put', { name, bytes, at: [at.wall, at.logical], writer: this.link.id });
+      // No version: the broker gives the write one from the cluster's clock.
+      const reply = await this.link.request(await this.broker(), 'data_put', { name, bytes });
       return expect(reply, 'data_put_result');
     }
     return this.upload(name, bytes.byteLength, async function* () {
@@ -92,7 +92,7 @@ export class DataTransfer {
   }
 
   /**
-   * Sends chunks in order, one request each; the last carries the size, the digest and the version. An
+   * Sends chunks in order, one request each; the last carries the size and the digest. An
    * upload the store or broker lost (a restart) starts over, since `chunks` can be read again.
    */
   private async upload(name: string, size: number, chunks: () => AsyncGenerator<Uint8Array>): Promise<PutResult> {
@@ -121,8 +121,7 @@ export class DataTransfer {
       let last: BodyOf<'data_write'>['last'];
       if (following.done) {
         if (sent !== size) throw new Error(`"${name}" was ${sent} bytes, not the ${size} expected; it changed while it was being stored`);
-        const at = this.link.now();
-        last = { size, digest: hash.digest('hex'), at: [at.wall, at.logical], writer: this.link.id };
+        last = { size, digest: hash.digest('hex') };
       }
       const reply = await this.requestTrying(broker, 'data_write', { upload, name, index, bytes, ...(last !== undefined ? { last } : {}) });
       if (last !== undefined) return expect(reply, 'data_put_result');
@@ -254,8 +253,7 @@ export class DataTransfer {
 
   /** Appends records to series (see data_append); resolves with what each series stored. */
   async append(series: BodyOf<'data_append'>['series'], timeoutMs?: number): Promise<BodyOf<'data_appended'>['results']> {
-    const at = this.link.now();
-    const reply = await this.link.request(await this.broker(), 'data_append', { series, at: [at.wall, at.logical], writer: this.link.id }, timeoutMs);
+    const reply = await this.link.request(await this.broker(), 'data_append', { series }, timeoutMs);
     return expect(reply, 'data_appended').results;
   }
 }
