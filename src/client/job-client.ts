@@ -1,5 +1,5 @@
 import { writeFile } from 'node:fs/promises';
-import { isFinal, type BodyOf, type JobSpec, type JobState, type JobView } from '../protocol/index.js';
+import { isFinal, quote, type BodyOf, type JobSpec, type JobState, type JobView } from '../protocol/index.js';
 import type { NodeStore, Table } from '../store/index.js';
 import { RemoteError, TransportError, type NodeLink } from '../transport/index.js';
 import type { DataClient } from './data-client.js';
@@ -116,7 +116,9 @@ export class JobClient {
     for (const file of [...plan.namedData, ...plan.jobs.flatMap((j) => j.inline)]) {
       if (signal?.aborted === true) throw new SubmissionInterrupted(0, plan.jobs.length);
       // Streamed in chunks: plan data of any size is never held in memory whole.
-      const { size } = await this.data.putFile(file.name, file.file);
+      const { size, outcome } = await this.data.putFile(file.name, file.file);
+      // A job must not run on some other version than the one this plan published: say so and stop.
+      if (outcome === 'stale') throw new Error(`publishing ${quote(file.name)} did not take effect: the cluster holds a newer version written at the same time; run the plan again`);
       onEvent({ type: 'published', name: file.name, bytes: size });
     }
     // A job goes in after the jobs it reads from, so its broker already knows what it waits for.

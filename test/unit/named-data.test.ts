@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DataStoreError, NamedDataStore, type ReadPiece, type Version } from '../../src/datastore/named-data.js';
+import { DataStoreError, NamedDataStore, type ReadPiece, type Stamp } from '../../src/datastore/named-data.js';
 import { CHUNK_BYTES, resultArchiveName } from '../../src/protocol/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { removeDir, tempDir } from '../helpers/processes.js';
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const text = (b: Uint8Array | undefined) => (b === undefined ? undefined : new TextDecoder().decode(b));
-const v = (wall: number, writer = 'client-a', logical = 0): Version => ({ at: { wall, logical }, writer });
+/** A write as a broker stamps it for client-a, the owner of every name here unless a test says otherwise. */
+const v = (wall: number, writer = 'client-a', logical = 0, owner = 'client-a', replace = false): Stamp => ({ at: { wall, logical }, writer, owner, replace });
 
 /** Named data on real LMDB: last-write-wins by HLC, tombstones, prefixes, pagination, job cleanup. */
 describe('named data store', () => {
@@ -80,6 +81,32 @@ describe('named data store', () => {
     expect(await data.deleteJobData('job-7', v(5))).toBe(2);
     expect(data.list('job-7', 10).items.map((i) => i.name)).toEqual(['job-7/result.zip']);
     expect(data.get('job-70/input')).toBeDefined();
+  });
+
+  it('keeps a name its owner\'s: another node neither replaces, appends to nor deletes it, however late its stamp, unless granted replace', async () => {
+    await data.put('victim/bin/echo.wasm', bytes('genuine'), v(100, 'victim', 0, 'victim'));
+    const mallory = (wall: number) => v(wall, 'mallory', 0, 'mallory');
+    await expect(data.put('victim/bin/echo.wasm', bytes('evil'), mallory(2 ** 48))).rejects.toThrow(/owned by victim/);
+    await expect(data.delete('victim/bin/echo.wasm', mallory(2 ** 48))).rejects.toMatchObject({ code: 'not_owner' });
+    await data.append([{ name: 'victim/series', records: [{ seq: 0, t: 1, line: bytes('x') }] }], v(101, 'victim', 0, 'victim'));
+    const [r] = await data.append([{ name: 'victim/series', records: [{ seq: 1, t: 2, line: bytes('evil') }] }], mallory(102));
+    expect(r).toMatchObject({ outcome: 'not_owner', stored: 0 });
+    expect(text(data.get('victim/bin/echo.wasm')?.bytes)).toBe('genuine');
+    expect(data.list('victim', 10).items.map((i) => i.owner)).toEqual(['victim', 'victim']);
+    // The owner's own later write is stored, not "stale"; an operator (replace) takes the name over.
+    expect(await data.put('victim/bin/echo.wasm', bytes('v2'), v(200, 'victim', 0, 'victim'))).toBe('stored');
+    expect(await data.put('victim/bin/echo.wasm', bytes('fixed'), v(300, 'ops', 0, 'ops', true))).toBe('stored');
+    expect(data.get('victim/bin/echo.wasm')).toMatchObject({ owner: 'ops', writer: 'ops' });
+    // A deleted name is free again.
+    expect(await data.delete('victim/bin/echo.wasm', v(400, 'ops', 0, 'ops'))).toBe(true);
+    expect(await data.put('victim/bin/echo.wasm', bytes('new'), mallory(500))).toBe('stored');
+  });
+
+  it('without replace, deleting a job\'s data removes only the asker\'s own names', async () => {
+    await data.put('job-8/a', bytes('a'), v(1));
+    await data.put('job-8/b', bytes('b'), v(1, 'x', 0, 'someone-else'));
+    expect(await data.deleteJobData('job-8', v(5))).toBe(1);
+    expect(data.list('job-8', 10).items.map((i) => i.name)).toEqual(['job-8/b']);
   });
 
   it('refuses an object over the size limit with a clear error, and reports free space', async () => {
