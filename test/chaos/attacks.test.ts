@@ -18,6 +18,8 @@ const CLUSTER = 'atk';
 const HOUR = 3_600_000;
 /** How many unfinished jobs one client may have (budgets.max_jobs_per_client, lowered for the flood). */
 const JOB_BUDGET = 25;
+/** Bytes of named data one client may own (budgets.max_bytes_per_client, lowered for the attack). */
+const BYTES_BUDGET = 1_048_576;
 
 let forgedSeq = 0;
 /** An envelope as a hostile device would build it: every field its own choice. */
@@ -81,8 +83,8 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     c = await SecureCluster.start({
       kind,
       cluster: CLUSTER,
-      nodes: { br: 'broker', 'br-2': 'broker', ds: 'datastore', 'ex-1': 'executor', 'ex-rogue': 'executor', victim: 'client', mallory: 'client', eve: 'client' },
-      settings: { 'liveness.heartbeat_interval_ms': '250', 'liveness.dead_after_ms': '1500', 'metadata_sync.interval_s': '1', 'budgets.max_jobs_per_client': String(JOB_BUDGET) },
+      nodes: { br: 'broker', 'br-2': 'broker', ds: 'datastore', 'ex-1': 'executor', 'ex-rogue': 'executor', victim: 'client', planner: 'client', mallory: 'client', eve: 'client' },
+      settings: { 'liveness.heartbeat_interval_ms': '250', 'liveness.dead_after_ms': '1500', 'metadata_sync.interval_s': '1', 'budgets.max_jobs_per_client': String(JOB_BUDGET), 'budgets.max_bytes_per_client': String(BYTES_BUDGET) },
     });
     br = c.spawn('broker', 'br', ['--set', 'log.format=json']);
     c.spawn('datastore', 'ds');
@@ -296,8 +298,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     expect(await counter('br', 'jobs_refused_hidden')).toBeGreaterThanOrEqual(1);
   }, 90_000);
 
-  // Waits for the cluster to assign data versions and for names to carry owners.
-  it.skip('owning the data: the cluster versions every write, names have owners, and ucp run says so when its publishing did not take effect', async () => {
+  it('owning the data: the cluster versions every write, names have owners, and ucp run says so when its publishing did not take effect', async () => {
     const malloryData = new DataClient(mallory, 20_000);
     // Replacing the victim's module, deleting it.
     const notOwner = await counter('br', 'data_refused_not_owner');
@@ -305,11 +306,21 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     await expect(malloryData.delete({ name: 'victim/bin/echo.wasm' })).rejects.toThrow(/owned by victim/);
     await expect(malloryData.delete({ jobId: 'h-1' })).rejects.toThrow(/submitted by victim/);
     expect(await counter('br', 'data_refused_not_owner')).toBe(notOwner + 3);
-    // A writer-chosen version (2^48) is not part of a client's put any more: refused as a bad message.
+    // A writer-chosen version (2^48), as puts carried it before: no such field any more, a bad message.
     const badBody = await counter('br', 'rx_dropped_bad_body');
     const raw = await eve();
-    await publishAs(raw, `ucp/${CLUSTER}/inbox/br/client/eve`, forged('data_put', { name: 'eve/x', bytes: new Uint8Array(1), at: [2 ** 48, 0], writer: 'victim' } as unknown as BodyOf<'data_put'>, 'eve', 'client'));
+    await publishAs(raw, `ucp/${CLUSTER}/inbox/br/client/eve`, forged('data_put', { name: 'victim/bin/echo.wasm', bytes: wasm('exit-code'), at: [2 ** 48, 0], writer: 'victim' } as unknown as BodyOf<'data_put'>, 'eve', 'client'));
     await until('the broker to drop the versioned put', async () => (await counter('br', 'rx_dropped_bad_body')) > badBody);
+    // The stamp only a broker may add, stamped 2^48 in the victim's name with replace: refused with the reason.
+    const stamp = { at: [2 ** 48, 0] as [number, number], writer: 'victim', owner: 'victim', replace: true };
+    const writerVersion = await counter('br', 'data_refused_writer_version');
+    await expect(mallory.request('br', 'data_put', { name: 'victim/bin/echo.wasm', bytes: wasm('exit-code'), stamp })).rejects.toThrow(/may not carry its own version/);
+    await expect(mallory.request('br', 'data_delete', { name: 'victim/bin/echo.wasm', stamp })).rejects.toThrow(/may not carry its own version/);
+    expect(await counter('br', 'data_refused_writer_version')).toBe(writerVersion + 2);
+    // Straight to the datastore, which serves brokers only.
+    const dsRefused = await counter('ds', 'rx_dropped_not_permitted');
+    mallory.send('ds', 'data_delete', { name: 'victim/bin/echo.wasm', stamp });
+    await until('the datastore to refuse mallory', async () => (await counter('ds', 'rx_dropped_not_permitted')) > dsRefused);
     // The owner's module is untouched and its own re-put is not "stale".
     expect(text((await data.get('victim/bin/echo.wasm')).bytes)).toBe(text(wasm('echo')));
     expect((await data.put('victim/bin/echo.wasm', wasm('echo'))).outcome).toMatch(/stored|unchanged/);
@@ -317,16 +328,38 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     const after = (await jobs.wait(['after-data'], { timeoutMs: 30_000 })).get('after-data')!;
     expect(text(unzipSync(await jobs.resultArchive(after))['out.txt']!)).toBe('hello from echo\n');
 
-    // mallory claims the name a plan publishes its module under: `ucp run` stops with that reason.
+    // mallory claims the name a plan publishes its module under: `ucp run` (another user's) stops with that reason.
     await malloryData.put('shared/tool.wasm', wasm('exit-code'));
     const plan = join(c.dir, 'plan');
     mkdirSync(join(plan, 'wasm'), { recursive: true });
     copyFileSync(join(FIXTURES, 'echo.wasm'), join(plan, 'wasm', 'echo.wasm'));
     writeFileSync(join(plan, 'plan.toml'), ['[[jobs]]', '[jobs.metadata]', 'job_id = "planned"', 'wasm_module = "shared/tool.wasm"', 'results = ["out.txt"]', '[jobs.data]', '"shared/tool.wasm" = "wasm/echo.wasm"', ''].join('\n'));
-    const run = await c.run(['run', join(plan, 'plan.toml'), '--results', join(c.dir, 'results')], 'victim');
+    const run = await c.run(['run', join(plan, 'plan.toml'), '--results', join(c.dir, 'results')], 'planner');
     expect(run.code).not.toBe(0);
     expect(run.stderr).toMatch(/shared\/tool\.wasm.*owned by mallory/);
     expect(readdirSync(c.dir)).not.toContain('results');
+  }, 90_000);
+
+  it('over-budget bytes: a client stores at most its budget, in one message or in chunks, and deleting frees it', async () => {
+    const malloryData = new DataClient(mallory, 20_000);
+    const used = (await data.list('mallory')).reduce((n, i) => n + i.size, 0);
+    expect(used).toBe(0);
+    const big = new Uint8Array(900_000).fill(7);
+    expect((await malloryData.put('mallory/big', big)).outcome).toBe('stored');
+    const refused = await counter('br', 'data_refused_budget');
+    // Chunked: refused as the chunks arrive, long before the whole object was sent.
+    await expect(malloryData.put('mallory/more', new Uint8Array(400_000).fill(8))).rejects.toThrow(/budget \(budgets\.max_bytes_per_client = 1048576\)/);
+    await expect(malloryData.put('mallory/small', new Uint8Array(200_000).fill(9))).rejects.toThrow(/budget/);
+    await expect(malloryData.put('mallory/small', new Uint8Array(200_000).fill(9))).rejects.toThrow(/budget/);
+    expect(await counter('br', 'data_refused_budget')).toBe(refused + 3);
+    expect((await data.list('mallory')).map((i) => i.name)).toEqual(['mallory/big']);
+    // Replacing its own name with something no larger is fine; deleting gives the bytes back.
+    expect((await malloryData.put('mallory/big', new Uint8Array(800_000).fill(1))).outcome).toBe('stored');
+    await malloryData.delete({ name: 'mallory/big' });
+    expect((await malloryData.put('mallory/more', new Uint8Array(400_000).fill(8))).outcome).toBe('stored');
+    // Others are not held to mallory's budget.
+    expect((await data.put('victim/fine', new Uint8Array(300_000).fill(3))).outcome).toBe('stored');
+    await malloryData.delete({ name: 'mallory/more' });
   }, 90_000);
 
   it('poisoning clocks: a far-ahead HLC is not adopted, made-up brokers stay out of every clock, and a job flood stops at the budget', async () => {
@@ -425,7 +458,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     }
     // The broker itself was never disturbed, and every refusal above is visible in `ucp status`.
     const brCounters = await c.counters('br');
-    for (const name of ['rx_dropped_not_permitted', 'rx_dropped_wrong_sender', 'results_unauthorized', 'results_conflicting', 'sync_changes_refused', 'hlc_refused', 'vc_entries_ignored', 'jobs_refused_budget']) {
+    for (const name of ['rx_dropped_not_permitted', 'rx_dropped_wrong_sender', 'results_unauthorized', 'results_conflicting', 'sync_changes_refused', 'hlc_refused', 'vc_entries_ignored', 'jobs_refused_budget', 'data_refused_not_owner', 'data_refused_writer_version', 'data_refused_budget', 'rx_dropped_bad_body']) {
       expect(brCounters[name], name).toBeGreaterThan(0);
     }
     const exCounters = await c.counters('ex-1');
