@@ -65,6 +65,7 @@ const digestArb = fc.stringMatching(/^[0-9a-f]{64}$/);
 const resultContentArb = (maxLength: number) =>
   fc.oneof(fc.uint8Array({ maxLength }), fc.record({ name: dataNameArb, size: fc.maxSafeNat(), digest: digestArb }));
 const atArb = fc.tuple(fc.integer({ min: 0, max: 2 ** 48 }), fc.integer({ min: 0, max: 2 ** 32 }));
+const stampArb = fc.record({ at: atArb, writer: nodeIdArb, owner: nodeIdArb, replace: fc.boolean() });
 const textArb = (max: number, min = 0): fc.Arbitrary<string> => fc.string({ minLength: min, maxLength: max, unit: 'binary' });
 
 const jobIdArb = fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}$/);
@@ -156,7 +157,7 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
   }),
   notice: fc.record({ severity: fc.constantFrom('info' as const, 'warning' as const, 'critical' as const), text: textArb(200, 1) }),
   error: fc.record({ code: textArb(64), message: textArb(200) }),
-  data_put: fc.record({ name: dataNameArb, bytes: fc.uint8Array({ maxLength: 64 }), at: atArb, writer: nodeIdArb }),
+  data_put: fc.record({ name: dataNameArb, bytes: fc.uint8Array({ maxLength: 64 }), stamp: stampArb }, { requiredKeys: ['name', 'bytes'] }),
   data_put_result: fc.record({ name: dataNameArb, outcome: fc.constantFrom('stored' as const, 'unchanged' as const, 'stale' as const), store: nodeIdArb }),
   data_get: fc.record({ name: dataNameArb, prefix: fc.boolean(), limit: fc.integer({ min: 1, max: 1_000 }), after: dataNameArb }, { requiredKeys: ['name', 'prefix', 'limit'] }),
   data_items: fc.record(
@@ -165,13 +166,13 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
   ),
   data_list: fc.record({ prefix: dataNameArb, limit: fc.integer({ min: 1, max: 1_000 }), after: dataNameArb }, { requiredKeys: ['limit'] }),
   data_listing: fc.record(
-    { items: fc.array(fc.record({ name: dataNameArb, size: uintArb, store: nodeIdArb, at: atArb }), { maxLength: 3 }), next: dataNameArb },
+    { items: fc.array(fc.record({ name: dataNameArb, size: uintArb, store: nodeIdArb, at: atArb, owner: nodeIdArb }, { requiredKeys: ['name', 'size', 'store', 'at'] }), { maxLength: 3 }), next: dataNameArb },
     { requiredKeys: ['items'] },
   ),
-  data_delete: fc.record({ name: dataNameArb, job_id: fc.stringMatching(/^[A-Za-z0-9_-]{1,20}$/), at: atArb, writer: nodeIdArb }, { requiredKeys: ['at', 'writer'] }),
+  data_delete: fc.record({ name: dataNameArb, job_id: fc.stringMatching(/^[A-Za-z0-9_-]{1,20}$/), stamp: stampArb }, { requiredKeys: [] }),
   data_deleted: fc.record({ count: uintArb }),
   data_write: fc.record(
-    { upload: fc.stringMatching(/^[0-9a-f]{8,32}$/), name: dataNameArb, index: uintArb32, bytes: fc.uint8Array({ maxLength: 64 }), last: fc.record({ size: uintArb, digest: fc.stringMatching(/^[0-9a-f]{64}$/), at: atArb, writer: nodeIdArb }) },
+    { upload: fc.stringMatching(/^[0-9a-f]{8,32}$/), name: dataNameArb, index: uintArb32, bytes: fc.uint8Array({ maxLength: 64 }), last: fc.record({ size: uintArb, digest: fc.stringMatching(/^[0-9a-f]{64}$/), stamp: stampArb }, { requiredKeys: ['size', 'digest'] }) },
     { requiredKeys: ['upload', 'name', 'index', 'bytes'] },
   ),
   data_written: fc.record({ upload: fc.stringMatching(/^[0-9a-f]{8,32}$/), index: uintArb32 }),
@@ -194,12 +195,11 @@ const BODY_ARBS: { [K in Kind]: fc.Arbitrary<BodyOf<K>> } = {
       ),
       { maxLength: 3 },
     ),
-    at: atArb,
-    writer: nodeIdArb,
-  }),
+    stamp: stampArb,
+  }, { requiredKeys: ['series'] }),
   data_appended: fc.record({
     results: fc.array(
-      fc.record({ name: dataNameArb, outcome: fc.constantFrom('appended' as const, 'not_series' as const), stored: uintArb, duplicate: uintArb, outside_retention: uintArb, size: uintArb, store: nodeIdArb }),
+      fc.record({ name: dataNameArb, outcome: fc.constantFrom('appended' as const, 'not_series' as const, 'not_owner' as const), stored: uintArb, duplicate: uintArb, outside_retention: uintArb, size: uintArb, store: nodeIdArb }),
       { maxLength: 3 },
     ),
   }),
