@@ -479,7 +479,8 @@ export class DataRouter {
         const outcome = reply.body.results[i]?.outcome;
         const before = this.index.locate(move.to);
         const location: Located = outcome === 'unchanged' && before?.store === store ? before : { store, size: move.size, at: version.at, owner: version.owner };
-        published[move.to] = location;
+        // A job's record names where each result went, not whose it is (that is the index's).
+        published[move.to] = { store: location.store, size: location.size, at: location.at };
         if (outcome === 'stale') continue;
         if (before !== undefined && before.store !== store) replaced.push({ name: move.to, store: before.store });
         // Not awaited one by one: the index writes of one result commit together.
