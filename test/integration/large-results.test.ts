@@ -243,10 +243,7 @@ describe('job results larger than one message', () => {
     };
     try {
       const before = await counter();
-      const put = (name: string) => {
-        const at = rogue.now();
-        return rogue.request('br', 'data_put', { name, bytes: new Uint8Array([1, 2, 3]), at: [at.wall, at.logical], writer: 'rogue' });
-      };
+      const put = (name: string) => rogue.request('br', 'data_put', { name, bytes: new Uint8Array([1, 2, 3]) });
       // Planting a result for an attempt it was never assigned, and writing a user's data.
       await expect(put('race/.attempts/1/result.zip')).rejects.toMatchObject({ code: 'reserved_name' });
       await expect(put('fire/district-3/temps')).rejects.toMatchObject({ code: 'reserved_name' });
