@@ -92,7 +92,7 @@ async function bareRequester(url: string, password?: string): Promise<Requester>
       payload.writeUInt32BE(id, 0);
       return new Promise<void>((resolve) => {
         pending.set(id, resolve);
-        client.publish(`ucp/${CLUSTER}/inbox/bare-echo/client/bare-req`, payload, { qos: 1 });
+        client.publish(`ucp/${CLUSTER}/inbox/bare-echo/client/bare-req`, payload, { qos: 0 });
       });
     },
     close: () => client.endAsync(),
