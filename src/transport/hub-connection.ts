@@ -139,8 +139,8 @@ export class HubConnection {
 
   private onClose(): void {
     clearTimeout(this.stableTimer);
-    // Abandon QoS 1 publishes (the last will's kind) the closed socket never got acknowledged: the next
-    // session is clean, so nothing would ever acknowledge them, and end() would wait for them forever.
+    // Abandon anything still waiting for a PUBACK (nothing, while every publish is QoS 0): the next session
+    // is clean, so nothing would ever acknowledge it, and end() would wait for it forever.
     for (const id of Object.keys(this.client.outgoing)) this.client.removeOutgoingMessage(Number(id));
     if (this.closing) return;
     if (this.connectedAt > 0) {
