@@ -8,7 +8,7 @@ import { createLogger } from '../../src/log/index.js';
 import type { Role } from '../../src/protocol/index.js';
 import { NodeLink, NodeRuntime, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { startMosquitto } from './mosquitto.js';
-import { freePort, Proc, removeDir, tempDir, ucp, ucpRun, UCP_BIN } from './processes.js';
+import { cleanEnv, freePort, Proc, removeDir, tempDir, ucp, ucpRun, UCP_BIN } from './processes.js';
 import { makeTestPki, type TestPki } from './tls.js';
 
 export type HubKind = 'embedded' | 'mosquitto';
@@ -94,7 +94,7 @@ export class SecureCluster {
       return;
     }
     const out = join(this.dir, 'mosquitto');
-    execFileSync(process.execPath, [UCP_BIN, 'auth', 'export-mosquitto', out, '--file', this.file, '--port', String(this.port), '--host', '127.0.0.1', '--cluster', this.opts.cluster, ...tlsHub], { stdio: 'pipe' });
+    execFileSync(process.execPath, [UCP_BIN, 'auth', 'export-mosquitto', out, '--file', this.file, '--port', String(this.port), '--host', '127.0.0.1', '--cluster', this.opts.cluster, ...tlsHub], { stdio: 'pipe', env: cleanEnv() });
     // Run as root (a test container), Mosquitto would drop to its own user and could not read the files.
     const extra = [...(process.getuid?.() === 0 ? ['user root'] : []), 'persistence false', 'log_dest stderr', 'log_type all'];
     appendFileSync(join(out, 'mosquitto.conf'), `${extra.join('\n')}\n`);
