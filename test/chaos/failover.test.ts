@@ -8,6 +8,7 @@ import type { JobSpec, JobView } from '../../src/protocol/index.js';
 import { NodeLink, NodeRuntime, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { freePort, removeDir, ROOT, startHubProcess, tempDir, ucp, type Proc } from '../helpers/processes.js';
+import { waitForJob } from '../helpers/job-wait.js';
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'wasm');
 /** Fast liveness, so a frozen unit is declared lost in about a second. */
@@ -41,15 +42,7 @@ describe('executor loss, redeployment and first come, first served', () => {
   }
 
   /** Polls the broker until the job matches. */
-  async function until(jobId: string, what: string, ok: (job: JobView) => boolean, timeoutMs = 20_000): Promise<JobView> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const job = await jobs.query(jobId);
-      if (ok(job)) return job;
-      if (performance.now() > deadline) throw new Error(`job ${jobId} never became ${what}: ${JSON.stringify(job)}`);
-      await sleep(50);
-    }
-  }
+  const until = (jobId: string, what: string, ok: (job: JobView) => boolean, timeoutMs = 20_000) => waitForJob(jobs, jobId, what, ok, timeoutMs);
   const runningAttempt = (n: number) => (job: JobView) => job.attempts.length === n && job.attempts[n - 1]!.started_at !== undefined && job.attempts[n - 1]!.outcome === 'running';
   const procOf = (id: string) => procs.find((p) => p.child.spawnargs.includes(id))!;
 

@@ -7,6 +7,7 @@ import { createLogger } from '../../src/log/index.js';
 import type { BodyOf, JobSpec, JobView } from '../../src/protocol/index.js';
 import { NodeRuntime } from '../../src/transport/index.js';
 import { freePort, removeDir, ROOT, startHubProcess, tempDir, ucp, type Proc } from '../helpers/processes.js';
+import { waitForJob } from '../helpers/job-wait.js';
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'wasm');
 const LIVENESS = ['--set', 'liveness.heartbeat_interval_ms=250', '--set', 'liveness.dead_after_ms=1000'];
@@ -37,15 +38,7 @@ describe('poisoned assignments and silent executors', () => {
     return { job_id: jobId, wasm_module: 'bin/spin-for.wasm', capabilities: { tags: [tag] }, argv: ['spin-for', String(ms)], env: {}, dirs: [], data: {}, results: [], named_results: {}, priority: 'normal', timeout_s: timeoutS, max_memory_mb: 32 };
   }
 
-  async function until(jobId: string, what: string, ok: (job: JobView) => boolean, timeoutMs = 20_000): Promise<JobView> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const job = await jobs.query(jobId);
-      if (ok(job)) return job;
-      if (performance.now() > deadline) throw new Error(`job ${jobId} never became ${what}: ${JSON.stringify(job)}`);
-      await sleep(50);
-    }
-  }
+  const until = (jobId: string, what: string, ok: (job: JobView) => boolean, timeoutMs = 20_000) => waitForJob(jobs, jobId, what, ok, timeoutMs);
   const running = (job: JobView) => {
     const a = job.attempts[job.attempts.length - 1];
     return a !== undefined && a.outcome === 'running' && a.started_at !== undefined;

@@ -8,6 +8,7 @@ import type { NodeRuntime } from '../../src/transport/index.js';
 import { SKIP_WITHOUT_MOSQUITTO } from '../helpers/mosquitto.js';
 import { ROOT, type Proc } from '../helpers/processes.js';
 import { SecureCluster, type HubKind } from '../helpers/secure-cluster.js';
+import { waitForJob } from '../helpers/job-wait.js';
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'wasm');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -30,15 +31,7 @@ describe.each(HUBS)('a cluster with per-node credentials and TLS (%s hub)', (kin
     return { job_id: jobId, wasm_module: 'bin/spin-for.wasm', capabilities: { tags: [tag] }, argv: ['spin-for', String(ms)], env: {}, dirs: [], data: {}, results: ['result.txt'], named_results: {}, priority: 'normal', timeout_s: 60, max_memory_mb: 32 };
   }
 
-  async function until(jobId: string, what: string, ok: (job: JobView) => boolean, timeoutMs = 30_000): Promise<JobView> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const job = await jobs.query(jobId);
-      if (ok(job)) return job;
-      if (performance.now() > deadline) throw new Error(`job ${jobId} never became ${what}: ${JSON.stringify(job)}`);
-      await sleep(50);
-    }
-  }
+  const until = (jobId: string, what: string, ok: (job: JobView) => boolean, timeoutMs = 30_000) => waitForJob(jobs, jobId, what, ok, timeoutMs);
 
   beforeAll(async () => {
     c = await SecureCluster.start({

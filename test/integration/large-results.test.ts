@@ -10,6 +10,7 @@ import type { JobSpec, JobView } from '../../src/protocol/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { NodeLink, NodeRuntime, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { Proc, ROOT, UCP_BIN, cleanEnv, freePort, removeDir, startHubProcess, tempDir, ucp, ucpRun } from '../helpers/processes.js';
+import { waitForJob } from '../helpers/job-wait.js';
 
 const MB = 1_048_576;
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'wasm');
@@ -91,15 +92,7 @@ describe('job results larger than one message', () => {
     };
   }
 
-  async function until(jobId: string, what: string, ok: (job: JobView) => boolean, timeoutMs = 30_000): Promise<JobView> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const job = await jobs.query(jobId);
-      if (ok(job)) return job;
-      if (performance.now() > deadline) throw new Error(`job ${jobId} never became ${what}: ${JSON.stringify(job)}`);
-      await sleep(50);
-    }
-  }
+  const until = (jobId: string, what: string, ok: (job: JobView) => boolean, timeoutMs = 30_000) => waitForJob(jobs, jobId, what, ok, timeoutMs);
   const runningAttempt = (n: number) => (job: JobView) => job.attempts.length === n && job.attempts[n - 1]!.started_at !== undefined && job.attempts[n - 1]!.outcome === 'running';
 
   /** The published archive's file and named result: right content after the tag, and one run's tag. */
