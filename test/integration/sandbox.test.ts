@@ -83,6 +83,27 @@ describe('WASI sandbox pool', () => {
     expect(r.results!.missing).toEqual(['never-written.txt']);
   });
 
+  it('an input larger than one piece reaches the job byte for byte, beside a small one', async () => {
+    const big = new Uint8Array(2 * MiB + MiB / 2 + 17);
+    for (let i = 0; i < big.length; i++) big[i] = i % 251 === 0 ? 0x0a : (i * 7) & 0xff;
+    const lines = big.filter((b) => b === 0x0a).length;
+    const r = await pool.run(
+      job('read-input', ['read-input'], {
+        inputs: [
+          ['input/data.txt', big],
+          ['input/small.txt', new TextEncoder().encode('small\n')],
+        ],
+        stdoutFile: 'output/stdout.log',
+        keepTree: true,
+      }),
+    ).result;
+    expect(r).toMatchObject({ outcome: 'exited', exitCode: 0 });
+    expect(archived(r)['output/summary.txt']).toBe(`bytes=${big.length} lines=${lines}\n`);
+    const tree = new Map(r.tree);
+    expect(Buffer.from(tree.get('input/data.txt')!).equals(Buffer.from(big))).toBe(true);
+    expect(text(tree.get('input/small.txt'))).toBe('small\n');
+  });
+
   it('reports a non-zero exit code as such', async () => {
     expect(await pool.run(job('exit-code', ['exit-code', '7'])).result).toMatchObject({ outcome: 'exited', exitCode: 7 });
   });

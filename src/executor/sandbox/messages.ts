@@ -36,6 +36,23 @@ export interface SandboxLimits {
   readonly maxResultFiles: number;
 }
 
+/**
+ * A piece of an input too large to travel inside its run request. The pieces of a run come before its
+ * request, so neither side serializes a large input whole a second time.
+ */
+export interface InputPiece {
+  readonly type: 'input';
+  readonly runId: number;
+  readonly path: string;
+  /** The whole input's size; the first piece of a path makes room for all of it. */
+  readonly size: number;
+  readonly at: number;
+  readonly bytes: Uint8Array;
+}
+
+/** Inputs larger than this go to the sandbox process in pieces of this size. */
+export const INPUT_PIECE_BYTES = 1_048_576;
+
 /** What the pool asks a sandbox process to run. */
 export interface RunRequest extends JobIo {
   readonly type: 'run';

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PROCESS_MODULE_CACHE, type JobIo, type ReadyMessage, type RunReply, type RunRequest, type SandboxLimits } from './messages.js';
+import { INPUT_PIECE_BYTES, PROCESS_MODULE_CACHE, type InputPiece, type JobIo, type ReadyMessage, type RunReply, type RunRequest, type SandboxLimits } from './messages.js';
 import { checkModule, MAX_WASM32_PAGES, MemoryCapError, WASM_PAGE_BYTES, type CheckedModule } from './module-check.js';
 import type { CollectedResults } from './result-collection.js';
 import { WASI_PREVIEW1_FUNCTIONS } from './wasi-functions.js';
@@ -253,16 +253,26 @@ export class SandboxPool {
       if (slot.sent.length > PROCESS_MODULE_CACHE) slot.sent.shift();
     }
     const { wasm: _bytes, timeoutMs: _timeout, memoryCapBytes: _cap, ...io } = job;
+    const large = io.inputs.filter(([, bytes]) => bytes.byteLength > INPUT_PIECE_BYTES);
     const request: RunRequest = {
       ...io,
+      inputs: io.inputs.filter(([, bytes]) => bytes.byteLength <= INPUT_PIECE_BYTES),
       type: 'run',
       runId,
       moduleKey: checked.key,
       ...(known ? {} : { module: checked.checked.bytes }),
       ...(checked.checked.importedMemory !== undefined ? { importedMemory: checked.checked.importedMemory } : {}),
     };
-    void slot.ready!.then(() => {
-      if (slot.child === child && slot.run?.runId === runId) child.send(request);
+    const current = () => slot.child === child && slot.run?.runId === runId;
+    void slot.ready!.then(async () => {
+      // One piece in the channel at a time: a large input is not serialized whole beside its fetched copy.
+      for (const [path, bytes] of large) {
+        for (let at = 0; at < bytes.byteLength && current(); at += INPUT_PIECE_BYTES) {
+          const piece: InputPiece = { type: 'input', runId, path, size: bytes.byteLength, at, bytes: bytes.subarray(at, at + INPUT_PIECE_BYTES) };
+          await new Promise<void>((resolve) => child.send(piece, () => resolve()));
+        }
+      }
+      if (current()) child.send(request);
     });
   }
 

@@ -7,7 +7,7 @@
  * made touches the unit's disk.
  */
 import { filesBelow, JobTree, OutputLimitError, TreeError, type FileNode } from './job-tree.js';
-import { PROCESS_MODULE_CACHE, type ProcessOutcome, type RunReply, type RunRequest } from './messages.js';
+import { PROCESS_MODULE_CACHE, type InputPiece, type ProcessOutcome, type RunReply, type RunRequest } from './messages.js';
 import { collectResults, lastLine } from './result-collection.js';
 import { StreamSink, Wasi, WasiExit, WasiRaise } from './wasi-preview1.js';
 
@@ -109,8 +109,22 @@ function streamFile(tree: JobTree, path: string): FileNode {
   return tree.create(dir, name, 'file');
 }
 
-process.on('message', (req: RunRequest) => {
-  if (req?.type !== 'run') return;
+/** Large inputs of the coming run, filled piece by piece; a run takes those sent for it. */
+let arriving: { runId: number; files: Map<string, Uint8Array> } | undefined;
+
+function receivePiece(piece: InputPiece): void {
+  if (arriving?.runId !== piece.runId) arriving = { runId: piece.runId, files: new Map() };
+  let whole = arriving.files.get(piece.path);
+  if (whole === undefined) arriving.files.set(piece.path, (whole = new Uint8Array(piece.size)));
+  whole.set(piece.bytes, piece.at);
+}
+
+process.on('message', (msg: RunRequest | InputPiece) => {
+  if (msg?.type === 'input') return receivePiece(msg);
+  if (msg?.type !== 'run') return;
+  const large = arriving?.runId === msg.runId ? [...arriving.files] : [];
+  arriving = undefined;
+  const req = large.length === 0 ? msg : { ...msg, inputs: [...msg.inputs, ...large] };
   let reply: RunReply;
   try {
     reply = run(req);
