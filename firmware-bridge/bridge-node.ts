@@ -43,6 +43,7 @@ export class BridgeNode {
     private readonly node: NodeRuntime,
     private readonly settings: BridgeConfig,
     private readonly doc: BridgeDocument,
+    maxMessageBytes: number,
     brokerWaitMs: number,
     preferredBroker?: string,
   ) {
@@ -57,7 +58,13 @@ export class BridgeNode {
       this.buffer,
       (series) => this.transfer.append(series, 30_000),
       () => link.connected && this.brokers.current() !== undefined,
-      { batchRecords: settings.batch_records, drainRate: settings.drain_rate },
+      {
+        batchRecords: settings.batch_records,
+        // Room for the envelope and the stamp the broker adds when it passes the append on.
+        batchBytes: Math.min(settings.batch_bytes, Math.floor(maxMessageBytes * 0.75)),
+        inFlight: settings.appends_in_flight,
+        drainRate: settings.drain_rate,
+      },
     );
     this.forwarder.onStored((results) => {
       for (const r of results) {

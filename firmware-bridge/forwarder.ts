@@ -3,6 +3,10 @@ import type { Buffered, ReadingBuffer } from './reading-buffer.js';
 
 export interface ForwarderOptions {
   readonly batchRecords: number;
+  /** An append's records and series names take about this many bytes on the wire at most. */
+  readonly batchBytes: number;
+  /** Appends sent and not yet answered, at most. */
+  readonly inFlight: number;
   /** Buffered (backlog) readings forwarded per second at most, after the live ones. */
   readonly drainRate: number;
 }
@@ -24,24 +28,37 @@ type Append = (series: BodyOf<'data_append'>['series']) => Promise<BodyOf<'data_
 /** A failed batch is sent again after this long, doubling up to the maximum. */
 const RETRY_MIN_MS = 200;
 const RETRY_MAX_MS = 5_000;
+/** What a record adds to an append besides its line (CBOR map, seq, t), and a series besides its name. */
+export const RECORD_WIRE_BYTES = 32;
+export const SERIES_WIRE_BYTES = 64;
 
 /**
- * Moves buffered readings to the platform, one batch in flight at a time. Readings that arrived since the
- * platform came back (live) go first; the backlog from the outage drains behind them at up to
- * `drainRate` per second, so a long outage never delays what devices send now. Order is kept where it
- * matters, in the stored series: records carry their sequence numbers and the datastore keeps them in
- * that order, storing a repeated one once. A batch leaves the buffer only once the platform answered.
+ * Moves buffered readings to the platform, several appends in flight at a time, each as large as
+ * `batchBytes` allows. Readings that arrived since the platform came back (live) go first; the backlog from
+ * the outage drains behind them at up to `drainRate` per second, so a long outage never delays what
+ * devices send now. Order is kept where it matters, in the stored series: records carry their sequence
+ * numbers and the datastore keeps them in that order whichever append arrives first, storing a repeated
+ * one once. A reading leaves the buffer only once the platform answered the append that carried it, so a
+ * crash with appends in flight sends them again on restart, and the datastore counts them as duplicates.
  */
 export class Forwarder {
   readonly stats: ForwardStats = { stored: 0, duplicate: 0, outsideRetention: 0, notSeries: 0, batches: 0, failures: 0, drained: 0, drainMs: 0 };
   /** Keys below this were buffered before the platform came back: the backlog. */
   private liveFrom = 0;
+  /** Where the next batch looks first, in the backlog and among the live readings: what is before is sent. */
+  private backlogCursor = 0;
+  private liveCursor = 0;
+  /** Keys of readings in appends not yet answered. */
+  private readonly inFlight = new Set<number>();
+  private sending = 0;
   private tokens = 0;
   private tokensAt = 0;
-  private running = false;
-  private wake?: () => void;
   private stopped = false;
   private retryMs = RETRY_MIN_MS;
+  private retryAt = 0;
+  private scheduled = false;
+  private timer?: NodeJS.Timeout;
+  private timerAt = Infinity;
   private drainStartedAt?: number;
   private readonly listeners: Array<(results: BodyOf<'data_appended'>['results']) => void> = [];
 
@@ -61,42 +78,74 @@ export class Forwarder {
   /** The platform is back: everything buffered until now is backlog. */
   platformUp(): void {
     this.liveFrom = this.buffer.tail;
+    this.rewind();
     this.drainStartedAt = this.buffer.oldestKey < this.liveFrom ? performance.now() : undefined;
     this.stats.drained = 0;
+    this.retryAt = 0;
     this.nudge();
   }
 
-  /** A reading arrived, or the platform may be reachable: look for work now. */
+  /**
+   * A reading arrived, or the platform may be reachable: look for work once this turn's readings are in,
+   * so that the readings of one socket read share an append.
+   */
   nudge(): void {
-    this.wake?.();
-    if (!this.running && !this.stopped) {
-      this.running = true;
-      void this.loop().finally(() => (this.running = false));
-    }
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump();
+    });
   }
 
   stop(): void {
     this.stopped = true;
-    this.wake?.();
+    clearTimeout(this.timer);
   }
 
   get backlog(): number {
     return Math.max(0, Math.min(this.liveFrom, this.buffer.tail) - this.buffer.oldestKey);
   }
 
-  private async loop(): Promise<void> {
-    while (!this.stopped) {
-      if (!this.ready() || this.buffer.records === 0) {
-        await this.sleep(this.buffer.records === 0 ? 1_000 : 200);
-        if (this.buffer.records === 0 || !this.ready()) continue;
-      }
+  /** Appends in flight now (for tests and status). */
+  get sendingNow(): number {
+    return this.sending;
+  }
+
+  /** Sends batches until the window is full or nothing is due; otherwise looks again later. */
+  private pump(): void {
+    if (this.stopped) return;
+    const now = performance.now();
+    if (now < this.retryAt) return this.later(this.retryAt - now);
+    if (this.buffer.records === 0) return;
+    if (!this.ready()) return this.later(200);
+    while (this.sending < this.options.inFlight) {
       const batch = this.batch();
-      if (batch.length === 0) {
-        await this.sleep(this.backlogWaitMs());
-        continue;
-      }
-      try {
-        const results = await this.append(group(batch.map((b) => b.value)));
+      if (batch.length === 0) break;
+      this.send(batch);
+    }
+    if (this.sending < this.options.inFlight && this.backlogWaiting()) this.later(this.backlogWaitMs());
+  }
+
+  private later(ms: number): void {
+    const at = performance.now() + ms;
+    if (this.timer !== undefined && this.timerAt <= at) return;
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      this.pump();
+    }, ms);
+  }
+
+  private send(batch: Array<{ key: number; value: Buffered }>): void {
+    this.sending++;
+    for (const b of batch) this.inFlight.add(b.key);
+    void this.append(group(batch.map((b) => b.value))).then(
+      (results) => {
+        // Stopping: the store may be closed. What stays buffered is sent again and counted as duplicate.
+        if (this.stopped) return;
         this.retryMs = RETRY_MIN_MS;
         this.stats.batches++;
         for (const r of results) {
@@ -106,52 +155,78 @@ export class Forwarder {
           if (r.outcome === 'not_series') this.stats.notSeries += r.outside_retention;
         }
         this.buffer.remove(batch.map((b) => b.key));
-        const drained = batch.filter((b) => b.key < this.liveFrom).length;
+        this.done(batch);
+        let drained = 0;
+        for (const b of batch) if (b.key < this.liveFrom) drained++;
         this.stats.drained += drained;
         if (this.drainStartedAt !== undefined) {
           this.stats.drainMs = performance.now() - this.drainStartedAt;
           if (this.backlog === 0) this.drainStartedAt = undefined;
         }
         for (const listener of this.listeners) listener(results);
-      } catch {
+        this.pump();
+      },
+      () => {
         this.stats.failures++;
-        await this.sleep(this.retryMs);
+        this.done(batch);
+        // Its readings are still buffered: the next batches start from the oldest again.
+        this.rewind();
+        this.retryAt = performance.now() + this.retryMs;
         this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
-      }
-    }
+        this.pump();
+      },
+    );
   }
 
-  /** Live readings first, then as much backlog as the drain rate allows now. */
+  private done(batch: ReadonlyArray<{ key: number }>): void {
+    this.sending--;
+    for (const b of batch) this.inFlight.delete(b.key);
+  }
+
+  private rewind(): void {
+    this.backlogCursor = this.buffer.oldestKey;
+    this.liveCursor = this.liveFrom;
+  }
+
+  /** Live readings first, then as much backlog as the drain rate allows now, within the batch's bounds. */
   private batch(): Array<{ key: number; value: Buffered }> {
     const max = this.options.batchRecords;
-    const live = this.buffer.take(this.liveFrom, this.buffer.tail, max, new Set());
+    const names = new Set<string>();
+    const budget = {
+      left: this.options.batchBytes,
+      cost: (r: Buffered) => {
+        let cost = r.l.byteLength + RECORD_WIRE_BYTES;
+        if (!names.has(r.n)) {
+          names.add(r.n);
+          cost += r.n.length + SERIES_WIRE_BYTES;
+        }
+        return cost;
+      },
+    };
+    const tail = this.buffer.tail;
+    const live = this.buffer.take(this.liveCursor, tail, max, this.inFlight, budget);
+    this.liveCursor = live.length < max && budget.left > 0 ? tail : live.at(-1)!.key + 1;
     const room = max - live.length;
-    if (room <= 0 || this.backlog === 0) return live;
+    if (room <= 0 || budget.left <= 0 || this.backlog === 0) return live;
     const now = performance.now();
     this.tokens = Math.min(this.options.drainRate, this.tokens + ((now - this.tokensAt) / 1_000) * this.options.drainRate);
     this.tokensAt = now;
-    const backlog = this.buffer.take(this.buffer.oldestKey, this.liveFrom, Math.min(room, Math.floor(this.tokens)), new Set());
+    const want = Math.min(room, Math.floor(this.tokens));
+    const end = Math.min(this.liveFrom, tail);
+    const backlog = this.buffer.take(this.backlogCursor, end, want, this.inFlight, budget);
+    if (backlog.length < want && budget.left > 0) this.backlogCursor = end;
+    else if (backlog.length > 0) this.backlogCursor = backlog.at(-1)!.key + 1;
     this.tokens -= backlog.length;
     return [...backlog, ...live];
   }
 
-  private backlogWaitMs(): number {
-    if (this.backlog === 0) return 1_000;
-    return Math.max(5, Math.ceil(((1 - this.tokens) / this.options.drainRate) * 1_000));
+  /** Backlog readings not yet sent (they wait for the drain rate's tokens or a free slot). */
+  private backlogWaiting(): boolean {
+    return this.backlog > 0 && this.backlogCursor < Math.min(this.liveFrom, this.buffer.tail);
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-    });
+  private backlogWaitMs(): number {
+    return Math.max(5, Math.ceil(((1 - this.tokens) / this.options.drainRate) * 1_000));
   }
 }
 

@@ -150,23 +150,40 @@ export class ReadingBuffer {
     }
   }
 
-  /** Up to `limit` readings with keys in [from, to), oldest first, skipping those already taken. */
-  take(from: number, to: number, limit: number, skip: ReadonlySet<number>): Array<{ key: number; value: Buffered }> {
+  /**
+   * Up to `limit` readings with keys in [from, to), oldest first, skipping those already taken; with
+   * `budget`, also stops before the reading whose `cost` would take the total over it (but always takes
+   * one, so that no reading can stall the buffer).
+   */
+  take(from: number, to: number, limit: number, skip: ReadonlySet<number>, budget?: { cost: (value: Buffered) => number; left: number }): Array<{ key: number; value: Buffered }> {
     const out: Array<{ key: number; value: Buffered }> = [];
-    if (limit <= 0) return out;
+    if (limit <= 0 || (budget !== undefined && budget.left <= 0)) return out;
     const start = Math.max(from, this.head);
-    const seen = new Set<number>();
+    const fits = (value: Buffered): boolean => {
+      if (budget === undefined) return true;
+      const cost = budget.cost(value);
+      if (cost > budget.left && out.length > 0) {
+        budget.left = 0;
+        return false;
+      }
+      budget.left -= cost;
+      return true;
+    };
+    let seen: Set<number> | undefined;
     for (const entry of this.queue.getRange({ start, end: to })) {
       if (skip.has(entry.key) || this.gone.has(entry.key)) continue;
-      seen.add(entry.key);
+      // A committed reading may still be in `pending` (its put resolves later): not taken twice.
+      if (this.pending.size > 0) (seen ??= new Set()).add(entry.key);
+      if (!fits(entry.value)) return out;
       out.push(entry);
-      if (out.length >= limit) return out;
+      if (out.length >= limit || (budget !== undefined && budget.left <= 0)) return out;
     }
     // Not yet committed: the newest readings, in key order.
     for (const [key, value] of this.pending) {
-      if (key < start || key >= to || skip.has(key) || seen.has(key) || this.gone.has(key)) continue;
+      if (key < start || key >= to || skip.has(key) || seen?.has(key) === true || this.gone.has(key)) continue;
+      if (!fits(value)) break;
       out.push({ key, value });
-      if (out.length >= limit) break;
+      if (out.length >= limit || (budget !== undefined && budget.left <= 0)) break;
     }
     return out;
   }

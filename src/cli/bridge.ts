@@ -17,7 +17,7 @@ export async function runBridge(flags: GlobalFlags): Promise<void> {
   let node: NodeRuntime | undefined;
   const stopping = runUntilSignal(logger, async () => node?.stop());
   node = NodeRuntime.create({ config, nodeId, role: 'bridge', dataDir: defaultDataDir(config, nodeId), logger });
-  const bridge = new BridgeNode(node, config.bridge, doc, config.client.broker_wait_s * 1_000, config.node.broker !== '' ? config.node.broker : undefined);
+  const bridge = new BridgeNode(node, config.bridge, doc, config.protocol.max_message_bytes, config.client.broker_wait_s * 1_000, config.node.broker !== '' ? config.node.broker : undefined);
   node.log.info({ hub: config.hub.url, field: config.bridge.field_url, mappings: doc.mappings.length, triggers: doc.triggers.length, dataDir: node.store.dir }, 'starting bridge');
   bridge.start();
   try {
