@@ -51,6 +51,8 @@ export class Forwarder {
   /** Keys of readings in appends not yet answered. */
   private readonly inFlight = new Set<number>();
   private sending = 0;
+  /** Bumped when the platform comes back: answers to appends sent before are no longer waited for. */
+  private generation = 0;
   private tokens = 0;
   private tokensAt = 0;
   private stopped = false;
@@ -75,8 +77,16 @@ export class Forwarder {
     this.listeners.push(listener);
   }
 
-  /** The platform is back: everything buffered until now is backlog. */
+  /**
+   * The platform is back: everything buffered until now is backlog. Appends still in flight were most
+   * likely sent into the outage (to a broker this bridge had not yet heard was gone) and are lost: their
+   * readings go again now rather than after the request timeout; if one did arrive, its readings are
+   * counted as duplicates.
+   */
   platformUp(): void {
+    this.generation++;
+    this.inFlight.clear();
+    this.sending = 0;
     this.liveFrom = this.buffer.tail;
     this.rewind();
     this.drainStartedAt = this.buffer.oldestKey < this.liveFrom ? performance.now() : undefined;
@@ -142,11 +152,15 @@ export class Forwarder {
   private send(batch: Array<{ key: number; value: Buffered }>): void {
     this.sending++;
     for (const b of batch) this.inFlight.add(b.key);
+    const generation = this.generation;
     void this.append(group(batch.map((b) => b.value))).then(
       (results) => {
         // Stopping: the store may be closed. What stays buffered is sent again and counted as duplicate.
         if (this.stopped) return;
-        this.retryMs = RETRY_MIN_MS;
+        // An answer to an append sent before the platform came back counts like any other (its readings
+        // were stored, and their resend will be counted as duplicate), but its slot is no longer held.
+        const current = generation === this.generation;
+        if (current) this.retryMs = RETRY_MIN_MS;
         this.stats.batches++;
         for (const r of results) {
           this.stats.stored += r.stored;
@@ -154,11 +168,9 @@ export class Forwarder {
           this.stats.outsideRetention += r.outside_retention;
           if (r.outcome === 'not_series') this.stats.notSeries += r.outside_retention;
         }
-        this.buffer.remove(batch.map((b) => b.key));
-        this.done(batch);
-        let drained = 0;
-        for (const b of batch) if (b.key < this.liveFrom) drained++;
-        this.stats.drained += drained;
+        const removed = this.buffer.remove(batch.map((b) => b.key));
+        if (current) this.done(batch);
+        for (const key of removed) if (key < this.liveFrom) this.stats.drained++;
         if (this.drainStartedAt !== undefined) {
           this.stats.drainMs = performance.now() - this.drainStartedAt;
           if (this.backlog === 0) this.drainStartedAt = undefined;
@@ -167,6 +179,7 @@ export class Forwarder {
         this.pump();
       },
       () => {
+        if (generation !== this.generation) return;
         this.stats.failures++;
         this.done(batch);
         // Its readings are still buffered: the next batches start from the oldest again.

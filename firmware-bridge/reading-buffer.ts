@@ -197,17 +197,20 @@ export class ReadingBuffer {
     return this.take(this.head, this.nextKey, 1, new Set())[0]?.value.t;
   }
 
-  /** Forwarded and stored: they leave the buffer. */
-  remove(keys: readonly number[]): void {
+  /** Forwarded and stored: they leave the buffer. Returns the keys that were still buffered. */
+  remove(keys: readonly number[]): number[] {
+    const removed: number[] = [];
     for (const key of keys) {
       const value = this.get(key);
       if (value === undefined) continue;
       this.delete(key);
       this.count--;
       this.bytes -= size(value);
+      removed.push(key);
     }
     while (this.head < this.nextKey && this.count > 0 && this.get(this.head) === undefined) this.head++;
     if (this.count === 0) this.head = this.nextKey;
+    return removed;
   }
 }
 

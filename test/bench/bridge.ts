@@ -14,7 +14,7 @@ import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
 import { NodeLink, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { startMosquitto } from '../helpers/mosquitto.js';
-import { freePort, removeDir, tempDir, ucp, type Proc } from '../helpers/processes.js';
+import { Proc, UCP_BIN, cleanEnv, freePort, removeDir, tempDir, ucp } from '../helpers/processes.js';
 import { prepareLoad } from './raw-publisher.js';
 import type { BenchResult } from './run.js';
 
@@ -25,6 +25,9 @@ const READINGS = DEVICES * PER_DEVICE;
 const OUTAGE_PER_DEVICE = PER_DEVICE;
 /** Publisher connections: the load comes from several, as a fleet's would. */
 const CONNECTIONS = 4;
+/** BENCH_CPU_PROF=DIR: the broker, datastore and bridge write V8 CPU profiles there when they stop. */
+const PROFILE_DIR = process.env['BENCH_CPU_PROF'];
+const role = (args: string[]): Proc => (PROFILE_DIR === undefined ? ucp(args) : new Proc(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, UCP_BIN, ...args], cleanEnv()));
 const OUTAGE_READINGS = DEVICES * OUTAGE_PER_DEVICE;
 
 async function startHub(port: number): Promise<Proc> {
@@ -44,8 +47,8 @@ export async function bridgeBench(): Promise<BenchResult> {
     procs.push(field.proc);
     let hub = await startHub(port);
     procs.push(hub);
-    const broker = ucp(['broker', '--node-id', 'bb', '--data-dir', join(dir, 'bb'), ...common]);
-    procs.push(broker, ucp(['datastore', '--node-id', 'bd', '--data-dir', join(dir, 'bd'), ...common]));
+    const broker = role(['broker', '--node-id', 'bb', '--data-dir', join(dir, 'bb'), ...common]);
+    procs.push(broker, role(['datastore', '--node-id', 'bd', '--data-dir', join(dir, 'bd'), ...common]));
     await broker.waitForLog({ msg: 'peer up', peer: 'bd' }, 30_000);
 
     // Baseline, before the bridge exists: the same load into a bare subscriber on the same Mosquitto.
@@ -72,21 +75,22 @@ export async function bridgeBench(): Promise<BenchResult> {
       config,
       `[bridge]\nfield_url = "${field.url}"\ndrain_rate = 10000000\n\n[[mapping]]\nname = "esphome"\ntopic = "{device}/sensor/{metric}/state"\ncodec = "number"\ntarget = "field/{device}/{metric}"\nkeep_last = 100000\n`,
     );
-    const bridge = ucp(['bridge', '--config', config, '--node-id', 'bbridge', '--data-dir', join(dir, 'bbridge'), ...common]);
+    const bridge = role(['bridge', '--config', config, '--node-id', 'bbridge', '--data-dir', join(dir, 'bbridge'), ...common]);
     procs.push(bridge);
     await bridge.waitForLog({ msg: 'connected to the field broker' }, 30_000);
     await bridge.waitForLog({ msg: 'peer up', peer: 'bb' }, 30_000);
     const linkConfig = loadConfig({ env: {}, overrides: { 'node.cluster': 'benchbridge', 'hub.url': `mqtt://127.0.0.1:${port}` } });
     link = await NodeLink.start({ ...linkOptionsFromConfig(linkConfig, createLogger({ level: 'silent', format: 'json' })), nodeId: 'bench-watch', role: 'client', announce: false, watchPresence: false });
-    // A bridge busy with a burst may answer late: ask again rather than give up.
+    // A bridge busy with a burst may answer late, and a question asked while this link is still finding
+    // the restarted hub is lost: ask again soon rather than give up or wait long.
     const status = async (): Promise<NonNullable<Extract<Awaited<ReturnType<NodeLink['request']>>, { kind: 'status' }>['body']['bridge']>> => {
       for (let attempt = 1; ; attempt++) {
         try {
-          const reply = await link!.request('bbridge', 'status_request', {}, 30_000);
+          const reply = await link!.request('bbridge', 'status_request', {}, 2_000);
           if (reply.kind !== 'status' || reply.body.bridge === undefined) throw new Error('the bridge gave no status');
           return reply.body.bridge;
         } catch (err) {
-          if (attempt >= 5) throw err;
+          if (attempt >= 30) throw err;
         }
       }
     };
@@ -138,6 +142,7 @@ export async function bridgeBench(): Promise<BenchResult> {
         bridgeDrained: after.forwarded.drained,
         bridgeDrainMs: after.forwarded.drain_ms,
         bridgeBatches: after.forwarded.batches,
+        bridgeFailures: after.forwarded.failures,
       },
     };
   } finally {

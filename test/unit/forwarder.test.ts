@@ -120,6 +120,36 @@ describe('bridge forwarder', () => {
     forwarder.stop();
   });
 
+  it('sends again, when the platform comes back, what was in flight into the outage, without waiting for those appends to time out', async () => {
+    for (let i = 0; i < 3_000; i++) add(`field/dev-${i % 3}/level`, i);
+    let calls = 0;
+    const late: Array<() => void> = [];
+    const append = async (series: Series) => {
+      // The first appends went to a broker that was already gone: no answer for a long time, then one
+      // (it had stored them after all).
+      if (calls++ < 2) {
+        await new Promise<void>((resolve) => late.push(resolve));
+        return (await data.append(series, stamp())).map((r) => ({ ...r, store: 'ds-1' }));
+      }
+      return (await data.append(series, stamp())).map((r) => ({ ...r, store: 'ds-1' }));
+    };
+    const forwarder = new Forwarder(buffer, append, () => true, { batchRecords: 500, batchBytes: 1 << 20, inFlight: 2, drainRate: 10_000_000 });
+    forwarder.platformUp();
+    await until(() => late.length === 2);
+    await sleep(50);
+    expect(buffer.records).toBe(3_000);
+    forwarder.platformUp();
+    await until(() => buffer.records === 0, 5_000);
+    for (const release of late) release();
+    await sleep(100);
+    expect(forwarder.sendingNow).toBe(0);
+    for (let d = 0; d < 3; d++) expect(stored(`field/dev-${d}/level`).map((l) => l.v)).toEqual(Array.from({ length: 1_000 }, (_, i) => i * 3 + d));
+    expect(forwarder.stats.stored).toBe(3_000);
+    expect(forwarder.stats.duplicate).toBe(1_000);
+    expect(forwarder.stats.drained).toBe(3_000);
+    forwarder.stop();
+  });
+
   it('keeps what was in flight buffered when the bridge stops before the answers: a restart sends it again and the datastore stores it once', async () => {
     for (let i = 0; i < 2_000; i++) add('field/pump/level', i);
     await bridgeStore.durable();
