@@ -87,7 +87,7 @@ export class BridgeNode {
       ...(settings.field_password !== '' ? { password: settings.field_password } : {}),
     });
     this.commands = new Commands(this.field, link.counters, log, (name, line) => this.store(name, line, {}));
-    this.triggers = new Triggers(doc.triggers, link, this.transfer, () => this.brokers.broker(), this.commands, (edge, metric, value) => this.sendSparkplugCommand(edge, metric, value), log);
+    this.triggers = new Triggers(doc.triggers, link, this.transfer, () => this.brokers.broker(), this.commands, (edge, metric, value) => this.sendSparkplugCommand(edge, metric, value), log, node.store);
     this.field.on('connect', () => {
       const filters = new Set([...doc.mappings.map((m) => m.topic.filter), ...this.commands.ackFilters(doc.triggers)]);
       this.field.subscribe([...filters], { qos: 1 }, (err) => {
@@ -131,6 +131,7 @@ export class BridgeNode {
 
   /** Starts the field connection; the platform link is started by the node. */
   start(): void {
+    this.triggers.resume();
     this.field.connect();
   }
 
@@ -198,9 +199,17 @@ export class BridgeNode {
         continue;
       }
       const retention = target.latest ? { keepLast: 1 } : { ...(mapping.keepLast !== undefined ? { keepLast: mapping.keepLast } : {}), ...(mapping.maxAgeMs !== undefined ? { maxAgeMs: mapping.maxAgeMs } : {}) };
-      let line: Uint8Array | undefined;
-      this.store(name, (seq) => (line = recordLine(seq, now, value, reading, mapping.unit)), retention);
-      this.triggers.observe(name, vars, value, line!);
+      // Triggers see the reading before it is written: a job it fires is written first, so a bridge killed
+      // at any point never has the reading without the job (LMDB commits writes in the order made).
+      this.store(
+        name,
+        (seq) => {
+          const line = recordLine(seq, now, value, reading, mapping.unit);
+          this.triggers.observe(name, vars, value, line);
+          return line;
+        },
+        retention,
+      );
     }
   }
 

@@ -1,6 +1,7 @@
 import { isFinal, type JobSpec, type JobView } from '../src/protocol/index.js';
 import type { Logger } from '../src/log/index.js';
-import type { DataTransfer, NodeLink } from '../src/transport/index.js';
+import type { NodeStore, Table } from '../src/store/index.js';
+import { RemoteError, type DataTransfer, type NodeLink } from '../src/transport/index.js';
 import type { Trigger } from './bridge-config.js';
 import type { Commands } from './commands.js';
 import { fires, type RuleState } from './trigger-rule.js';
@@ -9,6 +10,22 @@ import { fires, type RuleState } from './trigger-rule.js';
 const POLL_MS = 500;
 /** Rule states kept per trigger before the oldest go. */
 const MAX_STATES = 100_000;
+/** A submission the platform could not take is tried again after this long, doubling up to the maximum. */
+const RETRY_MIN_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+/** Refusals that may pass: the platform is short of something now, not refusing the job. */
+const PASSING_REFUSALS = new Set(['over_budget', 'store_unavailable', 'no_broker', 'unavailable']);
+
+/** A fired trigger's job, kept in LMDB from the moment it fires until its result was delivered. */
+interface FiredJob {
+  readonly rule: string;
+  readonly vars: Record<string, string>;
+  readonly spec: JobSpec;
+  readonly line: Uint8Array;
+}
+
+/** The job ended, or the platform refused it: trying again would not change that. */
+class Settled extends Error {}
 
 export type SparkplugCommand = (edge: { group: string; node: string; device?: string }, metric: string, value: unknown) => string;
 
@@ -20,6 +37,7 @@ export type SparkplugCommand = (edge: { group: string; node: string; device?: st
 export class Triggers {
   private readonly states: Array<Map<string, RuleState>>;
   private readonly waiting = new Map<string, (job: JobView) => void>();
+  private readonly fired: Table<FiredJob>;
   private n = 0;
   private stopped = false;
 
@@ -31,12 +49,14 @@ export class Triggers {
     private readonly commands: Commands,
     private readonly sparkplugCommand: SparkplugCommand,
     private readonly log: Logger,
+    store: NodeStore,
   ) {
+    this.fired = store.table<FiredJob>('bridge_trigger_jobs');
     this.states = rules.map(() => new Map());
     link.on('job_update', (msg) => this.waiting.get(msg.body.job.job_id)?.(msg.body.job));
   }
 
-  /** A reading was buffered under `name`. */
+  /** A reading is being buffered under `name` (it is written right after this returns). */
   observe(name: string, vars: Readonly<Record<string, string>>, value: unknown, line: Uint8Array): void {
     if (this.stopped) return;
     for (const [i, rule] of this.rules.entries()) {
@@ -51,24 +71,65 @@ export class Triggers {
       }
       if (!fires(rule, state, value, Date.now())) continue;
       this.link.counters.inc('triggers_fired');
-      const all = { ...vars, ...captures };
-      void this.run(rule, all, line).catch((err: Error) => {
-        this.link.counters.inc('trigger_jobs_failed');
-        this.log.warn({ trigger: rule.name, name, err: err.message }, 'trigger job failed');
-      });
+      const fired: FiredJob = { rule: rule.name, vars: { ...vars, ...captures }, spec: this.specFor(rule), line };
+      // Written before the reading that fired it (the caller writes that next): a bridge killed once the
+      // reading is in its buffer has the job too, and submits it on restart under the same id.
+      void this.fired.put(fired.spec.job_id, fired).then(() => this.log.info({ trigger: rule.name, job: fired.spec.job_id, name }, 'trigger fired: job recorded'));
+      this.follow(rule, fired);
     }
+  }
+
+  /** Jobs that fired before a restart and had not delivered their result: followed again, same ids. */
+  resume(): number {
+    let n = 0;
+    for (const { key, value } of this.fired.getRange()) {
+      const rule = this.rules.find((r) => r.name === value.rule);
+      if (rule === undefined) {
+        this.log.warn({ trigger: value.rule, job: key }, 'a trigger job from before the restart names a rule that is gone: dropped');
+        void this.fired.remove(key);
+        continue;
+      }
+      this.link.counters.inc('trigger_jobs_resumed');
+      this.follow(rule, value);
+      n++;
+    }
+    if (n > 0) this.log.info({ jobs: n }, 'following trigger jobs fired before the restart');
+    return n;
   }
 
   stop(): void {
     this.stopped = true;
   }
 
-  private async run(rule: Trigger, vars: Record<string, string>, line: Uint8Array): Promise<void> {
+  /** Submits a fired job until the platform takes it, follows it to its end and delivers its result. */
+  private follow(rule: Trigger, fired: FiredJob): void {
+    const jobId = fired.spec.job_id;
+    void (async () => {
+      for (let retryMs = RETRY_MIN_MS; !this.stopped; retryMs = Math.min(RETRY_MAX_MS, retryMs * 2)) {
+        try {
+          await this.run(rule, fired);
+          break;
+        } catch (err) {
+          const settled = err instanceof Settled || (err instanceof RemoteError && !PASSING_REFUSALS.has(err.code));
+          if (settled) {
+            this.link.counters.inc('trigger_jobs_failed');
+            this.log.warn({ trigger: rule.name, job: jobId, err: (err as Error).message }, 'trigger job failed');
+            break;
+          }
+          if (this.stopped) return;
+          this.log.info({ trigger: rule.name, job: jobId, err: (err as Error).message, retryMs }, 'trigger job not submitted yet; trying again');
+          await new Promise((r) => setTimeout(r, retryMs));
+        }
+      }
+      if (!this.stopped) await this.fired.remove(jobId);
+    })().catch((err: Error) => this.log.error({ trigger: rule.name, job: jobId, err: err.message }, 'following a trigger job failed'));
+  }
+
+  private specFor(rule: Trigger): JobSpec {
     const jobId = `${rule.name}.${this.link.id}.${Date.now().toString(36)}.${(this.n++).toString(36)}`.slice(0, 128);
     const input = `${jobId}/input`;
     const output = `${jobId}/output`;
-    await this.transfer.putBytes(input, line);
-    const spec: JobSpec = {
+    return {
       job_id: jobId,
       wasm_module: rule.job.wasmModule,
       capabilities: rule.job.tags.length > 0 ? { tags: [...rule.job.tags] } : {},
@@ -82,14 +143,28 @@ export class Triggers {
       timeout_s: rule.job.timeoutS,
       max_memory_mb: rule.job.maxMemoryMb,
     };
+  }
+
+  private async run(rule: Trigger, fired: FiredJob): Promise<void> {
+    const { spec, vars } = fired;
+    const jobId = spec.job_id;
+    // Staged again on a resubmission: the same bytes, whichever attempt stored them first.
+    await this.transfer.putBytes(`${jobId}/input`, fired.line);
     const done = this.finished(jobId, (rule.job.timeoutS + 120) * 1_000);
-    const reply = await this.link.request(await this.broker(), 'job_submit', { spec, after: [] });
+    let reply;
+    try {
+      reply = await this.link.request(await this.broker(), 'job_submit', { spec, after: [] });
+    } catch (err) {
+      this.waiting.delete(jobId);
+      done.catch(() => undefined);
+      throw err;
+    }
     if (reply.kind !== 'job_accepted') throw new Error(`the broker answered ${reply.kind} to a submission`);
-    this.link.counters.inc('trigger_jobs_submitted');
-    this.log.info({ trigger: rule.name, job: jobId, device: vars['device'] }, 'trigger fired: job submitted');
+    if (reply.body.created) this.link.counters.inc('trigger_jobs_submitted');
+    this.log.info({ trigger: rule.name, job: jobId, device: vars['device'], created: reply.body.created }, 'trigger job submitted');
     const job = await done;
-    if (job.state !== 'succeeded') throw new Error(`job ${jobId} ${job.state}: ${job.reason ?? job.result?.message ?? ''}`);
-    const { bytes } = await this.transfer.readAll(output);
+    if (job.state !== 'succeeded') throw new Settled(`job ${jobId} ${job.state}: ${job.reason ?? job.result?.message ?? ''}`);
+    const { bytes } = await this.transfer.readAll(Object.values(spec.named_results)[0]!);
     this.link.counters.inc('trigger_jobs_succeeded');
     this.deliver(rule, vars, jobId, bytes);
   }
@@ -110,7 +185,7 @@ export class Triggers {
       });
       const ask = async () => {
         if (this.stopped) return end(undefined, new Error('the bridge is stopping'));
-        if (performance.now() > deadline) return end(undefined, new Error(`job ${jobId} did not end within ${timeoutMs} ms`));
+        if (performance.now() > deadline) return end(undefined, new Settled(`job ${jobId} did not end within ${timeoutMs} ms`));
         try {
           const reply = await this.link.request(await this.broker(), 'job_query', { job_id: jobId });
           if (reply.kind === 'job_info' && isFinal(reply.body.job.state)) return end(reply.body.job);
