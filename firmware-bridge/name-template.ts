@@ -13,6 +13,8 @@ const PATH_SHAPED = JOB_PATH_PATTERN;
  */
 export class NameTemplate {
   readonly names: readonly string[];
+  /** The template split once: literal text, and the placeholders between. */
+  private readonly parts: ReadonlyArray<string | { readonly key: string }>;
 
   /** `topic`: an MQTT topic for commands rather than a data name: any text but wildcards. */
   constructor(
@@ -30,22 +32,34 @@ export class NameTemplate {
       throw new Error(`name template "${template.slice(0, 64)}" must be a data name (segments of A-Z a-z 0-9 . _ - separated by /) with {name} placeholders`);
     }
     this.names = names;
+    this.parts = template.split(/\{([A-Za-z_][A-Za-z0-9_]*)\}/).map((text, i) => (i % 2 === 1 ? { key: text } : text)).filter((p) => p !== '');
   }
 
   /** Fills the template; undefined when a placeholder has no value or the result is too long. */
   fill(values: Readonly<Record<string, string>>): string | undefined {
-    let missing = false;
-    const name = this.template.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, key: string) => {
-      const value = values[key];
-      if (value === undefined || value === '') {
-        missing = true;
-        return '';
+    // Called for every reading and target: no regular expression, and each value cleaned once.
+    let name = '';
+    for (const part of this.parts) {
+      if (typeof part === 'string') {
+        name += part;
+        continue;
       }
-      return segments(value);
-    });
-    return missing || name.length > 512 ? undefined : name;
+      const value = values[part.key];
+      if (value === undefined || value === '') return undefined;
+      let clean = CLEANED.get(value);
+      if (clean === undefined) {
+        if (CLEANED.size >= CLEANED_MAX) CLEANED.clear();
+        CLEANED.set(value, (clean = segments(value)));
+      }
+      name += clean;
+    }
+    return name.length > 512 ? undefined : name;
   }
 }
+
+/** Device ids and metric names repeat reading after reading: their cleaned form is kept. */
+const CLEANED = new Map<string, string>();
+const CLEANED_MAX = 10_000;
 
 /** Device text as one or more name segments. */
 export function segments(value: string): string {
