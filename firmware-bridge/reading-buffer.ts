@@ -18,12 +18,20 @@ export interface Buffered {
 export interface BufferLimits {
   readonly maxBytes: number;
   readonly maxAgeMs: number;
+  /** The newest readings kept in memory too, in bytes (default MEMORY_BYTES). */
+  readonly memoryBytes?: number;
 }
 
 /** Sequence numbers are reserved on disk this many at a time, so a restart never reuses one. */
 const SEQ_BLOCK = 4_096;
 /** Bytes counted per record besides its line: keys, name and numbers. */
 const RECORD_OVERHEAD = 48;
+/**
+ * The newest readings are also kept in memory, up to this many bytes (as `size` counts them), so that
+ * forwarding live readings never reads back and decodes what was just written. Older ones (a long
+ * outage's backlog, or what a restart found) are read from LMDB.
+ */
+const MEMORY_BYTES = 8 * 1024 * 1024;
 
 /**
  * The bridge's outbound buffer in LMDB: every accepted reading is written here first, in arrival order,
@@ -43,6 +51,11 @@ export class ReadingBuffer {
    */
   private readonly pending = new Map<number, Buffered>();
   private readonly gone = new Set<number>();
+  /** Readings with keys in [memFrom, nextKey), at index key - memBase; removed ones are holes. */
+  private memory: Array<Buffered | undefined> = [];
+  private memBase: number;
+  private memFrom: number;
+  private memBytes = 0;
   private bytes = 0;
   private count = 0;
   droppedBytes = 0;
@@ -64,6 +77,7 @@ export class ReadingBuffer {
     }
     this.head = first ?? 0;
     this.nextKey = last + 1;
+    this.memBase = this.memFrom = this.nextKey;
   }
 
   get records(): number {
@@ -101,6 +115,7 @@ export class ReadingBuffer {
     const l = line(s);
     const record: Buffered = { n: series, s, t, l, ...(retention.keepLast !== undefined ? { k: retention.keepLast } : {}), ...(retention.maxAgeMs !== undefined ? { a: retention.maxAgeMs } : {}) };
     const key = this.nextKey++;
+    this.remember(record);
     this.pending.set(key, record);
     void this.queue.put(key, record).finally(() => this.pending.delete(key));
     this.count++;
@@ -109,12 +124,34 @@ export class ReadingBuffer {
     return s;
   }
 
+  private remember(record: Buffered): void {
+    this.memory.push(record);
+    this.memBytes += size(record);
+    while (this.memBytes > (this.limits.memoryBytes ?? MEMORY_BYTES) && this.memFrom < this.nextKey) this.forget(this.memFrom++);
+    // Drop the leading holes now and then, not at every reading.
+    const lead = this.memFrom - this.memBase;
+    if (lead > 4_096 && lead * 2 > this.memory.length) {
+      this.memory = this.memory.slice(lead);
+      this.memBase = this.memFrom;
+    }
+  }
+
+  private forget(key: number): void {
+    const i = key - this.memBase;
+    const value = this.memory[i];
+    if (value === undefined) return;
+    this.memory[i] = undefined;
+    this.memBytes -= size(value);
+  }
+
   private get(key: number): Buffered | undefined {
     if (this.gone.has(key)) return undefined;
+    if (key >= this.memFrom) return this.memory[key - this.memBase];
     return this.pending.get(key) ?? this.queue.get(key);
   }
 
   private delete(key: number): void {
+    if (key >= this.memFrom) this.forget(key);
     this.gone.add(key);
     this.pending.delete(key);
     void this.queue.remove(key).finally(() => this.gone.delete(key));
@@ -169,18 +206,29 @@ export class ReadingBuffer {
       budget.left -= cost;
       return true;
     };
-    let seen: Set<number> | undefined;
-    for (const entry of this.queue.getRange({ start, end: to })) {
-      if (skip.has(entry.key) || this.gone.has(entry.key)) continue;
-      // A committed reading may still be in `pending` (its put resolves later): not taken twice.
-      if (this.pending.size > 0) (seen ??= new Set()).add(entry.key);
-      if (!fits(entry.value)) return out;
-      out.push(entry);
-      if (out.length >= limit || (budget !== undefined && budget.left <= 0)) return out;
+    // Older than what memory holds: from LMDB, then what is not committed yet.
+    const diskEnd = Math.min(to, this.memFrom);
+    if (start < diskEnd) {
+      let seen: Set<number> | undefined;
+      for (const entry of this.queue.getRange({ start, end: diskEnd })) {
+        if (skip.has(entry.key) || this.gone.has(entry.key)) continue;
+        // A committed reading may still be in `pending` (its put resolves later): not taken twice.
+        if (this.pending.size > 0) (seen ??= new Set()).add(entry.key);
+        if (!fits(entry.value)) return out;
+        out.push(entry);
+        if (out.length >= limit || (budget !== undefined && budget.left <= 0)) return out;
+      }
+      for (const [key, value] of this.pending) {
+        if (key >= diskEnd) break;
+        if (key < start || skip.has(key) || seen?.has(key) === true || this.gone.has(key)) continue;
+        if (!fits(value)) return out;
+        out.push({ key, value });
+        if (out.length >= limit || (budget !== undefined && budget.left <= 0)) return out;
+      }
     }
-    // Not yet committed: the newest readings, in key order.
-    for (const [key, value] of this.pending) {
-      if (key < start || key >= to || skip.has(key) || seen?.has(key) === true || this.gone.has(key)) continue;
+    for (let key = Math.max(start, this.memFrom); key < to; key++) {
+      const value = this.memory[key - this.memBase];
+      if (value === undefined || skip.has(key)) continue;
       if (!fits(value)) break;
       out.push({ key, value });
       if (out.length >= limit || (budget !== undefined && budget.left <= 0)) break;

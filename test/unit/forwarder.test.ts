@@ -180,3 +180,37 @@ describe('bridge forwarder', () => {
     expect(stored('field/pump/level').map((l) => l.v)).toEqual(Array.from({ length: 2_000 }, (_, i) => i));
   });
 });
+
+/** The buffer's memory of its newest readings and LMDB behind it must read as one queue. */
+describe('bridge reading buffer', () => {
+  it('takes readings in key order across what only LMDB holds, what is not committed yet and what memory holds, and drops from either end', async () => {
+    const dir = tempDir();
+    let store = NodeStore.open({ dir, nodeId: 'bridge-1' });
+    try {
+      // Room in memory for about 40 readings of this size.
+      let buffer = new ReadingBuffer(store, { maxBytes: 1 << 30, maxAgeMs: 3_600_000, memoryBytes: 40 * 80 });
+      const line = (v: number) => (seq: number) => new TextEncoder().encode(`${JSON.stringify({ seq, v, pad: 'x'.repeat(8) })}\n`);
+      for (let i = 0; i < 300; i++) buffer.add(`s/${i % 3}`, Date.now(), line(i), {});
+      const values = (taken: ReturnType<ReadingBuffer['take']>) => taken.map((t) => JSON.parse(new TextDecoder().decode(t.value.l)).v as number);
+      // Before any commit, and after.
+      expect(values(buffer.take(0, buffer.tail, 1_000, new Set()))).toEqual(Array.from({ length: 300 }, (_, i) => i));
+      await store.durable();
+      expect(values(buffer.take(250, buffer.tail, 1_000, new Set([255, 256])))).toEqual(Array.from({ length: 50 }, (_, i) => 250 + i).filter((v) => v !== 255 && v !== 256));
+      expect(values(buffer.take(10, 20, 1_000, new Set()))).toEqual(Array.from({ length: 10 }, (_, i) => 10 + i));
+      // Removed on both sides of the memory boundary: never taken again, counted once.
+      expect(buffer.remove([5, 6, 7, 290, 291, 291]).sort((a, b) => a - b)).toEqual([5, 6, 7, 290, 291]);
+      expect(buffer.records).toBe(295);
+      const all = values(buffer.take(0, buffer.tail, 1_000, new Set()));
+      expect(all).toHaveLength(295);
+      expect(all.includes(6) || all.includes(291)).toBe(false);
+      // A restart reads everything back from LMDB.
+      await store.close();
+      store = NodeStore.open({ dir, nodeId: 'bridge-1' });
+      buffer = new ReadingBuffer(store, { maxBytes: 1 << 30, maxAgeMs: 3_600_000, memoryBytes: 40 * 80 });
+      expect(values(buffer.take(0, buffer.tail, 1_000, new Set()))).toEqual(all);
+    } finally {
+      await store.close();
+      removeDir(dir);
+    }
+  });
+});
