@@ -47,6 +47,15 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('firmware bridge killed after a trigger 
       return [];
     }
   };
+  /** The series once it has `n` records, or what it has after `timeoutMs` (asked again while this link finds a restarted hub). */
+  const waitLines = async (name: string, n: number, timeoutMs = 45_000): Promise<Array<Record<string, unknown>>> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const got = await lines(name);
+      if (got.length >= n || Date.now() > deadline) return got;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
   /** The bridge's trigger jobs the broker knows, by id, as an operator sees them (asked again while this link finds a restarted hub). */
   const jobsOf = async (): Promise<string[]> => {
     for (let attempt = 1; ; attempt++) {
@@ -110,7 +119,7 @@ command_topic = "devices/{device}/cmd"
     device.on('message', (topic, payload) => commands.push({ topic, body: JSON.parse(payload.toString()) as Record<string, unknown> }));
     const linkConfig = loadConfig({ env: {}, overrides: { 'node.cluster': 'brk', 'hub.url': `mqtt://127.0.0.1:${port}` } });
     link = await NodeLink.start({ ...linkOptionsFromConfig(linkConfig, createLogger({ level: 'silent', format: 'json' })), nodeId: 'tester-k', role: 'operator', announce: false, watchPresence: true });
-    data = new DataClient(link, 30_000);
+    data = new DataClient(link, 5_000);
     await data.putFile('modules/tank-alarm', join(ROOT, 'examples', 'tank-alarm', 'alarm.wasm'));
   }, 120_000);
 
@@ -139,11 +148,9 @@ command_topic = "devices/{device}/cmd"
     expect(fired?.['created']).toBe(true);
     expect(await jobsOf()).toEqual([fired!['job']]);
     await bridge.waitForLog({ msg: 'following trigger jobs fired before the restart', jobs: 1 });
-    for (let i = 0; i < 50 && (await lines('field/tanks/tank-3/commands')).length === 0; i++) await new Promise((r) => setTimeout(r, 100));
-    expect((await lines('field/tanks/tank-3/commands')).map((l) => l['v'])).toEqual([{ pump: 'on', level: 85.5, limit: 80 }]);
+    expect((await waitLines('field/tanks/tank-3/commands', 1)).map((l) => l['v'])).toEqual([{ pump: 'on', level: 85.5, limit: 80 }]);
     // The reading that fired it was not lost either.
-    for (let i = 0; i < 100 && (await lines('field/tanks/tank-3/level')).length < 2; i++) await new Promise((r) => setTimeout(r, 200));
-    expect((await lines('field/tanks/tank-3/level')).map((l) => l['v'])).toEqual([50, 85.5]);
+    expect((await waitLines('field/tanks/tank-3/level', 2)).map((l) => l['v'])).toEqual([50, 85.5]);
   }, 120_000);
 
   it('the bridge is killed right after the trigger fired, the platform up: the resubmission is the same job, run once', async () => {
