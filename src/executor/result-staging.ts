@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stagingName, type BodyOf, type JobSpec, type StagedObject } from '../protocol/index.js';
 import type { Table } from '../store/index.js';
@@ -60,12 +60,14 @@ export function chooseStaged(report: RunReport, inlineBytes: number): Array<{ re
  */
 export class ResultStaging {
   private readonly records: Table<StagedRecord>;
+  private readonly fsync: boolean;
 
   constructor(
     private readonly node: NodeRuntime,
     private readonly dir: string,
   ) {
     this.records = node.store.table<StagedRecord>('staged_results');
+    this.fsync = node.store.sync === 'flush';
     mkdirSync(dir, { recursive: true });
     // Files written before a crash that came before their record: nothing refers to them.
     const kept = new Set([...this.records.getRange()].map(({ key }) => folderOf(String(key))));
@@ -93,9 +95,7 @@ export class ResultStaging {
     const refs = new Map<ObjectRef, StagedObject>();
     for (const [i, { ref, bytes }] of chosen.entries()) {
       const file = join(folder, String(i));
-      // Not fsynced: LMDB's own commit mode decides what a power cut keeps, and a file that lost its
-      // tail uploads with another digest, which the datastore refuses to publish (the job runs again).
-      await writeFile(file, bytes);
+      await writeWhole(file, bytes, this.fsync);
       const object = { name: stagingName(a.spec.job_id, a.attempt, ref), size: bytes.byteLength, digest: createHash('sha256').update(bytes).digest('hex') };
       objects.push(object);
       files.push(file);
@@ -110,6 +110,11 @@ export class ResultStaging {
       objects,
       files,
     };
+    if (this.fsync) {
+      // The files' names are on disk before the record that names them is written.
+      await syncDir(folder);
+      await syncDir(this.dir);
+    }
     await Promise.all([this.records.put(id, record), removeAssignment()]);
     return record;
   }
@@ -118,6 +123,35 @@ export class ResultStaging {
   async forget(id: string, alongside?: Promise<unknown>): Promise<void> {
     await Promise.all([this.records.remove(id), alongside]);
     rmSync(join(this.dir, folderOf(id)), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Writes a file whole or not at all: under a temporary name, then renamed. With `fsync` (store.sync =
+ * "flush", for units that lose power) it is on disk before the rename, and the caller fsyncs the
+ * directory: the OS writes pages back in its own order, so otherwise a power cut could keep the report
+ * that names a staged file (in LMDB, fsynced) and lose the file's tail. In "commit" mode nothing is
+ * fsynced, as everywhere else; a torn file would upload with another digest, which the datastore refuses
+ * to publish, and the job runs again.
+ */
+async function writeWhole(file: string, bytes: Uint8Array, fsync: boolean): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const handle = await open(tmp, 'w');
+  try {
+    await handle.writeFile(bytes);
+    if (fsync) await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(tmp, file);
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 
