@@ -438,13 +438,19 @@ export class NamedDataStore {
       // Retention is decided before records are written: a record it would drop at once is not stored.
       let first = series.first;
       if (item.keep_last !== undefined) first = Math.max(first, highest - item.keep_last);
+      // No record at or past `next` was ever stored: a record there, in rising order (the bridge sends them
+      // so), is new without a read. Anything else is looked up.
+      const unseen = series.next;
+      let rising = -1;
       for (const rec of item.records) {
         if (rec.seq < first || (item.before_t !== undefined && rec.t < item.before_t)) {
           outside++;
           continue;
         }
         const key = rowKey(blob, rec.seq);
-        if (this.rows.doesExist(key)) {
+        const fresh = rec.seq >= unseen && rec.seq > rising;
+        if (fresh) rising = rec.seq;
+        if (!fresh && this.rows.doesExist(key)) {
           duplicate++;
           continue;
         }

@@ -249,6 +249,16 @@ describe('named data store', () => {
       expect(await data.put('field/p1/level', bytes('replaced'), v(0))).toBe('stale');
     });
 
+    it('stores a record once when one append repeats it or goes back, past the highest stored so far', async () => {
+      await data.append([{ name: 'field/p2/level', records: recs(0, 3) }], v(1));
+      // 5 twice, then 4 after 6: records past the end, not in rising order.
+      const mixed = [...recs(5, 6), ...recs(5, 7), ...recs(4, 5), ...recs(6, 7)];
+      const [r] = await data.append([{ name: 'field/p2/level', records: mixed }], v(2));
+      expect(r).toMatchObject({ stored: 3, duplicate: 2 });
+      expect(seqs('field/p2/level')).toEqual([0, 1, 2, 4, 5, 6]);
+      expect(r!.size).toBe(readAll('field/p2/level').byteLength);
+    });
+
     it('applies keep-last-N and maximum age as the writer asks, counting what falls outside', async () => {
       const [r] = await data.append([{ name: 's/keep', records: recs(0, 100), keep_last: 10 }], v(1));
       expect(r).toMatchObject({ stored: 10, outside_retention: 90 });
