@@ -29,6 +29,11 @@ export class DataTransferError extends Error {
 
 /** Reads of one object kept in flight at once: enough to hide the round trip, bounded in memory. */
 const READ_WINDOW = 4;
+/**
+ * Chunks of one upload sent and not yet acknowledged, at most: the round trip is hidden, and the order
+ * holds (one hub connection, relayed by the broker as received, taken by the datastore as they come).
+ */
+const WRITE_WINDOW = 4;
 /** A chunk whose request timed out is sent again this many times (the store acknowledges a repeat). */
 const CHUNK_TRIES = 3;
 /** An upload the store lost track of (it restarted) is started over this many times. */
@@ -92,8 +97,10 @@ export class DataTransfer {
   }
 
   /**
-   * Sends chunks in order, one request each; the last carries the size and the digest. An
-   * upload the store or broker lost (a restart) starts over, since `chunks` can be read again.
+   * Sends chunks in order, one request each, up to WRITE_WINDOW awaiting their acknowledgement; the last
+   * carries the size and the digest and goes once the others are acknowledged. An upload the store or
+   * broker lost (a restart), or that lost a chunk with others behind it (out of order), starts over,
+   * since `chunks` can be read again.
    */
   private async upload(name: string, size: number, chunks: () => AsyncGenerator<Uint8Array>): Promise<PutResult> {
     for (let attempt = 1; ; attempt++) {
@@ -109,27 +116,37 @@ export class DataTransfer {
     const upload = randomBytes(16).toString('hex');
     const broker = await this.broker();
     const hash = createHash('sha256');
+    const window: Array<Promise<void>> = [];
     let index = 0;
     let sent = 0;
-    // One chunk is read ahead, so the last one is known as it is sent.
-    let current = await chunks.next();
-    while (!current.done) {
-      const bytes = current.value;
-      hash.update(bytes);
-      sent += bytes.byteLength;
-      const following = await chunks.next();
-      let last: BodyOf<'data_write'>['last'];
-      if (following.done) {
-        if (sent !== size) throw new Error(`"${name}" was ${sent} bytes, not the ${size} expected; it changed while it was being stored`);
-        last = { size, digest: hash.digest('hex') };
+    try {
+      // One chunk is read ahead, so the last one is known as it is sent.
+      let current = await chunks.next();
+      while (!current.done) {
+        const bytes = current.value;
+        hash.update(bytes);
+        sent += bytes.byteLength;
+        const following = await chunks.next();
+        if (following.done) {
+          if (sent !== size) throw new Error(`"${name}" was ${sent} bytes, not the ${size} expected; it changed while it was being stored`);
+          // The last chunk stores the object: only once every chunk before it is acknowledged.
+          await Promise.all(window);
+          const reply = await this.requestTrying(broker, 'data_write', { upload, name, index, bytes, last: { size, digest: hash.digest('hex') } });
+          return expect(reply, 'data_put_result');
+        }
+        const acked = this.requestTrying(broker, 'data_write', { upload, name, index, bytes }).then((reply) => void expect(reply, 'data_written'));
+        // Awaited in order below; a failure further along must not go unhandled meanwhile.
+        acked.catch(() => undefined);
+        window.push(acked);
+        if (window.length >= WRITE_WINDOW) await window.shift();
+        index++;
+        current = following;
       }
-      const reply = await this.requestTrying(broker, 'data_write', { upload, name, index, bytes, ...(last !== undefined ? { last } : {}) });
-      if (last !== undefined) return expect(reply, 'data_put_result');
-      expect(reply, 'data_written');
-      index++;
-      current = following;
+      throw new Error(`"${name}" had no bytes to send`);
+    } finally {
+      // Leaving early (a refusal, a changed file): what is still in flight ends on its own.
+      await Promise.allSettled(window);
     }
-    throw new Error(`"${name}" had no bytes to send`);
   }
 
   /** A request sent again after a timeout: every kind used here is safe to repeat. */

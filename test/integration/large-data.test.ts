@@ -88,7 +88,9 @@ describe('named data larger than one message', () => {
 
     const file = join(dir, 'recording.bin');
     writeNoise(file, Number(process.env.BIG_MB ?? 50) * MB);
+    const putStarted = performance.now();
     const put = await measured(['data', 'put', 'big/recording', file, ...common(), '--json']);
+    const putSeconds = (performance.now() - putStarted) / 1_000;
     expect(put.code, put.stderr).toBe(0);
     expect(JSON.parse(put.stdout)).toMatchObject({ outcome: 'stored', store: 'ds', size: Number(process.env.BIG_MB ?? 50) * MB });
 
@@ -96,7 +98,7 @@ describe('named data larger than one message', () => {
     const get = await measured(['data', 'get', 'big/recording', '--out', out, ...common()]);
     expect(get.code, get.stderr).toBe(0);
     const peaks = { baseline: baseline.peakMb, put: put.peakMb, get: get.peakMb, broker: peakRssMb(broker.pid), datastore: peakRssMb(store.pid), datastoreAnon: rssMb(store.pid, 'RssAnon') };
-    process.stdout.write(`peak RSS (MB) for a 50 MB object: ${JSON.stringify(Object.fromEntries(Object.entries(peaks).map(([k, v]) => [k, Math.round(v)])))}\n`);
+    process.stdout.write(`peak RSS (MB) for a 50 MB object: ${JSON.stringify(Object.fromEntries(Object.entries(peaks).map(([k, v]) => [k, Math.round(v)])))}; put ${putSeconds.toFixed(2)} s (command start included)\n`);
     expect(statSync(out).size).toBe(50 * MB);
     expect(await sha256File(out)).toBe(await sha256File(file));
 
