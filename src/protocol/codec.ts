@@ -56,10 +56,43 @@ export function encode(msg: Envelope): Buffer {
   return encoder.encode(wire);
 }
 
-export type DecodeResult = { ok: true; msg: AnyEnvelope } | { ok: false; error: ProtocolError };
+type Failure = { ok: false; error: ProtocolError };
+export type DecodeResult = { ok: true; msg: AnyEnvelope } | Failure;
 
-function fail(code: ProtocolError['code'], reason: string): DecodeResult {
+function fail(code: ProtocolError['code'], reason: string): Failure {
   return { ok: false, error: new ProtocolError(code, reason) };
+}
+
+/**
+ * Most envelopes one bundle may carry. A sender bundles what it sends one node in one turn of its event
+ * loop; under load that is a few dozen, and the message size limit bounds the rest.
+ */
+export const MAX_BUNDLE_ENVELOPES = 1_024;
+
+/**
+ * One inbox payload carrying several envelopes: a CBOR array of them (PROTOCOL.md, "Bundles"). The
+ * envelopes are already encoded, so the array is only a header before their bytes, nothing re-encoded.
+ */
+export function encodeBundle(payloads: readonly Uint8Array[]): Buffer {
+  const n = payloads.length;
+  if (n > MAX_BUNDLE_ENVELOPES) throw new RangeError(`a bundle carries at most ${MAX_BUNDLE_ENVELOPES} envelopes, not ${n}`);
+  // CBOR major type 4 (array) with its length in the initial byte, or in the one or two bytes after it.
+  const header = n < 24 ? [0x80 | n] : n < 256 ? [0x98, n] : [0x99, n >> 8, n & 0xff];
+  let size = header.length;
+  for (const p of payloads) size += p.byteLength;
+  const out = Buffer.allocUnsafe(size);
+  out.set(header, 0);
+  let at = header.length;
+  for (const p of payloads) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** Whether a payload is a bundle (a CBOR array) rather than a single envelope (a CBOR map). */
+export function isBundle(bytes: Uint8Array): boolean {
+  return bytes.byteLength > 0 && bytes[0]! >> 5 === 4;
 }
 
 /**
@@ -67,22 +100,48 @@ function fail(code: ProtocolError['code'], reason: string): DecodeResult {
  * yields a typed error so the caller can count it and carry on.
  */
 export function decode(bytes: Uint8Array, limits: CodecLimits = DEFAULT_LIMITS): DecodeResult {
+  const raw = decodeCbor(bytes, limits);
+  if ('ok' in raw) return raw;
+  const problem = structureProblem(raw.value, limits.maxDepth, bytes.byteLength);
+  if (problem === 'too_deep') return fail('too_deep', `nesting deeper than ${limits.maxDepth}`);
+  if (problem === 'shared') return fail('malformed_cbor', 'shared or cyclic references (CBOR tags 28/29) are not accepted');
+  return validate(raw.value);
+}
+
+/**
+ * Decodes a bundle: one result per envelope, each validated on its own, so that one bad envelope is
+ * dropped and counted while the others are handled. A payload that is not a well-formed bundle as a
+ * whole yields a single failure.
+ */
+export function decodeBundle(bytes: Uint8Array, limits: CodecLimits = DEFAULT_LIMITS): DecodeResult[] {
+  const raw = decodeCbor(bytes, limits);
+  if ('ok' in raw) return [raw];
+  if (!Array.isArray(raw.value)) return [fail('bad_envelope', 'a bundle is a CBOR array of envelopes')];
+  if (raw.value.length === 0 || raw.value.length > MAX_BUNDLE_ENVELOPES) return [fail('bad_envelope', `a bundle carries 1 to ${MAX_BUNDLE_ENVELOPES} envelopes, not ${raw.value.length}`)];
+  // The array is one level more: each envelope in it gets the same depth as one sent alone.
+  const problem = structureProblem(raw.value, limits.maxDepth + 1, bytes.byteLength);
+  if (problem === 'too_deep') return [fail('too_deep', `nesting deeper than ${limits.maxDepth}`)];
+  if (problem === 'shared') return [fail('malformed_cbor', 'shared or cyclic references (CBOR tags 28/29) are not accepted')];
+  return raw.value.map(validate);
+}
+
+function decodeCbor(bytes: Uint8Array, limits: CodecLimits): { value: unknown } | Failure {
   if (bytes.byteLength > limits.maxMessageBytes) {
     return fail('too_large', `${bytes.byteLength} bytes exceeds the ${limits.maxMessageBytes}-byte limit`);
   }
   if (bytes.byteLength === 0) return fail('malformed_cbor', 'empty payload');
-  let raw: unknown;
   try {
-    raw = decoder.decode(bytes);
+    return { value: decoder.decode(bytes) };
   } catch (err) {
     // cbor-x marks reads past the end of the input; a DataView overrun is a RangeError too.
     if ((err as { incomplete?: boolean }).incomplete === true) return fail('malformed_cbor', 'truncated CBOR');
     if (err instanceof RangeError && /call stack/i.test(err.message)) return fail('too_deep', 'nesting exhausted the decoder stack');
     return fail('malformed_cbor', err instanceof Error ? err.message.slice(0, 200) : String(err).slice(0, 200));
   }
-  const problem = structureProblem(raw, limits.maxDepth, bytes.byteLength);
-  if (problem === 'too_deep') return fail('too_deep', `nesting deeper than ${limits.maxDepth}`);
-  if (problem === 'shared') return fail('malformed_cbor', 'shared or cyclic references (CBOR tags 28/29) are not accepted');
+}
+
+/** Checks a decoded value (its structure already bounded) as an envelope. */
+function validate(raw: unknown): DecodeResult {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || raw instanceof Uint8Array) {
     return fail('bad_envelope', 'the message is not a CBOR map');
   }

@@ -3,6 +3,9 @@ import type { Duplex } from 'node:stream';
 import type { HlcTimestamp, VectorClock } from '../clock/index.js';
 import {
   encode,
+  encodeBundle,
+  isBundle,
+  MAX_BUNDLE_ENVELOPES,
   PROTOCOL_VERSION,
   Topics,
   type AnyEnvelope,
@@ -22,7 +25,7 @@ import { HubConnection } from './hub-connection.js';
 import { parseHubUrl, type TlsMaterial } from './connect.js';
 import { PeerTable, type PeerState, type PresenceEvent } from './presence.js';
 import { RemoteError, TransportError } from './errors.js';
-import { admit } from './receive/index.js';
+import { admit, admitBundle, type Admission } from './receive/index.js';
 import { SOFTWARE } from './software.js';
 
 export interface LinkTiming {
@@ -82,6 +85,12 @@ export interface NodeLinkOptions {
 export type Handler<K extends Kind> = (msg: Envelope<K>) => void | Promise<void>;
 export type PresenceListener = (event: PresenceEvent) => void;
 
+/** Payloads waiting to go to one topic as a bundle, and their size. */
+interface Posted {
+  payloads: Uint8Array[];
+  bytes: number;
+}
+
 interface PendingRequest {
   to: string;
   kind: Kind;
@@ -127,6 +136,9 @@ export class NodeLink {
   private readonly presenceListeners: PresenceListener[] = [];
   private readonly heartbeatListeners: Array<(peer: Readonly<PeerState>) => void> = [];
   private readonly requests = new Map<string, PendingRequest>();
+  /** Inbox payloads sent this turn of the event loop, by topic: what goes to one node travels as one bundle. */
+  private readonly posted = new Map<string, Posted>();
+  private postFlush: NodeJS.Immediate | undefined;
   private requestSweeper: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly startedAt = performance.now();
@@ -218,14 +230,14 @@ export class NodeLink {
   /** Fire-and-forget QoS 1 message to one node's inbox; dropped (and counted) while the hub is away. */
   send<K extends Kind>(to: string, kind: K, body: BodyOf<K>): string {
     const msg = this.envelope(kind, body);
-    this.hub.publish(this.inboxOf(to), encode(msg));
+    this.post(this.inboxOf(to), encode(msg));
     return msg.id;
   }
 
   /** Sends a reply to `request`, correlated by its id. */
   reply<K extends Kind>(request: AnyEnvelope, kind: K, body: BodyOf<K>): void {
     const msg = this.envelope(kind, body, { re: request.id });
-    this.hub.publish(this.inboxOf(request.from), encode(msg));
+    this.post(this.inboxOf(request.from), encode(msg));
   }
 
   /** Sends a request and resolves with the reply, or rejects after the timeout or with the peer's error. */
@@ -235,7 +247,7 @@ export class NodeLink {
       // One sweeping timer serves every request: a timer per request costs more than the round trip.
       this.requests.set(msg.id, { to, kind, resolve, reject, deadline: performance.now() + timeoutMs, timeoutMs });
       this.requestSweeper ??= setInterval(() => this.expireRequests(), REQUEST_SWEEP_MS).unref();
-      this.hub.publish(this.inboxOf(to), encode(msg));
+      this.post(this.inboxOf(to), encode(msg));
     });
   }
 
@@ -265,7 +277,7 @@ export class NodeLink {
     const payload = encode(msg);
     const stored = this.outbox.add({ id: msg.id, to, topic, kind, payload, createdAt: Date.now() });
     this.armRetries();
-    if (this.hub.connected) this.hub.publish(topic, payload);
+    if (this.hub.connected) this.post(topic, payload);
     await stored;
     return msg.id;
   }
@@ -381,6 +393,8 @@ export class NodeLink {
     this.requests.clear();
     this.failReady(new TransportError('link_closed', 'the link was stopped before it connected'));
     this.outbox?.abandonWaiters(new TransportError('link_closed', 'the link was stopped; the message stays in the outbox and is sent on the next start'));
+    // Replies and acknowledgements of this turn go out before the death that says we are gone.
+    this.flushPosted();
     if (this.opts.announce && this.hub.connected) {
       const death = encode(this.envelope('death', { graceful: true }));
       await new Promise<void>((resolve) => {
@@ -533,12 +547,53 @@ export class NodeLink {
     this.hub.publish(this.topics.heartbeat(this.role, this.id), encode(hb));
   }
 
+  /**
+   * Queues an inbox payload until the end of this turn of the event loop (setImmediate runs right after the
+   * turn's I/O callbacks, so a lone message waits microseconds). Everything sent to one node in the turn
+   * then goes as one MQTT message (PROTOCOL.md, "Bundles"): under load, acknowledgements, replies and
+   * assignments share publishes, and the hub and the receiver handle one message instead of dozens.
+   */
+  private post(topic: string, payload: Uint8Array): void {
+    if (!this.hub.connected) {
+      // Dropped and counted now, as the caller is told.
+      this.hub.publish(topic, payload);
+      return;
+    }
+    let queued = this.posted.get(topic);
+    // Room for the array header too; a payload that would not fit goes in the next bundle.
+    if (queued !== undefined && (queued.bytes + payload.byteLength + 3 > this.limits.maxMessageBytes || queued.payloads.length === MAX_BUNDLE_ENVELOPES)) {
+      this.publishPosted(topic, queued);
+      queued = undefined;
+    }
+    if (queued === undefined) this.posted.set(topic, (queued = { payloads: [], bytes: 0 }));
+    queued.payloads.push(payload);
+    queued.bytes += payload.byteLength;
+    this.postFlush ??= setImmediate(() => this.flushPosted());
+  }
+
+  private flushPosted(): void {
+    if (this.postFlush !== undefined) clearImmediate(this.postFlush);
+    this.postFlush = undefined;
+    for (const [topic, queued] of this.posted) this.publishPosted(topic, queued);
+  }
+
+  private publishPosted(topic: string, queued: Posted): void {
+    this.posted.delete(topic);
+    if (queued.payloads.length === 1) {
+      // A lone envelope goes as itself: the same bytes a node without bundles sends.
+      this.hub.publish(topic, queued.payloads[0]!);
+      return;
+    }
+    this.counters.inc('tx_bundled', queued.payloads.length);
+    this.hub.publish(topic, encodeBundle(queued.payloads));
+  }
+
   private flushOutbox(): void {
     if (this.outbox === undefined || !this.hub.connected) return;
     for (const entry of this.outbox.due()) {
       this.counters.inc('outbox_sends');
       // Derived again rather than stored: entries written before a topic change still reach their node.
-      this.hub.publish(this.inboxOf(entry.to), entry.payload);
+      this.post(this.inboxOf(entry.to), entry.payload);
     }
   }
 
@@ -570,7 +625,16 @@ export class NodeLink {
   /** `retained` is set for messages the hub replays because we just subscribed, not for live ones. */
   private onMessage(topic: string, payload: Buffer, retained: boolean): void {
     this.counters.inc('rx_messages');
-    const admitted = admit(this, topic, payload, retained);
+    if (!isBundle(payload)) {
+      this.onAdmitted(admit(this, topic, payload, retained), retained);
+      return;
+    }
+    const admissions = admitBundle(this, topic, payload, retained);
+    this.counters.inc('rx_bundled', admissions.length);
+    for (const admitted of admissions) this.onAdmitted(admitted, retained);
+  }
+
+  private onAdmitted(admitted: Admission, retained: boolean): void {
     if (admitted.ok === false) {
       this.counters.reject(this.log, admitted.counter, admitted.source, admitted.reason);
       return;

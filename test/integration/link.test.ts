@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { EmbeddedHub } from '../../src/hub/index.js';
 import { createLogger } from '../../src/log/index.js';
-import { DEFAULT_LIMITS, encode, PROTOCOL_VERSION, type Envelope, type Role } from '../../src/protocol/index.js';
+import { DEFAULT_LIMITS, encode, encodeBundle, PROTOCOL_VERSION, type Envelope, type Role } from '../../src/protocol/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { NodeLink, type LinkTiming } from '../../src/transport/index.js';
 import { freePort, removeDir, startHubProcess, tempDir } from '../helpers/processes.js';
@@ -175,6 +175,43 @@ describe('node link guarantees', () => {
     const reply = await peer.request('b1', 'ping', {});
     expect(reply.kind).toBe('pong');
     expect(peer.counters.get('rx_dropped_bad_envelope')).toBe(0);
+  });
+
+  it('what one turn sends to one node travels as one bundle, and each envelope in it is still checked', async () => {
+    await setup();
+    const broker = create('b1', 'broker');
+    const client = create('c1', 'client');
+    await broker.connect();
+    await client.connect();
+    await until('each to see the other', () => broker.peers.get('c1')?.alive === true && client.peers.get('b1')?.alive === true);
+    const sentBefore = client.counters.get('tx_messages');
+    const receivedBefore = broker.counters.get('rx_messages');
+    // 200 requests in one turn: one publish from the client, and the replies, sent in one turn too, one back.
+    const replies = await Promise.all(Array.from({ length: 200 }, () => client.request('b1', 'ping', {})));
+    expect(replies.every((r) => r.kind === 'pong')).toBe(true);
+    expect(client.counters.get('tx_messages') - sentBefore).toBe(1);
+    expect(broker.counters.get('rx_messages') - receivedBefore).toBe(1);
+    expect(broker.counters.get('rx_bundled')).toBe(200);
+    expect(client.counters.get('rx_bundled')).toBe(200);
+
+    // A hostile publisher's bundle: its own ping is answered; an envelope posing as someone else and one
+    // that is not an envelope are dropped and counted, each on its own.
+    const mallory = create('mallory', 'client', undefined);
+    await mallory.connect();
+    const raw = (mallory as unknown as { hub: { client: { publishAsync(t: string, p: Buffer, o: object): Promise<unknown> } } }).hub.client;
+    const stamp = { v: PROTOCOL_VERSION, role: 'client' as Role, inc: 1, vc: {}, hlc: { wall: Date.now(), logical: 0 }, body: {} };
+    const own: Envelope<'ping'> = { ...stamp, kind: 'ping', id: 'm.1', from: 'mallory' };
+    const posing: Envelope<'ping'> = { ...stamp, kind: 'ping', id: 'm.2', from: 'c1' };
+    const broken = encode({ ...stamp, kind: 'notice', id: 'm.3', from: 'mallory', body: { severity: 'loud', text: 'x' } } as unknown as Envelope<'notice'>);
+    const answered = mallory.counters.get('rx_messages');
+    await raw.publishAsync(broker.topics.inbox('b1', 'client', 'mallory'), encodeBundle([encode(own), encode(posing), broken]), { qos: 1 });
+    await until('the bundle to be handled', () => broker.counters.get('rx_dropped_wrong_sender') === 1);
+    await until('mallory\'s own ping to be answered', () => mallory.counters.get('rx_messages') > answered);
+    expect(broker.counters.get('rx_dropped_bad_body')).toBe(1);
+    // Bundles belong in inboxes only: one on a heartbeat topic is dropped as a whole.
+    await raw.publishAsync(broker.topics.heartbeat('client', 'mallory'), encodeBundle([encode(own)]), { qos: 1 });
+    await until('the heartbeat bundle to be dropped', () => broker.counters.get('rx_dropped_wrong_topic') === 1);
+    expect((await client.request('b1', 'ping', {})).kind).toBe('pong');
   });
 
   it('a broker\'s own clock counter never goes backwards across a restart', async () => {

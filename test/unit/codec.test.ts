@@ -9,6 +9,9 @@ import {
   Topics,
   parseTopic,
   decode,
+  decodeBundle,
+  encodeBundle,
+  isBundle,
   PROTOCOL_ERROR_CODES,
   encode,
   type AnyEnvelope,
@@ -713,5 +716,56 @@ describe('Topics', () => {
 
   it('constructor accepts a 64-character cluster name', () => {
     expect(new Topics('c'.repeat(64)).presence('client', 'n')).toBe(`ucp/${'c'.repeat(64)}/presence/client/n`);
+  });
+});
+
+describe('bundles', () => {
+  const pings = (n: number) => Array.from({ length: n }, (_, i) => ({ ...envelope('ping', {}), id: `2.${i.toString(36)}` }));
+
+  it.each([1, 23, 24, 255, 256, 1_024])('%i envelopes travel as one CBOR array and come back in order, unchanged', (n) => {
+    const msgs = pings(n);
+    const bytes = encodeBundle(msgs.map((m) => encode(m)));
+    expect(isBundle(bytes)).toBe(true);
+    // Plain CBOR: any CBOR library reads it as an array of the envelopes' maps.
+    expect(new Decoder({ mapsAsObjects: true }).decode(bytes)).toHaveLength(n);
+    expect(decodeBundle(bytes).map(expectOk)).toEqual(msgs);
+  });
+
+  it('a single envelope is not a bundle, and decode refuses a bundle as one message', () => {
+    const single = encode(envelope('ping', {}));
+    expect(isBundle(single)).toBe(false);
+    expectError(decode(encodeBundle([single, single])), 'bad_envelope', /not a CBOR map/);
+  });
+
+  it('a bad envelope inside a bundle fails alone; the others are decoded', () => {
+    const good = encode(envelope('ping', {}));
+    const results = decodeBundle(encodeBundle([good, rawBytes(wire({ kind: 'nonsense' })), rawBytes(wire({ v: 99 })), good]));
+    expect(results.map((r) => (r.ok ? 'ok' : r.error.code))).toEqual(['ok', 'unknown_kind', 'unsupported_version', 'ok']);
+  });
+
+  it('refuses an empty bundle, one of more than 1,024 envelopes, a bundle over the size limit and a truncated one', () => {
+    expectError(decodeBundle(rawBytes([]))[0]!, 'bad_envelope', /1 to 1024 envelopes, not 0/);
+    const many = rawBytes(Array.from({ length: 1_025 }, () => 1));
+    expectError(decodeBundle(many)[0]!, 'bad_envelope', /not 1025/);
+    expect(() => encodeBundle(Array.from({ length: 1_025 }, () => encode(envelope('ping', {}))))).toThrow(RangeError);
+    const bytes = encodeBundle(pings(3).map((m) => encode(m)));
+    expectError(decodeBundle(bytes, { maxMessageBytes: bytes.byteLength - 1, maxDepth: 32 })[0]!, 'too_large');
+    expectError(decodeBundle(bytes.subarray(0, bytes.byteLength - 2))[0]!, 'malformed_cbor', /truncated/);
+  });
+
+  it('an envelope in a bundle gets the same depth limit as one sent alone', () => {
+    const limits: CodecLimits = { maxMessageBytes: 1 << 20, maxDepth: 8 };
+    const nested = (levels: number) => {
+      let inner: unknown = 'x';
+      for (let i = 0; i < levels; i++) inner = [inner];
+      return rawBytes(wire({ body: { severity: 'info', text: 'x', deep: inner } }));
+    };
+    // Accepted or refused alone, the same envelope gets the same answer inside a bundle.
+    for (const levels of [5, 6, 7]) {
+      const alone = decode(nested(levels), limits);
+      const bundled = decodeBundle(encodeBundle([nested(levels)]), limits)[0]!;
+      expect(bundled.ok ? 'ok' : bundled.error.code, `${levels} levels`).toBe(alone.ok ? 'ok' : alone.error.code);
+    }
+    expectError(decodeBundle(encodeBundle([nested(7)]), limits)[0]!, 'too_deep');
   });
 });

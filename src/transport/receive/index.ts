@@ -1,4 +1,4 @@
-import { decode, type AnyEnvelope, type CodecLimits, type Role, type TopicAddress, type Topics } from '../../protocol/index.js';
+import { decode, decodeBundle, type AnyEnvelope, type DecodeResult, type CodecLimits, type Role, type TopicAddress, type Topics } from '../../protocol/index.js';
 import { permissionProblem } from './permission.js';
 import { senderProblem } from './sender.js';
 
@@ -31,7 +31,21 @@ export function admit(self: Receiver, topic: string, payload: Buffer, retained: 
   const where = self.topics.parse(topic);
   if (where === undefined) return { ok: false, counter: 'rx_dropped_wrong_topic', source: topic, reason: `unexpected topic ${topic}` };
   if (payload.byteLength === 0 && where.cls === 'presence') return { ok: 'cleared', node: where.from };
-  const decoded = decode(payload, self.limits);
+  return checked(self, topic, where, decode(payload, self.limits), retained);
+}
+
+/**
+ * The same stages for a bundle (PROTOCOL.md, "Bundles"): one admission per envelope, each checked on its
+ * own. Only an inbox takes bundles; presence and heartbeats are retained or fanned out one at a time.
+ */
+export function admitBundle(self: Receiver, topic: string, payload: Buffer, retained: boolean): Admission[] {
+  const where = self.topics.parse(topic);
+  if (where === undefined) return [{ ok: false, counter: 'rx_dropped_wrong_topic', source: topic, reason: `unexpected topic ${topic}` }];
+  if (where.cls !== 'inbox') return [{ ok: false, counter: 'rx_dropped_wrong_topic', source: where.from, reason: `a bundle on a ${where.cls} topic` }];
+  return decodeBundle(payload, self.limits).map((decoded) => checked(self, topic, where, decoded, retained));
+}
+
+function checked(self: Receiver, topic: string, where: TopicAddress, decoded: DecodeResult, retained: boolean): Admission {
   if (!decoded.ok) return { ok: false, counter: `rx_dropped_${decoded.error.code}`, source: topic, reason: decoded.error.reason };
   const msg = decoded.msg;
   const drop = senderProblem(where, msg, self.id, retained) ?? (where.cls === 'inbox' ? permissionProblem(self.role, msg) : undefined);
