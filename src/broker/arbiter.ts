@@ -78,7 +78,12 @@ export function recordAcceptance(job: Job, attempt: number, result: NonNullable<
   job.updated_at = now;
   const cancelled: AttemptRecord[] = [];
   for (const a of job.attempts) {
-    if (a.attempt === attempt) close(a, 'accepted', undefined, arrivedAt);
+    if (a.attempt === attempt) {
+      // A job that ended within moments did not report its start (see the executor): its run's duration
+      // says when it began, never before its assignment.
+      a.started_at ??= Math.max(a.assigned_at, arrivedAt - result.duration_ms);
+      close(a, 'accepted', undefined, arrivedAt);
+    }
     else if (a.outcome === 'running') {
       close(a, 'cancelled', `attempt ${attempt} delivered first`, now);
       cancelled.push(a);

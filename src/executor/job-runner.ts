@@ -59,6 +59,12 @@ const JOB_MAX_FDS = 1_024;
 const RESULT_MAX_FILES = 4_096;
 /** How long a stop waits for the reports of attempts it interrupted. */
 const STOP_REPORT_MS = 2_000;
+/**
+ * An attempt reports its start only once it has run this long. Most jobs end sooner, and their result
+ * says when they started (its duration): two messages per job saved (the start, and the broker's
+ * "running" update to the client), while anyone watching a longer job still sees it running at once.
+ */
+const START_REPORT_AFTER_MS = 50;
 
 /**
  * The executor role's work: it accepts assignments from brokers (durably), fetches each job's inputs,
@@ -327,7 +333,7 @@ export class JobRunner {
     }
     const entry = this.running.get(id);
     if (entry?.cancelled !== undefined) return { outcome: 'cancelled', message: entry.cancelled, duration_ms: elapsed(), ...noResults() };
-    this.node.link.send(source(), 'job_started', { job_id: spec.job_id, attempt: a.attempt });
+    const startReport = setTimeout(() => this.node.link.send(source(), 'job_started', { job_id: spec.job_id, attempt: a.attempt }), START_REPORT_AFTER_MS);
     const limits = this.options.limits;
     const timeoutMs = Math.min(spec.timeout_s * 1_000, limits.jobMs);
     const memoryCapBytes = Math.min(spec.max_memory_mb * 1_048_576, limits.memoryBytes);
@@ -350,6 +356,7 @@ export class JobRunner {
     });
     if (entry !== undefined) entry.handle = handle;
     const ran = await handle.result;
+    clearTimeout(startReport);
     if (ran.tree !== undefined) this.keepTree(a, ran.tree);
     const clamped = {
       timeout: timeoutMs < spec.timeout_s * 1_000 ? `executor.max_job_seconds on ${this.node.link.id}; the job asked for ${spec.timeout_s} s` : undefined,

@@ -199,7 +199,7 @@ describe('node link guarantees', () => {
     const mallory = create('mallory', 'client', undefined);
     await mallory.connect();
     const raw = (mallory as unknown as { hub: { client: { publishAsync(t: string, p: Buffer, o: object): Promise<unknown> } } }).hub.client;
-    const stamp = { v: PROTOCOL_VERSION, role: 'client' as Role, inc: 1, vc: {}, hlc: { wall: Date.now(), logical: 0 }, body: {} };
+    const stamp: Omit<Envelope<'ping'>, 'kind' | 'id' | 'from'> = { v: PROTOCOL_VERSION, role: 'client', inc: 1, vc: {}, hlc: { wall: Date.now(), logical: 0 }, body: {} };
     const own: Envelope<'ping'> = { ...stamp, kind: 'ping', id: 'm.1', from: 'mallory' };
     const posing: Envelope<'ping'> = { ...stamp, kind: 'ping', id: 'm.2', from: 'c1' };
     const broken = encode({ ...stamp, kind: 'notice', id: 'm.3', from: 'mallory', body: { severity: 'loud', text: 'x' } } as unknown as Envelope<'notice'>);
