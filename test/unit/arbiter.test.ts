@@ -123,6 +123,23 @@ describe('first come, first served', () => {
     expect(arbitrate(job, 'j', { from: 'e2', attempt: 2, outcome: 'exited' })).toMatchObject({ kind: 'reject', acceptedAttempt: 1, unauthorized: false });
   });
 
+  it('an accepted attempt that never reported its start gets started_at from its duration, never before its assignment', () => {
+    const result = (duration: number) => ({ attempt: 1, executor: 'e1', outcome: 'exited', exit_code: 0, message: '', duration_ms: duration, archive_bytes: 0, files: [], missing: [], named_results: [] });
+    const quick = freshJob();
+    recordAssignment(quick, 'e1', 1_000);
+    recordAcceptance(quick, 1, result(7), 1_010, 1_011);
+    expect(quick.attempts[0]).toMatchObject({ assigned_at: 1_000, started_at: 1_003, ended_at: 1_010 });
+    const skewed = freshJob();
+    recordAssignment(skewed, 'e1', 1_000);
+    recordAcceptance(skewed, 1, result(60_000), 1_010, 1_011);
+    expect(skewed.attempts[0]!.started_at).toBe(1_000);
+    const reported = freshJob();
+    recordAssignment(reported, 'e1', 1_000);
+    reported.attempts[0]!.started_at = 1_001;
+    recordAcceptance(reported, 1, result(7), 1_010, 1_011);
+    expect(reported.attempts[0]!.started_at).toBe(1_001);
+  });
+
   it('fails a job once its redeployments are used up, naming why', () => {
     const job = freshJob();
     for (let i = 0; i <= MAX_REDEPLOYS; i++) {
