@@ -189,11 +189,16 @@ export class JobManager {
     const now = Date.now();
     const job: Job = { job_id: spec.job_id, state: 'queued', priority: spec.priority, owner: msg.from, broker: this.node.link.id, created_at: now, updated_at: now, attempts: [], spec, digest, after: [...new Set(after)] };
     this.jobs.set(spec.job_id, job);
-    await this.persist(job);
+    // Placed while its record commits: only the client's acknowledgement waits for the commit. A crash
+    // before it loses a submission nobody was told of (the client submits it again), and the result of
+    // an assignment made meanwhile is refused as one of an unknown job.
+    const recorded = this.persist(job);
     this.enqueue(job, now);
-    this.node.link.counters.inc('jobs_submitted');
-    this.node.link.reply(msg, 'job_accepted', { job: viewOf(job, this.whyQueued(job)), created: true });
     this.requestSchedule();
+    const accepted = viewOf(job, this.whyQueued(job));
+    await recorded;
+    this.node.link.counters.inc('jobs_submitted');
+    this.node.link.reply(msg, 'job_accepted', { job: accepted, created: true });
   }
 
   /**
