@@ -393,6 +393,7 @@ export class NodeLink {
     this.requests.clear();
     this.failReady(new TransportError('link_closed', 'the link was stopped before it connected'));
     this.outbox?.abandonWaiters(new TransportError('link_closed', 'the link was stopped; the message stays in the outbox and is sent on the next start'));
+    this.outbox?.removeAcknowledged();
     // Replies and acknowledgements of this turn go out before the death that says we are gone.
     this.flushPosted();
     if (this.opts.announce && this.hub.connected) {

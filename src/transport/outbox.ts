@@ -28,11 +28,19 @@ export interface OutboxTiming {
  */
 export class DurableOutbox {
   private readonly pending = new Map<string, Pending>();
+  /**
+   * Acknowledged messages still on disk. Their removal rides with the next message stored, or goes after
+   * `removalDelayMs`: it needs no commit of its own, because a message sent again after a crash is only
+   * acknowledged again (the receiver remembers what it handled).
+   */
+  private readonly acknowledged: string[] = [];
+  private removalTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly table: Table<OutboxEntry>,
     private readonly timing: OutboxTiming,
     private readonly now: () => number = () => performance.now(),
+    private readonly removalDelayMs = 1_000,
   ) {
     for (const { value } of table.getRange()) this.track(value, 0);
   }
@@ -45,6 +53,7 @@ export class DurableOutbox {
   async add(entry: OutboxEntry): Promise<void> {
     const p = this.track(entry, 0);
     this.schedule(p, this.now());
+    this.removeAcknowledged();
     try {
       await this.table.put(entry.id, entry);
     } catch (err) {
@@ -74,10 +83,24 @@ export class DurableOutbox {
     const p = this.pending.get(id);
     if (p === undefined || p.entry.to !== from) return false;
     this.pending.delete(id);
-    // A failed removal only means the message is sent once more after a restart, and acknowledged again.
-    this.table.remove(id).catch(() => undefined);
+    this.acknowledged.push(id);
+    this.removalTimer ??= setTimeout(() => this.removeAcknowledged(), this.removalDelayMs).unref();
     for (const w of p.waiters) w.resolve();
     return true;
+  }
+
+  /** Issues the removals of acknowledged messages now (they commit with whatever else is written). */
+  removeAcknowledged(): void {
+    clearTimeout(this.removalTimer);
+    this.removalTimer = undefined;
+    // A failed removal only means the message is sent once more after a restart, and acknowledged again.
+    for (const id of this.acknowledged.splice(0)) {
+      try {
+        this.table.remove(id).catch(() => undefined);
+      } catch {
+        // The store closed first (the node is stopping): the message is acknowledged again next start.
+      }
+    }
   }
 
   /**
