@@ -124,7 +124,7 @@ describe('first come, first served', () => {
   });
 
   it('an accepted attempt that never reported its start gets started_at from its duration, never before its assignment', () => {
-    const result = (duration: number) => ({ attempt: 1, executor: 'e1', outcome: 'exited', exit_code: 0, message: '', duration_ms: duration, archive_bytes: 0, files: [], missing: [], named_results: [] });
+    const result = (duration: number) => ({ attempt: 1, executor: 'e1', outcome: 'exited' as const, exit_code: 0, message: '', duration_ms: duration, archive_bytes: 0, files: [], missing: [], named_results: [] });
     const quick = freshJob();
     recordAssignment(quick, 'e1', 1_000);
     recordAcceptance(quick, 1, result(7), 1_010, 1_011);
