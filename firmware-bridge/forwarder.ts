@@ -1,5 +1,5 @@
-import type { BodyOf } from '../src/protocol/index.js';
-import type { Buffered, ReadingBuffer } from './reading-buffer.js';
+import { MAX_APPEND_RECORDS, MAX_APPEND_SERIES, type BodyOf } from '../src/protocol/index.js';
+import type { Buffered, ReadingBuffer, TakeBudget } from './reading-buffer.js';
 
 export interface ForwarderOptions {
   readonly batchRecords: number;
@@ -203,17 +203,18 @@ export class Forwarder {
 
   /** Live readings first, then as much backlog as the drain rate allows now, within the batch's bounds. */
   private batch(): Array<{ key: number; value: Buffered }> {
-    const max = this.options.batchRecords;
+    const max = Math.min(this.options.batchRecords, MAX_APPEND_RECORDS);
+    // Records and series per append are bounded by the protocol too: past either, a record does not fit
+    // (an append over them would be refused, again and again).
     const names = new Set<string>();
-    const budget = {
+    const budget: TakeBudget = {
       left: this.options.batchBytes,
+      taken: 0,
       cost: (r: Buffered) => {
-        let cost = r.l.byteLength + RECORD_WIRE_BYTES;
-        if (!names.has(r.n)) {
-          names.add(r.n);
-          cost += r.n.length + SERIES_WIRE_BYTES;
-        }
-        return cost;
+        if (names.has(r.n)) return r.l.byteLength + RECORD_WIRE_BYTES;
+        if (names.size >= MAX_APPEND_SERIES) return Infinity;
+        names.add(r.n);
+        return r.l.byteLength + RECORD_WIRE_BYTES + r.n.length + SERIES_WIRE_BYTES;
       },
     };
     const tail = this.buffer.tail;

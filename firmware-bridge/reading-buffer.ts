@@ -15,6 +15,13 @@ export interface Buffered {
   readonly a?: number;
 }
 
+/** What a batch may still take: `cost` says what a reading would use of `left`; `taken` counts. */
+export interface TakeBudget {
+  readonly cost: (value: Buffered) => number;
+  left: number;
+  taken: number;
+}
+
 export interface BufferLimits {
   readonly maxBytes: number;
   readonly maxAgeMs: number;
@@ -189,21 +196,22 @@ export class ReadingBuffer {
 
   /**
    * Up to `limit` readings with keys in [from, to), oldest first, skipping those already taken; with
-   * `budget`, also stops before the reading whose `cost` would take the total over it (but always takes
-   * one, so that no reading can stall the buffer).
+   * `budget`, also stops before the reading whose `cost` would take the total over it, unless the budget
+   * has taken nothing yet (so that no reading can stall the buffer). A budget may span several takes.
    */
-  take(from: number, to: number, limit: number, skip: ReadonlySet<number>, budget?: { cost: (value: Buffered) => number; left: number }): Array<{ key: number; value: Buffered }> {
+  take(from: number, to: number, limit: number, skip: ReadonlySet<number>, budget?: TakeBudget): Array<{ key: number; value: Buffered }> {
     const out: Array<{ key: number; value: Buffered }> = [];
     if (limit <= 0 || (budget !== undefined && budget.left <= 0)) return out;
     const start = Math.max(from, this.head);
     const fits = (value: Buffered): boolean => {
       if (budget === undefined) return true;
       const cost = budget.cost(value);
-      if (cost > budget.left && out.length > 0) {
+      if (cost > budget.left && budget.taken > 0) {
         budget.left = 0;
         return false;
       }
       budget.left -= cost;
+      budget.taken++;
       return true;
     };
     // Older than what memory holds: from LMDB, then what is not committed yet.

@@ -198,7 +198,7 @@ export const CONFIG_SCHEMA = {
     max_payload_bytes: { type: 'integer', min: 16, max: 67108864 },
     buffer_max_bytes: { type: 'integer', min: 65536, max: 1099511627776 },
     buffer_max_age_s: { type: 'integer', min: 1 },
-    batch_records: { type: 'integer', min: 1, max: 100000 },
+    batch_records: { type: 'integer', min: 1, max: 20000 },
     batch_bytes: { type: 'integer', min: 1024, max: 67108864 },
     appends_in_flight: { type: 'integer', min: 1, max: 64 },
     drain_rate: { type: 'integer', min: 1 },

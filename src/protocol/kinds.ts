@@ -37,6 +37,8 @@ const resultContent = () => either(bytes({ max: MAX_OBJECT_BYTES }), stagedObjec
 export const MAX_RESULT_OBJECTS = 1_025;
 /** Records one append carries at most, over all its series. */
 export const MAX_APPEND_RECORDS = 20_000;
+/** Series in one `data_append` at most. */
+export const MAX_APPEND_SERIES = 1_000;
 /** A vector clock in a sync record: broker id -> counter, as in the envelope. */
 const vectorClock = () => record(nodeId(), uint({ min: 1, max: 2 ** 48 }), { max: 1_024 });
 /** Per origin broker, the highest sequence number a broker holds. */
@@ -217,7 +219,7 @@ export const BODY_SCHEMAS = {
         keep_last: optional(uint({ min: 1 })),
         before_t: optional(uint({ max: 2 ** 48 })),
       }),
-      { max: 1_000 },
+      { max: MAX_APPEND_SERIES },
     ),
     /** Broker -> datastore only. */
     stamp: optional(writeStamp()),

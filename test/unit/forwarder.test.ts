@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Forwarder } from '../../firmware-bridge/forwarder.js';
 import { ReadingBuffer } from '../../firmware-bridge/reading-buffer.js';
 import { NamedDataStore, type Stamp } from '../../src/datastore/named-data.js';
-import type { BodyOf } from '../../src/protocol/index.js';
+import { DEFAULT_LIMITS, MAX_APPEND_RECORDS, MAX_APPEND_SERIES, decode, encode as encodeEnvelope, type BodyOf } from '../../src/protocol/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { removeDir, tempDir } from '../helpers/processes.js';
 
@@ -148,6 +148,29 @@ describe('bridge forwarder', () => {
     expect(forwarder.stats.duplicate).toBe(1_000);
     expect(forwarder.stats.drained).toBe(3_000);
     forwarder.stop();
+  });
+
+  it('keeps every append within the protocol: at most 1,000 series and 20,000 records, whatever the byte bound allows', async () => {
+    for (let s = 0; s < 2_500; s++) add(`field/many-${s}/level`, s);
+    for (let i = 0; i < 25_000; i++) add('field/one/level', i);
+    const appended: Series[] = [];
+    const append = async (series: Series) => {
+      appended.push(series);
+      return (await data.append(series, stamp())).map((r) => ({ ...r, store: 'ds-1' }));
+    };
+    const forwarder = new Forwarder(buffer, append, () => true, { batchRecords: 20_000, batchBytes: 64 << 20, inFlight: 2, drainRate: 10_000_000 });
+    forwarder.platformUp();
+    await until(() => buffer.records === 0, 60_000);
+    forwarder.stop();
+    for (const series of appended) {
+      const msg = { v: 1, kind: 'data_append', id: '1.0', from: 'bridge-1', role: 'bridge', inc: 1, vc: {}, hlc: { wall: Date.now(), logical: 0 }, body: { series } } as const;
+      const decoded = decode(encodeEnvelope(msg as unknown as Parameters<typeof encodeEnvelope>[0]), { ...DEFAULT_LIMITS, maxMessageBytes: 64 << 20 });
+      expect(decoded.ok ? 'ok' : decoded.error.message).toBe('ok');
+      expect(series.length).toBeLessThanOrEqual(MAX_APPEND_SERIES);
+      expect(series.reduce((n, s) => n + s.records.length, 0)).toBeLessThanOrEqual(MAX_APPEND_RECORDS);
+    }
+    expect(forwarder.stats.stored).toBe(27_500);
+    expect(forwarder.stats.failures).toBe(0);
   });
 
   it('keeps what was in flight buffered when the bridge stops before the answers: a restart sends it again and the datastore stores it once', async () => {
