@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../log/index.js';
 import { Counters } from '../transport/counters.js';
+import { writePacketNumbersUncached } from '../transport/packet-numbers.js';
 import { HubAccess } from './access.js';
 import { duplexPair } from './duplex-pair.js';
 import type { LoginLimiterOptions } from './login-limiter.js';
@@ -74,6 +75,7 @@ export class EmbeddedHub {
       hubNode: options.nodeId ?? 'hub',
       ...(options.loginLimits !== undefined ? { loginLimits: options.loginLimits } : {}),
     });
+    writePacketNumbersUncached();
     const aedes = await Aedes.createBroker({
       authenticate: (client, username, password, done) => access.authenticate(client, username, password, done),
       authorizePublish: (client, packet, done) => access.authorizePublish(client, packet, done),

@@ -2,6 +2,7 @@ import { connect as netConnect, isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { MqttClient, type IClientOptions } from 'mqtt';
+import { writePacketNumbersUncached } from './packet-numbers.js';
 
 /** What a node needs for an mqtts:// hub: the CA to trust, and optionally its client certificate. */
 export interface TlsMaterial {
@@ -39,6 +40,7 @@ export function parseHubUrl(url: string): HubAddress {
  */
 export function connectMqtt(url: string, options: IClientOptions, stream?: () => Duplex, tls?: TlsMaterial): MqttClient {
   const address = parseHubUrl(url);
+  writePacketNumbersUncached();
   const streamBuilder = stream ?? (() => {
     const socket = address.secure
       ? tlsConnect({
