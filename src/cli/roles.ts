@@ -39,7 +39,7 @@ export async function attachRole(node: NodeRuntime, role: Role, config: UcpConfi
     }
     case 'datastore': {
       const { DatastoreNode } = await import('../datastore/index.js');
-      new DatastoreNode(node, config.datastore.max_object_bytes);
+      new DatastoreNode(node, config.datastore.max_object_bytes, config.transport.dedup_ttl_s * 1_000);
       return;
     }
     case 'executor': {

@@ -2,6 +2,9 @@ import type { AnyEnvelope, BodyOf } from '../protocol/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import { DataStoreError, NamedDataStore, type Stamp } from './named-data.js';
 
+/** How often tombstones past their TTL are dropped (more often for a TTL under four hours). */
+const TOMBSTONE_PRUNE_MS = 3_600_000;
+
 type WireStamp = NonNullable<BodyOf<'data_put'>['stamp']>;
 
 /**
@@ -25,13 +28,30 @@ function stampOf(msg: AnyEnvelope, stamp: WireStamp | undefined): Stamp {
 export class DatastoreNode {
   readonly data: NamedDataStore;
 
+  /**
+   * `tombstoneTtlMs`: how long a deletion keeps its own tombstone (transport.dedup_ttl_s, how long the
+   * transport itself remembers a handled message); after that the store's floor orders the name.
+   */
   constructor(
     private readonly node: NodeRuntime,
     maxObjectBytes: number,
+    tombstoneTtlMs: number,
   ) {
     this.data = new NamedDataStore(node.store, maxObjectBytes);
     const link = node.link;
     link.setHeartbeatFields(() => ({ free_bytes: this.data.freeSpace() }));
+    // Every deletion, and every published staging name, leaves a tombstone: without pruning they would
+    // pile up for as long as the unit runs. Hourly is plenty against a TTL of a day.
+    const pruneTimer = setInterval(() => {
+      this.data
+        .pruneTombstones(Date.now() - tombstoneTtlMs)
+        .then((count) => {
+          if (count > 0) link.counters.inc('tombstones_pruned', count);
+        })
+        .catch((err: Error) => node.log.warn({ err: err.message }, 'pruning tombstones failed'));
+    }, Math.min(TOMBSTONE_PRUNE_MS, Math.max(1_000, Math.floor(tombstoneTtlMs / 4))));
+    pruneTimer.unref();
+    node.beforeStop(async () => clearInterval(pruneTimer));
 
     /** Refusals of a write are counted by rule (`data_refused_not_owner`...) and answered with the reason. */
     const refuse = (msg: AnyEnvelope, err: unknown): void => {

@@ -134,6 +134,7 @@ interface LiveUpload extends UploadRecord {
 const UPLOAD_IDLE_MS = 120_000;
 const CHUNK_DIGITS = 10;
 const SEQ_DIGITS = 15;
+const FLOOR_KEY = 'floor';
 
 const toVersion = (v: { at: [number, number]; writer: string }): Version => ({ at: { wall: v.at[0], logical: v.at[1] }, writer: v.writer });
 const ownerOf = (m: StoredMeta): string => m.owner ?? m.writer;
@@ -169,6 +170,13 @@ export class NamedDataStore {
   private readonly chunks: Table<Uint8Array>;
   private readonly rows: Table<Row>;
   private readonly tombstones: Table<Tombstone>;
+  /** Holds `floor`: the newest tombstone pruned so far. */
+  private readonly prunedTable: Table<Tombstone>;
+  /**
+   * Every pruned tombstone at once: a name with no record and no tombstone of its own orders as if deleted
+   * at this version, so a write older than a pruned deletion still cannot bring its name back.
+   */
+  private floor: Tombstone | undefined;
   private readonly uploadTable: Table<UploadRecord>;
   /** Uploads by id. Their state (running digest) lives in memory only. */
   private readonly uploads = new Map<string, LiveUpload>();
@@ -182,6 +190,8 @@ export class NamedDataStore {
     this.chunks = store.table<Uint8Array>('data_chunks');
     this.rows = store.table<Row>('data_rows');
     this.tombstones = store.table<Tombstone>('data_tombstones');
+    this.prunedTable = store.table<Tombstone>('data_tombstones_pruned');
+    this.floor = this.prunedTable.get(FLOOR_KEY);
     this.uploadTable = store.table<UploadRecord>('data_uploads');
     // Uploads cut short by a restart cannot resume (their running digest is gone): drop what they sent.
     for (const { key, value } of this.uploadTable.getRange()) {
@@ -261,8 +271,7 @@ export class NamedDataStore {
       if (current !== undefined) {
         const cur = toVersion(current);
         if (!newer(version, cur)) return newer(cur, version) ? 'stale' : 'unchanged';
-      }
-      if (tomb !== undefined && !newer(version, toVersion(tomb))) return 'stale';
+      } else if (this.buried(tomb, version)) return 'stale';
       writeChunks();
       if (current !== undefined) this.dropContent(name, current);
       this.meta.put(name, { size: object.size, at: [version.at.wall, version.at.logical], writer: version.writer, owner: version.owner, blob: object.blob, chunks: object.chunks, digest: object.digest });
@@ -310,7 +319,7 @@ export class NamedDataStore {
         if (source === undefined) return { to: move.to, outcome: 'unchanged' };
         const current = this.meta.get(move.to);
         const tomb = this.tombstones.get(move.to);
-        if ((current !== undefined && !newer(version, toVersion(current))) || (tomb !== undefined && !newer(version, toVersion(tomb)))) return { to: move.to, outcome: 'stale' };
+        if (current !== undefined ? !newer(version, toVersion(current)) : this.buried(tomb, version)) return { to: move.to, outcome: 'stale' };
         if (current !== undefined) this.dropContent(move.to, current);
         if (tomb !== undefined) this.tombstones.remove(move.to);
         this.meta.put(move.to, { size: source.size, at, writer: version.writer, owner: version.owner ?? version.writer, blob: source.blob!, chunks: source.chunks!, digest: source.digest! });
@@ -423,7 +432,7 @@ export class NamedDataStore {
       if (m === undefined) {
         // A deleted series comes back only with a newer write, like any other name.
         const tomb = this.tombstones.get(name);
-        if (tomb !== undefined && !newer(version, toVersion(tomb))) return { name, outcome: 'appended', stored: 0, duplicate: 0, outside_retention: item.records.length, size: 0 };
+        if (this.buried(tomb, version)) return { name, outcome: 'appended', stored: 0, duplicate: 0, outside_retention: item.records.length, size: 0 };
         if (tomb !== undefined) this.tombstones.remove(name);
         m = { size: 0, at: [version.at.wall, version.at.logical], writer: version.writer, owner: version.owner, blob: newBlobId(), series: { first: 0, next: 0 } };
       }
@@ -493,7 +502,7 @@ export class NamedDataStore {
       if (refused !== undefined) return { refused };
       if (current !== undefined && !newer(version, toVersion(current))) return false;
       const tomb = this.tombstones.get(name);
-      if (tomb === undefined || newer(version, toVersion(tomb))) this.tombstones.put(name, { at: [version.at.wall, version.at.logical], writer: version.writer });
+      if (!this.buried(tomb, version)) this.tombstones.put(name, { at: [version.at.wall, version.at.logical], writer: version.writer });
       if (current === undefined) return false;
       this.dropContent(name, current);
       this.meta.remove(name);
@@ -519,6 +528,43 @@ export class NamedDataStore {
       if (page.next === undefined) return deleted;
       after = page.next;
     }
+  }
+
+  /**
+   * Drops tombstones of deletions made before `before` (HLC wall time, ms), at most `budget` of them, and
+   * raises the floor to the newest one dropped. The names stay as ordered as before: a name without a
+   * tombstone orders against the floor. The price is that a write to a name this store never held, stamped
+   * before the floor, is refused as stale too; the caller keeps `before` far enough back (a day by
+   * default) that only a message held up that long is. Returns how many went.
+   */
+  async pruneTombstones(before: number, budget = 10_000): Promise<number> {
+    return this.meta.transaction(() => {
+      let floor = this.floor;
+      let dropped = 0;
+      for (const { key, value } of this.tombstones.getRange()) {
+        if (dropped === budget) break;
+        if (value.at[0] >= before) continue;
+        if (floor === undefined || newer(toVersion(value), toVersion(floor))) floor = value;
+        this.tombstones.remove(key);
+        dropped++;
+      }
+      if (floor !== this.floor) {
+        this.prunedTable.put(FLOOR_KEY, floor!);
+        this.floor = floor;
+      }
+      return dropped;
+    });
+  }
+
+  /** How many tombstones are held. */
+  tombstoneCount(): number {
+    return this.tombstones.getCount();
+  }
+
+  /** Whether a write at `version` to a name with no record is older than its deletion (or the floor). */
+  private buried(tomb: Tombstone | undefined, version: Version): boolean {
+    const deleted = tomb ?? this.floor;
+    return deleted !== undefined && !newer(version, toVersion(deleted));
   }
 
   /** Bytes free on the file system that holds this datastore. */

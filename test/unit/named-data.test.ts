@@ -41,6 +41,45 @@ describe('named data store', () => {
     expect(data.get('fire/d3/temps')).toMatchObject({ size: 3, at: { wall: 200, logical: 0 }, writer: 'client-a' });
   });
 
+  it('prunes tombstones past their TTL and still refuses the older writes they refused, across a restart', async () => {
+    await data.put('a', bytes('1'), v(100));
+    await data.put('b', bytes('1'), v(100));
+    expect(await data.delete('a', v(150))).toBe(true);
+    expect(await data.delete('b', v(300))).toBe(true);
+    expect(data.tombstoneCount()).toBe(2);
+    // Only the deletion before the cutoff goes.
+    expect(await data.pruneTombstones(200)).toBe(1);
+    expect(data.tombstoneCount()).toBe(1);
+    await reopen();
+    // The pruned deletion still orders "a": a write older than it stays out, a newer one is stored.
+    expect(await data.put('a', bytes('late'), v(120))).toBe('stale');
+    expect(await data.append([{ name: 'a', records: [{ seq: 0, t: 1, line: bytes('r') }] }], v(140))).toEqual([expect.objectContaining({ stored: 0 })]);
+    // So does every name without a tombstone: a write stamped before the floor is as late as it can be.
+    expect(await data.put('never-held', bytes('late'), v(149))).toBe('stale');
+    expect(await data.put('a', bytes('2'), v(160))).toBe('stored');
+    expect(text(data.get('a')?.bytes)).toBe('2');
+    // The kept tombstone goes on ordering its own name.
+    expect(await data.put('b', bytes('late'), v(250))).toBe('stale');
+    expect(await data.put('b', bytes('2'), v(310))).toBe('stored');
+    // A second pass with nothing due changes nothing, the floor included.
+    expect(await data.pruneTombstones(200)).toBe(0);
+    expect(await data.put('c', bytes('1'), v(151))).toBe('stored');
+  });
+
+  it('prunes at most a budget of tombstones per pass', async () => {
+    for (let i = 0; i < 5; i++) {
+      await data.put(`n${i}`, bytes('1'), v(100));
+      await data.delete(`n${i}`, v(110 + i));
+    }
+    expect(await data.pruneTombstones(1_000, 3)).toBe(3);
+    expect(data.tombstoneCount()).toBe(2);
+    expect(await data.pruneTombstones(1_000, 3)).toBe(2);
+    expect(data.tombstoneCount()).toBe(0);
+    // The floor is the newest deletion pruned, whichever pass pruned it.
+    expect(await data.put('n0', bytes('late'), v(114))).toBe('stale');
+    expect(await data.put('n0', bytes('2'), v(115))).toBe('stored');
+  });
+
   it('breaks an HLC tie by the logical counter, then by writer id', async () => {
     await data.put('x', bytes('a'), v(100, 'node-b', 1));
     expect(await data.put('x', bytes('b'), v(100, 'node-a', 2))).toBe('stored');
