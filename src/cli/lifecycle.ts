@@ -1,4 +1,5 @@
 import type { Logger } from '../log/index.js';
+import { trimWhenQuiet } from './idle-trim.js';
 
 /** A clean stop that takes longer than this is abandoned: a stuck disk must not keep a unit from exiting. */
 const STOP_DEADLINE_MS = 10_000;
@@ -9,6 +10,7 @@ const STOP_DEADLINE_MS = 10_000;
  */
 export function runUntilSignal(log: Logger, stop: () => Promise<void>): Promise<never> {
   return new Promise(() => {
+    const stopTrimming = trimWhenQuiet();
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {
       if (stopping) {
@@ -16,6 +18,7 @@ export function runUntilSignal(log: Logger, stop: () => Promise<void>): Promise<
         process.exit(1);
       }
       stopping = true;
+      stopTrimming();
       log.info({ signal }, 'stopping');
       setTimeout(() => {
         log.error({ deadlineMs: STOP_DEADLINE_MS }, 'clean stop took too long; exiting');
