@@ -29,9 +29,9 @@ const MIN_SLACK_BYTES = 4 << 20;
  * spell that follows busy time (a few milliseconds each), so a unit's memory falls back to its idle figure
  * instead of staying at its busiest. Running under load is left as it was, with V8's own sizing.
  *
- * Returns a function that stops it.
+ * `checkMs`: how often it looks (tests look more often). Returns a function that stops it.
  */
-export function trimWhenQuiet(): () => void {
+export function trimWhenQuiet(checkMs = CHECK_MS): () => void {
   // The collection function only: it exposes nothing to the process's own code (it lives in a
   // context of its own), and V8's heuristics are otherwise untouched.
   setFlagsFromString('--expose-gc');
@@ -52,7 +52,7 @@ export function trimWhenQuiet(): () => void {
     collections--;
     const heap = getHeapStatistics();
     if (heap.total_heap_size - heap.used_heap_size >= MIN_SLACK_BYTES) gc();
-  }, CHECK_MS);
+  }, checkMs);
   timer.unref();
   return () => clearInterval(timer);
 }
