@@ -2,7 +2,11 @@ import { performance } from 'node:perf_hooks';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
-/** How often a long-running process looks at whether it has gone quiet. */
+/**
+ * How often a long-running process looks at whether it has gone quiet. More than 5 s: V8 judges the
+ * allocation rate over the last 5 s of its collections, so the second collection of a quiet spell must
+ * come that long after the first to be judged on the quiet alone.
+ */
 const CHECK_MS = 20_000;
 /**
  * The share of a check interval the event loop may be busy and still count as quiet. An idle broker
