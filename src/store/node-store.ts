@@ -132,12 +132,15 @@ export class NodeStore {
   /**
    * Opens (once) and returns a named table. With `cache`, a read sees the table's own writes at once,
    * before they are committed (LMDB otherwise reads the last committed state): for tables whose next
-   * write depends on the last, such as a replica merging change after change.
+   * write depends on the last, such as a replica merging change after change. The cache is validated
+   * against the last commit: an unvalidated one kept the value a read found between a removal and its
+   * commit, so a pruned job answered queries until the entry left the cache (more often once collections
+   * ran while the process was quiet).
    */
   table<V, K extends Key = string>(name: string, options: { cache?: boolean } = {}): Table<V, K> {
     let table = this.tables.get(name);
     if (table === undefined) {
-      table = this.root.openDB<unknown, Key>({ name, ...(options.cache === true ? { cache: true } : {}) });
+      table = this.root.openDB<unknown, Key>({ name, ...(options.cache === true ? { cache: { validated: true } } : {}) });
       this.tables.set(name, table);
     }
     return table as unknown as Table<V, K>;
