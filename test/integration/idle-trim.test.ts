@@ -7,7 +7,7 @@ import { ROOT } from '../helpers/processes.js';
 /**
  * A real Node process that works (allocating, so V8 grows its young generation), then goes quiet, with or
  * without the quiet-spell trim every long-running command runs. Prints the young generation's size in
- * MiB after the work and after a quiet spell long enough for two checks 6 s apart (V8 judges the allocation
+ * MiB after the work and after a quiet spell long enough for two quiet checks 6 s apart (V8 judges the allocation
  * rate over its last 5 s of collections, so the checks must be further apart than that, as a command's are).
  */
 async function youngGeneration(trim: boolean): Promise<{ busy: number; quiet: number }> {
@@ -21,7 +21,7 @@ async function youngGeneration(trim: boolean): Promise<{ busy: number; quiet: nu
     const work = () => {
       for (let i = 0; i < 100000; i++) { const o = { i, s: 'x' + i }; if (i % 5000 === 0) kept.push(o); }
       if (Date.now() < end) setImmediate(work);
-      else { const busy = young(); setTimeout(() => { console.log(JSON.stringify({ busy, quiet: young() })); process.exit(0); }, 13000); }
+      else { const busy = young(); setTimeout(() => { console.log(JSON.stringify({ busy, quiet: young() })); process.exit(0); }, 19500); }
     };
     work();
   `;
