@@ -84,7 +84,8 @@ export class JobManager {
     const link = node.link;
     link.on('job_submit', (msg) => answering(link, msg, () => this.submit(msg)));
     link.on('job_started', (msg) => this.started(msg));
-    link.on('job_result', (msg) => this.serialized(msg.body.job_id, () => this.decide(msg)));
+    // A result delivered again is recognised by the arbiter from the committed record ('redelivered').
+    link.on('job_result', (msg) => this.serialized(msg.body.job_id, () => this.decide(msg)), { recognisesRedelivery: true });
     link.on('job_query', (msg) => {
       const own = this.jobs.get(msg.body.job_id);
       const job = own ?? replica.job(msg.body.job_id);
@@ -191,12 +192,13 @@ export class JobManager {
     this.jobs.set(spec.job_id, job);
     // Placed while its record commits: only the client's acknowledgement waits for the commit. A crash
     // before it loses a submission nobody was told of (the client submits it again), and the result of
-    // an assignment made meanwhile is refused as one of an unknown job.
-    const recorded = this.persist(job);
+    // an assignment made meanwhile is refused as one of an unknown job. The placement is asked for before
+    // the record is written, so it runs before LMDB closes this turn's batch: record and assignment
+    // normally share one commit.
     this.enqueue(job, now);
     this.requestSchedule();
     const accepted = viewOf(job, this.whyQueued(job));
-    await recorded;
+    await this.persist(job);
     this.node.link.counters.inc('jobs_submitted');
     this.node.link.reply(msg, 'job_accepted', { job: accepted, created: true });
   }

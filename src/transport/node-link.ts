@@ -133,6 +133,8 @@ export class NodeLink {
   /** Messages being handled now: a copy arriving meanwhile must neither run again nor be acknowledged. */
   private readonly inFlight = new Set<string>();
   private readonly handlers = new Map<Kind, Handler<Kind>>();
+  /** Kinds whose handlers recognise a redelivered durable message themselves (see on()). */
+  private readonly selfDeduplicating = new Set<Kind>();
   private readonly presenceListeners: PresenceListener[] = [];
   private readonly heartbeatListeners: Array<(peer: Readonly<PeerState>) => void> = [];
   private readonly requests = new Map<string, PendingRequest>();
@@ -324,10 +326,15 @@ export class NodeLink {
   /**
    * Registers the handler for a kind arriving in this node's inbox. For a durable message the handler's
    * promise must settle before the acknowledgement goes out: a handler that throws gets the message again.
+   *
+   * `recognisesRedelivery`: the handler itself tells a durable message it has handled before from what it
+   * committed (first come, first served does, for results), so the link keeps no record of the message
+   * on disk: one commit less per message. The link still drops copies it remembers in memory.
    */
-  on<K extends Kind>(kind: K, handler: Handler<K>): void {
+  on<K extends Kind>(kind: K, handler: Handler<K>, options: { recognisesRedelivery?: boolean } = {}): void {
     if (LINK_KINDS.has(kind)) throw new Error(`the link handles "${kind}" itself`);
     this.handlers.set(kind, handler as unknown as Handler<Kind>);
+    if (options.recognisesRedelivery === true) this.selfDeduplicating.add(kind);
   }
 
   onPresence(listener: PresenceListener): void {
@@ -754,7 +761,7 @@ export class NodeLink {
     try {
       await pending;
       if (durable) {
-        await this.dedup.persist(key, this.clocks.hlc.now().wall);
+        if (!this.selfDeduplicating.has(msg.kind)) await this.dedup.persist(key, this.clocks.hlc.now().wall);
         await this.opts.store?.durable();
       }
     } catch (err) {

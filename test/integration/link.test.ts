@@ -110,6 +110,29 @@ describe('node link guarantees', () => {
     expect(sender.outboxPending).toBe(0);
   });
 
+  it('a handler that recognises redeliveries itself costs no dedup record on disk; any other handler does', async () => {
+    await setup();
+    const plainStore = openStore('plain');
+    const selfStore = openStore('self');
+    const plain = create('plain', 'executor', plainStore);
+    const self = create('self', 'executor', selfStore);
+    const seen = { plain: 0, self: 0 };
+    plain.on('notice', () => void seen.plain++);
+    self.on('notice', () => void seen.self++, { recognisesRedelivery: true });
+    await plain.connect();
+    await self.connect();
+    const sender = create('send');
+    await sender.connect();
+    const toPlain = await sender.sendDurable('plain', 'notice', { severity: 'info', text: 'a' });
+    const toSelf = await sender.sendDurable('self', 'notice', { severity: 'info', text: 'b' });
+    await Promise.all([sender.delivered(toPlain), sender.delivered(toSelf)]);
+    expect(seen).toEqual({ plain: 1, self: 1 });
+    await plainStore.durable();
+    await selfStore.durable();
+    expect(plainStore.table<number>('transport_seen').get(`send\u0000${toPlain}`)).toBeTypeOf('number');
+    expect([...selfStore.table<number>('transport_seen').getKeys()]).toEqual([]);
+  });
+
   it('a durable message of a kind nobody handles yet is kept and delivered once a handler exists', async () => {
     await setup();
     const receiver = create('recv');
