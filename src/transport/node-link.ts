@@ -582,7 +582,9 @@ export class NodeLink {
   private flushPosted(): void {
     if (this.postFlush !== undefined) clearImmediate(this.postFlush);
     this.postFlush = undefined;
-    for (const [topic, queued] of this.posted) this.publishPosted(topic, queued);
+    this.hub.batch(() => {
+      for (const [topic, queued] of this.posted) this.publishPosted(topic, queued);
+    });
   }
 
   private publishPosted(topic: string, queued: Posted): void {
