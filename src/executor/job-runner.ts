@@ -101,7 +101,8 @@ export class JobRunner {
       running_jobs: [...new Set([...this.running.values()].map((r) => r.jobId))],
       job_slots: options.slots,
     }));
-    link.on('job_assign', (msg) => this.accept(msg));
+    // accept() records the assignment before it first awaits: the link's record of the message shares its commit.
+    link.on('job_assign', (msg) => this.accept(msg), { writesAtOnce: true });
     link.on('job_verdict', (msg) => {
       const { job_id: jobId, attempt, reason } = msg.body;
       link.counters.inc('results_rejected');

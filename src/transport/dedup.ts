@@ -51,6 +51,11 @@ export class Deduplicator {
     await this.persisted?.put(key, atMs);
   }
 
+  /** Removes a recorded id again (its handling failed after all); resolves once committed. */
+  async forget(key: string): Promise<void> {
+    await this.persisted?.remove(key);
+  }
+
   /** Drops on-disk ids recorded before `olderThanMs` (HLC wall time); returns how many went. */
   async prune(olderThanMs: number): Promise<number> {
     if (this.persisted === undefined) return 0;

@@ -135,6 +135,8 @@ export class NodeLink {
   private readonly handlers = new Map<Kind, Handler<Kind>>();
   /** Kinds whose handlers recognise a redelivered durable message themselves (see on()). */
   private readonly selfDeduplicating = new Set<Kind>();
+  /** Kinds whose handlers write before they first await (see on()). */
+  private readonly writingAtOnce = new Set<Kind>();
   private readonly presenceListeners: PresenceListener[] = [];
   private readonly heartbeatListeners: Array<(peer: Readonly<PeerState>) => void> = [];
   private readonly requests = new Map<string, PendingRequest>();
@@ -330,11 +332,16 @@ export class NodeLink {
    * `recognisesRedelivery`: the handler itself tells a durable message it has handled before from what it
    * committed (first come, first served does, for results), so the link keeps no record of the message
    * on disk: one commit less per message. The link still drops copies it remembers in memory.
+   *
+   * `writesAtOnce`: the handler issues every write of its own before it first awaits, so the link's
+   * record of the message is written in the same turn and shares the handler's LMDB commit. If the
+   * handler then fails, the record is removed before a resent copy can be let in.
    */
-  on<K extends Kind>(kind: K, handler: Handler<K>, options: { recognisesRedelivery?: boolean } = {}): void {
+  on<K extends Kind>(kind: K, handler: Handler<K>, options: { recognisesRedelivery?: boolean; writesAtOnce?: boolean } = {}): void {
     if (LINK_KINDS.has(kind)) throw new Error(`the link handles "${kind}" itself`);
     this.handlers.set(kind, handler as unknown as Handler<Kind>);
     if (options.recognisesRedelivery === true) this.selfDeduplicating.add(kind);
+    if (options.writesAtOnce === true) this.writingAtOnce.add(kind);
   }
 
   onPresence(listener: PresenceListener): void {
@@ -755,18 +762,28 @@ export class NodeLink {
       return;
     }
     this.inFlight.add(key);
-    void this.settle(msg, key, durable, pending);
+    let recorded: Promise<void> | undefined;
+    if (durable && this.writingAtOnce.has(msg.kind) && !this.selfDeduplicating.has(msg.kind)) {
+      recorded = this.dedup.persist(key, this.clocks.hlc.now().wall);
+      // Awaited in settle(); this only keeps a failure seen there from also going unhandled here.
+      recorded.catch(() => undefined);
+    }
+    void this.settle(msg, key, durable, pending, recorded);
   }
 
   /** Finishes a message whose handling is asynchronous or durable: persist, then acknowledge. */
-  private async settle(msg: AnyEnvelope, key: string, durable: boolean, pending: void | Promise<void>): Promise<void> {
+  private async settle(msg: AnyEnvelope, key: string, durable: boolean, pending: void | Promise<void>, recorded?: Promise<void>): Promise<void> {
     try {
       await pending;
       if (durable) {
-        if (!this.selfDeduplicating.has(msg.kind)) await this.dedup.persist(key, this.clocks.hlc.now().wall);
+        if (recorded !== undefined) await recorded;
+        else if (!this.selfDeduplicating.has(msg.kind)) await this.dedup.persist(key, this.clocks.hlc.now().wall);
         await this.opts.store?.durable();
       }
     } catch (err) {
+      // Not handled after all: a copy sent again must not be taken for one already handled. Removed
+      // while the message still counts as in flight, so no copy is let in before the removal commits.
+      if (recorded !== undefined) await this.dedup.forget(key).catch(() => undefined);
       this.handlingFailed(msg, durable, err);
       return;
     } finally {

@@ -133,6 +133,34 @@ describe('node link guarantees', () => {
     expect([...selfStore.table<number>('transport_seen').getKeys()]).toEqual([]);
   });
 
+  it('a handler that writes at once shares its commit with the link\'s record, which a failure removes again', async () => {
+    await setup();
+    const store = openStore('atonce');
+    const receiver = create('atonce', 'executor', store);
+    const table = store.table<number>('writes');
+    let calls = 0;
+    receiver.on(
+      'notice',
+      async (msg) => {
+        calls++;
+        const written = table.put(msg.id, calls);
+        await written;
+        // The first attempt fails after its write: the message must be handled again when resent.
+        if (calls === 1) throw new Error('disk full');
+      },
+      { writesAtOnce: true },
+    );
+    await receiver.connect();
+    const sender = create('send');
+    await sender.connect();
+    const id = await sender.sendDurable('atonce', 'notice', { severity: 'info', text: 'twice' });
+    await sender.delivered(id);
+    expect(calls).toBe(2);
+    await store.durable();
+    expect(store.table<number>('transport_seen').get(`send\u0000${id}`)).toBeTypeOf('number');
+    expect(table.get(id)).toBe(2);
+  });
+
   it('a durable message of a kind nobody handles yet is kept and delivered once a handler exists', async () => {
     await setup();
     const receiver = create('recv');
