@@ -12,7 +12,7 @@ const POLL_MS = 500;
 const MAX_STATES = 100_000;
 /** A submission the platform could not take is tried again after this long, doubling up to the maximum. */
 const RETRY_MIN_MS = 1_000;
-const RETRY_MAX_MS = 30_000;
+const RETRY_MAX_MS = 10_000;
 /** Refusals that may pass: the platform is short of something now, not refusing the job. */
 const PASSING_REFUSALS = new Set(['over_budget', 'store_unavailable', 'no_broker', 'unavailable']);
 
@@ -40,6 +40,8 @@ export class Triggers {
   private readonly fired: Table<FiredJob>;
   private n = 0;
   private stopped = false;
+  /** Submissions waiting to be tried again: a broker coming up tries them at once. */
+  private readonly retries = new Set<() => void>();
 
   constructor(
     private readonly rules: readonly Trigger[],
@@ -54,6 +56,10 @@ export class Triggers {
     this.fired = store.table<FiredJob>('bridge_trigger_jobs');
     this.states = rules.map(() => new Map());
     link.on('job_update', (msg) => this.waiting.get(msg.body.job.job_id)?.(msg.body.job));
+    link.onPresence((event) => {
+      if (event.type !== 'up' || event.peer.role !== 'broker') return;
+      for (const retry of [...this.retries]) retry();
+    });
   }
 
   /** A reading is being buffered under `name` (it is written right after this returns). */
@@ -99,6 +105,7 @@ export class Triggers {
 
   stop(): void {
     this.stopped = true;
+    for (const retry of [...this.retries]) retry();
   }
 
   /** Submits a fired job until the platform takes it, follows it to its end and delivers its result. */
@@ -118,7 +125,15 @@ export class Triggers {
           }
           if (this.stopped) return;
           this.log.info({ trigger: rule.name, job: jobId, err: (err as Error).message, retryMs }, 'trigger job not submitted yet; trying again');
-          await new Promise((r) => setTimeout(r, retryMs));
+          await new Promise<void>((resolve) => {
+            const retry = () => {
+              clearTimeout(timer);
+              this.retries.delete(retry);
+              resolve();
+            };
+            const timer = setTimeout(retry, retryMs);
+            this.retries.add(retry);
+          });
         }
       }
       if (!this.stopped) await this.fired.remove(jobId);
