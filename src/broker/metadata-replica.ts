@@ -413,14 +413,17 @@ export class MetadataReplica {
     let left = this.finishedCount;
     for (const key of this.finished.getKeys()) {
       const index = String(key);
+      // The key list is read from the last commit: entries an earlier pass removed may still be in it.
+      // They are passed over, not counted against the budget: a pass that follows a full one at once
+      // (before its removals are committed) would otherwise find only those and stop, leaving retention
+      // 2,000 jobs per interval behind a broker finishing jobs faster than that.
+      if (this.finished.get(index) === undefined) continue;
       if (due.length >= budget || (Number(index.slice(0, TIME_DIGITS)) >= cutoff && left <= retention.maxCount)) break;
       due.push(index);
       left--;
     }
     const pruned: PrunedJob[] = [];
     for (const index of due) {
-      // The key list is read from the last commit: an entry an earlier pass removed may still be in it.
-      if (this.finished.get(index) === undefined) continue;
       void this.finished.remove(index);
       this.finishedCount--;
       const dropped = this.dropRecord(index.slice(TIME_DIGITS + 1));
