@@ -231,7 +231,7 @@ export class NodeLink {
 
   // ---- sending -------------------------------------------------------------------------------------
 
-  /** Fire-and-forget QoS 1 message to one node's inbox; dropped (and counted) while the hub is away. */
+  /** Fire-and-forget message to one node's inbox (bundled with the rest of the turn); dropped and counted while the hub is away. */
   send<K extends Kind>(to: string, kind: K, body: BodyOf<K>): string {
     const msg = this.envelope(kind, body);
     this.post(this.inboxOf(to), encode(msg));
