@@ -632,9 +632,10 @@ async function historyPart(ctx: Ctx): Promise<void> {
     const done = await waitDone(load, 30 * 60_000);
     const jobsPerS = done.done / (done.elapsedMs / 1_000);
 
-    // Retention's pruning runs for up to its age after the last job (and a pruning pass after that): the
-    // idle window starts once it is over, so it measures a quiet broker, not the deletions.
-    const settleS = retention ? Math.max(SETTLE_S, RETENTION_S + 20) : SETTLE_S;
+    // Retention's pruning runs for up to its age after the last job, plus one pruning interval (a quarter of
+    // the age, at most 60 s), plus the deletions: the idle window starts once that is over, so it measures a
+    // quiet broker. (At 50,000 jobs and 120 s, 140 s was not enough: the window caught the end.)
+    const settleS = retention ? Math.max(SETTLE_S, RETENTION_S + Math.min(60, RETENTION_S / 4) + 40) : SETTLE_S;
     log(`history: settling ${settleS} s, then measuring idle ${IDLE_S} s after ${done.done} jobs`);
     const after: Array<{ afterS: number; brokerRssMiB: number; lmdbMiB: number }> = [];
     for (let waited = 0; waited < settleS; ) {
@@ -646,6 +647,8 @@ async function historyPart(ctx: Ctx): Promise<void> {
     }
     const idle = await idleWindow(cluster.roles().map(([n, p]): [string, number] => [n, p.pid]), IDLE_S);
     const brokerEnd = snapshot(cluster.broker.pid);
+    // Before the restart below replaces the broker.
+    const brokerEndSmaps = Object.fromEntries(Object.entries(smapsRollup(cluster.broker.pid)).map(([k, v]) => [k, mib(v)]));
     const lmdbEnd = lmdbSizes(cluster);
 
     const common = ['--hub', cluster.url, '--cluster', 'fphist'];
@@ -686,7 +689,7 @@ async function historyPart(ctx: Ctx): Promise<void> {
     ctx.rows.push(row('history: jobs/s while filling', null, round(jobsPerS, 1), '-', null));
     if (jobsAll.code !== 0) ctx.notes.push(`history: \`ucp jobs\` exited ${jobsAll.code}: ${jobsAll.stderr}`);
     if (done.failed > 0) ctx.notes.push(`history: ${done.failed} of ${done.done} jobs failed: ${done.failures?.slice(0, 3).join('; ')}`);
-    ctx.details.history = { jobs: HISTORY_JOBS, retention: retention ? RETENTION_S : null, retentionCount: retention ? (retentionCount ?? null) : null, samples, after, settleS, idle, brokerEnd: { rssMiB: mib(brokerEnd.rss), hwmMiB: mib(brokerEnd.hwm), smaps: Object.fromEntries(Object.entries(smapsRollup(cluster.broker.pid)).map(([k, v]) => [k, mib(v)])) }, brokerRestartedRssMiB: mib(brokerRestarted.rss), restartMs: round(restartMs, 0), lmdbEnd, ucpJobs: jobsAll, ucpJobsPaged: paged, failures: done.failures };
+    ctx.details.history = { jobs: HISTORY_JOBS, retention: retention ? RETENTION_S : null, retentionCount: retention ? (retentionCount ?? null) : null, samples, after, settleS, idle, brokerEnd: { rssMiB: mib(brokerEnd.rss), hwmMiB: mib(brokerEnd.hwm), smaps: brokerEndSmaps }, brokerRestartedRssMiB: mib(brokerRestarted.rss), restartMs: round(restartMs, 0), lmdbEnd, ucpJobs: jobsAll, ucpJobsPaged: paged, failures: done.failures };
   } finally {
     await cluster.stop();
   }
