@@ -512,10 +512,12 @@ export class JobManager {
     this.deadlines.disarm(job.job_id);
     // A lost attempt that delivered while the job waited to be placed again: it needs no new attempt.
     this.queue.remove(job.job_id);
+    // The freed slot takes its next job while this decision commits (normally in the same LMDB batch):
+    // another job's assignment does not depend on this one's outcome.
+    this.requestSchedule();
     await this.persist(job);
     for (const a of cancelled) this.node.link.send(a.executor, 'job_cancel', { job_id: job.job_id, attempt: a.attempt, reason: a.reason ?? 'another attempt delivered first' });
     this.notify(job, keep && result.archive instanceof Uint8Array && result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
-    this.requestSchedule();
   }
 
   /**
