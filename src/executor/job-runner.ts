@@ -60,11 +60,11 @@ const RESULT_MAX_FILES = 4_096;
 /** How long a stop waits for the reports of attempts it interrupted. */
 const STOP_REPORT_MS = 2_000;
 /**
- * An attempt reports its start only once it has run this long. Most jobs end sooner, and their result
- * says when they started (its duration): two messages per job saved (the start, and the broker's
- * "running" update to the client), while anyone watching a longer job still sees it running at once.
+ * An attempt reports its start only once it has run this long. A trivial job ends sooner, and its result
+ * says when it started (its duration): two messages per job saved (the start, and the broker's "running"
+ * update to the client). A longer job is seen running this much late, which failover timing includes.
  */
-const START_REPORT_AFTER_MS = 50;
+const START_REPORT_AFTER_MS = 10;
 
 /**
  * The executor role's work: it accepts assignments from brokers (durably), fetches each job's inputs,
