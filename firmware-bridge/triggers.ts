@@ -24,6 +24,15 @@ interface FiredJob {
   readonly line: Uint8Array;
 }
 
+/**
+ * What a rule must remember across a restart to fire no job twice: when it last fired (spacing) and, for
+ * a threshold, a value on the side the readings are now on. Written only when one of them changes.
+ */
+interface SavedRuleState {
+  readonly lastFiredAt?: number;
+  readonly lastValue?: number;
+}
+
 /** The job ended, or the platform refused it: trying again would not change that. */
 class Settled extends Error {}
 
@@ -34,10 +43,19 @@ export type SparkplugCommand = (edge: { group: string; node: string; device?: st
  * template, with the reading staged as the job's input (`<job>/input`). When the job succeeds its output
  * (`<job>/output`) is stored as a series record and/or sent to the device as a command.
  */
+/** Which side of a threshold rule's bounds a value is on; every value is on the same side for other rules. */
+function sideOf(rule: Trigger, value: number | undefined): string {
+  if (rule.when !== 'threshold' || value === undefined) return value === undefined ? 'none' : 'any';
+  if (rule.above !== undefined && value > rule.above) return 'above';
+  if (rule.below !== undefined && value < rule.below) return 'below';
+  return 'between';
+}
+
 export class Triggers {
   private readonly states: Array<Map<string, RuleState>>;
   private readonly waiting = new Map<string, (job: JobView) => void>();
   private readonly fired: Table<FiredJob>;
+  private readonly saved: Table<SavedRuleState>;
   private n = 0;
   private stopped = false;
   /** Submissions waiting to be tried again: a broker coming up tries them at once. */
@@ -54,6 +72,7 @@ export class Triggers {
     store: NodeStore,
   ) {
     this.fired = store.table<FiredJob>('bridge_trigger_jobs');
+    this.saved = store.table<SavedRuleState>('bridge_trigger_states');
     this.states = rules.map(() => new Map());
     link.on('job_update', (msg) => this.waiting.get(msg.body.job.job_id)?.(msg.body.job));
     link.onPresence((event) => {
@@ -69,13 +88,25 @@ export class Triggers {
       const captures = rule.on.match(name);
       if (captures === undefined) continue;
       const states = this.states[i]!;
+      const key = `${rule.name}\u0000${name}`;
       let state = states.get(name);
       if (state === undefined) {
-        state = { seen: 0 };
+        // A name not seen since the start: where it stood before (a restart must not make a crossing).
+        state = { seen: 0, ...this.saved.get(key) };
         states.set(name, state);
-        if (states.size > MAX_STATES) states.delete(states.keys().next().value!);
+        if (states.size > MAX_STATES) {
+          const oldest = states.keys().next().value!;
+          states.delete(oldest);
+          void this.saved.remove(`${rule.name}\u0000${oldest}`);
+        }
       }
-      if (!fires(rule, state, value, Date.now())) continue;
+      const side = sideOf(rule, state.lastValue);
+      const didFire = fires(rule, state, value, Date.now());
+      // In the same LMDB batch as the reading (the caller writes it next): after a crash both or neither.
+      if (didFire || sideOf(rule, state.lastValue) !== side) {
+        void this.saved.put(key, { ...(state.lastFiredAt !== undefined ? { lastFiredAt: state.lastFiredAt } : {}), ...(state.lastValue !== undefined ? { lastValue: state.lastValue } : {}) });
+      }
+      if (!didFire) continue;
       this.link.counters.inc('triggers_fired');
       const fired: FiredJob = { rule: rule.name, vars: { ...vars, ...captures }, spec: this.specFor(rule), line };
       // Written before the reading that fired it (the caller writes that next): a bridge killed once the

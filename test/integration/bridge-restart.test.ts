@@ -168,4 +168,23 @@ command_topic = "devices/{device}/cmd"
     const after = await jobsOf();
     expect(after.filter((j) => !before.includes(j))).toEqual([fired['job']]);
   }, 120_000);
+
+  it('a restart is not a crossing: a reading still above the threshold fires nothing, the next crossing fires once', async () => {
+    // tank-4 went above 80 before the last restart (the test before); it stays there.
+    const before = await jobsOf();
+    await device.publishAsync('tanks/tank-4/level', '95', { qos: 1 });
+    await waitLines('field/tanks/tank-4/level', 2);
+    bridge.kill('SIGKILL');
+    await bridge.exited;
+    await startBridge();
+    await device.publishAsync('tanks/tank-4/level', '97', { qos: 1 });
+    await waitLines('field/tanks/tank-4/level', 3);
+    // The restarted bridge's own log, all of it: the reading at 97 fired nothing.
+    expect(bridge.logs.filter((l) => l.msg === 'trigger fired: job recorded')).toEqual([]);
+    await device.publishAsync('tanks/tank-4/level', '40', { qos: 1 });
+    await device.publishAsync('tanks/tank-4/level', '90', { qos: 1 });
+    const fired = await bridge.waitForLog({ msg: 'trigger fired: job recorded' }, 20_000);
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect((await jobsOf()).filter((j) => !before.includes(j))).toEqual([fired['job']]);
+  }, 120_000);
 });
