@@ -11,6 +11,7 @@ import { NodeStore } from '../../src/store/index.js';
 import { NodeLink, NodeRuntime, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { Proc, ROOT, UCP_BIN, cleanEnv, freePort, removeDir, startHubProcess, tempDir, ucp, ucpRun } from '../helpers/processes.js';
 import { waitForJob } from '../helpers/job-wait.js';
+import { bigOutputBytes } from '../helpers/big-output.js';
 
 const MB = 1_048_576;
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'wasm');
@@ -20,18 +21,6 @@ const NAMED = 5 * MB;
 const LIVENESS = ['--set', 'liveness.heartbeat_interval_ms=250', '--set', 'liveness.dead_after_ms=1000'];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** What big-output writes as its file `k` (see the fixtures' README), without a tag. */
-function expected(k: number, size: number): Buffer {
-  const out = Buffer.alloc(Math.ceil(size / 4) * 4);
-  let x = (0x9e3779b9 + k) >>> 0;
-  for (let i = 0; i < out.length; i += 4) {
-    x = (x ^ (x << 13)) >>> 0;
-    x = (x ^ (x >>> 17)) >>> 0;
-    x = (x ^ (x << 5)) >>> 0;
-    out.writeUInt32LE(x, i);
-  }
-  return out.subarray(0, size);
-}
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -102,8 +91,8 @@ describe('job results larger than one message', () => {
     const named = (await data.get(`${jobId}/named.bin`)).bytes;
     expect(archived.byteLength).toBe(ARCHIVED);
     expect(named.byteLength).toBe(NAMED);
-    expect(sha(archived.subarray(16))).toBe(sha(expected(0, ARCHIVED).subarray(16)));
-    expect(sha(named.subarray(16))).toBe(sha(expected(1, NAMED).subarray(16)));
+    expect(sha(archived.subarray(16))).toBe(sha(bigOutputBytes(0, ARCHIVED).subarray(16)));
+    expect(sha(named.subarray(16))).toBe(sha(bigOutputBytes(1, NAMED).subarray(16)));
     // One attempt's set: both objects carry the same run's tag, never one from each attempt.
     expect(Buffer.from(named.subarray(0, 16)).toString('hex')).toBe(Buffer.from(archived.subarray(0, 16)).toString('hex'));
   }
@@ -153,11 +142,11 @@ describe('job results larger than one message', () => {
     expect(code, `${run.lines.join('\n')}\n${run.stderr}`).toBe(0);
     const zip = unzipSync(readFileSync(join(results, 'big-run_result.zip')));
     expect(Object.keys(zip)).toEqual(['output/archived.bin']);
-    expect(Buffer.compare(Buffer.from(zip['output/archived.bin']!), expected(0, ARCHIVED))).toBe(0);
+    expect(Buffer.compare(Buffer.from(zip['output/archived.bin']!), bigOutputBytes(0, ARCHIVED))).toBe(0);
     const out = join(dir, 'named.bin');
     const got = await ucpRun(['data', 'get', 'big-run/named.bin', '--out', out, ...common()], {}, 60_000);
     expect(got.code, got.stderr).toBe(0);
-    expect(Buffer.compare(readFileSync(out), expected(1, NAMED))).toBe(0);
+    expect(Buffer.compare(readFileSync(out), bigOutputBytes(1, NAMED))).toBe(0);
 
     const job = await jobs.query('big-run');
     expect(job.result).toMatchObject({ archive: 'big-run/result.zip', named_results: ['big-run/named.bin'] });

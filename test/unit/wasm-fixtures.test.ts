@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import { WASI } from 'node:wasi';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bigOutputBytes } from '../helpers/big-output.js';
 
 // Node 20's WASI bindings are V8 "fast API" calls that can allocate, and so trigger a garbage collection,
 // inside the call; once the wasm memory of live or dead instances reaches a few tens of MiB this aborts
@@ -176,28 +177,17 @@ describe('WASI test fixtures', () => {
   });
 
   it('big-output writes xorshift32 files of the given sizes, and with --tag one random tag at the start of each', async () => {
-    const xorshift = (k: number, size: number) => {
-      const out = Buffer.alloc(Math.ceil(size / 4) * 4);
-      let x = (0x9e3779b9 + k) >>> 0;
-      for (let i = 0; i < out.length; i += 4) {
-        x = (x ^ (x << 13)) >>> 0;
-        x = (x ^ (x >>> 17)) >>> 0;
-        x = (x ^ (x << 5)) >>> 0;
-        out.writeUInt32LE(x, i);
-      }
-      return out.subarray(0, size);
-    };
     const plain = await run('big-output', ['big-output', 'a.bin', '70001', 'b.bin', '5']);
     expect(plain).toMatchObject({ error: undefined, exitCode: 0, stdout: 'wrote a.bin 70001\nwrote b.bin 5\n' });
-    expect(readFileSync(join(plain.jobDir, 'a.bin'))).toEqual(xorshift(0, 70_001));
-    expect(readFileSync(join(plain.jobDir, 'b.bin'))).toEqual(xorshift(1, 5));
+    expect(readFileSync(join(plain.jobDir, 'a.bin'))).toEqual(bigOutputBytes(0, 70_001));
+    expect(readFileSync(join(plain.jobDir, 'b.bin'))).toEqual(bigOutputBytes(1, 5));
     const tagged = await run('big-output', ['big-output', '--wait-ms', '1', '--tag', 'a.bin', '100', 'b.bin', '40']);
     expect(tagged).toMatchObject({ error: undefined, exitCode: 0 });
     const [a, b] = ['a.bin', 'b.bin'].map((f) => readFileSync(join(tagged.jobDir, f)));
-    expect(a!.subarray(16)).toEqual(xorshift(0, 100).subarray(16));
-    expect(b!.subarray(16)).toEqual(xorshift(1, 40).subarray(16));
+    expect(a!.subarray(16)).toEqual(bigOutputBytes(0, 100).subarray(16));
+    expect(b!.subarray(16)).toEqual(bigOutputBytes(1, 40).subarray(16));
     expect(a!.subarray(0, 16)).toEqual(b!.subarray(0, 16));
-    expect(a!.subarray(0, 16)).not.toEqual(xorshift(0, 16));
+    expect(a!.subarray(0, 16)).not.toEqual(bigOutputBytes(0, 16));
     expect((await run('big-output', ['big-output', 'a.bin'])).exitCode).toBe(2);
   });
 
