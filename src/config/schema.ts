@@ -195,6 +195,13 @@ export const CONFIG_SCHEMA = {
     },
     field_username: { type: 'string' },
     field_password: { type: 'string', secret: true },
+    field_client_id: {
+      type: 'string',
+      pattern: /^[^\s+#/]{0,128}$/,
+      hint: 'at most 128 characters without spaces, "+", "#" or "/" (empty: "<node id>.field")',
+    },
+    field_mqtt_version: { type: 'string', enum: ['3.1.1', '5'] },
+    field_session_expiry_s: { type: 'integer', min: 0, max: 4294967295 },
     max_payload_bytes: { type: 'integer', min: 16, max: 67108864 },
     buffer_max_bytes: { type: 'integer', min: 65536, max: 1099511627776 },
     buffer_max_age_s: { type: 'integer', min: 1 },
@@ -362,6 +369,9 @@ export interface BridgeConfig {
   readonly field_url: string;
   readonly field_username: string;
   readonly field_password: string;
+  readonly field_client_id: string;
+  readonly field_mqtt_version: '3.1.1' | '5';
+  readonly field_session_expiry_s: number;
   readonly max_payload_bytes: number;
   readonly buffer_max_bytes: number;
   readonly buffer_max_age_s: number;
