@@ -8,6 +8,9 @@ import { BadPayloads } from './bad-payloads.js';
 import type { BridgeDocument, Mapping } from './bridge-config.js';
 import { BadPayload, type Reading } from './codecs/codec.js';
 import { Commands } from './commands.js';
+import { FieldAcks } from './field-acks.js';
+import { deliveryDigest, FieldDeliveries } from './field-deliveries.js';
+import { planSubscriptions } from './field-subscriptions.js';
 import { Forwarder } from './forwarder.js';
 import { ReadingBuffer } from './reading-buffer.js';
 import { recordLine, staleLine } from './record-line.js';
@@ -15,6 +18,11 @@ import { decodeSparkplug, encodeSparkplug } from './sparkplug/payload.js';
 import { parseSparkplugTopic, REBIRTH_METRIC, SparkplugHost, type SparkplugTopic } from './sparkplug/edge-state.js';
 import { Triggers } from './triggers.js';
 import { checkValue as checkValueOf } from './value-check.js';
+
+/** Told to mqtt.js's handleMessage callback so that it sends no PUBACK of its own (see FieldAcks). */
+const ACK_AFTER_COMMIT = new Error('acknowledged after the commit');
+/** MQTT 5 Receive Maximum on the field connection: QoS 1 messages the broker may have unacknowledged. */
+const FIELD_RECEIVE_MAXIMUM = 1_000;
 
 /** How often buffered readings are checked against the age bound. */
 const EXPIRE_EVERY_MS = 1_000;
@@ -33,6 +41,8 @@ export class BridgeNode {
   readonly sparkplug: SparkplugHost;
   readonly bad: BadPayloads;
   readonly commands: Commands;
+  private readonly deliveries: FieldDeliveries;
+  private readonly acks: FieldAcks;
   private readonly admission = new Admission();
   private readonly triggers: Triggers;
   private readonly brokers: BrokerChoice;
@@ -75,30 +85,74 @@ export class BridgeNode {
       }
     });
 
+    const persistent = settings.field_session_expiry_s > 0;
+    const v5 = settings.field_mqtt_version === '5';
     this.field = connectMqtt(settings.field_url, {
-      clientId: `${link.id}.field`,
-      clean: true,
+      clientId: settings.field_client_id !== '' ? settings.field_client_id : `${link.id}.field`,
+      // A persistent session: the broker keeps the subscriptions and queues what devices publish while the
+      // bridge is away or restarting, and sends again what the bridge had not acknowledged.
+      clean: !persistent,
+      protocolVersion: v5 ? 5 : 4,
+      // Receive Maximum bounds what the broker leaves unacknowledged (see REDELIVERY_WINDOW).
+      ...(v5 ? { properties: { sessionExpiryInterval: settings.field_session_expiry_s, receiveMaximum: FIELD_RECEIVE_MAXIMUM } } : {}),
       keepalive: 10,
       reconnectPeriod: 1_000,
       connectTimeout: 5_000,
+      // The subscriptions are the bridge's to make: a resumed session keeps them (see planSubscriptions).
       resubscribe: false,
       manualConnect: true,
       ...(settings.field_username !== '' ? { username: settings.field_username } : {}),
       ...(settings.field_password !== '' ? { password: settings.field_password } : {}),
     });
+    this.deliveries = new FieldDeliveries(node.store);
+    this.acks = new FieldAcks(
+      () => node.store.durable(),
+      () => this.field.stream,
+      (err) => {
+        link.counters.inc('field_ack_commit_failures');
+        log.error({ err: err.message }, 'readings from the field broker could not be committed; they are not acknowledged and come again after a reconnect');
+      },
+    );
+    // Acknowledged after the commit instead (FieldAcks); QoS 0 messages have nothing to acknowledge.
+    this.field.handleMessage = (packet, callback) => {
+      if (packet.qos !== 1 || packet.messageId === undefined) return callback();
+      this.acks.hold(this.field.stream, packet.messageId);
+      callback(ACK_AFTER_COMMIT);
+    };
+    const session = node.store.table<string[]>('bridge_field_session');
     this.commands = new Commands(this.field, link.counters, log, (name, line) => this.store(name, line, {}));
     this.triggers = new Triggers(doc.triggers, link, this.transfer, () => this.brokers.broker(), this.commands, (edge, metric, value) => this.sendSparkplugCommand(edge, metric, value), log, node.store);
-    this.field.on('connect', () => {
-      const filters = new Set([...doc.mappings.map((m) => m.topic.filter), ...this.commands.ackFilters(doc.triggers)]);
-      this.field.subscribe([...filters], { qos: 1 }, (err) => {
-        if (err) log.error({ err: err.message }, 'field subscription refused');
-      });
+    this.field.on('connect', (connack) => {
+      const wanted = [...new Set([...doc.mappings.map((m) => m.topic.filter), ...this.commands.ackFilters(doc.triggers)])].sort();
+      const plan = planSubscriptions(persistent && connack.sessionPresent, session.get('filters'), wanted);
+      if (plan.unsubscribe.length > 0) this.field.unsubscribe([...plan.unsubscribe]);
+      if (plan.subscribe.length > 0) {
+        // rh 1 (MQTT 5): retained messages only for a subscription the session did not have yet.
+        this.field.subscribe([...plan.subscribe], { qos: 1, rh: 1 }, (err, granted) => {
+          const refused = (granted ?? []).filter((g) => g.qos === 128).map((g) => g.topic);
+          if (err !== null && err !== undefined) log.error({ err: err.message }, 'field subscription refused');
+          else if (refused.length > 0) log.error({ topics: refused }, 'field subscription refused');
+          // What the broker holds for the next resumed session; unknown after a refusal, so all is asked again.
+          if (persistent && (err === null || err === undefined) && refused.length === 0) void session.put('filters', wanted);
+          else void session.remove('filters');
+        });
+      } else if (plan.unsubscribe.length > 0 && persistent) {
+        void session.put('filters', wanted);
+      }
       link.counters.inc('field_connects');
-      log.info({ field: settings.field_url, topics: [...filters] }, 'connected to the field broker');
+      log.info({ field: settings.field_url, topics: wanted, session: connack.sessionPresent ? 'resumed' : 'new', subscribed: plan.subscribe.length, unsubscribed: plan.unsubscribe.length }, 'connected to the field broker');
     });
     this.field.on('close', () => link.counters.inc('field_disconnects'));
     this.field.on('error', (err) => log.warn({ err: err.message, field: settings.field_url }, 'field broker connection error'));
-    this.field.on('message', (topic, payload) => {
+    this.field.on('message', (topic, payload, packet) => {
+      const messageId = packet.qos === 1 ? packet.messageId : undefined;
+      const digest = messageId !== undefined ? deliveryDigest(topic, payload) : '';
+      if (messageId !== undefined && this.deliveries.redelivered(messageId, packet.dup, digest)) {
+        // Committed before, its PUBACK lost with the connection or the process: acknowledged again, not stored again.
+        link.counters.inc('field_redelivered');
+        this.deliveries.record(messageId, digest);
+        return;
+      }
       try {
         this.onDeviceMessage(topic, payload);
       } catch (err) {
@@ -106,6 +160,7 @@ export class BridgeNode {
         link.counters.inc('field_handler_errors');
         log.error({ err: (err as Error).message, topic }, 'handling a device message failed');
       }
+      if (messageId !== undefined) this.deliveries.record(messageId, digest);
     });
 
     link.onPresence((event) => {
