@@ -1,6 +1,6 @@
 /**
  * A load generator for the bridge bench that a broker, not the generator, limits: MQTT 3.1.1 over plain
- * sockets, several connections, QoS 0, Nagle off, every PUBLISH packet encoded before the clock starts and
+ * sockets, several connections, QoS 0 (or 1), Nagle off, every PUBLISH packet encoded before the clock starts and
  * written in large pieces. mqtt.js spends a few microseconds of CPU per publish, which on two cores capped
  * the offered load near what the bridge itself was asked to reach.
  */
@@ -25,18 +25,22 @@ function remainingLength(n: number): Buffer {
   return Buffer.from(out);
 }
 
-function publishPacket(topic: string, payload: string): Buffer {
+/** A PUBLISH at QoS 0, or at QoS 1 with packet identifier `messageId`. */
+function publishPacket(topic: string, payload: string, messageId?: number): Buffer {
   const t = Buffer.from(topic);
   const p = Buffer.from(payload);
-  const body = 2 + t.length + p.length;
+  const id = messageId !== undefined ? 2 : 0;
+  const body = 2 + t.length + id + p.length;
   const len = remainingLength(body);
   const out = Buffer.allocUnsafe(1 + len.length + body);
-  out[0] = 0x30;
+  out[0] = messageId !== undefined ? 0x32 : 0x30;
   len.copy(out, 1);
   let at = 1 + len.length;
   out.writeUInt16BE(t.length, at);
   t.copy(out, at + 2);
-  p.copy(out, at + 2 + t.length);
+  at += 2 + t.length;
+  if (messageId !== undefined) out.writeUInt16BE(messageId, at);
+  p.copy(out, at + id);
   return out;
 }
 
@@ -64,7 +68,7 @@ async function open(port: number, clientId: string): Promise<Socket> {
  * (a device always on the same one, so its readings arrive in order). `run()` sends it all and resolves
  * when every byte is written and the connections closed.
  */
-export function prepareLoad(port: number, devices: number, perDevice: number, connections: number, tag: string): { count: number; run: () => Promise<number> } {
+export function prepareLoad(port: number, devices: number, perDevice: number, connections: number, tag: string, qos: 0 | 1 = 0): { count: number; run: () => Promise<number> } {
   const pieces: Buffer[][] = Array.from({ length: connections }, () => []);
   for (let c = 0; c < connections; c++) {
     let pending: Buffer[] = [];
@@ -72,7 +76,9 @@ export function prepareLoad(port: number, devices: number, perDevice: number, co
     for (let n = 0; n < perDevice; n++) {
       for (let d = c; d < devices; d += connections) {
         const r = esphomeReading(d, n);
-        const packet = publishPacket(r.topic, r.payload);
+        // At QoS 1 Mosquitto answers each PUBLISH at once and keeps no state for it: identifiers may cycle
+        // without waiting for the PUBACKs, which are read and dropped.
+        const packet = publishPacket(r.topic, r.payload, qos === 1 ? (((n * devices + d) % 65_535) + 1) : undefined);
         pending.push(packet);
         bytes += packet.length;
         if (bytes >= 256 * 1024) {
