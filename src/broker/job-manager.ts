@@ -66,6 +66,9 @@ export class JobManager {
   private readonly deadlines = new Deadlines();
   /** Per unfinished job, attempts whose result arrived: what they staged may no longer change. */
   private readonly sealed = new Map<string, Set<number>>();
+  /** Jobs changed this turn and not yet written, and the promise of their write (see record()). */
+  private readonly unwritten = new Map<string, Job>();
+  private recorded: Promise<void> | undefined;
 
   constructor(
     private readonly node: NodeRuntime,
@@ -299,7 +302,10 @@ export class JobManager {
     this.occupy(executor, jobId);
     this.armDeadline(job);
     const versions = this.versionsOf(job);
-    // Issued in the same turn, the record and the outbox entry normally commit in one LMDB batch.
+    // Written in the same turn as the outbox entry, so both commit in one LMDB batch: a crash cannot keep
+    // the assignment message without the record of it. A submission placed in the turn it arrived is
+    // written here once (record() drops its pending write).
+    this.unwritten.delete(jobId);
     void this.replica.setJob(job as SyncedJob);
     // The client hears when the job starts running; an update per assignment would only add traffic.
     await this.node.link.sendDurable(executor, 'job_assign', { attempt, spec: job.spec, versions });
@@ -899,15 +905,39 @@ export class JobManager {
   }
 
   private async persist(job: Job): Promise<void> {
-    await this.replica.setJob(job as SyncedJob);
+    const ended = isFinal(job.state);
+    await this.record(job);
     await this.node.store.durable();
-    if (isFinal(job.state)) {
+    if (ended) {
       this.forgetFinished(job);
       // Jobs that read this one's results wait for exactly this: its end, recorded.
       this.producerEnded(job.job_id);
       // Whatever attempts staged and did not publish: the job has ended, nothing of it can be accepted.
       this.discardStaging(stagingRoot(job.job_id));
     }
+  }
+
+  /**
+   * Writes the job's record as it stands when the turn's other work is done. A job changed twice in one
+   * turn (submitted and placed, or its result accepted and its slot given to the next job) is written once,
+   * with the state it reached: one record, one index entry and one sync change instead of two. Callers
+   * wait for durable() after this, which covers a write assign() made in their stead.
+   */
+  private record(job: Job): Promise<void> {
+    this.unwritten.set(job.job_id, job);
+    this.recorded ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        const jobs = [...this.unwritten.values()];
+        this.unwritten.clear();
+        this.recorded = undefined;
+        try {
+          Promise.all(jobs.map((j) => this.replica.setJob(j as SyncedJob))).then(() => resolve(), reject);
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+    });
+    return this.recorded;
   }
 
   /**

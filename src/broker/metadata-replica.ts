@@ -55,6 +55,7 @@ export class MetadataReplica {
   private readonly versionTable: Table<number>;
   private readonly versions = new Map<string, number>();
   private seq: number;
+  private ownVersionDue = false;
   private outgoing: Change[] = [];
   private pushScheduled = false;
   private timer?: NodeJS.Timeout;
@@ -184,8 +185,10 @@ export class MetadataReplica {
 
   setJob(job: SyncedJob): Promise<void> {
     // A snapshot: the tables hand back what was written (they cache it until committed), and the caller
-    // goes on changing its own record.
-    return this.local('jobs', job.job_id, { job: structuredClone(job) });
+    // goes on changing its own record. The job manager changes a job's fields and its attempts' fields in
+    // place and replaces everything else (spec, result, conflicts) whole, so copying those two levels is
+    // enough, at a tenth of the cost of a deep clone.
+    return this.local('jobs', job.job_id, { job: { ...job, attempts: job.attempts.map((a) => ({ ...a })) } });
   }
 
 
@@ -202,11 +205,24 @@ export class MetadataReplica {
     // A local write merges like any other: it cannot undo an accepted result or drop a superseded one.
     const kept = current === undefined ? change : resolve(change, current);
     this.versions.set(change.origin, change.seq);
-    void this.versionTable.put(change.origin, change.seq);
+    this.saveOwnVersion();
     if (kept === undefined) return Promise.resolve();
     const written = this.store(kept, current);
     this.push(kept);
     return written;
+  }
+
+  /**
+   * Writes this broker's own sequence number once for all the changes it made in this turn's synchronous
+   * work: the microtask runs before LMDB closes the turn's batch, so the number commits with the changes.
+   */
+  private saveOwnVersion(): void {
+    if (this.ownVersionDue) return;
+    this.ownVersionDue = true;
+    queueMicrotask(() => {
+      this.ownVersionDue = false;
+      void this.versionTable.put(this.node.link.id, this.versions.get(this.node.link.id)!);
+    });
   }
 
   private push(change: Change): void {
