@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { adopterOf, BODY_SCHEMAS, type BodyOf, type Envelope, type RunOutcome } from '../protocol/index.js';
 import type { Table } from '../store/index.js';
-import { DataTransfer, RemoteError, TransportError, type NodeRuntime } from '../transport/index.js';
+import { DataTransfer, RemoteError, TransportError, type Delivery, type NodeRuntime } from '../transport/index.js';
 import { readCapabilities } from './capabilities.js';
 import { chooseStaged, ResultStaging, uploadStaged, type AttemptRef, type RunReport, type StagedRecord } from './result-staging.js';
 import { SandboxPool, type RunHandle, type SandboxResult } from './sandbox/index.js';
@@ -65,6 +65,56 @@ const STOP_REPORT_MS = 2_000;
  * update to the client). A longer job is seen running this much late, which failover timing includes.
  */
 const START_REPORT_AFTER_MS = 10;
+/**
+ * An assignment is written to disk only once its attempt has run this long. A trivial job ends sooner:
+ * its report then replaces the assignment in the same commit as the link's record of the message, one
+ * commit per job instead of two. Its acknowledgement waits for that commit, so a crash before it has the
+ * broker send the assignment again. From this age on a crash is reported as killed_executor.
+ */
+const RECORD_AFTER_MS = 10;
+
+/**
+ * How an accepted assignment reaches the disk: on its own once the attempt has run RECORD_AFTER_MS, or
+ * replaced by what the attempt ended with (its report in the outbox, its staged record) if that comes
+ * first. Either way the link's record of the job_assign message joins that write, and `settled` (what
+ * the message's handler returns) follows it.
+ */
+class AssignmentTrace {
+  readonly settled: Promise<void>;
+  private state: 'pending' | 'written' | 'replaced' = 'pending';
+  private readonly timer: NodeJS.Timeout;
+  private settle!: (write: Promise<unknown>) => void;
+
+  constructor(
+    private readonly delivery: Delivery,
+    private readonly writeAssignment: () => Promise<unknown>,
+  ) {
+    this.settled = new Promise<unknown>((resolve) => (this.settle = resolve)).then(() => undefined);
+    this.timer = setTimeout(() => this.writeNow(), RECORD_AFTER_MS);
+  }
+
+  /** Whether the assignment itself is on disk (its removal then goes with the attempt's end). */
+  get written(): boolean {
+    return this.state === 'written';
+  }
+
+  /** Call in the same turn as `write` was issued: the attempt ended, and `write` replaces the assignment. */
+  replace(write: Promise<unknown>): void {
+    clearTimeout(this.timer);
+    if (this.state !== 'pending') return;
+    this.state = 'replaced';
+    this.delivery.remember();
+    this.settle(write);
+  }
+
+  private writeNow(): void {
+    if (this.state !== 'pending') return;
+    this.state = 'written';
+    const write = this.writeAssignment();
+    this.delivery.remember();
+    this.settle(write);
+  }
+}
 
 /**
  * The executor role's work: it accepts assignments from brokers (durably), fetches each job's inputs,
@@ -75,8 +125,8 @@ export class JobRunner {
   private readonly pool: SandboxPool;
   private readonly assignments: Table<Assignment>;
   private readonly staging: ResultStaging;
-  /** Attempts being staged or run here, by `<job>#<attempt>`. */
-  private readonly running = new Map<string, { jobId: string; handle?: RunHandle; cancelled?: string }>();
+  /** Attempts being staged or run here, by `<job>#<attempt>`; `trace` for those accepted by this run. */
+  private readonly running = new Map<string, { jobId: string; handle?: RunHandle; cancelled?: string; assignment?: Assignment; trace?: AssignmentTrace }>();
   /** Module bytes by `<name>@<version>`: a version never changes, so a hit needs no fetch. */
   private readonly modules = new Map<string, Uint8Array>();
   private moduleBytes = 0;
@@ -101,8 +151,7 @@ export class JobRunner {
       running_jobs: [...new Set([...this.running.values()].map((r) => r.jobId))],
       job_slots: options.slots,
     }));
-    // accept() records the assignment before it first awaits: the link's record of the message shares its commit.
-    link.on('job_assign', (msg) => this.accept(msg), { writesAtOnce: true });
+    link.on('job_assign', (msg, delivery) => this.accept(msg, delivery));
     link.on('job_verdict', (msg) => {
       const { job_id: jobId, attempt, reason } = msg.body;
       link.counters.inc('results_rejected');
@@ -145,7 +194,7 @@ export class JobRunner {
     const id = `${jobId}#${attempt}`;
     const entry = this.running.get(id);
     if (entry === undefined) return;
-    const assignment = this.assignments.get(id) ?? this.staging.get(id);
+    const assignment = entry.assignment ?? this.assignments.get(id) ?? this.staging.get(id);
     // The broker that assigned it decides, or the one that adopted its jobs when it was lost.
     if (assignment === undefined || (assignment.broker !== msg.from && this.resultTarget(assignment.broker) !== msg.from)) {
       this.node.link.counters.reject(this.node.log, 'job_cancel_refused', msg.from, `${msg.from} tried to cancel attempt ${attempt} of job ${jobId}, which it did not assign here`);
@@ -191,26 +240,23 @@ export class JobRunner {
     await Promise.race([settled, new Promise((r) => setTimeout(r, STOP_REPORT_MS).unref())]);
   }
 
-  private async accept(msg: Envelope<'job_assign'>): Promise<void> {
+  private accept(msg: Envelope<'job_assign'>, delivery: Delivery): Promise<void> | undefined {
     const { attempt, spec, versions } = msg.body;
     const id = `${spec.job_id}#${attempt}`;
-    if (this.assignments.get(id) !== undefined || this.staging.get(id) !== undefined || this.running.has(id) || this.reported.has(id)) return;
+    if (this.assignments.get(id) !== undefined || this.staging.get(id) !== undefined || this.running.has(id) || this.reported.has(id)) return undefined;
     const assignment: Assignment = { broker: msg.from, attempt, spec, versions };
-    // The run starts at once; the acknowledgement waits until the assignment is recorded (the link waits
-    // for this handler and a commit), so a crash before that has the broker send it again.
-    const recorded = this.assignments.put(id, assignment);
-    this.start(id, assignment);
-    await recorded;
-  }
-
-  private start(id: string, assignment: Assignment): void {
+    // The run starts at once; the acknowledgement waits until the assignment, or the report replacing
+    // it, is recorded (the link waits for this and a commit), so a crash before that has the broker send
+    // it again.
+    const trace = new AssignmentTrace(delivery, () => this.assignments.put(id, assignment));
     this.node.link.counters.inc('jobs_started');
-    this.track(id, assignment.spec.job_id, () => this.execute(id, assignment));
+    this.track(id, spec.job_id, () => this.execute(id, assignment), { assignment, trace });
+    return trace.settled;
   }
 
   /** Holds the attempt's slot while `work` runs, and lets a stop wait for it. */
-  private track(id: string, jobId: string, work: () => Promise<void>): void {
-    this.running.set(id, { jobId });
+  private track(id: string, jobId: string, work: () => Promise<void>, accepted: { assignment?: Assignment; trace?: AssignmentTrace } = {}): void {
+    this.running.set(id, { jobId, ...accepted });
     const execution = work()
       .catch((err: Error) => {
         // Only the node stopping gets here (its store closed under it).
@@ -228,7 +274,7 @@ export class JobRunner {
     // Interrupted by the stop (the pool cancels what runs): not the job's doing, so a host error.
     if (this.stopping && report.outcome === 'cancelled') report = { outcome: 'host_error', message: `${this.node.link.id} stopped before the attempt finished`, duration_ms: report.duration_ms, ...noResults() };
     else if (this.running.get(id)?.cancelled !== undefined) {
-      await this.assignments.remove(id);
+      await this.replaceAssignment(id, undefined);
       return;
     }
     // A job that keeps no archive (REC's plan without a results receiver): the broker would store none.
@@ -236,7 +282,7 @@ export class JobRunner {
     const chosen = chooseStaged(report, this.options.inlineResultBytes);
     if (chosen.length > 0) {
       // Too large for one message: kept on disk and uploaded in chunks first, from there also after a crash.
-      const record = await this.staging.keep(id, a, report, chosen, () => this.assignments.remove(id));
+      const record = await this.staging.keep(id, a, report, chosen, (kept) => this.replaceAssignment(id, kept));
       await this.upload(id, record, false);
       return;
     }
@@ -251,9 +297,22 @@ export class JobRunner {
     // sent by the outbox, or the attempt is still here (assigned: reported as killed_executor; staged:
     // uploaded again).
     const sent = this.node.link.sendDurable(this.resultTarget(a.broker), 'job_result', body);
-    await (this.staging.get(id) !== undefined ? this.staging.forget(id, sent) : Promise.all([sent, this.assignments.remove(id)]));
+    await (this.staging.get(id) !== undefined ? this.staging.forget(id, sent) : Promise.all([sent, this.replaceAssignment(id, sent)]));
     this.reported.add(id);
     if (this.reported.size > REPORTED_REMEMBERED) this.reported.delete(this.reported.values().next().value!);
+  }
+
+  /**
+   * The attempt ended and `write`, issued in this turn, records what it ended with (or nothing, for a
+   * cancelled attempt): the assignment is removed in the same batch if it was written, else never is.
+   */
+  private replaceAssignment(id: string, write: Promise<unknown> | undefined): Promise<unknown> {
+    const trace = this.running.get(id)?.trace;
+    if (trace !== undefined && !trace.written) {
+      trace.replace(write ?? Promise.resolve());
+      return Promise.resolve();
+    }
+    return this.assignments.remove(id);
   }
 
   /**

@@ -85,9 +85,9 @@ export class ResultStaging {
 
   /**
    * Writes the chosen objects to files and records the report that refers to them. `removeAssignment`
-   * runs in the same turn as the record's write, so both land in one LMDB batch.
+   * is given the record's write and runs in the same turn, so what it writes lands in the same LMDB batch.
    */
-  async keep(id: string, a: AttemptRef, report: RunReport, chosen: ReadonlyArray<{ ref: ObjectRef; bytes: Uint8Array }>, removeAssignment: () => Promise<unknown>): Promise<StagedRecord> {
+  async keep(id: string, a: AttemptRef, report: RunReport, chosen: ReadonlyArray<{ ref: ObjectRef; bytes: Uint8Array }>, removeAssignment: (kept: Promise<unknown>) => Promise<unknown>): Promise<StagedRecord> {
     const folder = join(this.dir, folderOf(id));
     await mkdir(folder, { recursive: true });
     const objects: StagedObject[] = [];
@@ -115,7 +115,8 @@ export class ResultStaging {
       await syncDir(folder);
       await syncDir(this.dir);
     }
-    await Promise.all([this.records.put(id, record), removeAssignment()]);
+    const kept = this.records.put(id, record);
+    await Promise.all([kept, removeAssignment(kept)]);
     return record;
   }
 

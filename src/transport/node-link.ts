@@ -82,7 +82,16 @@ export interface NodeLinkOptions {
   readonly counters?: Counters;
 }
 
-export type Handler<K extends Kind> = (msg: Envelope<K>) => void | Promise<void>;
+/**
+ * What a handler may do about the link's own record of a durable message (see on()). `remember()` writes
+ * that record now, so that it shares the LMDB batch of the writes the handler issues in the same turn;
+ * without a call the link writes it after the handler settles, in a commit of its own.
+ */
+export interface Delivery {
+  remember(): void;
+}
+
+export type Handler<K extends Kind> = (msg: Envelope<K>, delivery: Delivery) => void | Promise<void>;
 export type PresenceListener = (event: PresenceEvent) => void;
 
 /** Payloads waiting to go to one topic as a bundle, and their size. */
@@ -135,8 +144,6 @@ export class NodeLink {
   private readonly handlers = new Map<Kind, Handler<Kind>>();
   /** Kinds whose handlers recognise a redelivered durable message themselves (see on()). */
   private readonly selfDeduplicating = new Set<Kind>();
-  /** Kinds whose handlers write before they first await (see on()). */
-  private readonly writingAtOnce = new Set<Kind>();
   private readonly presenceListeners: PresenceListener[] = [];
   private readonly heartbeatListeners: Array<(peer: Readonly<PeerState>) => void> = [];
   private readonly requests = new Map<string, PendingRequest>();
@@ -333,15 +340,14 @@ export class NodeLink {
    * committed (first come, first served does, for results), so the link keeps no record of the message
    * on disk: one commit less per message. The link still drops copies it remembers in memory.
    *
-   * `writesAtOnce`: the handler issues every write of its own before it first awaits, so the link's
-   * record of the message is written in the same turn and shares the handler's LMDB commit. If the
-   * handler then fails, the record is removed before a resent copy can be let in.
+   * A handler that calls `delivery.remember()` in the turn it writes has the link's record of a durable
+   * message share its LMDB commit. If the handler then fails, the record is removed before a resent copy
+   * can be let in.
    */
-  on<K extends Kind>(kind: K, handler: Handler<K>, options: { recognisesRedelivery?: boolean; writesAtOnce?: boolean } = {}): void {
+  on<K extends Kind>(kind: K, handler: Handler<K>, options: { recognisesRedelivery?: boolean } = {}): void {
     if (LINK_KINDS.has(kind)) throw new Error(`the link handles "${kind}" itself`);
     this.handlers.set(kind, handler as unknown as Handler<Kind>);
     if (options.recognisesRedelivery === true) this.selfDeduplicating.add(kind);
-    if (options.writesAtOnce === true) this.writingAtOnce.add(kind);
   }
 
   onPresence(listener: PresenceListener): void {
@@ -749,9 +755,18 @@ export class NodeLink {
       if (durable) this.send(msg.from, 'ack', { of: msg.id });
       return;
     }
+    let recorded: Promise<void> | undefined;
+    const delivery: Delivery = {
+      remember: () => {
+        if (!durable || recorded !== undefined || this.selfDeduplicating.has(msg.kind)) return;
+        recorded = this.dedup.persist(key, this.clocks.hlc.now().wall);
+        // Awaited in settle(); this only keeps a failure seen there from also going unhandled here.
+        recorded.catch(() => undefined);
+      },
+    };
     let pending: void | Promise<void>;
     try {
-      pending = this.dispatch(msg, durable);
+      pending = this.dispatch(msg, durable, delivery);
     } catch (err) {
       this.handlingFailed(msg, durable, err);
       return;
@@ -762,20 +777,15 @@ export class NodeLink {
       return;
     }
     this.inFlight.add(key);
-    let recorded: Promise<void> | undefined;
-    if (durable && this.writingAtOnce.has(msg.kind) && !this.selfDeduplicating.has(msg.kind)) {
-      recorded = this.dedup.persist(key, this.clocks.hlc.now().wall);
-      // Awaited in settle(); this only keeps a failure seen there from also going unhandled here.
-      recorded.catch(() => undefined);
-    }
-    void this.settle(msg, key, durable, pending, recorded);
+    void this.settle(msg, key, durable, pending, () => recorded);
   }
 
   /** Finishes a message whose handling is asynchronous or durable: persist, then acknowledge. */
-  private async settle(msg: AnyEnvelope, key: string, durable: boolean, pending: void | Promise<void>, recorded?: Promise<void>): Promise<void> {
+  private async settle(msg: AnyEnvelope, key: string, durable: boolean, pending: void | Promise<void>, remembered: () => Promise<void> | undefined): Promise<void> {
     try {
       await pending;
       if (durable) {
+        const recorded = remembered();
         if (recorded !== undefined) await recorded;
         else if (!this.selfDeduplicating.has(msg.kind)) await this.dedup.persist(key, this.clocks.hlc.now().wall);
         await this.opts.store?.durable();
@@ -783,7 +793,7 @@ export class NodeLink {
     } catch (err) {
       // Not handled after all: a copy sent again must not be taken for one already handled. Removed
       // while the message still counts as in flight, so no copy is let in before the removal commits.
-      if (recorded !== undefined) await this.dedup.forget(key).catch(() => undefined);
+      if (remembered() !== undefined) await this.dedup.forget(key).catch(() => undefined);
       this.handlingFailed(msg, durable, err);
       return;
     } finally {
@@ -812,7 +822,7 @@ export class NodeLink {
     else pending.resolve(msg);
   }
 
-  private dispatch(msg: AnyEnvelope, durable: boolean): void | Promise<void> {
+  private dispatch(msg: AnyEnvelope, durable: boolean, delivery: Delivery): void | Promise<void> {
     switch (msg.kind) {
       case 'ping':
         this.reply(msg, 'pong', msg.body.data !== undefined ? { data: msg.body.data } : {});
@@ -822,7 +832,7 @@ export class NodeLink {
         return;
       default: {
         const handler = this.handlers.get(msg.kind);
-        if (handler !== undefined) return handler(msg);
+        if (handler !== undefined) return handler(msg, delivery);
         const reason = `${this.role} ${this.id} does not handle "${msg.kind}"`;
         this.counters.reject(this.log, 'rx_unhandled_kind', msg.from, reason);
         // A durable message must not be acknowledged unhandled: the sender keeps it until a node that
