@@ -85,7 +85,9 @@ export class MetadataReplica {
     const store = node.store;
     // Each merge reads what the last one wrote: the tables answer with writes not yet committed.
     const cache = { cache: true };
-    this.tables = { jobs: store.table<Change>('meta_jobs', cache), names: store.table<Change>('meta_names', cache), nodes: store.table<Change>('meta_nodes', cache) };
+    // Records are compressed: a finished job's takes a third of the pages (retention keeps thousands).
+    const records = { cache: true, compress: true };
+    this.tables = { jobs: store.table<Change>('meta_jobs', records), names: store.table<Change>('meta_names', records), nodes: store.table<Change>('meta_nodes', records) };
     this.byOrigin = store.table<string>('meta_by_origin', cache);
     this.versionTable = store.table<number>('meta_versions');
     this.finished = store.table<string>('meta_finished', cache);

@@ -2,11 +2,16 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { arch } from 'node:os';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
+import { COMPRESSION_DICTIONARY, COMPRESSION_THRESHOLD } from './compression.js';
 import { StoreError } from './errors.js';
 import { DirectoryLock } from './lock.js';
 
-/** Bump when a table's layout changes incompatibly, and add the migration from the previous version. */
-export const SCHEMA_VERSION = 1;
+/**
+ * Bump when a table's layout changes incompatibly, and add the migration from the previous version.
+ * 2: tables opened with `compress` hold LZ4-compressed values (compression.ts); version 1 values read as
+ * they are, so no migration is needed, but a version 1 build must not open such a directory.
+ */
+export const SCHEMA_VERSION = 2;
 
 /** A typed LMDB table: values are encoded with msgpack, keys with LMDB's ordered-binary encoding. */
 export type Table<V, K extends Key = string> = Database<V, K>;
@@ -135,12 +140,18 @@ export class NodeStore {
    * write depends on the last, such as a replica merging change after change. The cache is validated
    * against the last commit: an unvalidated one kept the value a read found between a removal and its
    * commit, so a pruned job answered queries until the entry left the cache (more often once collections
-   * ran while the process was quiet).
+   * ran while the process was quiet). With `compress`, values are stored LZ4-compressed against a fixed
+   * dictionary (compression.ts): for tables of many small records alike, such as the broker's replica.
    */
-  table<V, K extends Key = string>(name: string, options: { cache?: boolean } = {}): Table<V, K> {
+  table<V, K extends Key = string>(name: string, options: { cache?: boolean; compress?: boolean } = {}): Table<V, K> {
     let table = this.tables.get(name);
     if (table === undefined) {
-      table = this.root.openDB<unknown, Key>({ name, ...(options.cache === true ? { cache: { validated: true } } : {}) });
+      table = this.root.openDB<unknown, Key>({
+        name,
+        ...(options.cache === true ? { cache: { validated: true } } : {}),
+        // A table must be opened with the same setting every time: compressed values read as garbage otherwise.
+        ...(options.compress === true ? { compression: { threshold: COMPRESSION_THRESHOLD, dictionary: COMPRESSION_DICTIONARY } } : {}),
+      });
       this.tables.set(name, table);
     }
     return table as unknown as Table<V, K>;
