@@ -1,5 +1,5 @@
 import { adopterOf, inputsOf, isFinal, isStagingName, resultArchiveName, stagingOwner, stagingPrefix, stagingRoot, unmetRequirement, type BodyOf, type Envelope, type Requirements } from '../protocol/index.js';
-import { RemoteError, type NodeRuntime } from '../transport/index.js';
+import { RemoteError, type Counters, type NodeRuntime } from '../transport/index.js';
 import { BadStagedReference, type DataRouter } from './data-router.js';
 import { Delegation } from './delegation.js';
 import type { MetadataReplica, PrunedJob, Retention, SyncedJob } from './metadata-replica.js';
@@ -93,10 +93,11 @@ export class JobManager {
     }
 
     const link = node.link;
-    link.on('job_submit', (msg) => answering(link, msg, () => this.submit(msg)));
+    // Timed from the handler's start to the commit the answer waits for (`ucp status` shows the figures).
+    link.on('job_submit', (msg) => timed(link.counters, 'submission_ms', answering(link, msg, () => this.submit(msg))));
     link.on('job_started', (msg) => this.started(msg));
     // A result delivered again is recognised by the arbiter from the committed record ('redelivered').
-    link.on('job_result', (msg) => this.serialized(msg.body.job_id, () => this.decide(msg)), { recognisesRedelivery: true });
+    link.on('job_result', (msg) => timed(link.counters, 'result_decision_ms', this.serialized(msg.body.job_id, () => this.decide(msg))), { recognisesRedelivery: true });
     link.on('job_query', (msg) => {
       const own = this.jobs.get(msg.body.job_id);
       const job = own ?? replica.job(msg.body.job_id);
@@ -1129,4 +1130,10 @@ function normalized(job: SyncedJob): Job {
   const copy = structuredClone(job) as Job;
   copy.after ??= [];
   return copy;
+}
+
+/** Records how long `work`, started just now, takes to settle; failures are not timed. */
+function timed(counters: Counters, name: string, work: Promise<void>): Promise<void> {
+  const started = performance.now();
+  return work.then(() => counters.time(name, performance.now() - started));
 }

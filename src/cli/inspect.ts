@@ -88,7 +88,7 @@ export function ping(config: UcpConfig, logger: Logger, out: Output, node: strin
   });
 }
 
-/** `ucp status NODE`: the node's own view: uptime, outbox, peers and counters. */
+/** `ucp status NODE`: the node's own view: uptime, outbox, peers, counters and timings. */
 export function status(config: UcpConfig, logger: Logger, out: Output, node: string): Promise<void> {
   return withTool(config, logger, async (link) => {
     const reply = await link.request(node, 'status_request', {});
@@ -103,6 +103,8 @@ export function status(config: UcpConfig, logger: Logger, out: Output, node: str
     out.print(`peers: ${alive} alive, ${s.peers.length - alive} dead`);
     const counters = Object.entries(s.counters).sort(([a], [b]) => a.localeCompare(b));
     if (counters.length > 0) out.print(table(['COUNTER', 'VALUE'], counters.map(([k, v]) => [k, String(v)])));
+    const timings = Object.entries(s.timings ?? {}).sort(([a], [b]) => a.localeCompare(b));
+    if (timings.length > 0) out.print(table(['TIMING', 'COUNT', 'P50 MS', 'P99 MS', 'MAX MS'], timings.map(([k, t]) => [k, String(t.count), String(t.p50_ms), String(t.p99_ms), String(t.max_ms)])));
   });
 }
 

@@ -127,6 +127,8 @@ export const BODY_SCHEMAS = {
       { max: 10_000 },
     ),
     counters: record(str({ max: 64 }), uint(), { max: 256 }),
+    /** How long recent operations took, per kind: brokers time their result decisions, commit included. */
+    timings: optional(record(str({ max: 64 }), object({ count: uint(), p50_ms: num({ min: 0 }), p99_ms: num({ min: 0 }), max_ms: num({ min: 0 }) }), { max: 32 })),
     /** Firmware bridges: their field side, buffer, bad device payloads, Sparkplug edge nodes, commands. */
     bridge: optional(bridgeStatus),
   }),

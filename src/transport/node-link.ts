@@ -427,12 +427,14 @@ export class NodeLink {
   }
 
   status(): BodyOf<'status'> {
+    const timings = Object.entries(this.counters.timingSummaries());
     return {
       software: SOFTWARE,
       uptime_ms: this.uptimeMs(),
       outbox_pending: this.outboxPending,
       peers: this.peers.peers().map((p) => ({ id: p.id, role: p.role, incarnation: p.incarnation, alive: p.alive })),
       counters: { ...this.counters.snapshot(), hlc_max_drift_ms: Math.max(0, Math.round(this.clocks.maxObservedDriftMs)) },
+      ...(timings.length > 0 ? { timings: Object.fromEntries(timings) } : {}),
       ...this.statusFields(),
     };
   }

@@ -85,6 +85,25 @@ describe('a CLI that behaves', () => {
     expect(loud.stderr).toContain('"msg":"connected"');
   }, 180_000);
 
+  it('`ucp status` of a broker that decided a result shows how long its decisions and submissions took', async () => {
+    const folder = join(dir, 'timed');
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, 'plan.toml'), `[named_data]\nsmoke = "${join(FIXTURES, 'rec-smoke.wasm')}"\n[[jobs]]\n[jobs.metadata]\njob_id = "timed-job"\nwasm_module = "smoke"\n`);
+    expect((await ucpRun(['run', join(folder, 'plan.toml'), ...client('timed-client')])).code).toBe(0);
+    const shown = await ucpRun(['status', 'br', '--json', ...common()]);
+    const timings = (JSON.parse(shown.stdout) as { timings: Record<string, { count: number; p50_ms: number; p99_ms: number; max_ms: number }> }).timings;
+    for (const name of ['result_decision_ms', 'submission_ms']) {
+      const t = timings[name]!;
+      expect(t.count, name).toBeGreaterThanOrEqual(1);
+      expect(t.p50_ms, name).toBeGreaterThan(0);
+      expect(t.p50_ms, name).toBeLessThanOrEqual(t.p99_ms);
+      expect(t.p99_ms, name).toBeLessThanOrEqual(t.max_ms);
+    }
+    const table = (await ucpRun(['status', 'br', ...common()])).stdout;
+    expect(table).toMatch(/^TIMING\s+COUNT\s+P50 MS\s+P99 MS\s+MAX MS$/m);
+    expect(table).toMatch(/^result_decision_ms\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+$/m);
+  }, 120_000);
+
   it('`ucp nodes` lists clients that have left only with --all', async () => {
     // A client run that came and went.
     const folder = join(dir, 'leaving');
