@@ -77,6 +77,8 @@ export class JobManager {
   /** Jobs changed this turn and not yet written, and the promise of their write (see record()). */
   private readonly unwritten = new Map<string, Job>();
   private recorded: Promise<void> | undefined;
+  /** The message id of each assignment sent, by `<job>#<attempt>`, until its result or the job's end. */
+  private readonly assignMessages = new Map<string, string>();
 
   constructor(
     private readonly node: NodeRuntime,
@@ -97,7 +99,14 @@ export class JobManager {
     link.on('job_submit', (msg) => timed(link.counters, 'submission_ms', answering(link, msg, () => this.submit(msg))));
     link.on('job_started', (msg) => this.started(msg));
     // A result delivered again is recognised by the arbiter from the committed record ('redelivered').
-    link.on('job_result', (msg) => timed(link.counters, 'result_decision_ms', this.serialized(msg.body.job_id, () => this.decide(msg))), { recognisesRedelivery: true });
+    link.on(
+      'job_result',
+      (msg) => {
+        this.resultAnswers(msg);
+        return timed(link.counters, 'result_decision_ms', this.serialized(msg.body.job_id, () => this.decide(msg)));
+      },
+      { recognisesRedelivery: true },
+    );
     link.on('job_query', (msg) => {
       const own = this.jobs.get(msg.body.job_id);
       const job = own ?? replica.job(msg.body.job_id);
@@ -321,7 +330,21 @@ export class JobManager {
     this.unwritten.delete(jobId);
     void this.replica.setJob(job as SyncedJob);
     // The client hears when the job starts running; an update per assignment would only add traffic.
-    await this.node.link.sendDurable(executor, 'job_assign', { attempt, spec: job.spec, versions });
+    const sent = this.node.link.sendDurableNow(executor, 'job_assign', { attempt, spec: job.spec, versions });
+    this.assignMessages.set(`${jobId}#${attempt}`, sent.id);
+    await sent.stored;
+  }
+
+  /**
+   * An executor that ends an attempt quickly sends no acknowledgement of the assignment: its result is
+   * one (it commits its record of the assignment with the result).
+   */
+  private resultAnswers(msg: Envelope<'job_result'>): void {
+    const key = `${msg.body.job_id}#${msg.body.attempt}`;
+    const id = this.assignMessages.get(key);
+    if (id === undefined) return;
+    // Only from the executor the assignment went to; anyone else's result acknowledges nothing.
+    if (this.node.link.acknowledgedBy(id, msg.from)) this.assignMessages.delete(key);
   }
 
   private occupy(executor: string, jobId: string): void {
@@ -999,7 +1022,10 @@ export class JobManager {
     this.sealed.delete(job.job_id);
     this.queue.remove(job.job_id);
     this.deadlines.disarm(job.job_id);
-    for (const a of job.attempts) this.release(a.executor, job.job_id);
+    for (const a of job.attempts) {
+      this.release(a.executor, job.job_id);
+      this.assignMessages.delete(`${job.job_id}#${a.attempt}`);
+    }
   }
 
   /** A finished job this broker manages, from the replica, to answer a late result about it. */

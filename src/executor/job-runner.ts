@@ -98,12 +98,17 @@ class AssignmentTrace {
     return this.state === 'written';
   }
 
-  /** Call in the same turn as `write` was issued: the attempt ended, and `write` replaces the assignment. */
-  replace(write: Promise<unknown>): void {
+  /**
+   * Call in the same turn as `write` was issued: the attempt ended, and `write` replaces the assignment.
+   * `answers`: `write` is the result, on its way to the broker that sent the assignment, which takes it
+   * for the assignment's acknowledgement (one message less per job).
+   */
+  replace(write: Promise<unknown>, answers = false): void {
     clearTimeout(this.timer);
     if (this.state !== 'pending') return;
     this.state = 'replaced';
     this.delivery.remember();
+    if (answers) this.delivery.answered();
     this.settle(write);
   }
 
@@ -296,8 +301,9 @@ export class JobRunner {
     // In the same turn, so both land in one LMDB batch: after a crash the result is either still to be
     // sent by the outbox, or the attempt is still here (assigned: reported as killed_executor; staged:
     // uploaded again).
-    const sent = this.node.link.sendDurable(this.resultTarget(a.broker), 'job_result', body);
-    await (this.staging.get(id) !== undefined ? this.staging.forget(id, sent) : Promise.all([sent, this.replaceAssignment(id, sent)]));
+    const target = this.resultTarget(a.broker);
+    const sent = this.node.link.sendDurable(target, 'job_result', body);
+    await (this.staging.get(id) !== undefined ? this.staging.forget(id, sent) : Promise.all([sent, this.replaceAssignment(id, sent, target === a.broker)]));
     this.reported.add(id);
     if (this.reported.size > REPORTED_REMEMBERED) this.reported.delete(this.reported.values().next().value!);
   }
@@ -306,10 +312,10 @@ export class JobRunner {
    * The attempt ended and `write`, issued in this turn, records what it ended with (or nothing, for a
    * cancelled attempt): the assignment is removed in the same batch if it was written, else never is.
    */
-  private replaceAssignment(id: string, write: Promise<unknown> | undefined): Promise<unknown> {
+  private replaceAssignment(id: string, write: Promise<unknown> | undefined, answers = false): Promise<unknown> {
     const trace = this.running.get(id)?.trace;
     if (trace !== undefined && !trace.written) {
-      trace.replace(write ?? Promise.resolve());
+      trace.replace(write ?? Promise.resolve(), answers);
       return Promise.resolve();
     }
     return this.assignments.remove(id);

@@ -83,12 +83,23 @@ export interface NodeLinkOptions {
 }
 
 /**
- * What a handler may do about the link's own record of a durable message (see on()). `remember()` writes
- * that record now, so that it shares the LMDB batch of the writes the handler issues in the same turn;
- * without a call the link writes it after the handler settles, in a commit of its own.
+ * What a handler may do about the link's own handling of a durable message (see on()).
+ * `remember()` writes the link's record of the message now, so that it shares the LMDB batch of the
+ * writes the handler issues in the same turn; without a call the link writes it after the handler
+ * settles, in a commit of its own.
+ * `answered()`: the handler has sent the sender a durable message that the sender takes for the
+ * acknowledgement (an executor's result answers its assignment; see acknowledgedBy()), so the link sends
+ * none of its own. A copy that arrives again is acknowledged as usual.
  */
 export interface Delivery {
   remember(): void;
+  answered(): void;
+}
+
+/** What a handler did through its Delivery. */
+interface Handling {
+  recorded?: Promise<void>;
+  answered: boolean;
 }
 
 export type Handler<K extends Kind> = (msg: Envelope<K>, delivery: Delivery) => void | Promise<void>;
@@ -282,6 +293,13 @@ export class NodeLink {
    * the message is stored.
    */
   async sendDurable<K extends Kind>(to: string, kind: K, body: BodyOf<K>): Promise<string> {
+    const { id, stored } = this.sendDurableNow(to, kind, body);
+    await stored;
+    return id;
+  }
+
+  /** sendDurable() that tells the message's id at once, beside the promise of its storing. */
+  sendDurableNow<K extends Kind>(to: string, kind: K, body: BodyOf<K>): { id: string; stored: Promise<void> } {
     if (this.outbox === undefined) throw new TransportError('no_store', 'this link has no data directory, so it cannot send durably');
     const topic = this.inboxOf(to);
     const msg = this.envelope(kind, body, { ack: true });
@@ -289,8 +307,16 @@ export class NodeLink {
     const stored = this.outbox.add({ id: msg.id, to, topic, kind, payload, createdAt: Date.now() });
     this.armRetries();
     if (this.hub.connected) this.post(topic, payload);
-    await stored;
-    return msg.id;
+    return { id: msg.id, stored };
+  }
+
+  /**
+   * Takes a message that arrived from `from` for the acknowledgement of the durable message `messageId`
+   * sent to it (the handler on its side said so with Delivery.answered()). Returns false if that message
+   * is not pending, or went to someone else.
+   */
+  acknowledgedBy(messageId: string, from: string): boolean {
+    return this.outbox?.acknowledge(messageId, from) === true;
   }
 
   /** Resolves when the receiver has acknowledged a durable message. */
@@ -757,14 +783,15 @@ export class NodeLink {
       if (durable) this.send(msg.from, 'ack', { of: msg.id });
       return;
     }
-    let recorded: Promise<void> | undefined;
+    const handling: Handling = { answered: false };
     const delivery: Delivery = {
       remember: () => {
-        if (!durable || recorded !== undefined || this.selfDeduplicating.has(msg.kind)) return;
-        recorded = this.dedup.persist(key, this.clocks.hlc.now().wall);
+        if (!durable || handling.recorded !== undefined || this.selfDeduplicating.has(msg.kind)) return;
+        handling.recorded = this.dedup.persist(key, this.clocks.hlc.now().wall);
         // Awaited in settle(); this only keeps a failure seen there from also going unhandled here.
-        recorded.catch(() => undefined);
+        handling.recorded.catch(() => undefined);
       },
+      answered: () => void (handling.answered = true),
     };
     let pending: void | Promise<void>;
     try {
@@ -779,30 +806,29 @@ export class NodeLink {
       return;
     }
     this.inFlight.add(key);
-    void this.settle(msg, key, durable, pending, () => recorded);
+    void this.settle(msg, key, durable, pending, handling);
   }
 
   /** Finishes a message whose handling is asynchronous or durable: persist, then acknowledge. */
-  private async settle(msg: AnyEnvelope, key: string, durable: boolean, pending: void | Promise<void>, remembered: () => Promise<void> | undefined): Promise<void> {
+  private async settle(msg: AnyEnvelope, key: string, durable: boolean, pending: void | Promise<void>, handling: Handling): Promise<void> {
     try {
       await pending;
       if (durable) {
-        const recorded = remembered();
-        if (recorded !== undefined) await recorded;
+        if (handling.recorded !== undefined) await handling.recorded;
         else if (!this.selfDeduplicating.has(msg.kind)) await this.dedup.persist(key, this.clocks.hlc.now().wall);
         await this.opts.store?.durable();
       }
     } catch (err) {
       // Not handled after all: a copy sent again must not be taken for one already handled. Removed
       // while the message still counts as in flight, so no copy is let in before the removal commits.
-      if (remembered() !== undefined) await this.dedup.forget(key).catch(() => undefined);
+      if (handling.recorded !== undefined) await this.dedup.forget(key).catch(() => undefined);
       this.handlingFailed(msg, durable, err);
       return;
     } finally {
       this.inFlight.delete(key);
     }
     this.dedup.handled(key);
-    if (durable) this.send(msg.from, 'ack', { of: msg.id });
+    if (durable && !handling.answered) this.send(msg.from, 'ack', { of: msg.id });
   }
 
   private handlingFailed(msg: AnyEnvelope, durable: boolean, err: unknown): void {

@@ -158,6 +158,43 @@ describe('node link guarantees', () => {
     expect(table.get(id)).toBe(2);
   });
 
+  it('a durable answer the handler marks as the acknowledgement replaces the link\'s own; without the mark an ack still follows', async () => {
+    await setup();
+    const receiver = create('answering');
+    const sender = create('asking');
+    for (const mark of [true, false]) {
+      receiver.on('notice', async (msg, delivery) => {
+        const answer = receiver.sendDurableNow(msg.from, 'notice', { severity: 'info', text: `re ${msg.id}` });
+        delivery.remember();
+        if (mark) delivery.answered();
+        await answer.stored;
+      });
+      const answersSeen: string[] = [];
+      sender.on('notice', (msg) => {
+        const of = msg.body.text.slice(3);
+        answersSeen.push(of);
+        expect(sender.acknowledgedBy(of, msg.from)).toBe(true);
+        // Someone other than the receiver cannot acknowledge it.
+        expect(sender.acknowledgedBy(of, 'someone-else')).toBe(false);
+      });
+      if (mark) {
+        await receiver.connect();
+        await sender.connect();
+      }
+      const unmatched = sender.counters.get('acks_unmatched');
+      const duplicates = receiver.counters.get('rx_duplicates');
+      const id = await sender.sendDurable('answering', 'notice', { severity: 'info', text: String(mark) });
+      await sender.delivered(id);
+      expect(answersSeen).toEqual([id]);
+      // The receiver's own ack, if it sends one, finds the message already acknowledged; so does the ack
+      // of a copy the sender sent again before the answer came (its retries start at 40 ms here).
+      await new Promise((r) => setTimeout(r, 300));
+      const resent = receiver.counters.get('rx_duplicates') - duplicates;
+      expect(sender.counters.get('acks_unmatched') - unmatched).toBe((mark ? 0 : 1) + resent);
+      expect(sender.outboxPending).toBe(0);
+    }
+  });
+
   it('a durable message of a kind nobody handles yet is kept and delivered once a handler exists', async () => {
     await setup();
     const receiver = create('recv');
