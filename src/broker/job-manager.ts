@@ -75,7 +75,7 @@ export class JobManager {
   /** Per unfinished job, attempts whose result arrived: what they staged may no longer change. */
   private readonly sealed = new Map<string, Set<number>>();
   /** Jobs changed this turn and not yet written, and the promise of their write (see record()). */
-  private readonly unwritten = new Map<string, Job>();
+  private readonly unwritten = new Map<string, { job: Job; written?: Promise<void> }>();
   private recorded: Promise<void> | undefined;
   /** The message id of each assignment sent, by `<job>#<attempt>`, until its result or the job's end. */
   private readonly assignMessages = new Map<string, string>();
@@ -326,9 +326,8 @@ export class JobManager {
     const versions = this.versionsOf(job);
     // Written in the same turn as the outbox entry, so both commit in one LMDB batch: a crash cannot keep
     // the assignment message without the record of it. A submission placed in the turn it arrived is
-    // written here once (record() drops its pending write).
-    this.unwritten.delete(jobId);
-    void this.replica.setJob(job as SyncedJob);
+    // written here once.
+    this.recordNow(job).catch((err: Error) => this.node.log.error({ job: jobId, err: err.message }, 'recording an assignment failed'));
     // The client hears when the job starts running; an update per assignment would only add traffic.
     const sent = this.node.link.sendDurableNow(executor, 'job_assign', { attempt, spec: job.spec, versions });
     this.assignMessages.set(`${jobId}#${attempt}`, sent.id);
@@ -943,8 +942,7 @@ export class JobManager {
 
   private async persist(job: Job): Promise<void> {
     const ended = isFinal(job.state);
-    await this.record(job);
-    await this.node.store.durable();
+    await this.node.store.durableAfter(this.record(job));
     if (ended) {
       this.forgetFinished(job);
       this.pruneIfOverCount();
@@ -958,24 +956,33 @@ export class JobManager {
   /**
    * Writes the job's record as it stands when the turn's other work is done. A job changed twice in one
    * turn (submitted and placed, or its result accepted and its slot given to the next job) is written once,
-   * with the state it reached: one record, one index entry and one sync change instead of two. Callers
-   * wait for durable() after this, which covers a write assign() made in their stead.
+   * with the state it reached: one record, one index entry and one sync change instead of two. The
+   * promise covers the turn's writes, including those assign() made of these jobs in the meantime.
    */
   private record(job: Job): Promise<void> {
-    this.unwritten.set(job.job_id, job);
+    // A change after an earlier write of this turn (recordNow) is written again.
+    this.unwritten.set(job.job_id, { job });
     this.recorded ??= new Promise<void>((resolve, reject) => {
       setImmediate(() => {
-        const jobs = [...this.unwritten.values()];
+        const pending = [...this.unwritten.values()];
         this.unwritten.clear();
         this.recorded = undefined;
         try {
-          Promise.all(jobs.map((j) => this.replica.setJob(j as SyncedJob))).then(() => resolve(), reject);
+          Promise.all(pending.map((p) => p.written ?? this.replica.setJob(p.job as SyncedJob))).then(() => resolve(), reject);
         } catch (err) {
           reject(err as Error);
         }
       });
     });
     return this.recorded;
+  }
+
+  /** Writes the job's record now (see record()), in place of a write pending for it in this turn. */
+  private recordNow(job: Job): Promise<void> {
+    const written = this.replica.setJob(job as SyncedJob);
+    const pending = this.unwritten.get(job.job_id);
+    if (pending !== undefined) pending.written = written;
+    return written;
   }
 
   /**

@@ -198,6 +198,17 @@ export class NodeStore {
     if (this.sync === 'flush') await this.root.flushed;
   }
 
+  /**
+   * Resolves once `written`, the promise of writes the caller issued (LMDB commits batches in order, so
+   * also everything issued before them), has committed and is as durable as the `sync` setting asks.
+   * Under load this is a commit sooner than durable(), which waits for the newest batch, opened perhaps
+   * after the caller's writes.
+   */
+  async durableAfter(written: Promise<unknown>): Promise<void> {
+    await written;
+    if (this.sync === 'flush') await this.root.flushed;
+  }
+
   /** Gives the directory up at once after a refused open, so that a corrected open can follow. */
   private abandon(): void {
     this.closed = true;

@@ -364,7 +364,8 @@ export class NodeLink {
    *
    * `recognisesRedelivery`: the handler itself tells a durable message it has handled before from what it
    * committed (first come, first served does, for results), so the link keeps no record of the message
-   * on disk: one commit less per message. The link still drops copies it remembers in memory.
+   * on disk: one commit less per message. Such a handler settles only once what it wrote is durable. The
+   * link still drops copies it remembers in memory.
    *
    * A handler that calls `delivery.remember()` in the turn it writes has the link's record of a durable
    * message share its LMDB commit. If the handler then fails, the record is removed before a resent copy
@@ -814,9 +815,10 @@ export class NodeLink {
     try {
       await pending;
       if (durable) {
-        if (handling.recorded !== undefined) await handling.recorded;
-        else if (!this.selfDeduplicating.has(msg.kind)) await this.dedup.persist(key, this.clocks.hlc.now().wall);
-        await this.opts.store?.durable();
+        // The record commits after whatever the handler wrote before it (LMDB commits batches in order). A
+        // handler that recognises redeliveries settles once what it committed is durable (see on()).
+        const recorded = handling.recorded ?? (this.selfDeduplicating.has(msg.kind) ? undefined : this.dedup.persist(key, this.clocks.hlc.now().wall));
+        if (recorded !== undefined) await (this.opts.store?.durableAfter(recorded) ?? recorded);
       }
     } catch (err) {
       // Not handled after all: a copy sent again must not be taken for one already handled. Removed
