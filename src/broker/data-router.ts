@@ -243,8 +243,7 @@ export class DataRouter {
   }
 
   private async indexStored(name: string, location: Located): Promise<void> {
-    await this.index.setName(name, location);
-    await this.node.store.durable();
+    await this.node.store.durableAfter(this.index.setName(name, location));
     for (const listener of this.storedListeners) listener(name);
   }
 
