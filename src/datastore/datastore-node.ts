@@ -63,8 +63,8 @@ export class DatastoreNode {
     link.on('data_put', async (msg) => {
       const { name, bytes, stamp } = msg.body;
       try {
-        const outcome = await this.data.put(name, bytes, stampOf(msg, stamp));
-        await node.store.durable();
+        // Its transaction has committed when it resolves: the answer waits for no later batch.
+        const outcome = await node.store.durableAfter(this.data.put(name, bytes, stampOf(msg, stamp)));
         link.reply(msg, 'data_put_result', { name, outcome, store: link.id });
       } catch (err) {
         refuse(msg, err);
@@ -111,8 +111,7 @@ export class DatastoreNode {
     link.on('data_move', async (msg) => {
       try {
         const { at, writer, owner } = msg.body;
-        const results = await this.data.move(msg.body.moves, { at: { wall: at[0], logical: at[1] }, writer, ...(owner !== undefined ? { owner } : {}) });
-        await node.store.durable();
+        const results = await node.store.durableAfter(this.data.move(msg.body.moves, { at: { wall: at[0], logical: at[1] }, writer, ...(owner !== undefined ? { owner } : {}) }));
         link.counters.inc('objects_moved', results.filter((r) => r.outcome === 'stored').length);
         link.reply(msg, 'data_moved', { results, store: link.id });
       } catch (err) {

@@ -204,9 +204,10 @@ export class NodeStore {
    * Under load this is a commit sooner than durable(), which waits for the newest batch, opened perhaps
    * after the caller's writes.
    */
-  async durableAfter(written: Promise<unknown>): Promise<void> {
-    await written;
+  async durableAfter<T>(written: Promise<T>): Promise<T> {
+    const value = await written;
     if (this.sync === 'flush') await this.root.flushed;
+    return value;
   }
 
   /** Gives the directory up at once after a refused open, so that a corrected open can follow. */
