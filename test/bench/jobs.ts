@@ -7,6 +7,7 @@
  * cluster also runs with store.sync = "flush". In the same run, the same module and the same shape through
  * BullMQ on redis-server (AOF everysec, which like LMDB's commit mode survives a killed process) with two
  * worker processes of concurrency 2 (see bullmq-worker.mjs), with and without a job directory per job.
+ * Both report the CPU time per job of the throughput run, summed over every process involved.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -18,6 +19,7 @@ import { isFinal, type JobSpec, type JobView } from '../../src/protocol/index.js
 import { NodeRuntime } from '../../src/transport/index.js';
 import { Queue, QueueEvents } from 'bullmq';
 import { cleanEnv, freePort, Proc, removeDir, ROOT, startHubProcess, tempDir, ucp } from '../helpers/processes.js';
+import { cpuSeconds, tree } from './proc-stats.js';
 import type { BenchResult } from './run.js';
 import { round, summarize } from './stats.js';
 
@@ -67,10 +69,24 @@ interface ShapeFigures {
   stages?: Record<string, ReturnType<typeof summarize>>;
   jobsPerS: number;
   perWorker?: Record<string, number>;
+  /** CPU time per job during the throughput run, all processes together (this one, the client, included). */
+  cpuMsPerJob?: number;
+}
+
+/** CPU seconds used so far by these processes with their descendants (a sandbox, live or reaped), and by this one. */
+function cpuOf(pids: readonly number[]): number {
+  const own = process.cpuUsage();
+  let total = (own.user + own.system) / 1e6;
+  for (const pid of pids) {
+    const [top, ...below] = tree(pid);
+    if (top === undefined) continue;
+    total += cpuSeconds(top, true) + below.reduce((sum, p) => sum + cpuSeconds(p), 0);
+  }
+  return total;
 }
 
 /** Runs `latencyJobs` one at a time, then THROUGHPUT_JOBS with IN_FLIGHT in flight. */
-async function measure<T>(run: (id: string) => Promise<T>, latencyJobs: number, onLatency?: (job: T, w0: number, w1: number) => void, worker?: (job: T) => string): Promise<ShapeFigures> {
+async function measure<T>(run: (id: string) => Promise<T>, latencyJobs: number, pids: readonly number[], onLatency?: (job: T, w0: number, w1: number) => void, worker?: (job: T) => string): Promise<ShapeFigures> {
   for (let i = 0; i < WARMUP_JOBS; i++) await run(`warm-${i}`);
   const samples: number[] = [];
   for (let i = 0; i < latencyJobs; i++) {
@@ -80,6 +96,7 @@ async function measure<T>(run: (id: string) => Promise<T>, latencyJobs: number, 
     samples.push(performance.now() - t0);
     onLatency?.(job, w0, Date.now());
   }
+  const cpu0 = cpuOf(pids);
   const t0 = performance.now();
   let next = 0;
   const perWorker: Record<string, number> = {};
@@ -91,7 +108,9 @@ async function measure<T>(run: (id: string) => Promise<T>, latencyJobs: number, 
       }
     }),
   );
-  return { ...(latencyJobs > 0 ? { latency: summarize(samples) } : {}), jobsPerS: THROUGHPUT_JOBS / ((performance.now() - t0) / 1_000), ...(worker !== undefined ? { perWorker } : {}) };
+  const jobsPerS = THROUGHPUT_JOBS / ((performance.now() - t0) / 1_000);
+  const cpuMsPerJob = ((cpuOf(pids) - cpu0) * 1_000) / THROUGHPUT_JOBS;
+  return { ...(latencyJobs > 0 ? { latency: summarize(samples) } : {}), jobsPerS, cpuMsPerJob, ...(worker !== undefined ? { perWorker } : {}) };
 }
 
 /** A ucp-edge cluster with `executors` executors; latency only when asked (the two-executor shape). */
@@ -134,6 +153,7 @@ async function ucpShape(executors: number, sync: 'commit' | 'flush', withLatency
     const figures = await measure(
       (id) => run(trivialJob(id)),
       withLatency ? LATENCY_JOBS : 0,
+      procs.map((p) => p.pid),
       (job, w0, w1) => {
         const a = job.attempts[0]!;
         stages.submit.push(job.created_at - w0);
@@ -182,7 +202,7 @@ async function bullmqShape(stage: 'dir' | 'none'): Promise<ShapeFigures | undefi
     return await measure(async (id) => {
       const job = await q.add('wasm', { argv: ['exit-code', '0'] }, { jobId: id, removeOnComplete: { count: 1_000 }, removeOnFail: { count: 1_000 } });
       return job.waitUntilFinished(ev, 30_000);
-    }, LATENCY_JOBS);
+    }, LATENCY_JOBS, procs.map((p) => p.pid));
   } finally {
     await events?.close();
     await queue?.close();
@@ -207,6 +227,7 @@ export async function jobsBench(): Promise<BenchResult> {
     { metric: 'trivial job p50 (ms), BullMQ job dir as baseline', bare: bull !== undefined ? round(bull.p50Ms) : null, project: round(latency.p50Ms), ratio: bull !== undefined ? round(latency.p50Ms / bull.p50Ms, 1) : null, target: '<= 5 ms and <= BullMQ', pass: latency.p50Ms <= 5 && (bull === undefined || latency.p50Ms <= bull.p50Ms) },
     { metric: 'trivial job p99 (ms), BullMQ job dir as baseline', bare: bull !== undefined ? round(bull.p99Ms) : null, project: round(latency.p99Ms), ratio: bull !== undefined ? round(latency.p99Ms / bull.p99Ms, 1) : null, target: '<= 20 ms', pass: latency.p99Ms <= 20 },
     { metric: `jobs/s, 2 executors / workers, ${IN_FLIGHT} in flight`, bare: bullDir !== undefined ? Math.round(bullDir.jobsPerS) : null, project: Math.round(two.jobsPerS), ratio: bullDir !== undefined ? round(two.jobsPerS / bullDir.jobsPerS, 2) : null, target: '>= 1000 and >= BullMQ', pass: two.jobsPerS >= 1_000 && (bullDir === undefined || two.jobsPerS >= bullDir.jobsPerS) },
+    { metric: `CPU per job at ${IN_FLIGHT} in flight, all processes (ms)`, bare: bullDir?.cpuMsPerJob !== undefined ? round(bullDir.cpuMsPerJob) : null, project: round(two.cpuMsPerJob!), ratio: bullDir?.cpuMsPerJob !== undefined ? round(two.cpuMsPerJob! / bullDir.cpuMsPerJob, 2) : null, target: '-', pass: null },
     { metric: 'BullMQ without a job directory: p50 (ms) / jobs/s', bare: bullBare?.latency !== undefined ? round(bullBare.latency.p50Ms) : null, project: bullBare !== undefined ? Math.round(bullBare.jobsPerS) : null, ratio: null, target: '-', pass: null },
     { metric: 'ucp-edge jobs/s with 1 executor', bare: null, project: Math.round(one.jobsPerS), ratio: null, target: '-', pass: null },
     { metric: 'ucp-edge jobs/s with 4 executors', bare: null, project: Math.round(four.jobsPerS), ratio: null, target: '-', pass: null },
