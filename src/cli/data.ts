@@ -89,14 +89,15 @@ export async function dataGet(config: UcpConfig, logger: Logger, out: Output, na
 export async function dataLs(config: UcpConfig, logger: Logger, out: Output, prefix: string | undefined): Promise<void> {
   const items = await withData(config, logger, (data) => data.list(prefix));
   if (out.json) {
-    out.print(JSON.stringify(items.map((i) => ({ name: i.name, size: i.size, store: i.store, writtenAt: i.at }))));
+    out.print(JSON.stringify(items.map((i) => ({ name: i.name, size: i.size, owner: i.owner ?? null, store: i.store, writtenAt: i.at }))));
     return;
   }
   if (items.length === 0) {
     out.print(prefix === undefined ? 'no data' : `no data at or below "${prefix}"`);
     return;
   }
-  out.print(table(['NAME', 'SIZE', 'DATASTORE'], items.map((i) => [i.name, String(i.size), i.store])));
+  // A name nobody owns (written before names had owners, or by a node's own role) shows '-'.
+  out.print(table(['NAME', 'SIZE', 'OWNER', 'DATASTORE'], items.map((i) => [i.name, String(i.size), i.owner ?? '-', i.store])));
 }
 
 /** `ucp data rm NAME` or `ucp data rm --job ID` */

@@ -107,7 +107,14 @@ describe('named data across broker and datastores', () => {
     const rm = await ucpRun(['data', 'rm', '--job', 'job-9', '--json', ...common()]);
     expect(JSON.parse(rm.stdout)).toEqual({ deleted: 2 });
     const ls = await ucpRun(['data', 'ls', 'job-9', '--json', ...common()]);
-    expect((JSON.parse(ls.stdout) as Array<{ name: string }>).map((i) => i.name)).toEqual(['job-9/result.zip']);
+    const listed = JSON.parse(ls.stdout) as Array<{ name: string; owner: string | null }>;
+    expect(listed.map((i) => i.name)).toEqual(['job-9/result.zip']);
+    // Written by this directory's client identity, which the listing names as the owner.
+    const owner = listed[0]!.owner;
+    expect(owner).toMatch(/^\S+$/);
+    const shown = (await ucpRun(['data', 'ls', 'job-9', ...common()])).stdout.trim().split('\n');
+    expect(shown[0]).toMatch(/^NAME\s+SIZE\s+OWNER\s+DATASTORE$/);
+    expect(shown[1]!.trim().split(/\s+/)).toEqual(['job-9/result.zip', '7', owner, expect.any(String)]);
     const bad = await ucpRun(['data', 'put', 'bell\u0007name', file, ...common()]);
     expect(bad.code).toBe(1);
     expect(bad.stderr.trim().split('\n')).toEqual(['ucp: "bell\\u0007name" is not a data name: a data name is 1-512 characters of text without control characters']);
