@@ -125,6 +125,9 @@ export class BridgeNode {
     this.field.on('connect', (connack) => {
       const wanted = [...new Set([...doc.mappings.map((m) => m.topic.filter), ...this.commands.ackFilters(doc.triggers)])].sort();
       const plan = planSubscriptions(persistent && connack.sessionPresent, session.get('filters'), wanted);
+      // Said once the subscriptions are in place: from then on the field broker keeps readings for us.
+      const connected = () => log.info({ field: settings.field_url, topics: wanted, session: connack.sessionPresent ? 'resumed' : 'new', subscribed: plan.subscribe.length, unsubscribed: plan.unsubscribe.length }, 'connected to the field broker');
+      link.counters.inc('field_connects');
       if (plan.unsubscribe.length > 0) this.field.unsubscribe([...plan.unsubscribe]);
       if (plan.subscribe.length > 0) {
         // rh 1 (MQTT 5): retained messages only for a subscription the session did not have yet.
@@ -135,12 +138,12 @@ export class BridgeNode {
           // What the broker holds for the next resumed session; unknown after a refusal, so all is asked again.
           if (persistent && (err === null || err === undefined) && refused.length === 0) void session.put('filters', wanted);
           else void session.remove('filters');
+          connected();
         });
-      } else if (plan.unsubscribe.length > 0 && persistent) {
-        void session.put('filters', wanted);
+        return;
       }
-      link.counters.inc('field_connects');
-      log.info({ field: settings.field_url, topics: wanted, session: connack.sessionPresent ? 'resumed' : 'new', subscribed: plan.subscribe.length, unsubscribed: plan.unsubscribe.length }, 'connected to the field broker');
+      if (plan.unsubscribe.length > 0 && persistent) void session.put('filters', wanted);
+      connected();
     });
     this.field.on('close', () => link.counters.inc('field_disconnects'));
     this.field.on('error', (err) => log.warn({ err: err.message, field: settings.field_url }, 'field broker connection error'));
