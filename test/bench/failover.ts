@@ -21,7 +21,8 @@ import { freePort, removeDir, ROOT, startHubProcess, tempDir, ucp, type Proc } f
 import type { BenchResult } from './run.js';
 import { round, summarize } from './stats.js';
 
-const TRIALS = 20;
+/** Kill and stop trials each; FAILOVER_TRIALS=1 for a quick look at the decision figures. */
+const TRIALS = Number(process.env.FAILOVER_TRIALS ?? 20);
 const DECISIONS = 2_000;
 const DECISIONS_IN_FLIGHT = 64;
 const LOAD_EXECUTORS = 2;
