@@ -560,10 +560,10 @@ export class JobManager {
     // The freed slot takes its next job while this decision commits (normally in the same LMDB batch):
     // another job's assignment does not depend on this one's outcome.
     this.requestSchedule();
-    // Written now, not at the end of the turn: the hand-offs above are written already, and lmdb-js
-    // closes a batch at the end of the turn of its first write, so a record written then would wait for
-    // the next commit.
-    await this.persist(job, true);
+    // After hand-offs, written now rather than at the end of the turn: they are written already, and
+    // lmdb-js closes a batch at the end of the turn of its first write, so a record written then would
+    // wait for the next commit.
+    await this.persist(job, plan.inline.some((item) => item.name.startsWith(`${job.job_id}/`)));
     for (const a of cancelled) this.node.link.send(a.executor, 'job_cancel', { job_id: job.job_id, attempt: a.attempt, reason: a.reason ?? 'another attempt delivered first' });
     this.notify(job, keep && result.archive instanceof Uint8Array && result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
   }
