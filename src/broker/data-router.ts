@@ -68,8 +68,6 @@ const BAD_MOVE_CODES = new Set(['not_found', 'size_mismatch', 'digest_mismatch',
 const UPLOAD_IDLE_MS = 120_000;
 /** How long a datastore gets to store one append (up to 20,000 records). */
 const APPEND_TIMEOUT_MS = 30_000;
-/** How long a read waits for a hand-off of its name still on the way to the datastore (see handOff()). */
-const HANDOFF_WAIT_MS = 5_000;
 
 /**
  * The broker's part of named data: it places new data on the live datastore with the most free space,
@@ -80,8 +78,6 @@ export class DataRouter {
 
   private readonly storedListeners: Array<(name: string) => void> = [];
   private readonly uploads = new Map<string, RelayedUpload>();
-  /** Names handed to a datastore (handOff()) that it has not acknowledged yet: settles when it has. */
-  private readonly handingOff = new Map<string, Promise<void>>();
   private stagingGuard: StagingGuard = () => 'this broker manages no jobs';
 
   constructor(
@@ -229,47 +225,6 @@ export class DataRouter {
   }
 
   /**
-   * Stores data on a datastore without waiting for it, for a job's results in its own tree, which only
-   * the decision that accepted them writes: the put goes to the datastore as a durable message, and its
-   * outbox entry (the bytes) and the name's index entry are written in this turn, so they commit in the
-   * caller's LMDB batch. The decision is then durable without a round trip to the datastore, and the
-   * data reaches it even if this broker is killed first (the outbox resends it when it starts again).
-   * A deletion cannot be overtaken by the put: the deletion's later version buries it at the datastore.
-   * This broker's reads of the name wait for the datastore's acknowledgement; listeners hear of the name
-   * then. Returns where the name is placed.
-   */
-  handOff(name: string, bytes: Uint8Array, writer: string, grant: Grant): Located {
-    const store = this.placeFor(name);
-    const stamp = this.stamp(writer, grant);
-    const { id, stored } = this.node.link.sendDurableNow(store, 'data_put', { name, bytes, stamp });
-    // A failed write fails the caller's commit too (same batch), which is where it is reported.
-    stored.catch(() => undefined);
-    const location = { store, size: bytes.byteLength, at: stamp.at, owner: grant.owner };
-    this.index.setName(name, location).catch((err: Error) => this.node.log.warn({ name, err: err.message }, 'indexing a handed-off name failed'));
-    const landed = this.node.link.delivered(id).then(
-      () => {
-        for (const listener of this.storedListeners) listener(name);
-      },
-      // The link stopped: the put stays in the outbox and goes out at the next start.
-      () => undefined,
-    );
-    this.handingOff.set(name, landed);
-    void landed.then(() => {
-      if (this.handingOff.get(name) === landed) this.handingOff.delete(name);
-    });
-    return location;
-  }
-
-  /** Waits, for a while, until a hand-off of `name` still on its way has reached its datastore. */
-  private async landed(name: string): Promise<void> {
-    const pending = this.handingOff.get(name);
-    if (pending === undefined) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([pending, new Promise<void>((resolve) => (timer = setTimeout(resolve, HANDOFF_WAIT_MS)))]);
-    clearTimeout(timer);
-  }
-
-  /**
    * The store a name lives on while it is alive, else the live one with the most room. An attempt's
    * staged results go together, so that publishing them is one transaction on one store.
    */
@@ -352,7 +307,6 @@ export class DataRouter {
 
   private async read(msg: Envelope<'data_read'>): Promise<void> {
     const { name } = msg.body;
-    await this.landed(name);
     const known = this.index.locate(name);
     if (known === undefined) throw new Refusal('not_found', `no data named "${name}"`);
     if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
@@ -424,7 +378,6 @@ export class DataRouter {
   }
 
   private async fetch(name: string): Promise<Item> {
-    await this.landed(name);
     const known = this.index.locate(name);
     if (known === undefined) throw new Refusal('not_found', `no data named "${name}"`);
     if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);

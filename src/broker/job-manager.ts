@@ -488,12 +488,9 @@ export class JobManager {
   }
 
   private async publish(job: Job, name: string, bytes: Uint8Array, executor: string): Promise<{ store: string; at: [number, number] } | undefined> {
-    // The job's own tree is written by this decision alone: handed to the datastore in the decision's
-    // commit, with no round trip before it (accept() persists in this turn).
-    if (name.startsWith(`${job.job_id}/`)) return this.data.handOff(name, bytes, executor, { owner: job.owner, replace: true });
     try {
-      // The index entry commits with the accepted result that names it.
-      return await this.data.store(name, bytes, executor, { owner: job.owner, replace: false }, { withCaller: true });
+      // The index entry commits with the accepted result that names it (accept() persists in this turn).
+      return await this.data.store(name, bytes, executor, { owner: job.owner, replace: name.startsWith(`${job.job_id}/`) }, { withCaller: true });
     } catch (err) {
       if (!(err instanceof RemoteError && err.code === 'not_owner')) throw err;
       this.node.link.counters.reject(this.node.log, 'results_name_not_owned', job.owner, `job ${job.job_id}: ${err.message}`);
@@ -560,10 +557,7 @@ export class JobManager {
     // The freed slot takes its next job while this decision commits (normally in the same LMDB batch):
     // another job's assignment does not depend on this one's outcome.
     this.requestSchedule();
-    // After hand-offs, written now rather than at the end of the turn: they are written already, and
-    // lmdb-js closes a batch at the end of the turn of its first write, so a record written then would
-    // wait for the next commit.
-    await this.persist(job, plan.inline.some((item) => item.name.startsWith(`${job.job_id}/`)));
+    await this.persist(job);
     for (const a of cancelled) this.node.link.send(a.executor, 'job_cancel', { job_id: job.job_id, attempt: a.attempt, reason: a.reason ?? 'another attempt delivered first' });
     this.notify(job, keep && result.archive instanceof Uint8Array && result.archive.byteLength <= this.options.inlineResultBytes ? result.archive : undefined);
   }
@@ -946,9 +940,9 @@ export class JobManager {
     if (isFinal(job.state)) for (const receiver of job.spec.receivers ?? []) if (receiver !== job.owner) this.node.link.send(receiver, 'job_update', update);
   }
 
-  private async persist(job: Job, now = false): Promise<void> {
+  private async persist(job: Job): Promise<void> {
     const ended = isFinal(job.state);
-    await this.node.store.durableAfter(now ? this.recordNow(job) : this.record(job));
+    await this.node.store.durableAfter(this.record(job));
     if (ended) {
       this.forgetFinished(job);
       this.pruneIfOverCount();

@@ -60,27 +60,16 @@ export class DatastoreNode {
       link.reply(msg, 'error', { code: err.code, message: err.message });
     };
 
-    // A request from a broker relaying a client's put, or a durable message: a broker's hand-off of a
-    // job's results, already part of a decision it committed. A redelivered hand-off carries the version
-    // already stored, so it is stale and changes nothing: the link need not remember it.
-    link.on(
-      'data_put',
-      async (msg) => {
-        const { name, bytes, stamp } = msg.body;
-        try {
-          // Its transaction has committed when it resolves: the answer waits for no later batch.
-          const outcome = await node.store.durableAfter(this.data.put(name, bytes, stampOf(msg, stamp)));
-          if (msg.ack !== true) link.reply(msg, 'data_put_result', { name, outcome, store: link.id });
-        } catch (err) {
-          if (msg.ack !== true) return refuse(msg, err);
-          // Refused for good (another's name, a bad version): sending it again would not change that, so
-          // it is acknowledged, counted and logged. Anything else (the disk) is retried by the broker.
-          if (!(err instanceof DataStoreError)) throw err;
-          link.counters.reject(node.log, `data_refused_${err.code}`, msg.from, `a handed-off put of "${name}": ${err.message}`);
-        }
-      },
-      { recognisesRedelivery: true },
-    );
+    link.on('data_put', async (msg) => {
+      const { name, bytes, stamp } = msg.body;
+      try {
+        // Its transaction has committed when it resolves: the answer waits for no later batch.
+        const outcome = await node.store.durableAfter(this.data.put(name, bytes, stampOf(msg, stamp)));
+        link.reply(msg, 'data_put_result', { name, outcome, store: link.id });
+      } catch (err) {
+        refuse(msg, err);
+      }
+    });
 
     link.on('data_get', (msg) => {
       const { name, prefix, limit, after } = msg.body;
