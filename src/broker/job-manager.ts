@@ -207,6 +207,12 @@ export class JobManager {
       }
       throw new Refusal('job_exists', `job id "${spec.job_id}" is already used${existing.owner === msg.from ? ' by a different job of yours' : ` by ${existing.owner}`}; give the job another job_id`);
     }
+    const taken = this.foreignNameInTree(spec.job_id, msg.from);
+    if (taken !== undefined) {
+      const why = `job id "${spec.job_id}" would make "${taken.name}", which ${taken.owner} owns, part of the job's tree; give the job another job_id`;
+      this.node.link.counters.reject(this.node.log, 'jobs_refused_tree_taken', msg.from, why);
+      throw new Refusal('not_owner', why);
+    }
     const open = this.replica.unfinishedJobs(msg.from);
     if (open >= this.options.maxJobsPerClient) {
       this.node.link.counters.reject(this.node.log, 'jobs_refused_budget', msg.from, `${msg.from} has ${open} unfinished jobs`);
@@ -226,6 +232,23 @@ export class JobManager {
     await this.persist(job);
     this.node.link.counters.inc('jobs_submitted');
     this.node.link.reply(msg, 'job_accepted', { job: accepted, created: true });
+  }
+
+  /**
+   * A name under `<jobId>/` that a node other than `owner` owns, if the index knows one. A job's tree is
+   * its submitter's: the broker writes and deletes there for the job with `replace` (data-ownership.ts), so
+   * a job given the id of a prefix holding someone else's data would take that data over.
+   */
+  private foreignNameInTree(jobId: string, owner: string): { name: string; owner: string } | undefined {
+    let after: string | undefined;
+    do {
+      const page = this.replica.namePage(jobId, 256, after);
+      for (const { name, located } of page.items) {
+        if (name !== jobId && located.owner !== undefined && located.owner !== owner) return { name, owner: located.owner };
+      }
+      after = page.next;
+    } while (after !== undefined);
+    return undefined;
   }
 
   /**

@@ -340,6 +340,29 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     expect(readdirSync(c.dir)).not.toContain('results');
   }, 90_000);
 
+  it('squatting a job tree: a job id whose tree holds another node\'s data is refused, so the job cannot take that data over', async () => {
+    // The victim keeps data under a prefix that names no job; a job with that id would make the prefix
+    // its submitter's tree, which the broker writes and deletes in with `replace`.
+    await data.put('squat/readings.csv', new TextEncoder().encode('t,v\n1,20\n'));
+    const malloryData = new DataClient(mallory, 20_000);
+    const malloryJobs = new JobClient(mallory, undefined, malloryData);
+    const refused = await counter('br', 'jobs_refused_tree_taken');
+    await expect(malloryJobs.submit(spec('squat', { results: [], named_results: { 'out.txt': 'squat/readings.csv' } }))).rejects.toThrow(/"squat\/readings.csv", which victim owns/);
+    expect(await counter('br', 'jobs_refused_tree_taken')).toBe(refused + 1);
+    await expect(malloryJobs.query('squat')).rejects.toThrow(/no job "squat" is known/);
+    // The data is still the victim's: unchanged, and the victim still writes it; mallory still may not.
+    expect(text((await data.get('squat/readings.csv')).bytes)).toBe('t,v\n1,20\n');
+    await data.put('squat/readings.csv', new TextEncoder().encode('t,v\n2,21\n'));
+    await expect(malloryData.put('squat/readings.csv', new TextEncoder().encode('x'))).rejects.toThrow(/owned by victim/);
+    // A tree holding only the submitter's own data (inputs uploaded before the job) is the usual case.
+    await malloryData.put('mal-own/input.txt', new TextEncoder().encode('mine'));
+    const accepted = await malloryJobs.submit(spec('mal-own', { capabilities: { tags: ['nobody-offers-this'] } }));
+    expect(accepted).toMatchObject({ created: true, job: { job_id: 'mal-own', owner: 'mallory' } });
+    // Gone again, so the job flood below counts from zero.
+    await malloryJobs.withdraw('mal-own');
+    expect(await malloryJobs.remove({ jobId: 'mal-own' })).toBe(1);
+  }, 90_000);
+
   it('over-budget bytes: a client stores at most its budget, in one message or in chunks, and deleting frees it', async () => {
     const malloryData = new DataClient(mallory, 20_000);
     const used = (await data.list('mallory')).reduce((n, i) => n + i.size, 0);
@@ -458,7 +481,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     }
     // The broker itself was never disturbed, and every refusal above is visible in `ucp status`.
     const brCounters = await c.counters('br');
-    for (const name of ['rx_dropped_not_permitted', 'rx_dropped_wrong_sender', 'results_unauthorized', 'results_conflicting', 'sync_changes_refused', 'hlc_refused', 'vc_entries_ignored', 'jobs_refused_budget', 'data_refused_not_owner', 'data_refused_writer_version', 'data_refused_budget', 'rx_dropped_bad_body']) {
+    for (const name of ['rx_dropped_not_permitted', 'rx_dropped_wrong_sender', 'results_unauthorized', 'results_conflicting', 'sync_changes_refused', 'hlc_refused', 'vc_entries_ignored', 'jobs_refused_budget', 'jobs_refused_tree_taken', 'data_refused_not_owner', 'data_refused_writer_version', 'data_refused_budget', 'rx_dropped_bad_body']) {
       expect(brCounters[name], name).toBeGreaterThan(0);
     }
     const exCounters = await c.counters('ex-1');
