@@ -5,7 +5,8 @@
  * Parts, each selectable with FOOTPRINT_PARTS (comma-separated; default all):
  *   startup  `ucp --version` wall time and peak memory against `node -e 0`
  *   idle     idle RSS, CPU and wake-ups of each role as its own process and of `ucp up --executors 2`,
- *            with 0 finished jobs and after FOOTPRINT_IDLE_JOBS
+ *            with 0 finished jobs and after FOOTPRINT_IDLE_JOBS; the RSS of each role also as its systemd
+ *            unit starts it (the unit's NODE_OPTIONS)
  *   leak     FOOTPRINT_LEAK_JOBS trivial jobs through one executor started under `ulimit -n
  *            FOOTPRINT_LEAK_NOFILE`: failures, open files and RSS every FOOTPRINT_LEAK_SAMPLE jobs
  *   writes   bytes written to storage and fsyncs per job and role at a steady FOOTPRINT_WRITE_RATE jobs/s,
@@ -125,6 +126,8 @@ interface ClusterOptions {
   brokerSet?: string[];
   /** Start the executors under `ulimit -n` this low. */
   executorNofile?: number;
+  /** Extra environment per role (hub, broker, datastore, executor). */
+  env?: (role: string) => Record<string, string>;
 }
 
 class RoleCluster {
@@ -157,26 +160,30 @@ class RoleCluster {
     return ['--hub', this.url, '--cluster', this.o.name, ...(this.o.set ?? []).flatMap((s) => ['--set', s])];
   }
 
+  private envOf(role: string): Record<string, string> {
+    return this.o.env?.(role) ?? {};
+  }
+
   brokerProc(): Proc {
-    return ucp(['broker', '--node-id', `${this.o.name}-broker`, '--data-dir', join(this.dir, 'broker'), ...this.common(), ...(this.o.brokerSet ?? []).flatMap((s) => ['--set', s])]);
+    return ucp(['broker', '--node-id', `${this.o.name}-broker`, '--data-dir', join(this.dir, 'broker'), ...this.common(), ...(this.o.brokerSet ?? []).flatMap((s) => ['--set', s])], this.envOf('broker'));
   }
 
   private async boot(): Promise<void> {
     this.port = await freePort();
     this.url = `mqtt://127.0.0.1:${this.port}`;
-    this.hub = ucp(['hub', '--port', String(this.port)]);
+    this.hub = ucp(['hub', '--port', String(this.port)], this.envOf('hub'));
     this.procs.push(this.hub);
     await this.hub.waitForLine(/hub listening on/, 30_000);
     this.broker = this.brokerProc();
-    this.datastore = ucp(['datastore', '--node-id', `${this.o.name}-store`, '--data-dir', join(this.dir, 'store'), ...this.common()]);
+    this.datastore = ucp(['datastore', '--node-id', `${this.o.name}-store`, '--data-dir', join(this.dir, 'store'), ...this.common()], this.envOf('datastore'));
     this.procs.push(this.broker, this.datastore);
     for (let i = 1; i <= (this.o.executors ?? 1); i++) {
       const args = ['executor', '--node-id', `${this.o.name}-exec-${i}`, '--data-dir', join(this.dir, `exec-${i}`), ...this.common()];
       const p =
         this.o.executorNofile !== undefined
           ? // exec keeps the pid: the process measured is the executor itself, with the low limit.
-            new Proc('sh', ['-c', `ulimit -n ${this.o.executorNofile} && exec "$0" "$@"`, process.execPath, UCP_BIN, ...args], cleanEnv())
-          : ucp(args);
+            new Proc('sh', ['-c', `ulimit -n ${this.o.executorNofile} && exec "$0" "$@"`, process.execPath, UCP_BIN, ...args], cleanEnv(this.envOf('executor')))
+          : ucp(args, this.envOf('executor'));
       this.executors.push(p);
       this.procs.push(p);
     }
@@ -344,6 +351,7 @@ async function startupPart(ctx: Ctx): Promise<void> {
 async function idlePart(ctx: Ctx): Promise<void> {
   const procs: Proc[] = [];
   let cluster: RoleCluster | undefined;
+  let unitCluster: RoleCluster | undefined;
   try {
     const bareNode = new Proc(process.execPath, ['-e', 'setInterval(() => {}, 1 << 30)'], cleanEnv());
     const aedesPort = await freePort();
@@ -351,6 +359,8 @@ async function idlePart(ctx: Ctx): Promise<void> {
     procs.push(bareNode, bareAedes);
     await bareAedes.waitForLine(/listening/, 30_000);
     cluster = await RoleCluster.start({ name: 'fpidle', root: ctx.root });
+    // The same roles as the systemd units start them (their NODE_OPTIONS), measured in the same windows.
+    unitCluster = await RoleCluster.start({ name: 'fpunit', root: ctx.root, env: unitEnvironment });
     const upPort = await freePort();
     const up = ucp(['up', '--port', String(upPort), '--executors', '2', '--node-id', 'fpup', '--cluster', 'fpup', '--data-dir', join(ctx.root, 'fpup')]);
     procs.push(up);
@@ -360,6 +370,7 @@ async function idlePart(ctx: Ctx): Promise<void> {
       ['bare node', bareNode.pid],
       ['bare aedes', bareAedes.pid],
       ...cluster!.roles().map(([name, p]): [string, number] => [name, p.pid]),
+      ...unitCluster!.roles().map(([name, p]): [string, number] => [`${name} (unit)`, p.pid]),
       ['ucp up --executors 2', up.pid],
     ];
     log(`idle: settling ${SETTLE_S} s, then measuring ${IDLE_S} s with 0 finished jobs`);
@@ -368,6 +379,7 @@ async function idlePart(ctx: Ctx): Promise<void> {
 
     log(`idle: ${IDLE_JOBS} jobs through the single-role cluster and through ucp up`);
     const ranRoles = IDLE_JOBS > 0 ? await runJobs(cluster.url, 'fpidle', ctx.root, IDLE_JOBS) : undefined;
+    const ranUnits = IDLE_JOBS > 0 ? await runJobs(unitCluster.url, 'fpunit', ctx.root, IDLE_JOBS) : undefined;
     const ranUp = IDLE_JOBS > 0 ? await runJobs(`mqtt://127.0.0.1:${upPort}`, 'fpup', ctx.root, IDLE_JOBS) : undefined;
     log(`idle: settling ${SETTLE_S} s, then measuring ${IDLE_S} s after ${IDLE_JOBS} jobs`);
     await sleep(SETTLE_S * 1_000);
@@ -378,6 +390,10 @@ async function idlePart(ctx: Ctx): Promise<void> {
       for (const name of roleNames) {
         const bare = name === 'hub' ? w['bare aedes']! : w['bare node']!;
         ctx.rows.push(row(`idle RSS ${name} (MiB), ${label}; baseline bare ${name === 'hub' ? 'aedes' : 'node'}`, bare.rssMiB, w[name]!.rssMiB, `<= ${TARGET.roleRssMiB}`, w[name]!.rssMiB <= TARGET.roleRssMiB));
+      }
+      for (const name of roleNames) {
+        const unit = w[`${name} (unit)`]!;
+        ctx.rows.push(row(`idle RSS ${name} started as its systemd unit (NODE_OPTIONS=${unitEnvironment(name).NODE_OPTIONS ?? ''}) (MiB), ${label}`, null, unit.rssMiB, `<= ${TARGET.roleRssMiB}`, unit.rssMiB <= TARGET.roleRssMiB));
       }
       const ex = w.executor!;
       ctx.rows.push(row(`idle RSS executor + its ${ex.processes - 1} sandbox process(es) (MiB), ${label}`, null, ex.treeRssMiB, '-', null));
@@ -396,12 +412,21 @@ async function idlePart(ctx: Ctx): Promise<void> {
         ctx.rows.push(row(`idle wake-ups/min ${name}, ${label}; baseline bare ${name === 'hub' ? 'aedes' : 'node'}`, bare.wakeupsPerMin, w[name]!.wakeupsPerMin, '-', null));
       }
     }
-    ctx.details.idle = { settleS: SETTLE_S, windowS: IDLE_S, jobs: IDLE_JOBS, fresh, afterJobs: used, loads: { roles: ranRoles, up: ranUp } };
-    for (const ran of [ranRoles, ranUp]) if (ran !== undefined && ran.failed > 0) ctx.notes.push(`idle: ${ran.failed} of ${ran.done} warm-up jobs failed: ${ran.failures?.slice(0, 3).join('; ')}`);
+    ctx.details.idle = { settleS: SETTLE_S, windowS: IDLE_S, jobs: IDLE_JOBS, fresh, afterJobs: used, loads: { roles: ranRoles, units: ranUnits, up: ranUp } };
+    for (const ran of [ranRoles, ranUnits, ranUp]) if (ran !== undefined && ran.failed > 0) ctx.notes.push(`idle: ${ran.failed} of ${ran.done} warm-up jobs failed: ${ran.failures?.slice(0, 3).join('; ')}`);
   } finally {
     for (const p of procs.reverse()) await p.stop();
     await cluster?.stop();
+    await unitCluster?.stop();
   }
+}
+
+/** The environment config/systemd/ucp-<role>.service sets beyond the UCP_* settings: what the unit runs with. */
+function unitEnvironment(role: string): Record<string, string> {
+  const unit = readFileSync(join(ROOT, 'config', 'systemd', `ucp-${role}.service`), 'utf8');
+  const env: Record<string, string> = {};
+  for (const m of unit.matchAll(/^Environment=([A-Z_]+)=(.*)$/gm)) if (!m[1]!.startsWith('UCP_')) env[m[1]!] = m[2]!;
+  return env;
 }
 
 /** Least-squares slope of y over x. */
