@@ -33,6 +33,8 @@ export interface JobManagerOptions {
   readonly retention: Retention;
   /** Unfinished jobs one client may have in the cluster (budgets.max_jobs_per_client). */
   readonly maxJobsPerClient: number;
+  /** Bytes of named data one client may own, its jobs' results included (budgets.max_bytes_per_client). */
+  readonly maxBytesPerClient: number;
 }
 
 /** Finished jobs removed per pass; a pass that used it all runs again at once. */
@@ -217,6 +219,13 @@ export class JobManager {
     if (open >= this.options.maxJobsPerClient) {
       this.node.link.counters.reject(this.node.log, 'jobs_refused_budget', msg.from, `${msg.from} has ${open} unfinished jobs`);
       throw new Refusal('over_budget', `${msg.from} already has ${open} unfinished jobs, its whole budget (budgets.max_jobs_per_client = ${this.options.maxJobsPerClient}); wait for some to end or cancel some`);
+    }
+    // A job's results become its submitter's data and are published whatever the budget (an outcome is
+    // not refused after the work was done), so a client whose data fills its budget starts no more jobs.
+    const owned = this.replica.bytesOwned(msg.from);
+    if (msg.role !== 'operator' && owned >= this.options.maxBytesPerClient) {
+      this.node.link.counters.reject(this.node.log, 'jobs_refused_budget', msg.from, `${msg.from} owns ${owned} bytes of named data`);
+      throw new Refusal('over_budget', `${msg.from} owns ${owned} bytes of named data, its whole budget (budgets.max_bytes_per_client = ${this.options.maxBytesPerClient}), which its jobs' results would add to; delete some with \`ucp data rm\` or \`ucp remove\` first`);
     }
     const now = Date.now();
     const job: Job = { job_id: spec.job_id, state: 'queued', priority: spec.priority, owner: msg.from, broker: this.node.link.id, created_at: now, updated_at: now, attempts: [], spec, digest, after: [...new Set(after)] };

@@ -34,6 +34,7 @@ export async function attachRole(node: NodeRuntime, role: Role, config: UcpConfi
         retention: { maxAgeMs: config.jobs.retention_s * 1_000, maxCount: config.jobs.retention_count },
         deadAfterMs: config.liveness.dead_after_ms,
         maxJobsPerClient: config.budgets.max_jobs_per_client,
+        maxBytesPerClient: config.budgets.max_bytes_per_client,
       });
       return;
     }

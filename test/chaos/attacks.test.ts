@@ -361,6 +361,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     // Gone again, so the job flood below counts from zero.
     await malloryJobs.withdraw('mal-own');
     expect(await malloryJobs.remove({ jobId: 'mal-own' })).toBe(1);
+    await malloryData.delete({ name: 'mal-own/input.txt' });
   }, 90_000);
 
   it('over-budget bytes: a client stores at most its budget, in one message or in chunks, and deleting frees it', async () => {
@@ -383,6 +384,14 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
     // Others are not held to mallory's budget.
     expect((await data.put('victim/fine', new Uint8Array(300_000).fill(3))).outcome).toBe('stored');
     await malloryData.delete({ name: 'mallory/more' });
+    // Results are published whatever the budget, so a client whose data fills it starts no more jobs.
+    const owned = (await data.list()).filter((i) => i.owner === 'mallory').reduce((n, i) => n + i.size, 0);
+    expect((await malloryData.put('mallory/full', new Uint8Array(BYTES_BUDGET - owned).fill(4))).outcome).toBe('stored');
+    const jobsRefused = await counter('br', 'jobs_refused_budget');
+    const malloryJobs = new JobClient(mallory, undefined, malloryData);
+    await expect(malloryJobs.submit(spec('mal-over-bytes'))).rejects.toThrow(/owns 1048576 bytes of named data, its whole budget/);
+    expect(await counter('br', 'jobs_refused_budget')).toBe(jobsRefused + 1);
+    await malloryData.delete({ name: 'mallory/full' });
   }, 90_000);
 
   it('poisoning clocks: a far-ahead HLC is not adopted, made-up brokers stay out of every clock, and a job flood stops at the budget', async () => {
