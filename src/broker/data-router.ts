@@ -534,23 +534,19 @@ export class DataRouter {
   }
 
   /**
-   * Deletes data the index no longer names (a job retention removed) from the datastores holding it.
-   * A datastore out of reach keeps its copy: the index no longer leads there, and its own bounds apply.
+   * Deletes data the index no longer names (a job retention or a removal dropped it) from the datastores
+   * holding it, as durable messages: a datastore away at the time, or restarted before it committed the
+   * deletion, deletes its copy when it is back, so the data does not outlive its job there. Resolves, with
+   * how many deletions were sent, once they are in the outbox.
    */
   async discard(names: ReadonlyArray<{ name: string; location: Located }>): Promise<number> {
-    let count = 0;
-    for (const { name, location } of names) {
-      if (!this.alive(location.store)) continue;
-      try {
-        // Retention acts for the cluster: it removes whatever the job left, whoever owns it.
-        const stamp = this.stamp(this.node.link.id, { owner: location.owner ?? this.node.link.id, replace: true });
-        const reply = await this.node.link.request(location.store, 'data_delete', { name, stamp });
-        if (reply.kind === 'data_deleted') count += reply.body.count;
-      } catch (err) {
-        this.node.log.warn({ name, store: location.store, err: (err as Error).message }, 'could not delete expired data');
-      }
-    }
-    return count;
+    const sent = names.map(({ name, location }) => {
+      // Retention acts for the cluster: it removes whatever the job left, whoever owns it.
+      const stamp = this.stamp(this.node.link.id, { owner: location.owner ?? this.node.link.id, replace: true });
+      return this.node.link.sendDurableNow(location.store, 'data_delete', { name, stamp }).stored;
+    });
+    await Promise.all(sent);
+    return names.length;
   }
 
   /** Indexed names at or below `prefix` (all when empty), in order. */

@@ -5,7 +5,8 @@ import { DataClient, JobClient } from '../../src/client/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
 import type { AnyEnvelope, JobSpec } from '../../src/protocol/index.js';
-import { NodeRuntime } from '../../src/transport/index.js';
+import { NodeStore } from '../../src/store/index.js';
+import { NodeLink, NodeRuntime, linkOptionsFromConfig } from '../../src/transport/index.js';
 import { freePort, removeDir, ROOT, startHubProcess, tempDir, ucp, type Proc } from '../helpers/processes.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -26,6 +27,8 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
   let client: NodeRuntime;
   let jobs: JobClient;
   let data: DataClient;
+  let datastore: Proc;
+  const startDatastore = () => (datastore = ucp(['datastore', '--node-id', 'rt-ds', '--data-dir', join(dir, 'rt-ds'), ...common()]));
   const common = () => ['--hub', `mqtt://127.0.0.1:${port}`, '--cluster', 'rt', ...FAST];
   const startBroker = (id: string) => {
     const p = ucp(['broker', '--node-id', id, '--data-dir', join(dir, id), '--set', `jobs.retention_s=${RETENTION_S}`, ...common()]);
@@ -54,7 +57,7 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
     port = await freePort();
     procs.push(await startHubProcess(port));
     for (const id of ['rt-a', 'rt-b', 'rt-c']) startBroker(id);
-    procs.push(ucp(['datastore', '--node-id', 'rt-ds', '--data-dir', join(dir, 'rt-ds'), ...common()]));
+    startDatastore();
     procs.push(ucp(['executor', '--node-id', 'rt-ex', '--data-dir', join(dir, 'rt-ex'), ...common()]));
     for (const [, b] of brokers) for (const peer of ['rt-ds', 'rt-ex']) await b.waitForLog({ msg: 'peer up', peer }, 20_000);
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'rt', 'hub.url': `mqtt://127.0.0.1:${port}`, 'liveness.heartbeat_interval_ms': 250, 'liveness.dead_after_ms': 1000 } });
@@ -68,6 +71,7 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
   afterAll(async () => {
     await client?.stop();
     for (const b of brokers.values()) await b.stop();
+    await datastore?.stop();
     for (const p of [...procs].reverse()) await p.stop();
     removeDir(dir);
   });
@@ -100,6 +104,39 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
     expect(await known('rt-b', 'kept-job')).toBe(false);
     await until('rt-c dropped it too', async () => !(await known('rt-c', 'kept-job')), 20_000);
     expect(await known('rt-a', 'kept-job')).toBe(false);
+  }, 150_000);
+
+  it('a datastore that was down while a job was pruned deletes the job\'s data when it is back', async () => {
+    await data.put('gone-job/input.txt', new TextEncoder().encode('for a job that will be pruned'));
+    const spec: JobSpec = { job_id: 'gone-job', wasm_module: 'rt/echo.wasm', capabilities: {}, argv: ['echo'], env: {}, dirs: [], data: { 'input.txt': 'gone-job/input.txt' }, results: ['out.txt'], named_results: { 'out.txt': 'rt/gone-out' }, priority: 'normal', timeout_s: 30, max_memory_mb: 32 };
+    await jobs.submit(spec);
+    expect((await jobs.wait(['gone-job'], { timeoutMs: 30_000 })).get('gone-job')!.job.state).toBe('succeeded');
+    const names = ['gone-job/result.zip', 'rt/gone-out', 'gone-job/input.txt'];
+
+    // Its only copies are on rt-ds, which is killed and stays down while the brokers prune the job.
+    datastore.kill('SIGKILL');
+    await datastore.exited;
+    await until('rt-a dropped the job', async () => !(await known('rt-a', 'gone-job')), (RETENTION_S + 30) * 1_000);
+    await sleep(1_000);
+    startDatastore();
+
+    // Asked directly, as a broker would (datastores serve brokers only): its copies go once it is back.
+    const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'rt', 'hub.url': `mqtt://127.0.0.1:${port}` } });
+    const store = NodeStore.open({ dir: join(dir, 'rt-probe'), nodeId: 'rt-probe' });
+    const probe = NodeLink.create({ ...linkOptionsFromConfig(config, createLogger({ level: 'silent', format: 'json' })), hubUrl: `mqtt://127.0.0.1:${port}`, nodeId: 'rt-probe', role: 'broker', store, announce: false, watchPresence: false });
+    try {
+      await probe.connect();
+      const held = async (name: string) => {
+        const reply = await probe.request('rt-ds', 'data_get', { name, prefix: false, limit: 1 }, 2_000).catch((err: Error) => err);
+        if (reply instanceof Error && /no data named/.test(reply.message)) return false;
+        if (reply instanceof Error) return undefined;
+        return reply.kind === 'data_items';
+      };
+      await until('rt-ds deleted the pruned job\'s data', async () => (await Promise.all(names.map(held))).every((h) => h === false), 30_000);
+    } finally {
+      await probe.stop();
+      await store.close();
+    }
   }, 150_000);
 
   it('a deleted name is dropped by every broker once all live brokers have seen the deletion', async () => {
