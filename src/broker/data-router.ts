@@ -1,5 +1,5 @@
 import { CHUNK_BYTES, isStagingName, resultArchiveName, stagingOwner, stagingPrefix, type AnyEnvelope, type BodyOf, type Envelope, type Kind } from '../protocol/index.js';
-import type { NamePage } from '../store/index.js';
+import type { NamePage, Table } from '../store/index.js';
 import { RemoteError, type NodeRuntime } from '../transport/index.js';
 import { budgetProblem, decideJobDelete, decideWrite, isRefused, type Grant, type Refused, type Requester } from './data-ownership.js';
 import type { MetadataReplica } from './metadata-replica.js';
@@ -79,6 +79,14 @@ export class DataRouter {
   private readonly storedListeners: Array<(name: string) => void> = [];
   private readonly uploads = new Map<string, RelayedUpload>();
   private stagingGuard: StagingGuard = () => 'this broker manages no jobs';
+  /**
+   * `<datastore>\0<name>` -> the version of a deletion this broker owes a datastore that was out of reach
+   * when the name was discarded: sent when that datastore is next seen alive, so its copy does not outlive
+   * the job. Kept on disk, read only then: a long absence costs disk, not memory or timers.
+   */
+  private readonly owed: Table<Stamp>;
+  /** Datastores whose owed deletions are being sent now. */
+  private readonly paying = new Set<string>();
 
   constructor(
     private readonly node: NodeRuntime,
@@ -86,7 +94,11 @@ export class DataRouter {
     private readonly options: DataRouterOptions,
   ) {
     importLegacyIndex(node, index);
+    this.owed = node.store.table<Stamp>('data_owed_deletions');
     const link = node.link;
+    link.onPresence((event) => {
+      if (event.type === 'up' && event.peer.role === 'datastore') void this.payOwed(event.peer.id);
+    });
     link.on('data_put', (msg) => answering(link, msg, () => this.put(msg)));
     link.on('data_get', (msg) => answering(link, msg, () => this.get(msg)));
     link.on('data_list', (msg) => answering(link, msg, () => this.list(msg)));
@@ -535,18 +547,70 @@ export class DataRouter {
 
   /**
    * Deletes data the index no longer names (a job retention or a removal dropped it) from the datastores
-   * holding it, as durable messages: a datastore away at the time, or restarted before it committed the
-   * deletion, deletes its copy when it is back, so the data does not outlive its job there. Resolves, with
-   * how many deletions were sent, once they are in the outbox.
+   * holding it. A deletion a datastore cannot take now (down, or not answering) is owed to it and sent
+   * when it is back. Returns how many names were deleted now.
    */
   async discard(names: ReadonlyArray<{ name: string; location: Located }>): Promise<number> {
-    const sent = names.map(({ name, location }) => {
+    let count = 0;
+    for (const { name, location } of names) {
       // Retention acts for the cluster: it removes whatever the job left, whoever owns it.
       const stamp = this.stamp(this.node.link.id, { owner: location.owner ?? this.node.link.id, replace: true });
-      return this.node.link.sendDurableNow(location.store, 'data_delete', { name, stamp }).stored;
-    });
-    await Promise.all(sent);
-    return names.length;
+      if (!this.alive(location.store)) {
+        this.owe(location.store, name, stamp);
+        continue;
+      }
+      try {
+        const reply = await this.node.link.request(location.store, 'data_delete', { name, stamp });
+        if (reply.kind === 'data_deleted') count += reply.body.count;
+      } catch (err) {
+        this.node.log.warn({ name, store: location.store, err: (err as Error).message }, 'could not delete discarded data; owed to the datastore until it is back');
+        this.owe(location.store, name, stamp);
+      }
+    }
+    return count;
+  }
+
+  private owe(store: string, name: string, stamp: Stamp): void {
+    this.node.link.counters.inc('data_deletions_owed');
+    void this.owed.put(`${store}\0${name}`, stamp);
+  }
+
+  /**
+   * Sends a datastore the deletions owed to it, one at a time, oldest name order, until none is left or it
+   * stops answering (the rest wait for its next return). A deletion is idempotent and carries its original
+   * version, so a name written again since then is not touched.
+   */
+  private async payOwed(store: string): Promise<void> {
+    if (this.paying.has(store)) return;
+    this.paying.add(store);
+    const counters = this.node.link.counters;
+    try {
+      for (;;) {
+        const due = [...this.owed.getRange({ start: `${store}\0`, end: `${store}\u0001`, limit: 256 })];
+        if (due.length === 0) return;
+        for (const { key, value } of due) {
+          if (!this.alive(store)) return;
+          const name = String(key).slice(store.length + 1);
+          try {
+            const reply = await this.node.link.request(store, 'data_delete', { name, stamp: value });
+            if (reply.kind === 'data_deleted') counters.inc('data_deletions_paid');
+          } catch (err) {
+            // Refused for good (a version it will never take): sending it again would not change that.
+            if (!(err instanceof RemoteError)) {
+              this.node.log.warn({ store, name, err: (err as Error).message }, 'an owed deletion failed; sent again when the datastore is back');
+              return;
+            }
+            counters.reject(this.node.log, 'data_deletions_refused', store, `${store} refused the owed deletion of "${name}": ${err.message}`);
+          }
+          await this.owed.remove(key);
+        }
+      }
+    } catch (err) {
+      // The store closing under it (the broker stopping): what is left is sent after the next start.
+      this.node.log.warn({ store, err: (err as Error).message }, 'sending owed deletions stopped');
+    } finally {
+      this.paying.delete(store);
+    }
   }
 
   /** Indexed names at or below `prefix` (all when empty), in order. */

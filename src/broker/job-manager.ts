@@ -1086,7 +1086,7 @@ export class JobManager {
     if (mine.length > 0) {
       void this.data
         .discard(mine.flatMap((p) => p.names))
-        .then((count) => this.node.link.counters.inc('expired_data_discarded', count))
+        .then((count) => this.node.link.counters.inc('expired_data_deleted', count))
         .catch((err: Error) => this.node.log.warn({ err: err.message }, 'deleting expired job data failed'));
     }
     const tombstones = this.replica.pruneTombstones(PRUNE_BUDGET);

@@ -160,31 +160,18 @@ export class DatastoreNode {
       });
     });
 
-    // A request (a client's deletion relayed by a broker), or a durable message: data a broker discards
-    // for the cluster (retention, a removed job), sent through its outbox so that a datastore away at the
-    // time deletes its copy when it is back. A redelivered one carries the version already applied and
-    // changes nothing, so the link need not remember it.
-    link.on(
-      'data_delete',
-      async (msg) => {
-        const { name, job_id } = msg.body;
-        try {
-          const v = stampOf(msg, msg.body.stamp);
-          let count = 0;
-          if (name !== undefined && (await this.data.delete(name, v))) count++;
-          if (job_id !== undefined) count += await this.data.deleteJobData(job_id, v);
-          await node.store.durable();
-          if (msg.ack === true) link.counters.inc('data_discarded', count);
-          else link.reply(msg, 'data_deleted', { count });
-        } catch (err) {
-          if (msg.ack !== true) return refuse(msg, err);
-          // Refused for good (a bad version): sending it again would not change that, so it is
-          // acknowledged, counted and logged. Anything else (the disk) is left for the broker to retry.
-          if (!(err instanceof DataStoreError)) throw err;
-          link.counters.reject(node.log, `data_refused_${err.code}`, msg.from, `a discarded name "${name ?? job_id}": ${err.message}`);
-        }
-      },
-      { recognisesRedelivery: true },
-    );
+    link.on('data_delete', async (msg) => {
+      const { name, job_id } = msg.body;
+      try {
+        const v = stampOf(msg, msg.body.stamp);
+        let count = 0;
+        if (name !== undefined && (await this.data.delete(name, v))) count++;
+        if (job_id !== undefined) count += await this.data.deleteJobData(job_id, v);
+        await node.store.durable();
+        link.reply(msg, 'data_deleted', { count });
+      } catch (err) {
+        refuse(msg, err);
+      }
+    });
   }
 }

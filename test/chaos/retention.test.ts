@@ -110,7 +110,11 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
     await data.put('gone-job/input.txt', new TextEncoder().encode('for a job that will be pruned'));
     const spec: JobSpec = { job_id: 'gone-job', wasm_module: 'rt/echo.wasm', capabilities: {}, argv: ['echo'], env: {}, dirs: [], data: { 'input.txt': 'gone-job/input.txt' }, results: ['out.txt'], named_results: { 'out.txt': 'rt/gone-out' }, priority: 'normal', timeout_s: 30, max_memory_mb: 32 };
     await jobs.submit(spec);
-    expect((await jobs.wait(['gone-job'], { timeoutMs: 30_000 })).get('gone-job')!.job.state).toBe('succeeded');
+    expect((await jobs.wait(['gone-job'], { timeoutMs: 30_000 })).get('gone-job')!.job).toMatchObject({ state: 'succeeded', broker: 'rt-a' });
+    const counters = async () => {
+      const reply = await client.link.request('rt-a', 'status_request', {});
+      return reply.kind === 'status' ? reply.body.counters : {};
+    };
     const names = ['gone-job/result.zip', 'rt/gone-out', 'gone-job/input.txt'];
 
     // Its only copies are on rt-ds, which is killed and stays down while the brokers prune the job.
@@ -133,6 +137,8 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
         return reply.kind === 'data_items';
       };
       await until('rt-ds deleted the pruned job\'s data', async () => (await Promise.all(names.map(held))).every((h) => h === false), 30_000);
+      // rt-a owed them while rt-ds was down, and paid them when it came back.
+      expect(await counters()).toMatchObject({ data_deletions_owed: names.length, data_deletions_paid: names.length });
     } finally {
       await probe.stop();
       await store.close();
