@@ -209,12 +209,6 @@ export class JobManager {
       }
       throw new Refusal('job_exists', `job id "${spec.job_id}" is already used${existing.owner === msg.from ? ' by a different job of yours' : ` by ${existing.owner}`}; give the job another job_id`);
     }
-    const taken = this.foreignNameInTree(spec.job_id, msg.from);
-    if (taken !== undefined) {
-      const why = `job id "${spec.job_id}" would make "${taken.name}", which ${taken.owner} owns, part of the job's tree; give the job another job_id`;
-      this.node.link.counters.reject(this.node.log, 'jobs_refused_tree_taken', msg.from, why);
-      throw new Refusal('not_owner', why);
-    }
     const open = this.replica.unfinishedJobs(msg.from);
     if (open >= this.options.maxJobsPerClient) {
       this.node.link.counters.reject(this.node.log, 'jobs_refused_budget', msg.from, `${msg.from} has ${open} unfinished jobs`);
@@ -226,6 +220,14 @@ export class JobManager {
     if (msg.role !== 'operator' && owned >= this.options.maxBytesPerClient) {
       this.node.link.counters.reject(this.node.log, 'jobs_refused_budget', msg.from, `${msg.from} owns ${owned} bytes of named data`);
       throw new Refusal('over_budget', `${msg.from} owns ${owned} bytes of named data, its whole budget (budgets.max_bytes_per_client = ${this.options.maxBytesPerClient}), which its jobs' results would add to; delete some with \`ucp data rm\` or \`ucp remove\` first`);
+    }
+    // Last: it reads the index under the job's id, which the cheap checks above may spare. An operator may
+    // change anyone's data anyway.
+    const taken = msg.role === 'operator' ? undefined : this.foreignNameInTree(spec.job_id, msg.from);
+    if (taken !== undefined) {
+      const why = `job id "${spec.job_id}" would make "${taken.name}", which ${taken.owner} owns, part of the job's tree; give the job another job_id`;
+      this.node.link.counters.reject(this.node.log, 'jobs_refused_tree_taken', msg.from, why);
+      throw new Refusal('not_owner', why);
     }
     const now = Date.now();
     const job: Job = { job_id: spec.job_id, state: 'queued', priority: spec.priority, owner: msg.from, broker: this.node.link.id, created_at: now, updated_at: now, attempts: [], spec, digest, after: [...new Set(after)] };
