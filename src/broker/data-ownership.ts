@@ -28,29 +28,39 @@ export type JobOwnerOf = (jobId: string) => string | undefined;
 
 /**
  * A name under `<jobId>/` of a known job belongs to the job's submitter: its inputs, archive and results
- * live there, so nobody else may plant or remove them (the broker writes them for the job with
- * `replace`). Any other name is its writer's, and a datastore refuses a write to a name another node owns
- * unless `replace` is set, which only an operator gets. `known` is the owner the broker's index records,
- * if any: refusing here saves a relay (and, for an upload, every chunk) that the datastore would refuse.
+ * live there, so nobody else may plant or remove them. A name there that another node already owns (it
+ * was written before the job's id was taken, through a broker that had not yet heard of the job) stays
+ * that node's: the submitter may not replace it, and its writes there carry no `replace`, so the
+ * datastore holding the name refuses them too if the index has not caught up. Any other name is its
+ * writer's, and a datastore refuses a write to a name another node owns unless `replace` is set, which
+ * only an operator gets. `known` is the owner the broker's index records, if any: refusing here saves a
+ * relay (and, for an upload, every chunk) that the datastore would refuse.
  */
 export function decideWrite(who: Requester, name: string, known: string | undefined, jobOwnerOf: JobOwnerOf): Grant | Refused {
   const operator = who.role === 'operator';
   const slash = name.indexOf('/');
   const jobOwner = slash > 0 ? jobOwnerOf(name.slice(0, slash)) : undefined;
   if (jobOwner !== undefined) {
-    if (who.id === jobOwner || operator) return { owner: jobOwner, replace: true };
-    return { code: 'not_owner', message: `"${name}" belongs to job ${name.slice(0, slash)}, which was submitted by ${jobOwner}; only ${jobOwner} or an operator may change it` };
+    if (operator) return { owner: jobOwner, replace: true };
+    if (who.id !== jobOwner) return { code: 'not_owner', message: `"${name}" belongs to job ${name.slice(0, slash)}, which was submitted by ${jobOwner}; only ${jobOwner} or an operator may change it` };
+    if (known !== undefined && known !== jobOwner) return { code: 'not_owner', message: `"${name}" is owned by ${known}, who wrote it before job ${name.slice(0, slash)} existed; only ${known} or an operator may change it` };
+    return { owner: jobOwner, replace: false };
   }
   if (operator) return { owner: who.id, replace: true };
   if (known !== undefined && known !== who.id) return { code: 'not_owner', message: `"${name}" is owned by ${known}; only ${known} or an operator may change it` };
   return { owner: who.id, replace: false };
 }
 
-/** Deleting a job's data (all of `<jobId>/` but its archive) is for the job's submitter or an operator. */
+/**
+ * Deleting a job's data (all of `<jobId>/` but its archive) is for the job's submitter or an operator. The
+ * submitter's deletion carries no `replace`: a datastore then deletes only the names the submitter owns
+ * there, not one another node wrote before the job's id was taken.
+ */
 export function decideJobDelete(who: Requester, jobId: string, jobOwnerOf: JobOwnerOf): Grant | Refused {
   const owner = jobOwnerOf(jobId);
   if (owner === undefined) return { owner: who.id, replace: who.role === 'operator' };
-  if (who.id === owner || who.role === 'operator') return { owner, replace: true };
+  if (who.role === 'operator') return { owner, replace: true };
+  if (who.id === owner) return { owner, replace: false };
   return { code: 'not_owner', message: `job ${jobId} was submitted by ${owner}; only ${owner} or an operator may delete its data` };
 }
 

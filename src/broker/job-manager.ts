@@ -524,7 +524,10 @@ export class JobManager {
   private async publish(job: Job, name: string, bytes: Uint8Array, executor: string): Promise<{ store: string; at: [number, number] } | undefined> {
     try {
       // The index entry commits with the accepted result that names it (accept() persists in this turn).
-      return await this.data.store(name, bytes, executor, { owner: job.owner, replace: name.startsWith(`${job.job_id}/`) }, { withCaller: true });
+      // The archive's name is the job's own and is written over whoever holds it; any other name, in the
+      // job's tree or not, only if the submitter may write it (a name in the tree written by another node
+      // before the job's id was taken stays that node's).
+      return await this.data.store(name, bytes, executor, { owner: job.owner, replace: name === resultArchiveName(job.job_id) }, { withCaller: true });
     } catch (err) {
       if (!(err instanceof RemoteError && err.code === 'not_owner')) throw err;
       this.node.link.counters.reject(this.node.log, 'results_name_not_owned', job.owner, `job ${job.job_id}: ${err.message}`);

@@ -478,6 +478,8 @@ export class MetadataReplica {
       if (here !== undefined && here.store === at.store && here.at[0] === at.at[0] && here.at[1] === at.at[1]) names.set(name, here);
     }
     for (const { key, value } of this.tables.names.getRange({ start: `${jobId}/`, end: `${jobId}0` })) {
+      // A name in the tree that another node owns (written before the job's id was taken) is not the job's.
+      if (value.location !== undefined && value.location.owner !== undefined && value.location.owner !== change.job.owner) continue;
       if (value.location !== undefined) names.set(String(key), value.location);
       else this.forget('names', value);
     }

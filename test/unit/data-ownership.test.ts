@@ -16,14 +16,18 @@ describe('data ownership', () => {
     expect(decideWrite(ops, 'victim/bin/echo.wasm', 'victim', jobOwnerOf)).toEqual({ owner: 'ops', replace: true });
   });
 
-  it('a known job\'s tree is its submitter\'s, whoever wrote there first', () => {
-    expect(decideWrite(victim, 'job-1/input', 'mallory', jobOwnerOf)).toEqual({ owner: 'victim', replace: true });
+  it('a known job\'s tree is its submitter\'s, but a name another node wrote there before the job stays that node\'s', () => {
+    expect(decideWrite(victim, 'job-1/input', undefined, jobOwnerOf)).toEqual({ owner: 'victim', replace: false });
+    expect(decideWrite(victim, 'job-1/input', 'victim', jobOwnerOf)).toEqual({ owner: 'victim', replace: false });
+    expect(decideWrite(victim, 'job-1/input', 'mallory', jobOwnerOf)).toMatchObject({ code: 'not_owner', message: expect.stringMatching(/owned by mallory, who wrote it before job job-1 existed/) });
+    expect(decideWrite(ops, 'job-1/input', 'mallory', jobOwnerOf)).toEqual({ owner: 'victim', replace: true });
     expect(decideWrite(mallory, 'job-1/result.zip', undefined, jobOwnerOf)).toMatchObject({ code: 'not_owner', message: expect.stringMatching(/submitted by victim/) });
     expect(decideWrite(ops, 'job-1/x', undefined, jobOwnerOf)).toEqual({ owner: 'victim', replace: true });
     // A job this broker does not know: an ordinary name.
     expect(decideWrite(mallory, 'job-2/x', undefined, jobOwnerOf)).toEqual({ owner: 'mallory', replace: false });
     expect(decideJobDelete(mallory, 'job-1', jobOwnerOf)).toMatchObject({ code: 'not_owner', message: expect.stringMatching(/submitted by victim/) });
-    expect(decideJobDelete(victim, 'job-1', jobOwnerOf)).toEqual({ owner: 'victim', replace: true });
+    expect(decideJobDelete(victim, 'job-1', jobOwnerOf)).toEqual({ owner: 'victim', replace: false });
+    expect(decideJobDelete(ops, 'job-1', jobOwnerOf)).toEqual({ owner: 'victim', replace: true });
     expect(decideJobDelete(mallory, 'job-2', jobOwnerOf)).toEqual({ owner: 'mallory', replace: false });
   });
 
