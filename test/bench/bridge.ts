@@ -119,8 +119,10 @@ export async function bridgeBench(): Promise<BenchResult> {
     await hub.exited;
     const outage = prepareLoad(field.port, DEVICES, OUTAGE_PER_DEVICE, CONNECTIONS, 'outage');
     await outage.run();
-    // Time for the bridge to take the burst into its buffer (the live phase shows how long it needs).
-    await new Promise((r) => setTimeout(r, 3_000));
+    // Time for the bridge to take the burst into its buffer, so that the drain is timed from a full buffer:
+    // twice what the live phase took for as many readings (its status cannot be asked while the hub is
+    // down). A fixed 3 s was sometimes too short on a loaded machine, and the drain was timed with the intake.
+    await new Promise((r) => setTimeout(r, Math.max(3_000, (2_000 * OUTAGE_READINGS) / throughput)));
     const from = bridge.logs.length;
     hub = await startHub(port);
     procs.push(hub);
