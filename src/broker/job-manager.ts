@@ -215,11 +215,12 @@ export class JobManager {
       throw new Refusal('over_budget', `${msg.from} already has ${open} unfinished jobs, its whole budget (budgets.max_jobs_per_client = ${this.options.maxJobsPerClient}); wait for some to end or cancel some`);
     }
     // A job's results become its submitter's data and are published whatever the budget (an outcome is
-    // not refused after the work was done), so a client whose data fills its budget starts no more jobs.
+    // not refused after the work was done): writes stop at the budget, results may pass it, and a client
+    // whose results have taken it past its budget starts no more jobs.
     const owned = this.replica.bytesOwned(msg.from);
-    if (msg.role !== 'operator' && owned >= this.options.maxBytesPerClient) {
+    if (msg.role !== 'operator' && owned > this.options.maxBytesPerClient) {
       this.node.link.counters.reject(this.node.log, 'jobs_refused_budget', msg.from, `${msg.from} owns ${owned} bytes of named data`);
-      throw new Refusal('over_budget', `${msg.from} owns ${owned} bytes of named data, its whole budget (budgets.max_bytes_per_client = ${this.options.maxBytesPerClient}), which its jobs' results would add to; delete some with \`ucp data rm\` or \`ucp remove\` first`);
+      throw new Refusal('over_budget', `${msg.from} owns ${owned} bytes of named data, more than its budget (budgets.max_bytes_per_client = ${this.options.maxBytesPerClient}), which its jobs' results would add to; delete some with \`ucp data rm\` or \`ucp remove\` first`);
     }
     // Last: it reads the index under the job's id, which the cheap checks above may spare. An operator may
     // change anyone's data anyway.
