@@ -553,7 +553,7 @@ export class DataRouter {
   async discard(names: ReadonlyArray<{ name: string; location: Located }>): Promise<number> {
     let count = 0;
     for (const { name, location } of names) {
-      // Retention acts for the cluster: it removes whatever the job left, whoever owns it.
+      // Retention acts for the cluster, on the names the replica found to be the job's.
       const stamp = this.stamp(this.node.link.id, { owner: location.owner ?? this.node.link.id, replace: true });
       if (!this.alive(location.store)) {
         this.owe(location.store, name, stamp);
@@ -576,7 +576,7 @@ export class DataRouter {
   }
 
   /**
-   * Sends a datastore the deletions owed to it, one at a time, oldest name order, until none is left or it
+   * Sends a datastore the deletions owed to it, one at a time in name order, until none is left or it
    * stops answering (the rest wait for its next return). A deletion is idempotent and carries its original
    * version, so a name written again since then is not touched.
    */

@@ -248,8 +248,8 @@ export class JobManager {
 
   /**
    * A name under `<jobId>/` that a node other than `owner` owns, if the index knows one. A job's tree is
-   * its submitter's: the broker writes and deletes there for the job with `replace` (data-ownership.ts), so
-   * a job given the id of a prefix holding someone else's data would take that data over.
+   * its submitter's (data-ownership.ts): a job given the id of a prefix holding someone else's data would
+   * make that data part of the job's tree, where its submitter and the job's results are at home.
    */
   private foreignNameInTree(jobId: string, owner: string): { name: string; owner: string } | undefined {
     let after: string | undefined;
