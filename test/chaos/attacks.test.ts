@@ -342,7 +342,7 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
 
   it('squatting a job tree: a job id whose tree holds another node\'s data is refused, so the job cannot take that data over', async () => {
     // The victim keeps data under a prefix that names no job; a job with that id would make the prefix
-    // its submitter's tree, which the broker writes and deletes in with `replace`.
+    // its submitter's tree, where the job's results go and its data is deleted with it.
     await data.put('squat/readings.csv', new TextEncoder().encode('t,v\n1,20\n'));
     const malloryData = new DataClient(mallory, 20_000);
     const malloryJobs = new JobClient(mallory, undefined, malloryData);
