@@ -494,7 +494,7 @@ export class JobManager {
         return;
       case 'accept':
         try {
-          await this.accept(job!, msg);
+          await this.accept(job!, msg, digest);
         } catch (err) {
           if (!(err instanceof BadStagedReference)) throw err;
           // Nothing of it was published. The job runs again elsewhere, as after an executor's failure.
@@ -536,7 +536,8 @@ export class JobManager {
     }
   }
 
-  private async accept(job: Job, msg: Envelope<'job_result'>): Promise<void> {
+  /** `digest`: the result's resultDigest(), already taken to arbitrate it. */
+  private async accept(job: Job, msg: Envelope<'job_result'>, digest: string): Promise<void> {
     const result = msg.body;
     const arrived = Date.now();
     // Published before the decision is recorded: a crash in between re-runs this on the redelivery.
@@ -583,7 +584,7 @@ export class JobManager {
         decided_at: [decided.hlc.wall, decided.hlc.logical],
         decided_vc: decided.vc,
         published,
-        digest: resultDigest(result),
+        digest,
       },
       arrived,
       Date.now(),
