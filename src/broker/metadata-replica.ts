@@ -203,11 +203,17 @@ export class MetadataReplica {
     // change's time is after the change it replaces. The HLC ensures that, except when it refused a
     // peer's clock as implausible: then the replaced change's time, plus one, stands in.
     const at: [number, number] = current !== undefined && (current.hlc[0] > hlc.wall || (current.hlc[0] === hlc.wall && current.hlc[1] >= hlc.logical)) ? [current.hlc[0], current.hlc[1] + 1] : [hlc.wall, hlc.logical];
-    const change: Change = { table, key, origin: this.node.link.id, seq: ++this.seq, vc, hlc: at, ...value };
+    const change: Change = { table, key, origin: this.node.link.id, seq: this.seq + 1, vc, hlc: at, ...value };
     // A local write merges like any other: it cannot undo an accepted result or drop a superseded one.
     const kept = current === undefined ? change : resolve(change, current);
-    this.versions.set(change.origin, change.seq);
-    this.saveOwnVersion();
+    // The number is used only by a change that is kept as this one. A peer's version for this broker
+    // advances only along its numbers: a gap would hold it back, and the peer would be sent everything
+    // after the gap again at its next exchange.
+    if (kept?.origin === change.origin && kept.seq === change.seq) {
+      this.seq = change.seq;
+      this.versions.set(change.origin, change.seq);
+      this.saveOwnVersion();
+    }
     if (kept === undefined) return Promise.resolve();
     const written = this.store(kept, current);
     this.push(kept);
