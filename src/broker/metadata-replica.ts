@@ -84,14 +84,16 @@ export class MetadataReplica {
   ) {
     const store = node.store;
     // Each merge reads what the last one wrote: the tables answer with writes not yet committed.
-    const cache = { cache: true };
     // Records are compressed: a finished job's takes a third of the pages (retention keeps thousands).
     const records = { cache: true, compress: true };
     this.tables = { jobs: store.table<Change>('meta_jobs', records), names: store.table<Change>('meta_names', records), nodes: store.table<Change>('meta_nodes', records) };
-    this.byOrigin = store.table<string>('meta_by_origin', cache);
+    // Read only in ranges, which LMDB answers from what is committed, cache or not: a cache would only
+    // cost each of their writes (two per change).
+    this.byOrigin = store.table<string>('meta_by_origin');
+    this.tombstones = store.table<string>('meta_tombstones');
     this.versionTable = store.table<number>('meta_versions');
-    this.finished = store.table<string>('meta_finished', cache);
-    this.tombstones = store.table<string>('meta_tombstones', cache);
+    // Retention asks whether an entry is still there, removals of this turn included.
+    this.finished = store.table<string>('meta_finished', { cache: true });
     for (const { key, value } of this.versionTable.getRange()) this.versions.set(String(key), value);
     for (const _ of this.finished.getKeys()) this.finishedCount++;
     this.seq = this.versions.get(node.link.id) ?? 0;
