@@ -1,10 +1,6 @@
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MetadataReplica, type SyncedJob } from '../../src/broker/metadata-replica.js';
-import { loadConfig } from '../../src/config/index.js';
-import { createLogger } from '../../src/log/index.js';
-import { NodeRuntime } from '../../src/transport/index.js';
-import { removeDir, tempDir } from '../helpers/processes.js';
+import type { SyncedJob } from '../../src/broker/metadata-replica.js';
+import { replicaOnDisk, type ReplicaOnDisk } from '../helpers/replica.js';
 
 function job(jobId: string, accepted: boolean): SyncedJob {
   return {
@@ -30,31 +26,25 @@ function job(jobId: string, accepted: boolean): SyncedJob {
  * sent everything after the gap again at its next exchange.
  */
 describe('a broker\'s own change numbers', () => {
-  let dir: string;
-  let node: NodeRuntime;
-  let replica: MetadataReplica;
+  let disk: ReplicaOnDisk;
 
   beforeAll(() => {
-    dir = tempDir();
-    const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'rs', 'hub.url': 'mqtt://127.0.0.1:9' } });
-    node = NodeRuntime.create({ config, nodeId: 'rs-broker', role: 'broker', dataDir: join(dir, 'broker'), logger: createLogger({ level: 'silent', format: 'json' }) });
-    replica = new MetadataReplica(node, { intervalMs: 60_000, retryOnFailure: false, failureRetryMs: 1_000, maxClockLeadMs: 0 });
+    disk = replicaOnDisk('rs', 'rs-broker');
   });
 
   afterAll(async () => {
-    await node?.stop();
-    removeDir(dir);
+    await disk?.close();
   });
 
   it('leave no gap when a local write is dropped by the merge rule', async () => {
-    await replica.setJob(job('rs-1', true));
-    expect(replica.digest()['rs-broker']).toBe(1);
+    await disk.replica.setJob(job('rs-1', true));
+    expect(disk.replica.digest()['rs-broker']).toBe(1);
     // A stale update of the same job, without the accepted result: the merge keeps the result.
-    await replica.setJob(job('rs-1', false));
-    expect(replica.job('rs-1')?.state).toBe('succeeded');
-    await replica.setName('rs/out', { store: 'rs-store', size: 3, at: [3_000, 0], owner: 'rs-client' });
-    await node.store.durable();
+    await disk.replica.setJob(job('rs-1', false));
+    expect(disk.replica.job('rs-1')?.state).toBe('succeeded');
+    await disk.replica.setName('rs/out', { store: 'rs-store', size: 3, at: [3_000, 0], owner: 'rs-client' });
+    await disk.node.store.durable();
     // Two changes made, numbered 1 and 2.
-    expect(replica.digest()['rs-broker']).toBe(2);
+    expect(disk.replica.digest()['rs-broker']).toBe(2);
   });
 });

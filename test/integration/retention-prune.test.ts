@@ -1,10 +1,6 @@
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MetadataReplica, type SyncedJob } from '../../src/broker/metadata-replica.js';
-import { loadConfig } from '../../src/config/index.js';
-import { createLogger } from '../../src/log/index.js';
-import { NodeRuntime } from '../../src/transport/index.js';
-import { removeDir, tempDir } from '../helpers/processes.js';
+import type { SyncedJob } from '../../src/broker/metadata-replica.js';
+import { replicaOnDisk, type ReplicaOnDisk } from '../helpers/replica.js';
 
 /** A finished trivial job, as a broker records it, that ended at `endedAt`. */
 function finished(n: number, endedAt: number): SyncedJob {
@@ -30,38 +26,32 @@ function finished(n: number, endedAt: number): SyncedJob {
  * pruning: a broker finishing jobs faster than one budget per interval otherwise falls behind for good.
  */
 describe('retention pruning', () => {
-  let dir: string;
-  let node: NodeRuntime;
-  let replica: MetadataReplica;
+  let disk: ReplicaOnDisk;
 
   beforeAll(() => {
-    dir = tempDir();
-    const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'rp', 'hub.url': 'mqtt://127.0.0.1:9' } });
-    node = NodeRuntime.create({ config, nodeId: 'rp-broker', role: 'broker', dataDir: join(dir, 'broker'), logger: createLogger({ level: 'silent', format: 'json' }) });
-    replica = new MetadataReplica(node, { intervalMs: 60_000, retryOnFailure: false, failureRetryMs: 1_000, maxClockLeadMs: 0 });
+    disk = replicaOnDisk('rp', 'rp-broker');
   });
 
   afterAll(async () => {
-    await node?.stop();
-    removeDir(dir);
+    await disk?.close();
   });
 
   it('a pass right after a full one prunes the next jobs due, not the uncommitted removals again', async () => {
-    for (let n = 0; n < 250; n++) await replica.setJob(finished(n, 1_000 + n));
-    await node.store.durable();
-    expect(replica.finishedJobs).toBe(250);
+    for (let n = 0; n < 250; n++) await disk.replica.setJob(finished(n, 1_000 + n));
+    await disk.node.store.durable();
+    expect(disk.replica.finishedJobs).toBe(250);
     // Keep the newest 50 by count: 200 are due, 100 per pass.
     const retention = { maxAgeMs: Number.MAX_SAFE_INTEGER, maxCount: 50 };
-    const first = replica.prune(Date.now(), retention, 100);
-    const second = replica.prune(Date.now(), retention, 100);
+    const first = disk.replica.prune(Date.now(), retention, 100);
+    const second = disk.replica.prune(Date.now(), retention, 100);
     expect(first.map((p) => p.job.job_id)).toEqual(Array.from({ length: 100 }, (_, n) => `rp-${String(n).padStart(4, '0')}`));
     expect(second.map((p) => p.job.job_id)).toEqual(Array.from({ length: 100 }, (_, n) => `rp-${String(n + 100).padStart(4, '0')}`));
-    expect(replica.finishedJobs).toBe(50);
-    expect(replica.prune(Date.now(), retention, 100)).toEqual([]);
-    await node.store.durable();
-    expect(replica.prune(Date.now(), retention, 100)).toEqual([]);
-    expect(replica.finishedJobs).toBe(50);
-    expect(replica.job('rp-0199')).toBeUndefined();
-    expect(replica.job('rp-0200')?.state).toBe('succeeded');
+    expect(disk.replica.finishedJobs).toBe(50);
+    expect(disk.replica.prune(Date.now(), retention, 100)).toEqual([]);
+    await disk.node.store.durable();
+    expect(disk.replica.prune(Date.now(), retention, 100)).toEqual([]);
+    expect(disk.replica.finishedJobs).toBe(50);
+    expect(disk.replica.job('rp-0199')).toBeUndefined();
+    expect(disk.replica.job('rp-0200')?.state).toBe('succeeded');
   });
 });
