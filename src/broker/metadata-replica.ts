@@ -1,3 +1,4 @@
+import { merge } from '../clock/index.js';
 import { isDataName, isFinal, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
 import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
@@ -109,7 +110,9 @@ export class MetadataReplica {
       }
       this.receive(msg.body, msg.from, true);
     });
-    link.on('sync_digest', (msg) => this.answer(msg));
+    link.on('sync_digest', (msg) => {
+      this.answer(msg).catch((err: Error) => node.log.warn({ peer: msg.from, err: err.message }, 'could not answer a metadata digest'));
+    });
     link.onPresence((event) => {
       if (event.peer.role === 'broker' && event.type === 'up' && event.peer.id !== link.id) void this.exchange(event.peer.id);
     });
@@ -199,27 +202,56 @@ export class MetadataReplica {
   // ---- local changes -------------------------------------------------------------------------------
 
   private local(table: TableName, key: string, value: Pick<Change, 'job' | 'location' | 'peer'>): Promise<void> {
-    const { vc, hlc } = this.node.link.stamp();
     const current = this.tables[table].get(key);
-    // The rule compares HLC times only between concurrent changes, and stays one order only while a
-    // change's time is after the change it replaces. The HLC ensures that, except when it refused a
-    // peer's clock as implausible: then the replaced change's time, plus one, stands in.
-    const at: [number, number] = current !== undefined && (current.hlc[0] > hlc.wall || (current.hlc[0] === hlc.wall && current.hlc[1] >= hlc.logical)) ? [current.hlc[0], current.hlc[1] + 1] : [hlc.wall, hlc.logical];
-    const change: Change = { table, key, origin: this.node.link.id, seq: this.seq + 1, vc, hlc: at, ...value };
+    const change = this.ownChange(table, key, value, current);
     // A local write merges like any other: it cannot undo an accepted result or drop a superseded one.
-    const kept = current === undefined ? change : resolve(change, current);
+    const kept = current === undefined ? change : this.renumberMerged(resolve(change, current), change, current);
     // The number is used only by a change that is kept as this one. A peer's version for this broker
     // advances only along its numbers: a gap would hold it back, and the peer would be sent everything
     // after the gap again at its next exchange.
-    if (kept?.origin === change.origin && kept.seq === change.seq) {
-      this.seq = change.seq;
-      this.versions.set(change.origin, change.seq);
-      this.saveOwnVersion();
-    }
+    if (kept?.origin === change.origin && kept.seq === change.seq) this.takeNumber(change.seq);
     if (kept === undefined) return Promise.resolve();
     const written = this.store(kept, current);
     this.push(kept);
     return written;
+  }
+
+  /** A change to `key` as this broker's next one, stamped after `replaced` (and `alsoAfter`, if given). */
+  private ownChange(table: TableName, key: string, value: Pick<Change, 'job' | 'location' | 'peer'>, replaced: Change | undefined, alsoAfter?: Change): Change {
+    const stamp = this.node.link.stamp();
+    let vc = stamp.vc;
+    let latest: [number, number] | undefined;
+    for (const c of [replaced, alsoAfter]) {
+      if (c === undefined) continue;
+      vc = merge(vc, c.vc);
+      if (latest === undefined || c.hlc[0] > latest[0] || (c.hlc[0] === latest[0] && c.hlc[1] > latest[1])) latest = c.hlc;
+    }
+    // The rule compares HLC times only between concurrent changes, and stays one order only while a
+    // change's time is after the change it replaces. The HLC ensures that, except when it refused a
+    // peer's clock as implausible: then the replaced change's time, plus one, stands in.
+    const { wall, logical } = stamp.hlc;
+    const hlc: [number, number] = latest !== undefined && (latest[0] > wall || (latest[0] === wall && latest[1] >= logical)) ? [latest[0], latest[1] + 1] : [wall, logical];
+    return { table, key, origin: this.node.link.id, seq: this.seq + 1, vc, hlc, ...value };
+  }
+
+  private takeNumber(seq: number): void {
+    this.seq = seq;
+    this.versions.set(this.node.link.id, seq);
+    this.saveOwnVersion();
+  }
+
+  /**
+   * A merge that kept neither change as it came (a record with an acceptance added to its superseded
+   * list) becomes a change of this broker's own, stamped after both. Stored under the number of the change
+   * it was built on, it would reach no peer that already holds that change: an exchange sends a peer only
+   * numbers it lacks, and this broker no longer holds the change of its own that the merge replaced.
+   */
+  private renumberMerged(kept: Change | undefined, incoming: Change, current: Change): Change | undefined {
+    if (kept === undefined || kept === incoming || kept === current) return kept;
+    if (kept.origin === this.node.link.id && kept.seq === this.seq + 1) return kept;
+    const own = this.ownChange(kept.table, kept.key, { job: kept.job }, current, incoming);
+    this.takeNumber(own.seq);
+    return own;
   }
 
   /**
@@ -265,6 +297,9 @@ export class MetadataReplica {
     let applied = 0;
     const touched = new Set<string>();
     const source = { sender: from, pushed, now: Date.now(), maxLeadMs: this.options.maxClockLeadMs };
+    // Our own changes, coming back after this broker lost its state: never reuse their numbers, also not
+    // for a merge made before the last of them is read.
+    for (const change of delta.changes) if (change.origin === this.node.link.id && change.seq > this.seq) this.seq = change.seq;
     for (const change of delta.changes) {
       const problem = invalid(change) ?? syncChangeProblem(change, source);
       if (problem !== undefined) {
@@ -274,15 +309,14 @@ export class MetadataReplica {
       counters.inc('sync_changes_received');
       counters.inc(`sync_${change.table}_received`);
       const current = this.tables[change.table].get(change.key);
-      const kept = current === undefined ? change : resolve(change, current);
+      const kept = current === undefined ? change : this.renumberMerged(resolve(change, current), change, current);
       if (kept !== undefined) {
         void this.store(kept, current);
+        if (kept !== change) this.push(kept);
         applied++;
         if (kept.table === 'jobs' && kept.job !== undefined) for (const listener of this.jobListeners) listener(kept.job, kept, current?.job);
         if (kept.table === 'names' && kept.location !== undefined) for (const listener of this.nameListeners) listener(kept.key);
       }
-      // Our own changes, coming back after this broker lost its state: never reuse their numbers.
-      if (change.origin === this.node.link.id && change.seq > this.seq) this.seq = change.seq;
       if (change.seq === (this.versions.get(change.origin) ?? 0) + 1) {
         this.versions.set(change.origin, change.seq);
         touched.add(change.origin);
@@ -530,17 +564,27 @@ export class MetadataReplica {
     }
   }
 
+  private async answer(msg: AnyEnvelope & { kind: 'sync_digest' }): Promise<void> {
+    this.peerVersions.set(msg.from, msg.body.versions);
+    const delta = await this.changesFor(msg.body.versions);
+    this.node.link.counters.inc('sync_changes_sent', delta.changes.length);
+    this.node.link.reply(msg, 'sync_delta', delta);
+  }
+
   /**
-   * Answers a digest with the changes the asker lacks: for each origin, the records whose newest change
-   * came after the asker's sequence number. `versions` says up to where the answer covers each origin.
+   * What a peer whose version vector is `theirs` lacks: for each origin, the records whose newest change
+   * came after the peer's sequence number. `versions` says up to where the answer covers each origin.
    */
-  private answer(msg: AnyEnvelope & { kind: 'sync_digest' }): void {
-    const theirs = msg.body.versions;
-    this.peerVersions.set(msg.from, theirs);
+  async changesFor(theirs: Readonly<Record<string, number>>): Promise<BodyOf<'sync_delta'>> {
+    // The index is read in ranges, which LMDB answers from what is committed, while the version vector
+    // already counts the changes of this turn. Claiming those without sending them would let the peer
+    // skip them for good: answer once the changes counted so far are committed, and claim no more.
+    const upTo = [...this.versions];
+    await this.node.store.durable();
     const changes: Change[] = [];
     const covered: Record<string, number> = {};
     let complete = true;
-    for (const [origin, mine] of this.versions) {
+    for (const [origin, mine] of upTo) {
       const since = theirs[origin] ?? 0;
       if (mine <= since) continue;
       let cutAt: number | undefined;
@@ -559,8 +603,7 @@ export class MetadataReplica {
         break;
       }
     }
-    this.node.link.counters.inc('sync_changes_sent', changes.length);
-    this.node.link.reply(msg, 'sync_delta', { changes, versions: covered, complete });
+    return { changes, versions: covered, complete };
   }
 
   private peers(): string[] {

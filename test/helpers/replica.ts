@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { MetadataReplica } from '../../src/broker/metadata-replica.js';
+import { MetadataReplica, type SyncedJob } from '../../src/broker/metadata-replica.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
 import { NodeRuntime } from '../../src/transport/index.js';
@@ -28,4 +28,32 @@ export function replicaOnDisk(cluster: string, nodeId: string): ReplicaOnDisk {
       removeDir(dir);
     },
   };
+}
+
+/** Who accepted a job's result, when, and from which executor's first attempt. */
+export interface Acceptance {
+  readonly by: string;
+  readonly executor: string;
+  readonly at: number;
+}
+
+/** A job record as brokers sync it: running, or succeeded with the result `accepted` describes. */
+export function syncedJob(jobId: string, accepted?: Acceptance): SyncedJob {
+  const executor = accepted?.executor ?? 'rs-exec';
+  return {
+    job_id: jobId,
+    state: accepted !== undefined ? 'succeeded' : 'running',
+    priority: 'normal',
+    owner: 'rs-client',
+    broker: 'rs-broker',
+    created_at: 1_000,
+    updated_at: accepted?.at ?? 1_500,
+    attempts: [{ attempt: 1, executor, state: accepted !== undefined ? 'accepted' : 'running', assigned_at: 1_000 }],
+    spec: { job_id: jobId, wasm_module: 'rs/m.wasm', capabilities: {}, argv: ['m'], env: {}, dirs: [], data: {}, results: [], named_results: {}, priority: 'normal', timeout_s: 60, max_memory_mb: 16 },
+    digest: 'd',
+    after: [],
+    ...(accepted !== undefined
+      ? { result: { attempt: 1, executor, outcome: 'exited', exit_code: 0, message: 'exited with code 0', duration_ms: 1, archive_bytes: 22, files: [], missing: [], named_results: [], decided_by: accepted.by, decided_at: [accepted.at, 0], decided_vc: { [accepted.by]: 1 }, published: [], digest: 'r' } }
+      : {}),
+  } as unknown as SyncedJob;
 }
