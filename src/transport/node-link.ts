@@ -20,7 +20,7 @@ import type { NodeStore } from '../store/index.js';
 import { ClockKeeper } from './clock-keeper.js';
 import { Counters } from './counters.js';
 import { Deduplicator } from './dedup.js';
-import { DurableOutbox, type OutboxEntry } from './outbox.js';
+import { DurableOutbox, RETRY_JITTER_LOW, type OutboxEntry } from './outbox.js';
 import { HubConnection } from './hub-connection.js';
 import { parseHubUrl, type TlsMaterial } from './connect.js';
 import { PeerTable, type PeerState, type PresenceEvent } from './presence.js';
@@ -128,6 +128,8 @@ const REQUEST_SWEEP_MS = 25;
 const LINK_KINDS: ReadonlySet<Kind> = new Set<Kind>(['ack', 'ping', 'status_request']);
 /** How often on-disk duplicate ids older than the TTL are swept. */
 const DEDUP_PRUNE_INTERVAL_MS = 10 * 60_000;
+/** The soonest the outbox's retry timer fires again: bounds how often entries due one by one wake it. */
+const MIN_RETRY_WAIT_MS = 10;
 /** How long a clean stop waits for its graceful death to be acknowledged by the hub. */
 const DEATH_PUBLISH_TIMEOUT_MS = 1_000;
 
@@ -167,8 +169,9 @@ export class NodeLink {
   private readonly idPrefix: string;
   private seq = 0;
   private heartbeatSeq = 0;
-  /** Outbox retries (armRetries); unset while the outbox is empty. */
+  /** Outbox retries (armRetries); unset while nothing in the outbox waits for a retry. */
   private retryTimer?: NodeJS.Timeout;
+  private retryAt = 0;
   /** When the first live peer would expire (armExpiry); unset while no peer is alive. */
   private expiryTimer?: NodeJS.Timeout;
   private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'job_slots' | 'free_bytes'> = () => ({});
@@ -305,7 +308,8 @@ export class NodeLink {
     const msg = this.envelope(kind, body, { ack: true });
     const payload = encode(msg);
     const stored = this.outbox.add({ id: msg.id, to, topic, kind, payload, createdAt: Date.now() });
-    this.armRetries();
+    // A new message is due no sooner than its first backoff: a timer armed for earlier covers it.
+    if (this.retryTimer === undefined || this.retryAt > performance.now() + this.opts.timing.retryInitialMs * RETRY_JITTER_LOW) this.armRetries();
     if (this.hub.connected) this.post(topic, payload);
     return { id: msg.id, stored };
   }
@@ -434,7 +438,7 @@ export class NodeLink {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.expiryTimer);
-    clearInterval(this.retryTimer);
+    clearTimeout(this.retryTimer);
     clearInterval(this.requestSweeper);
     for (const [, pending] of this.requests) pending.reject(new TransportError('link_closed', 'the link was stopped before a reply arrived'));
     this.requests.clear();
@@ -551,19 +555,26 @@ export class NodeLink {
   }
 
   /**
-   * Retries what the outbox holds, ticking only while it holds something: an idle node with an empty
-   * outbox does not wake for it. Armed by whatever adds an entry, and at start for entries kept in LMDB.
+   * Wakes for the outbox's next retry that is due, not on a fixed tick, and never for messages to a node
+   * known to be down: those go again when it comes back (emitPresence). A node that owes messages to a
+   * datastore removed for good then sleeps, instead of waking four times a second to scan them all.
    */
   private armRetries(): void {
-    if (this.outbox === undefined || !this.timersStarted || this.stopping || this.retryTimer !== undefined || this.outbox.size === 0) return;
-    this.retryTimer = setInterval(() => {
-      this.flushOutbox();
-      if (this.outbox!.size > 0) return;
-      clearInterval(this.retryTimer);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    if (this.outbox === undefined || !this.timersStarted || this.stopping) return;
+    const next = this.outbox.nextDueAt(this.heldBack);
+    if (next === undefined) return;
+    this.retryAt = next;
+    this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
-    }, Math.max(10, Math.min(1_000, Math.floor(this.opts.timing.retryInitialMs / 2))));
+      this.flushOutbox();
+    }, Math.max(MIN_RETRY_WAIT_MS, next - performance.now()));
     this.retryTimer.unref();
   }
+
+  /** Messages to a node seen down wait for it to come back: sending them reaches nobody. */
+  private readonly heldBack = (to: string): boolean => this.peers.get(to)?.alive === false;
 
   /**
    * Checks for silent peers when the first live one would expire, not on a fixed tick: an idle node wakes
@@ -642,11 +653,12 @@ export class NodeLink {
 
   private flushOutbox(): void {
     if (this.outbox === undefined || !this.hub.connected) return;
-    for (const entry of this.outbox.due()) {
+    for (const entry of this.outbox.due(this.heldBack)) {
       this.counters.inc('outbox_sends');
       // Derived again rather than stored: entries written before a topic change still reach their node.
       this.post(this.inboxOf(entry.to), entry.payload);
     }
+    this.armRetries();
   }
 
   // ---- internals: receiving ------------------------------------------------------------------------

@@ -16,6 +16,9 @@ interface Pending {
   waiters: Array<{ resolve: () => void; reject: (err: Error) => void }>;
 }
 
+/** A retry waits between this fraction of its backoff and 0.4 more. */
+export const RETRY_JITTER_LOW = 0.8;
+
 export interface OutboxTiming {
   readonly retryInitialMs: number;
   readonly retryMaxMs: number;
@@ -145,17 +148,27 @@ export class DurableOutbox {
     return to;
   }
 
-  /** Entries whose retry is due; each is rescheduled with backoff as it is returned. */
-  due(): OutboxEntry[] {
+  /**
+   * Entries whose retry is due; each is rescheduled with backoff as it is returned. Entries for receivers
+   * `held` says to hold back are left as they are: they are made due when the receiver reappears.
+   */
+  due(held: (to: string) => boolean = () => false): OutboxEntry[] {
     const now = this.now();
     const out: OutboxEntry[] = [];
     for (const p of this.pending.values()) {
-      if (p.nextAttemptAt <= now) {
+      if (p.nextAttemptAt <= now && !held(p.entry.to)) {
         out.push(p.entry);
         this.schedule(p, now);
       }
     }
     return out;
+  }
+
+  /** When the next retry is due, among the entries `held` does not hold back; undefined: none is. */
+  nextDueAt(held: (to: string) => boolean = () => false): number | undefined {
+    let next: number | undefined;
+    for (const p of this.pending.values()) if ((next === undefined || p.nextAttemptAt < next) && !held(p.entry.to)) next = p.nextAttemptAt;
+    return next;
   }
 
   /** Makes every message for `to` (or all, when omitted) due now, e.g. when the receiver reappears. */
@@ -182,7 +195,7 @@ export class DurableOutbox {
   private schedule(p: Pending, now: number): void {
     const backoff = Math.min(this.timing.retryMaxMs, this.timing.retryInitialMs * 2 ** Math.min(p.attempts, 30));
     // Jitter keeps many nodes that lost the same receiver from retrying in lockstep.
-    p.nextAttemptAt = now + backoff * (0.8 + Math.random() * 0.4);
+    p.nextAttemptAt = now + backoff * (RETRY_JITTER_LOW + Math.random() * 0.4);
     p.attempts++;
   }
 }

@@ -354,9 +354,13 @@ async function idlePart(ctx: Ctx): Promise<void> {
   let unitCluster: RoleCluster | undefined;
   try {
     const bareNode = new Proc(process.execPath, ['-e', 'setInterval(() => {}, 1 << 30)'], cleanEnv());
+    // What waking costs on this machine: a role's idle CPU is mostly its wake-ups (heartbeats sent and
+    // received), and one wake-up of an idle process costs from tenths of a millisecond to over one,
+    // depending on the machine (a virtual one pays most).
+    const ticking = new Proc(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], cleanEnv());
     const aedesPort = await freePort();
     const bareAedes = new Proc(process.execPath, [BARE_AEDES, String(aedesPort)], cleanEnv());
-    procs.push(bareNode, bareAedes);
+    procs.push(bareNode, ticking, bareAedes);
     await bareAedes.waitForLine(/listening/, 30_000);
     cluster = await RoleCluster.start({ name: 'fpidle', root: ctx.root });
     // The same roles as the systemd units start them (their NODE_OPTIONS), measured in the same windows.
@@ -368,6 +372,7 @@ async function idlePart(ctx: Ctx): Promise<void> {
 
     const targets = (): Array<[string, number]> => [
       ['bare node', bareNode.pid],
+      ['bare node waking once a second', ticking.pid],
       ['bare aedes', bareAedes.pid],
       ...cluster!.roles().map(([name, p]): [string, number] => [name, p.pid]),
       ...unitCluster!.roles().map(([name, p]): [string, number] => [`${name} (unit)`, p.pid]),
@@ -410,6 +415,12 @@ async function idlePart(ctx: Ctx): Promise<void> {
       for (const name of [...roleNames, 'ucp up --executors 2']) {
         const bare = name === 'hub' ? w['bare aedes']! : w['bare node']!;
         ctx.rows.push(row(`idle wake-ups/min ${name}, ${label}; baseline bare ${name === 'hub' ? 'aedes' : 'node'}`, bare.wakeupsPerMin, w[name]!.wakeupsPerMin, '-', null));
+      }
+      const tick = w['bare node waking once a second']!;
+      const perWake = (x: { cpuSPerMin: number; wakeupsPerMin: number }) => (x.wakeupsPerMin > 0 ? round((x.cpuSPerMin * 1_000) / x.wakeupsPerMin, 3) : null);
+      ctx.rows.push(row(`idle CPU-s/min bare node waking once a second (${tick.wakeupsPerMin} wake-ups/min), ${label}`, null, tick.cpuSPerMin, '-', null));
+      for (const name of roleNames) {
+        ctx.rows.push(row(`idle CPU ms per wake-up ${name}, ${label}; baseline bare node waking once a second`, perWake(tick), perWake(w[name]!), '-', null));
       }
     }
     ctx.details.idle = { settleS: SETTLE_S, windowS: IDLE_S, jobs: IDLE_JOBS, fresh, afterJobs: used, loads: { roles: ranRoles, units: ranUnits, up: ranUp } };

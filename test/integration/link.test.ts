@@ -224,6 +224,33 @@ describe('node link guarantees', () => {
     expect(got).toEqual(['later']);
   });
 
+  it('a message owed to a node seen down waits for it instead of being resent, and goes the moment it is back', async () => {
+    await setup();
+    const receiverStore = openStore('gone');
+    let receiver = create('gone', 'datastore', receiverStore);
+    await receiver.connect();
+    const sender = create('owes');
+    await sender.connect();
+    await until('the sender to see the receiver', () => sender.peers.get('gone')?.alive === true);
+    await receiver.stop();
+    links.splice(links.indexOf(receiver), 1);
+    await until('the sender to see the receiver leave', () => sender.peers.get('gone')?.alive === false);
+    const id = await sender.sendDurable('gone', 'notice', { severity: 'info', text: 'for later' });
+    const sent = sender.counters.get('outbox_sends');
+    // Ten first backoffs, in which the old tick resent it five times.
+    await new Promise((r) => setTimeout(r, TIMING.retryInitialMs * 10));
+    expect(sender.counters.get('outbox_sends') - sent).toBe(0);
+    expect(sender.outboxPending).toBe(1);
+
+    receiver = create('gone', 'datastore', receiverStore);
+    const got: string[] = [];
+    receiver.on('notice', (msg) => void got.push(msg.body.text));
+    await receiver.connect();
+    // Only the receiver's birth can send it now: no retry is armed for a node seen down.
+    await sender.delivered(id);
+    expect(got).toEqual(['for later']);
+  });
+
   it('an acknowledgement from anyone but the receiver is ignored', async () => {
     await setup();
     const sender = create('send');

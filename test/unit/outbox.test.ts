@@ -112,6 +112,25 @@ describe('DurableOutbox', () => {
     expect(ids(outbox.due())).toEqual(['1.1', '1.3']);
   });
 
+  it('holds back the messages of receivers it is told to, and says when the next of the others is due', async () => {
+    const outbox = open();
+    await outbox.add(entry('1.1', 'down'));
+    t += 50;
+    await outbox.add(entry('1.2', 'up'));
+    const held = (to: string): boolean => to === 'down';
+    expect(outbox.nextDueAt()).toBeGreaterThanOrEqual(10_000 + TIMING.retryInitialMs * 0.8);
+    const next = outbox.nextDueAt(held)!;
+    expect(next).toBeGreaterThanOrEqual(10_050 + TIMING.retryInitialMs * 0.8);
+    expect(next).toBeLessThanOrEqual(10_050 + TIMING.retryInitialMs * 1.2);
+    t = next;
+    expect(ids(outbox.due(held))).toEqual(['1.2']);
+    // The held one stays where it was: due, but not sent, and not pushed up the backoff ladder.
+    expect(ids(outbox.due(() => true))).toEqual([]);
+    expect(outbox.nextDueAt((to) => to === 'up')).toBeLessThanOrEqual(t);
+    expect(outbox.nextDueAt(() => true)).toBeUndefined();
+    expect(ids(outbox.due())).toEqual(['1.1']);
+  });
+
   it('expedite() without a receiver makes everything due', async () => {
     const outbox = open();
     await outbox.add(entry('1.1', 'b1'));
