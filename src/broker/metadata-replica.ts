@@ -2,6 +2,7 @@ import { merge } from '../clock/index.js';
 import { isDataName, isFinal, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
 import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
+import { JobRecords, type Records } from './job-records.js';
 import { resolve, type Change } from './metadata-merge.js';
 import { syncChangeProblem } from './sync-trust.js';
 import { before, decodeFacts, encodeFacts, factsOf, pad, TIME_DIGITS, wantsPhase, type JobFacts, type ListQuery, type Position } from './job-listing.js';
@@ -50,7 +51,10 @@ export interface Retention {
  * restarted broker catches up the same way, from the vector kept in LMDB.
  */
 export class MetadataReplica {
-  private readonly tables: Record<TableName, Table<Change>>;
+  private readonly tables: Record<TableName, Records>;
+  private readonly jobRecords: JobRecords;
+  private readonly names: Table<Change>;
+  private readonly nodesTable: Table<Change>;
   /** `<origin>\0<seq>` -> `<table>\0<key>`, to find what one origin changed after a sequence number. */
   private readonly byOrigin: Table<string>;
   private readonly versionTable: Table<number>;
@@ -85,9 +89,13 @@ export class MetadataReplica {
   ) {
     const store = node.store;
     // Each merge reads what the last one wrote: the tables answer with writes not yet committed.
-    // Records are compressed: a finished job's takes a third of the pages (retention keeps thousands).
+    // Records are compressed, but for jobs in flight (job-records.ts): a finished job's takes a third of
+    // the pages (retention keeps thousands).
     const records = { cache: true, compress: true };
-    this.tables = { jobs: store.table<Change>('meta_jobs', records), names: store.table<Change>('meta_names', records), nodes: store.table<Change>('meta_nodes', records) };
+    this.jobRecords = new JobRecords(store);
+    this.names = store.table<Change>('meta_names', records);
+    this.nodesTable = store.table<Change>('meta_nodes', records);
+    this.tables = { jobs: this.jobRecords, names: this.names, nodes: this.nodesTable };
     // Read only in ranges, which LMDB answers from what is committed, cache or not: a cache would only
     // cost each of their writes (two per change).
     this.byOrigin = store.table<string>('meta_by_origin');
@@ -98,8 +106,8 @@ export class MetadataReplica {
     for (const { key, value } of this.versionTable.getRange()) this.versions.set(String(key), value);
     for (const _ of this.finished.getKeys()) this.finishedCount++;
     this.seq = this.versions.get(node.link.id) ?? 0;
-    for (const { value } of this.tables.jobs.getRange()) this.tally(undefined, value);
-    for (const { value } of this.tables.names.getRange()) this.tally(undefined, value);
+    for (const value of this.jobRecords.values()) this.tally(undefined, value);
+    for (const { value } of this.names.getRange()) this.tally(undefined, value);
 
     const link = node.link;
     // Only brokers reach here (the permission table), and a push only from a broker seen alive.
@@ -127,12 +135,12 @@ export class MetadataReplica {
 
   /** Where the cluster last placed `name`, or undefined if it is unknown or deleted. */
   locate(name: string): Location | undefined {
-    return this.tables.names.get(name)?.location;
+    return this.names.get(name)?.location;
   }
 
   /** Live names at or below `prefix`, a page at a time. */
   namePage(prefix: string, limit: number, after?: string): NamePage<{ name: string; located: Location }> {
-    return pageUnder(this.tables.names, prefix, limit, after, (name, c) => ({ name, located: c.location! }), (c) => c.location !== undefined);
+    return pageUnder(this.names, prefix, limit, after, (name, c) => ({ name, located: c.location! }), (c) => c.location !== undefined);
   }
 
   job(jobId: string): SyncedJob | undefined {
@@ -140,10 +148,8 @@ export class MetadataReplica {
   }
 
   /** Job ids in order, after `after`. */
-  *jobIds(after?: string): Generator<string> {
-    for (const key of this.tables.jobs.getKeys(after !== undefined ? { start: after } : {})) {
-      if (key !== after) yield String(key);
-    }
+  jobIds(after?: string): Generator<string> {
+    return this.jobRecords.keys(after);
   }
 
   /** How many jobs `owner` has in the cluster that have not ended. */
@@ -158,7 +164,7 @@ export class MetadataReplica {
 
   /** The executors and datastores each broker last recorded seeing, as (broker, node) pairs. */
   *registry(): Generator<{ broker: string; node: RegisteredNode }> {
-    for (const { value } of this.tables.nodes.getRange()) if (value.peer !== undefined) yield { broker: value.origin, node: value.peer };
+    for (const { value } of this.nodesTable.getRange()) if (value.peer !== undefined) yield { broker: value.origin, node: value.peer };
   }
 
   /** What this broker last recorded about `nodeId`. */
@@ -389,7 +395,7 @@ export class MetadataReplica {
     let dropped = 0;
     for (const [index, name] of due) {
       void this.tombstones.remove(index);
-      const change = this.tables.names.get(name);
+      const change = this.names.get(name);
       // Only if the deletion is still what the name holds (a later write replaces it otherwise).
       if (change === undefined || change.location !== undefined || originKey(change.origin, change.seq) !== index) continue;
       this.forget('names', change);
@@ -516,16 +522,16 @@ export class MetadataReplica {
     this.forget('jobs', change);
     const names = new Map<string, Location>();
     for (const [name, at] of Object.entries(change.job.result?.published ?? {})) {
-      const here = this.tables.names.get(name)?.location;
+      const here = this.names.get(name)?.location;
       if (here !== undefined && here.store === at.store && here.at[0] === at.at[0] && here.at[1] === at.at[1]) names.set(name, here);
     }
-    for (const { key, value } of this.tables.names.getRange({ start: `${jobId}/`, end: `${jobId}0` })) {
+    for (const { key, value } of this.names.getRange({ start: `${jobId}/`, end: `${jobId}0` })) {
       // A name in the tree that another node owns (written before the job's id was taken) is not the job's.
       if (value.location !== undefined && value.location.owner !== undefined && value.location.owner !== change.job.owner) continue;
       if (value.location !== undefined) names.set(String(key), value.location);
       else this.forget('names', value);
     }
-    for (const name of names.keys()) this.forget('names', this.tables.names.get(name)!);
+    for (const name of names.keys()) this.forget('names', this.names.get(name)!);
     return { job: change.job, names: [...names].map(([name, location]) => ({ name, location })) };
   }
 

@@ -10,8 +10,11 @@ import { DirectoryLock } from './lock.js';
  * Bump when a table's layout changes incompatibly, and add the migration from the previous version.
  * 2: tables opened with `compress` hold LZ4-compressed values (compression.ts); version 1 values read as
  * they are, so no migration is needed, but a version 1 build must not open such a directory.
+ * 3: a broker keeps the records of jobs in flight in a table of their own (broker/job-records.ts);
+ * version 2 directories hold them with the finished ones, where they are still found, so no migration is
+ * needed, but a version 2 build would not see the jobs in flight.
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** A typed LMDB table: values are encoded with msgpack, keys with LMDB's ordered-binary encoding. */
 export type Table<V, K extends Key = string> = Database<V, K>;
