@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { adopterOf, BODY_SCHEMAS, type BodyOf, type Envelope, type RunOutcome } from '../protocol/index.js';
 import type { Table } from '../store/index.js';
 import { DataTransfer, RemoteError, TransportError, type Delivery, type NodeRuntime } from '../transport/index.js';
-import { readCapabilities } from './capabilities.js';
+import { capabilitiesReader } from './capabilities.js';
 import { chooseStaged, ResultStaging, uploadStaged, type AttemptRef, type RunReport, type StagedRecord } from './result-staging.js';
 import { SandboxPool, type RunHandle, type SandboxResult } from './sandbox/index.js';
 
@@ -151,8 +151,9 @@ export class JobRunner {
     this.assignments = node.store.table<Assignment>('assignments');
     this.staging = new ResultStaging(node, options.resultDir);
     const link = node.link;
+    const capabilities = capabilitiesReader(node.store.dir, options.tags);
     link.setHeartbeatFields(() => ({
-      capabilities: readCapabilities(node.store.dir, options.tags),
+      capabilities: capabilities(),
       running_jobs: [...new Set([...this.running.values()].map((r) => r.jobId))],
       job_slots: options.slots,
     }));

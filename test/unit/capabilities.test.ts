@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { readCapabilities, readPowerState } from '../../src/executor/capabilities.js';
+import { capabilitiesReader, readCapabilities, readPowerState } from '../../src/executor/capabilities.js';
 import { capabilitiesSchema, unmetRequirement, type Capabilities, type Requirements } from '../../src/protocol/index.js';
 import { removeDir, tempDir } from '../helpers/processes.js';
 
@@ -64,6 +64,19 @@ describe('reading capabilities from the system', () => {
     dir = tempDir();
     expect(readPowerState(join(dir, 'absent'))).toEqual({ onMainsPower: true });
     expect(readPowerState(dir)).toEqual({ onMainsPower: true });
+  });
+
+  it('asks the system again only once a reading is older than its maximum age', () => {
+    dir = tempDir();
+    supply('BAT0', { type: 'Battery', capacity: '63', status: 'Discharging' });
+    let t = 0;
+    const read = capabilitiesReader(dir, [], { maxAgeMs: 5_000, now: () => t, powerRoot: dir });
+    expect(read().battery_percent).toBe(63);
+    supply('BAT0', { type: 'Battery', capacity: '20', status: 'Discharging' });
+    t = 4_999;
+    expect(read().battery_percent).toBe(63);
+    t = 5_000;
+    expect(read().battery_percent).toBe(20);
   });
 
   it('reports cores, CPU, memory and the data directory\'s free disk in the wire shape', () => {
