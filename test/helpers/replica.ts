@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { MetadataReplica, type SyncedJob } from '../../src/broker/metadata-replica.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
@@ -28,6 +29,22 @@ export function replicaOnDisk(cluster: string, nodeId: string): ReplicaOnDisk {
       removeDir(dir);
     },
   };
+}
+
+/**
+ * A replica on disk for the tests of the calling describe block: one for all of them, or with `each` a
+ * fresh one per test. Closed (and its directory removed) after.
+ */
+export function useReplicaOnDisk(cluster: string, nodeId: string, options: { each?: boolean } = {}): () => ReplicaOnDisk {
+  let disk: ReplicaOnDisk | undefined;
+  (options.each === true ? beforeEach : beforeAll)(() => {
+    disk = replicaOnDisk(cluster, nodeId);
+  });
+  (options.each === true ? afterEach : afterAll)(async () => {
+    await disk?.close();
+    disk = undefined;
+  });
+  return () => disk!;
 }
 
 /** Who accepted a job's result, when, and from which executor's first attempt. */

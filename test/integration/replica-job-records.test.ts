@@ -1,57 +1,49 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Change } from '../../src/broker/metadata-replica.js';
-import { replicaOnDisk, syncedJob, type ReplicaOnDisk } from '../helpers/replica.js';
+import { syncedJob, useReplicaOnDisk } from '../helpers/replica.js';
 
 /**
  * A broker stores the records of jobs in flight apart from the finished ones, which alone are compressed
  * (they are kept for the retention time; the others are rewritten within a second). On real LMDB.
  */
 describe('job records in flight and finished', () => {
-  let disk: ReplicaOnDisk;
-
-  beforeEach(() => {
-    disk = replicaOnDisk('jr', 'jr-broker');
-  });
-
-  afterEach(async () => {
-    await disk?.close();
-  });
+  const disk = useReplicaOnDisk('jr', 'jr-broker', { each: true });
 
   /** Whether one of the two tables holds a record, as committed (the cache is not asked). */
   const holds = (table: 'meta_jobs' | 'meta_jobs_in_flight', key: string): boolean =>
-    disk.node.store.table<Change>(table, table === 'meta_jobs' ? { cache: true, compress: true } : { cache: true }).getBinary(key) !== undefined;
+    disk().node.store.table<Change>(table, table === 'meta_jobs' ? { cache: true, compress: true } : { cache: true }).getBinary(key) !== undefined;
 
   it('keeps a job in flight in its own table and moves its finished record to the compressed one', async () => {
-    await disk.replica.setJob(syncedJob('jr-1'));
-    await disk.node.store.durable();
+    await disk().replica.setJob(syncedJob('jr-1'));
+    await disk().node.store.durable();
     expect(holds('meta_jobs_in_flight', 'jr-1')).toBe(true);
     expect(holds('meta_jobs', 'jr-1')).toBe(false);
-    expect(disk.replica.job('jr-1')?.state).toBe('running');
+    expect(disk().replica.job('jr-1')?.state).toBe('running');
 
-    await disk.replica.setJob(syncedJob('jr-1', { by: 'jr-broker', executor: 'jr-exec', at: 2_000 }));
-    await disk.node.store.durable();
+    await disk().replica.setJob(syncedJob('jr-1', { by: 'jr-broker', executor: 'jr-exec', at: 2_000 }));
+    await disk().node.store.durable();
     expect(holds('meta_jobs_in_flight', 'jr-1')).toBe(false);
     expect(holds('meta_jobs', 'jr-1')).toBe(true);
-    expect(disk.replica.job('jr-1')?.state).toBe('succeeded');
+    expect(disk().replica.job('jr-1')?.state).toBe('succeeded');
   });
 
   it('finds a job in flight that an older version stored with the finished ones, and moves it on its next write', async () => {
-    const older = disk.node.store.table<Change>('meta_jobs', { cache: true, compress: true });
+    const older = disk().node.store.table<Change>('meta_jobs', { cache: true, compress: true });
     const job = syncedJob('jr-old');
     await older.put('jr-old', { table: 'jobs', key: 'jr-old', origin: 'jr-peer', seq: 1, vc: { 'jr-peer': 1 }, hlc: [1_500, 0], job });
-    expect(disk.replica.job('jr-old')?.state).toBe('running');
-    await disk.replica.setJob({ ...job, updated_at: 1_600 });
-    await disk.node.store.durable();
+    expect(disk().replica.job('jr-old')?.state).toBe('running');
+    await disk().replica.setJob({ ...job, updated_at: 1_600 });
+    await disk().node.store.durable();
     expect(holds('meta_jobs', 'jr-old')).toBe(false);
     expect(holds('meta_jobs_in_flight', 'jr-old')).toBe(true);
-    expect(disk.replica.job('jr-old')?.updated_at).toBe(1_600);
+    expect(disk().replica.job('jr-old')?.updated_at).toBe(1_600);
   });
 
   it('lists the job ids of both tables in order, once each', async () => {
-    for (const id of ['jr-c', 'jr-a', 'jr-e']) await disk.replica.setJob(syncedJob(id));
-    for (const id of ['jr-b', 'jr-d']) await disk.replica.setJob(syncedJob(id, { by: 'jr-broker', executor: 'jr-exec', at: 2_000 }));
-    await disk.node.store.durable();
-    expect([...disk.replica.jobIds()]).toEqual(['jr-a', 'jr-b', 'jr-c', 'jr-d', 'jr-e']);
-    expect([...disk.replica.jobIds('jr-b')]).toEqual(['jr-c', 'jr-d', 'jr-e']);
+    for (const id of ['jr-c', 'jr-a', 'jr-e']) await disk().replica.setJob(syncedJob(id));
+    for (const id of ['jr-b', 'jr-d']) await disk().replica.setJob(syncedJob(id, { by: 'jr-broker', executor: 'jr-exec', at: 2_000 }));
+    await disk().node.store.durable();
+    expect([...disk().replica.jobIds()]).toEqual(['jr-a', 'jr-b', 'jr-c', 'jr-d', 'jr-e']);
+    expect([...disk().replica.jobIds('jr-b')]).toEqual(['jr-c', 'jr-d', 'jr-e']);
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MetadataReplica } from '../../src/broker/metadata-replica.js';
-import { replicaOnDisk, syncedJob, type ReplicaOnDisk } from '../helpers/replica.js';
+import { replicaOnDisk, syncedJob, useReplicaOnDisk, type ReplicaOnDisk } from '../helpers/replica.js';
 
 /** One anti-entropy exchange: `asker` sends its version vector to `answerer` and applies the answer. */
 async function exchange(asker: ReplicaOnDisk, answerer: ReplicaOnDisk): Promise<number> {
@@ -65,21 +65,13 @@ describe('a record merged from two acceptances', () => {
  * versions up to what it covers: a change it counts must be in it, or the peer never asks for it again.
  */
 describe('a digest answered right after a change', () => {
-  let disk: ReplicaOnDisk;
-
-  beforeAll(() => {
-    disk = replicaOnDisk('ma', 'ma-broker');
-  });
-
-  afterAll(async () => {
-    await disk?.close();
-  });
+  const disk = useReplicaOnDisk('ma', 'ma-broker');
 
   it('sends every change it counts as covered', async () => {
     for (let i = 1; i <= 3; i++) {
       // Not awaited: the answer is asked for while the write is still on its way to the disk.
-      void disk.replica.setName(`ma/out-${i}`, { store: 'ma-store', size: 3, at: [3_000 + i, 0], owner: 'ma-client' });
-      const answer = await disk.replica.changesFor({});
+      void disk().replica.setName(`ma/out-${i}`, { store: 'ma-store', size: 3, at: [3_000 + i, 0], owner: 'ma-client' });
+      const answer = await disk().replica.changesFor({});
       const covered = answer.versions['ma-broker'] ?? 0;
       expect(covered).toBe(i);
       expect(answer.changes.map((c) => c.seq)).toEqual(Array.from({ length: covered }, (_, k) => k + 1));
