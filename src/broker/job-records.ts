@@ -15,7 +15,7 @@ export interface Records {
  * three times within a second and then replaced by its finished record, so it is stored as it is:
  * lmdb-js compresses each value on a thread of libuv's pool and hands it back to the write thread, a
  * round trip between threads per write that cost the broker more CPU than anything else it did per job
- * (measured: a third of its busy time under load on a 2-core VM).
+ * (measured: 29% of its busy time under load on a 2-core VM).
  *
  * A record is looked for among the jobs in flight first. Directories written before the split hold every
  * record in the finished table; those are found there, and move on their next write.
