@@ -251,6 +251,17 @@ describe('node link guarantees', () => {
     expect(got).toEqual(['for later']);
   });
 
+  it('a broker, watching every heartbeat, hears the live birth of a node that connects after it', async () => {
+    await setup();
+    const broker = create('watcher', 'broker');
+    await broker.connect();
+    for (const id of ['late-1', 'late-2', 'late-3']) await create(id, 'datastore').connect();
+    // A heartbeat proves a node alive too; only its birth carries what it announced.
+    await until('the broker to see the three nodes', () => ['late-1', 'late-2', 'late-3'].every((id) => broker.peers.get(id)?.alive === true));
+    await until('their births to reach the broker', () => ['late-1', 'late-2', 'late-3'].every((id) => broker.peers.get(id)?.birth !== undefined), 2_000);
+    expect(broker.peers.get('late-2')?.birth?.heartbeat_interval_ms).toBe(TIMING.heartbeatIntervalMs);
+  });
+
   it('an acknowledgement from anyone but the receiver is ignored', async () => {
     await setup();
     const sender = create('send');
