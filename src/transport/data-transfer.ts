@@ -149,13 +149,13 @@ export class DataTransfer {
     }
   }
 
-  /** A request sent again after a timeout or a reconnection of its peer: every kind used here is safe to repeat. */
+  /** A request sent again after a timeout: every kind used here is safe to repeat. */
   private async requestTrying<K extends Kind>(to: string, kind: K, body: BodyOf<K>): Promise<AnyEnvelope> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.link.request(to, kind, body);
       } catch (err) {
-        if (!(err instanceof TransportError && (err.code === 'request_timeout' || err.code === 'peer_reconnected')) || attempt >= CHUNK_TRIES) throw err;
+        if (!(err instanceof TransportError && err.code === 'request_timeout') || attempt >= CHUNK_TRIES) throw err;
       }
     }
   }

@@ -1,4 +1,4 @@
-export type TransportErrorCode = 'request_timeout' | 'peer_down' | 'peer_reconnected' | 'link_closed' | 'no_store' | 'unhandled_kind' | 'hub_unreachable' | 'withdrawn' | 'tls_file';
+export type TransportErrorCode = 'request_timeout' | 'peer_down' | 'link_closed' | 'no_store' | 'unhandled_kind' | 'hub_unreachable' | 'withdrawn' | 'tls_file';
 
 export class TransportError extends Error {
   constructor(

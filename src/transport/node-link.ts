@@ -291,25 +291,22 @@ export class NodeLink {
   }
 
   /**
-   * Fails the requests waiting for `peer` now, rather than at the end of a timeout that may be long (a
-   * broker gives a datastore 30 s for an append), so callers can try elsewhere or again at once:
-   * - `peer_down`: a peer seen gone will not answer. One that restarted is left alone: what reached its
-   *   new incarnation may still be answered.
-   * - `peer_reconnected`: its birth says it (or this node) subscribed again. Sessions are clean, so what
-   *   was sent to it before may have reached nobody, as after a hub restart, when the nodes come back one
-   *   by one. Sending again is what a caller does after a timeout too.
+   * A peer seen gone (last will, graceful death, missed heartbeats) will not answer: the requests waiting
+   * for it fail now, rather than at the end of a timeout that may be long (a broker gives a datastore 30 s
+   * for an append), so callers can try elsewhere or again. A peer that restarted is left alone: what
+   * reached its new incarnation may still be answered.
    */
-  private failRequestsTo(peer: string, code: 'peer_down' | 'peer_reconnected', what: string): void {
+  private failRequestsTo(peer: string, what: string): void {
     let failed = 0;
     for (const [id, p] of this.requests) {
       if (p.to !== peer) continue;
       this.requests.delete(id);
       failed++;
-      p.reject(new TransportError(code, `${peer} ${what} before it answered ${p.kind}`));
+      p.reject(new TransportError('peer_down', `${peer} ${what} before it answered ${p.kind}`));
     }
     if (failed === 0) return;
-    this.counters.inc(`requests_failed_${code}`, failed);
-    this.log.info({ peer, failed, code }, 'requests waiting for a peer failed early');
+    this.counters.inc('requests_failed_peer_down', failed);
+    this.log.info({ peer, failed }, 'requests waiting for a peer that went down failed early');
   }
 
   /**
@@ -696,7 +693,7 @@ export class NodeLink {
         this.flushOutbox();
       } else {
         this.log.info({ peer: event.peer.id, role: event.peer.role, incarnation: event.incarnation, reason: event.reason }, 'peer down');
-        if (event.reason !== 'restarted') this.failRequestsTo(event.peer.id, 'peer_down', `went down (${event.reason})`);
+        if (event.reason !== 'restarted') this.failRequestsTo(event.peer.id, `went down (${event.reason})`);
       }
       for (const listener of this.presenceListeners) {
         try {
@@ -756,7 +753,6 @@ export class NodeLink {
     }
     switch (msg.kind) {
       case 'birth':
-        this.failRequestsTo(msg.from, 'peer_reconnected', 'connected to the hub again');
         this.emitPresence(this.peers.onBirth(msg.from, msg.role, msg.inc, msg.body));
         return;
       case 'death':
