@@ -23,7 +23,7 @@ import { Deduplicator } from './dedup.js';
 import { DurableOutbox, RETRY_JITTER_LOW, type OutboxEntry } from './outbox.js';
 import { HubConnection } from './hub-connection.js';
 import { parseHubUrl, type TlsMaterial } from './connect.js';
-import { PeerTable, type PeerState, type PresenceEvent } from './presence.js';
+import { PeerTable, type DownReason, type PeerState, type PresenceEvent } from './presence.js';
 import { RemoteError, TransportError } from './errors.js';
 import { admit, admitBundle, type Admission } from './receive/index.js';
 import { SOFTWARE } from './software.js';
@@ -296,13 +296,13 @@ export class NodeLink {
    * for an append), so callers can try elsewhere or again. A peer that restarted is left alone: what
    * reached its new incarnation may still be answered.
    */
-  private failRequestsTo(peer: string, what: string): void {
+  private failRequestsTo(peer: string, reason: DownReason): void {
     let failed = 0;
     for (const [id, p] of this.requests) {
       if (p.to !== peer) continue;
       this.requests.delete(id);
       failed++;
-      p.reject(new TransportError('peer_down', `${peer} ${what} before it answered ${p.kind}`));
+      p.reject(new TransportError('peer_down', `${peer} went down (${reason}) before it answered ${p.kind}`));
     }
     if (failed === 0) return;
     this.counters.inc('requests_failed_peer_down', failed);
@@ -693,7 +693,7 @@ export class NodeLink {
         this.flushOutbox();
       } else {
         this.log.info({ peer: event.peer.id, role: event.peer.role, incarnation: event.incarnation, reason: event.reason }, 'peer down');
-        if (event.reason !== 'restarted') this.failRequestsTo(event.peer.id, `went down (${event.reason})`);
+        if (event.reason !== 'restarted') this.failRequestsTo(event.peer.id, event.reason);
       }
       for (const listener of this.presenceListeners) {
         try {
