@@ -50,6 +50,7 @@ export class HubConnection {
     private readonly opts: HubConnectionOptions,
     onConnect: () => void,
     onMessage: (topic: string, payload: Buffer, retained: boolean) => void,
+    private readonly onLost: () => void = () => undefined,
   ) {
     this.reconnectDelay = opts.reconnectMinMs;
     this.client = connectMqtt(opts.url, {
@@ -164,6 +165,7 @@ export class HubConnection {
     // is clean, so nothing would ever acknowledge it, and end() would wait for it forever.
     for (const id of Object.keys(this.client.outgoing)) this.client.removeOutgoingMessage(Number(id));
     if (this.closing) return;
+    this.onLost();
     if (this.connectedAt > 0) {
       const lasted = performance.now() - this.connectedAt;
       this.connectedAt = 0;

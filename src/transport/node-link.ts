@@ -174,6 +174,11 @@ export class NodeLink {
   private retryAt = 0;
   /** When the first live peer would expire (armExpiry); unset while no peer is alive. */
   private expiryTimer?: NodeJS.Timeout;
+  /**
+   * Subscribed on a live connection to the hub. While not, this node hears nobody, so nobody's silence
+   * counts against them: a peer is declared dead by missed heartbeats only for silence this node could hear.
+   */
+  private hearing = false;
   private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'job_slots' | 'free_bytes'> = () => ({});
   private statusFields: () => Pick<BodyOf<'status'>, 'bridge'> = () => ({});
   private stopping = false;
@@ -219,6 +224,7 @@ export class NodeLink {
       },
       () => void this.onConnect(),
       (topic, payload, retained) => this.onMessage(topic, payload, retained),
+      () => (this.hearing = false),
     );
     if (opts.stream === undefined) warnIfPlaintext(opts.hubUrl, this.log);
     this.firstReady = new Promise((resolve, reject) => {
@@ -529,6 +535,10 @@ export class NodeLink {
     if (!(await this.hub.subscribe(subs))) return;
     // stop() may have run while the subscription was on its way: a birth now would follow our death.
     if (this.stopping) return;
+    if (!this.hearing) {
+      this.hearing = true;
+      this.peers.heardAgain();
+    }
     if (this.opts.announce) {
       this.publishBirth();
       // At once rather than after an interval: brokers learn an executor's capabilities from it.
@@ -538,6 +548,7 @@ export class NodeLink {
     this.outbox?.expedite();
     this.flushOutbox();
     this.startTimers();
+    this.armExpiry();
     this.markReady();
   }
 
@@ -608,6 +619,8 @@ export class NodeLink {
     // A millisecond late, so a peer silent for exactly the limit counts as expired.
     this.expiryTimer = setTimeout(() => {
       this.expiryTimer = undefined;
+      // Not re-armed while deaf: onConnect arms it again, with every live peer given a fresh limit.
+      if (!this.hearing) return;
       this.emitPresence(this.peers.expire(this.heartbeatWatched));
       this.armExpiry();
     }, waitMs + 1);

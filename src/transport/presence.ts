@@ -115,6 +115,15 @@ export class PeerTable {
   }
 
   /**
+   * This node could not hear anyone for a while (its own connection to the hub was down): a peer's silence
+   * over that time proves nothing, so every live peer gets the full limit from now to show itself again.
+   */
+  heardAgain(): void {
+    const now = this.now();
+    for (const peer of this.table.values()) if (peer.alive) peer.lastSeen = Math.max(peer.lastSeen, now);
+  }
+
+  /**
    * Milliseconds until the first live peer (of a watched role) would expire if it stays silent; undefined
    * when none is alive. A node checks then, rather than polling: heartbeats that arrive meanwhile move it.
    */

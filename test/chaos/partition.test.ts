@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DataClient, JobClient } from '../../src/client/index.js';
@@ -8,56 +7,11 @@ import { createLogger } from '../../src/log/index.js';
 import type { JobView } from '../../src/protocol/index.js';
 import { NodeRuntime } from '../../src/transport/index.js';
 import { SKIP_WITHOUT_MOSQUITTO, startMosquitto } from '../helpers/mosquitto.js';
+import { TcpLink } from '../helpers/tcp-link.js';
 import { freePort, type Proc, removeDir, ROOT, tempDir, ucp, ucpRun } from '../helpers/processes.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FAST = ['--set', 'liveness.heartbeat_interval_ms=250', '--set', 'liveness.dead_after_ms=1000', '--set', 'metadata_sync.interval_s=1'];
-
-/** A TCP proxy that can cut every connection through it and refuse new ones, then let them through again. */
-class Link {
-  private readonly sockets = new Set<Socket>();
-  private cut = false;
-  private server?: Server;
-
-  async start(targetPort: number): Promise<number> {
-    const port = await freePort();
-    this.server = createServer((inbound) => {
-      if (this.cut) {
-        inbound.destroy();
-        return;
-      }
-      const outbound = connect({ host: '127.0.0.1', port: targetPort });
-      for (const s of [inbound, outbound]) {
-        this.sockets.add(s);
-        s.setNoDelay(true);
-        s.on('error', () => undefined);
-        s.on('close', () => {
-          this.sockets.delete(s);
-          inbound.destroy();
-          outbound.destroy();
-        });
-      }
-      inbound.pipe(outbound);
-      outbound.pipe(inbound);
-    });
-    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', resolve));
-    return port;
-  }
-
-  partition(): void {
-    this.cut = true;
-    for (const s of this.sockets) s.destroy();
-  }
-
-  heal(): void {
-    this.cut = false;
-  }
-
-  async stop(): Promise<void> {
-    this.partition();
-    await new Promise((resolve) => this.server?.close(resolve));
-  }
-}
 
 /**
  * Two districts, each with its own Mosquitto hub, broker, executor and datastore, joined by a Mosquitto
@@ -68,7 +22,7 @@ class Link {
 describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('a partition between districts', () => {
   const dir = tempDir();
   const procs: Proc[] = [];
-  const link = new Link();
+  const link = new TcpLink();
   let client: NodeRuntime | undefined;
 
   afterAll(async () => {

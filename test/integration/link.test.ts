@@ -6,6 +6,7 @@ import { DEFAULT_LIMITS, encode, encodeBundle, PROTOCOL_VERSION, type Envelope, 
 import { NodeStore } from '../../src/store/index.js';
 import { NodeLink, TransportError, type LinkTiming } from '../../src/transport/index.js';
 import { freePort, removeDir, startHubProcess, tempDir } from '../helpers/processes.js';
+import { TcpLink } from '../helpers/tcp-link.js';
 
 const logger = createLogger({ level: 'silent', format: 'json' });
 const TIMING: LinkTiming = {
@@ -276,6 +277,45 @@ describe('node link guarantees', () => {
     // Well before the 20 s it was given.
     expect(performance.now() - started).toBeLessThan(5_000);
     expect(asker.counters.get('requests_failed_peer_down')).toBe(1);
+  });
+
+  it('a node cut off from the hub holds nobody\'s silence against them; a peer silent once it hears again is declared dead', async () => {
+    await setup();
+    const hubPort = Number(new URL(hub.url).port);
+    const watcherRadio = new TcpLink();
+    const quietRadio = new TcpLink();
+    try {
+      const watcher = create('watcher', 'broker', openStore('watcher'), `mqtt://127.0.0.1:${await watcherRadio.start(hubPort)}`);
+      const talker = create('talker', 'datastore');
+      const quiet = create('quiet', 'executor', openStore('quiet'), `mqtt://127.0.0.1:${await quietRadio.start(hubPort)}`);
+      for (const l of [watcher, talker, quiet]) await l.connect();
+      await until('the watcher to see both', () => watcher.peers.get('talker')?.alive === true && watcher.peers.get('quiet')?.alive === true);
+      const downs: Array<{ peer: string; reason: string; at: number }> = [];
+      watcher.onPresence((e) => {
+        if (e.type === 'down') downs.push({ peer: e.peer.id, reason: e.reason, at: performance.now() });
+      });
+
+      // The watcher loses the hub for 2.5 dead_after_ms; meanwhile one peer goes silent for good.
+      watcherRadio.partition();
+      quietRadio.freeze();
+      await until('the watcher to notice', () => !watcher.connected);
+      await new Promise((r) => setTimeout(r, TIMING.deadAfterMs * 2.5));
+      expect(downs).toEqual([]);
+
+      watcherRadio.heal();
+      await until('the watcher to hear the hub again', () => watcher.connected);
+      const heardAt = performance.now();
+      await until('the silent peer to be declared dead', () => downs.length > 0, TIMING.deadAfterMs * 4);
+      await new Promise((r) => setTimeout(r, TIMING.deadAfterMs));
+      // Only the peer that stayed silent for a whole dead_after_ms the watcher could hear (less a little for
+      // timer granularity); the one that talked on was never taken for dead.
+      expect(downs.map(({ peer, reason }) => ({ peer, reason }))).toEqual([{ peer: 'quiet', reason: 'heartbeat_timeout' }]);
+      expect(downs[0]!.at - heardAt).toBeGreaterThanOrEqual(TIMING.deadAfterMs - 50);
+      expect(watcher.peers.get('talker')?.alive).toBe(true);
+    } finally {
+      await watcherRadio.stop();
+      await quietRadio.stop();
+    }
   });
 
   it('a broker, watching every heartbeat, hears the live birth of a node that connects after it', async () => {

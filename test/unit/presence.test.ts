@@ -119,6 +119,26 @@ describe('PeerTable', () => {
     expect(table.get('b1')).toMatchObject({ alive: true, lastSeen: 52_000, heartbeat: heartbeat(1) });
   });
 
+  it('after this node hears again, every live peer gets the full limit from then, and the dead stay dead', () => {
+    table.onBirth('b1', 'broker', 1, birth());
+    table.onBirth('b2', 'broker', 1, birth());
+    table.onBirth('gone', 'executor', 1, birth());
+    table.onDeath('gone', 'executor', 1, false);
+    // Deaf for 2.5 s (our own connection was down), then subscribed again.
+    t += 2_500;
+    table.heardAgain();
+    t += DEAD_AFTER_MS;
+    expect(table.expire()).toEqual([]);
+    expect(table.msUntilExpiry()).toBe(0);
+    expect(table.get('gone')?.alive).toBe(false);
+    t += 1;
+    // Silent for the whole limit after we could hear again: now that counts.
+    expect(summary(table.expire())).toEqual([
+      { type: 'down', id: 'b1', inc: 1, reason: 'heartbeat_timeout' },
+      { type: 'down', id: 'b2', inc: 1, reason: 'heartbeat_timeout' },
+    ]);
+  });
+
   it('a heartbeat of the same incarnation after a timeout is a rejoin, not a restart', () => {
     table.onBirth('b1', 'broker', 3, birth());
     t += DEAD_AFTER_MS + 1;
