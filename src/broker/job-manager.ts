@@ -1,5 +1,5 @@
 import { adopterOf, inputsOf, isFinal, isStagingName, resultArchiveName, stagingOwner, stagingPrefix, stagingRoot, unmetRequirement, type BodyOf, type Envelope, type Requirements } from '../protocol/index.js';
-import { RemoteError, type Counters, type NodeRuntime } from '../transport/index.js';
+import { RemoteError, type Counters, type NodeRuntime, type PeerState } from '../transport/index.js';
 import { BadStagedReference, type DataRouter } from './data-router.js';
 import { Delegation } from './delegation.js';
 import type { MetadataReplica, PrunedJob, Retention, SyncedJob } from './metadata-replica.js';
@@ -47,6 +47,17 @@ const PRUNE_BUDGET = 2_000;
  */
 const OVER_COUNT_SLACK = 100;
 
+/**
+ * The executor a job waiting to be placed again is kept from: its last attempt was lost or failed there.
+ * `incarnation` and `heartbeat` (the sequence number of the last heartbeat heard from it) are set when it
+ * was cut off rather than restarted or failing the job, so it may come back (see readmit()).
+ */
+interface KeptFrom {
+  readonly executor: string;
+  readonly incarnation?: number;
+  readonly heartbeat?: number;
+}
+
 /** A job whose executors died running it this many times in a row is not placed again. */
 const KILLS_IN_A_ROW = 2;
 /** Jobs one listing page reads at most (index entries are small): bounds a page's cost on the broker. */
@@ -81,6 +92,8 @@ export class JobManager {
   private recorded: Promise<void> | undefined;
   /** The message id of each assignment sent, by `<job>#<attempt>`, until its result or the job's end. */
   private readonly assignMessages = new Map<string, string>();
+  /** Jobs waiting to be placed again, by id: the executor each is kept from. */
+  private readonly keptFrom = new Map<string, KeptFrom>();
 
   constructor(
     private readonly node: NodeRuntime,
@@ -136,11 +149,13 @@ export class JobManager {
         if (event.restartedFrom !== undefined) this.lose(event.peer.id, `${event.peer.id} restarted`);
         this.requestSchedule();
       } else {
-        this.lose(event.peer.id, `${event.peer.id} was lost (${event.reason})`);
+        this.lose(event.peer.id, `${event.peer.id} was lost (${event.reason})`, { incarnation: event.incarnation, heartbeat: event.peer.heartbeat?.seq ?? -1 });
       }
     });
     link.onHeartbeat((peer) => {
-      if (peer.role === 'executor' && this.queue.size > 0) this.requestSchedule();
+      if (peer.role !== 'executor') return;
+      if (this.keptFrom.size > 0) this.readmit(peer);
+      if (this.queue.size > 0) this.requestSchedule();
     });
     data.onStored((name) => this.nameArrived(name));
     data.guardStaging((writer, name) => this.mayStage(writer, name));
@@ -644,7 +659,11 @@ export class JobManager {
     this.release(executor, job.job_id);
     this.deadlines.disarm(job.job_id);
     if (killed) recordKill(job, attempt);
-    if (!this.stopKiller(job)) this.placeAgain(job, executor, why);
+    if (!this.stopKiller(job)) {
+      // It failed there, not went missing: it is kept from that executor for good.
+      this.keptFrom.set(job.job_id, { executor });
+      this.placeAgain(job, why);
+    }
     await this.persist(job);
   }
 
@@ -704,9 +723,11 @@ export class JobManager {
 
   /**
    * An executor is gone (its will, silence, a clean stop or a restart): each job running there becomes a
-   * new attempt elsewhere, never on it, after scheduler.redeploy_delay_ms.
+   * new attempt elsewhere, not on it, after scheduler.redeploy_delay_ms. `cutOff` is set when the same
+   * process may come back (it was seen go down, not restart): what it was last heard running then, so
+   * readmit() can tell whether it still runs the lost attempt when it does.
    */
-  private lose(executor: string, why: string): void {
+  private lose(executor: string, why: string, cutOff?: { incarnation: number; heartbeat: number }): void {
     // Assignments it never acknowledged would make it run stale attempts when it comes back.
     const withdrawn = this.node.link.withdraw(executor, 'job_assign');
     if (withdrawn > 0) this.node.link.counters.inc('assignments_withdrawn', withdrawn);
@@ -720,24 +741,54 @@ export class JobManager {
         if (job === undefined || !recordLoss(job, executor, why, Date.now())) return;
         this.deadlines.disarm(jobId);
         this.node.link.counters.inc('jobs_redeployed');
-        this.placeAgain(job, executor, why);
+        this.keptFrom.set(jobId, { executor, ...(cutOff !== undefined ? cutOff : {}) });
+        this.placeAgain(job, why);
         await this.persist(job);
       }).catch((err: Error) => this.node.log.error({ job: jobId, err: err.message }, 'redeploying failed'));
     }
   }
 
   /** Queues a job that lost its attempt (or fails it when it has had its redeployments). */
-  private placeAgain(job: Job, lostOn: string, why: string): void {
+  private placeAgain(job: Job, why: string): void {
     const state = requeue(job, this.options.maxRedeploys, why, Date.now());
     this.notify(job);
     if (state === 'failed') return;
     const enqueue = () => {
       if (job.state !== 'queued') return;
-      this.enqueue(job, Date.now(), new Set([lostOn]));
+      // Read when it is queued: the executor may have been readmitted during the delay.
+      const lost = this.keptFrom.get(job.job_id);
+      this.enqueue(job, Date.now(), lost !== undefined ? new Set([lost.executor]) : undefined);
       this.requestSchedule();
     };
     if (this.options.redeployDelayMs > 0) setTimeout(enqueue, this.options.redeployDelayMs).unref();
     else enqueue();
+  }
+
+  /**
+   * An executor that was cut off is back, the same process. A job lost on it is kept from it only while it
+   * may still run the lost attempt: once a heartbeat sent after the loss lists the job neither as running
+   * nor as reporting (a result not yet acknowledged), the assignment never reached it, and the job may go
+   * there again. Without this, a job whose only able executor had a gap in its link waited for another
+   * executor forever.
+   */
+  private readmit(peer: Readonly<PeerState>): void {
+    const heartbeat = peer.heartbeat;
+    for (const [jobId, lost] of this.keptFrom) {
+      if (this.jobs.get(jobId)?.state !== 'queued') {
+        // Placed again, ended, or handed over since.
+        this.keptFrom.delete(jobId);
+        continue;
+      }
+      if (lost.executor !== peer.id || !peer.alive || lost.incarnation !== peer.incarnation || heartbeat === undefined) continue;
+      // A result being decided (most likely the lost attempt's, just finished): look again next heartbeat.
+      if (this.locks.has(jobId)) continue;
+      if (heartbeat.seq <= (lost.heartbeat ?? Infinity)) continue;
+      if (heartbeat.running_jobs?.includes(jobId) === true || heartbeat.reporting_jobs?.includes(jobId) === true) continue;
+      this.keptFrom.delete(jobId);
+      this.queue.readmit(jobId, peer.id);
+      this.node.link.counters.inc('jobs_readmitted');
+      this.node.log.info({ job: jobId, executor: peer.id }, 'executor back without the lost attempt; the job may run there again');
+    }
   }
 
   /**
@@ -879,7 +930,8 @@ export class JobManager {
   private reconcile(why: string): void {
     for (const executor of [...this.active.keys()]) {
       const peer = this.node.link.peers.get(executor);
-      if (peer === undefined || !peer.alive) this.lose(executor, `${executor} ${why}`);
+      if (peer === undefined) this.lose(executor, `${executor} ${why}`);
+      else if (!peer.alive) this.lose(executor, `${executor} ${why}`, { incarnation: peer.incarnation, heartbeat: peer.heartbeat?.seq ?? -1 });
     }
   }
 

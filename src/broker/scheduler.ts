@@ -140,6 +140,19 @@ export class JobQueue {
     return assignments;
   }
 
+  /**
+   * Lets a queued job go to an executor it was kept from. Returns false if the job is not queued or was
+   * not kept from it.
+   */
+  readmit(jobId: string, executor: string): boolean {
+    const job = this.jobs.get(jobId);
+    if (job?.exclude?.has(executor) !== true) return false;
+    const { exclude, ...rest } = job;
+    const still = new Set([...exclude].filter((id) => id !== executor));
+    this.add(still.size > 0 ? { ...rest, exclude: still } : rest);
+    return true;
+  }
+
   /** Why a queued job has not been placed, for `ucp job ID`. */
   why(jobId: string, executors: readonly ExecutorView[]): string | undefined {
     const job = this.jobs.get(jobId);

@@ -51,6 +51,8 @@ class MissingInput extends Error {}
 
 /** Reported attempts remembered, so that a resent assignment is not run again. */
 const REPORTED_REMEMBERED = 10_000;
+/** Most job ids a heartbeat lists in one field (the protocol's limit). */
+const MAX_LISTED_JOBS = 4_096;
 /** Compiled-module reuse needs the bytes first: keep this many bytes of recently used modules. */
 const MODULE_CACHE_BYTES = 64 * 1_048_576;
 /** Descriptors one job may hold open. */
@@ -137,6 +139,12 @@ export class JobRunner {
   private moduleBytes = 0;
   /** Attempts reported lately: an assignment sent again (by a broker adopting the job) is not run twice. */
   private readonly reported = new Set<string>();
+  /**
+   * Jobs whose result is in the outbox, not yet acknowledged, with how many of their attempts' results are:
+   * heartbeats list them, so a broker that lost this executor for a while can tell a job it may place here
+   * again from one whose result is on its way.
+   */
+  private readonly unacknowledged = new Map<string, number>();
   private stopping = false;
   private resumed = false;
   /** Attempts being fetched, run or reported, so a stop can wait for their reports. */
@@ -155,6 +163,7 @@ export class JobRunner {
     link.setHeartbeatFields(() => ({
       capabilities: capabilities(),
       running_jobs: [...new Set([...this.running.values()].map((r) => r.jobId))],
+      ...(this.unacknowledged.size > 0 ? { reporting_jobs: [...this.unacknowledged.keys()].slice(0, MAX_LISTED_JOBS) } : {}),
       job_slots: options.slots,
     }));
     link.on('job_assign', (msg, delivery) => this.accept(msg, delivery));
@@ -303,10 +312,22 @@ export class JobRunner {
     // sent by the outbox, or the attempt is still here (assigned: reported as killed_executor; staged:
     // uploaded again).
     const target = this.resultTarget(a.broker);
-    const sent = this.node.link.sendDurable(target, 'job_result', body);
+    const { id: messageId, stored: sent } = this.node.link.sendDurableNow(target, 'job_result', body);
+    this.awaitAcknowledgement(a.spec.job_id, messageId);
     await (this.staging.get(id) !== undefined ? this.staging.forget(id, sent) : Promise.all([sent, this.replaceAssignment(id, sent, target === a.broker)]));
     this.reported.add(id);
     if (this.reported.size > REPORTED_REMEMBERED) this.reported.delete(this.reported.values().next().value!);
+  }
+
+  private awaitAcknowledgement(jobId: string, messageId: string): void {
+    this.unacknowledged.set(jobId, (this.unacknowledged.get(jobId) ?? 0) + 1);
+    const settled = () => {
+      const left = (this.unacknowledged.get(jobId) ?? 1) - 1;
+      if (left > 0) this.unacknowledged.set(jobId, left);
+      else this.unacknowledged.delete(jobId);
+    };
+    // Rejected only when the link stops: the result stays in the outbox for the next run.
+    this.node.link.delivered(messageId).then(settled, settled);
   }
 
   /**

@@ -102,6 +102,8 @@ export const BODY_SCHEMAS = {
     capabilities: optional(capabilitiesSchema),
     /** Executors: the jobs they are running. */
     running_jobs: optional(arrayOf(jobId(), { max: 4_096 })),
+    /** Executors: jobs whose result they sent and the broker has not acknowledged yet. */
+    reporting_jobs: optional(arrayOf(jobId(), { max: 4_096 })),
     /** Executors: how many jobs they run at once. */
     job_slots: optional(uint({ max: 4_096 })),
     /** Datastores: bytes free for data. */

@@ -179,7 +179,7 @@ export class NodeLink {
    * counts against them: a peer is declared dead by missed heartbeats only for silence this node could hear.
    */
   private hearing = false;
-  private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'job_slots' | 'free_bytes'> = () => ({});
+  private heartbeatFields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'reporting_jobs' | 'job_slots' | 'free_bytes'> = () => ({});
   private statusFields: () => Pick<BodyOf<'status'>, 'bridge'> = () => ({});
   private stopping = false;
   private timersStarted = false;
@@ -416,7 +416,7 @@ export class NodeLink {
   }
 
   /** Adds role-specific fields (capabilities, running jobs, free space) to every heartbeat. */
-  setHeartbeatFields(fields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'job_slots' | 'free_bytes'>): void {
+  setHeartbeatFields(fields: () => Pick<BodyOf<'heartbeat'>, 'capabilities' | 'running_jobs' | 'reporting_jobs' | 'job_slots' | 'free_bytes'>): void {
     this.heartbeatFields = fields;
   }
 

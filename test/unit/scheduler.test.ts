@@ -60,6 +60,21 @@ describe('job queue and scheduling', () => {
     expect(q.why('redeploy', [exec('lost-1')])).toMatch(/lost-1: excluded/);
   });
 
+  it('a job readmitted to an executor goes there, keeps its place in line and its other exclusions', () => {
+    const q = new JobQueue(60_000);
+    q.add(job('redeploy', 'normal', 0, { exclude: new Set(['lost-1', 'lost-2']) }));
+    q.add(job('later', 'normal', 5));
+    expect(q.readmit('redeploy', 'lost-1')).toBe(true);
+    expect(q.readmit('redeploy', 'lost-1')).toBe(false);
+    expect(q.readmit('not-queued', 'lost-1')).toBe(false);
+    // One slot: the job that waited longest still goes first, and not to the executor still excluded.
+    expect(q.schedule([exec('lost-2'), exec('lost-1', { slots: 1 })], 10)).toEqual([
+      { jobId: 'redeploy', executor: 'lost-1' },
+      { jobId: 'later', executor: 'lost-2' },
+    ]);
+    expect(q.size).toBe(0);
+  });
+
   it('property: every placement satisfies the job, respects slots, and no job is placed twice', () => {
     const tagSet = ['a', 'b', 'c'];
     fc.assert(
