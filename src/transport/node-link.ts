@@ -119,6 +119,8 @@ interface PendingRequest {
   /** performance.now() after which the request has failed. */
   deadline: number;
   timeoutMs: number;
+  /** The request as sent, to send again under the same id (resendRequests). */
+  payload: Uint8Array;
 }
 
 /** How often unanswered requests are checked against their deadlines. */
@@ -276,9 +278,10 @@ export class NodeLink {
     const msg = this.envelope(kind, body);
     return new Promise((resolve, reject) => {
       // One sweeping timer serves every request: a timer per request costs more than the round trip.
-      this.requests.set(msg.id, { to, kind, resolve, reject, deadline: performance.now() + timeoutMs, timeoutMs });
+      const payload = encode(msg);
+      this.requests.set(msg.id, { to, kind, resolve, reject, deadline: performance.now() + timeoutMs, timeoutMs, payload });
       this.requestSweeper ??= setInterval(() => this.expireRequests(), REQUEST_SWEEP_MS).unref();
-      this.post(this.inboxOf(to), encode(msg));
+      this.post(this.inboxOf(to), payload);
     });
   }
 
@@ -313,6 +316,22 @@ export class NodeLink {
     if (failed === 0) return;
     this.counters.inc('requests_failed_peer_down', failed);
     this.log.info({ peer, failed }, 'requests waiting for a peer that went down failed early');
+  }
+
+  /**
+   * Sends the requests still waiting for `peer` (for anyone, when omitted) again, under their own ids.
+   * Sessions are clean, so a request published while its receiver, or this node, was away from the hub
+   * reached nobody and would wait out its whole timeout. A receiver that did get the first copy drops this
+   * one as a duplicate, so nothing is handled twice.
+   */
+  private resendRequests(peer?: string): void {
+    let resent = 0;
+    for (const p of this.requests.values()) {
+      if (peer !== undefined && p.to !== peer) continue;
+      this.post(this.inboxOf(p.to), p.payload);
+      resent++;
+    }
+    if (resent > 0) this.counters.inc('requests_resent', resent);
   }
 
   /**
@@ -539,6 +558,8 @@ export class NodeLink {
       this.hearing = true;
       this.peers.heardAgain();
     }
+    // Requests made while the link was down went nowhere (a copy that did arrive is dropped as a duplicate).
+    this.resendRequests();
     if (this.opts.announce) {
       this.publishBirth();
       // At once rather than after an interval: brokers learn an executor's capabilities from it.
@@ -765,9 +786,15 @@ export class NodeLink {
       }
     }
     switch (msg.kind) {
-      case 'birth':
-        this.emitPresence(this.peers.onBirth(msg.from, msg.role, msg.inc, msg.body));
+      case 'birth': {
+        const events = this.peers.onBirth(msg.from, msg.role, msg.inc, msg.body);
+        this.emitPresence(events);
+        // A live birth from a peer we hold alive, same incarnation: it lost the hub and is back, subscribed
+        // again. What we asked it meanwhile may have reached nobody.
+        const peer = this.peers.get(msg.from);
+        if (!retained && events.length === 0 && peer?.alive === true && peer.incarnation === msg.inc) this.resendRequests(msg.from);
         return;
+      }
       case 'death':
         this.onDeath(msg);
         return;

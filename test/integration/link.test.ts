@@ -318,6 +318,64 @@ describe('node link guarantees', () => {
     }
   });
 
+  it('after a hub restart, a request sent before its receiver was back is sent again when it is, not left to time out', async () => {
+    await setup();
+    const port = await freePort();
+    let hubProc = await startHubProcess(port);
+    const url = `mqtt://127.0.0.1:${port}`;
+    try {
+      // The asker finds the hub again at once, the receiver about 1.5 s later.
+      const asker = create('asker', 'broker', openStore('asker'), url, { ...TIMING, reconnectMinMs: 50, reconnectMaxMs: 100, deadAfterMs: 10_000 });
+      const receiver = create('late', 'datastore', openStore('late'), url, { ...TIMING, reconnectMinMs: 1_500, reconnectMaxMs: 1_500 });
+      await asker.connect();
+      await receiver.connect();
+      await until('the asker to see the receiver', () => asker.peers.get('late')?.alive === true);
+      hubProc.kill('SIGKILL');
+      await hubProc.exited;
+      await until('both to notice', () => !asker.connected && !receiver.connected);
+      hubProc = await startHubProcess(port);
+      await until('the asker to be back', () => asker.connected, 10_000);
+      expect(receiver.connected).toBe(false);
+
+      const started = performance.now();
+      const reply = await asker.request('late', 'ping', { data: new Uint8Array([7]) }, 20_000);
+      expect(reply.kind).toBe('pong');
+      // Answered once the receiver was back, well before the 20 s the request was given.
+      expect(performance.now() - started).toBeLessThan(8_000);
+      expect(asker.counters.get('requests_resent')).toBeGreaterThanOrEqual(1);
+      // One copy handled; the other, if it arrived, dropped as a duplicate and never answered twice.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(asker.counters.get('rx_unmatched_replies')).toBe(0);
+    } finally {
+      await hubProc.stop();
+    }
+  });
+
+  it('a request made while the hub is away goes out once the link is back, not at the end of its timeout', async () => {
+    await setup();
+    const port = await freePort();
+    let hubProc = await startHubProcess(port);
+    const url = `mqtt://127.0.0.1:${port}`;
+    try {
+      const asker = create('asker', 'broker', openStore('asker'), url, { ...TIMING, deadAfterMs: 10_000 });
+      const receiver = create('answers', 'datastore', openStore('answers'), url);
+      await asker.connect();
+      await receiver.connect();
+      await until('the asker to see the receiver', () => asker.peers.get('answers')?.alive === true);
+      hubProc.kill('SIGKILL');
+      await hubProc.exited;
+      await until('the asker to notice', () => !asker.connected);
+      const reply = asker.request('answers', 'ping', {}, 20_000);
+      expect(asker.counters.get('tx_dropped_offline')).toBeGreaterThanOrEqual(1);
+      const started = performance.now();
+      hubProc = await startHubProcess(port);
+      expect((await reply).kind).toBe('pong');
+      expect(performance.now() - started).toBeLessThan(8_000);
+    } finally {
+      await hubProc.stop();
+    }
+  });
+
   it('a broker, watching every heartbeat, hears the live birth of a node that connects after it', async () => {
     await setup();
     const broker = create('watcher', 'broker');
