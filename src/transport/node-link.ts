@@ -125,6 +125,13 @@ interface PendingRequest {
 
 /** How often unanswered requests are checked against their deadlines. */
 const REQUEST_SWEEP_MS = 25;
+/**
+ * Recent replies kept to answer a request sent again (see answerAgain): at most this many, this many bytes,
+ * for this long. A requester resends once it is back on the hub, within seconds of losing it.
+ */
+const RECENT_REPLIES = 1_024;
+const RECENT_REPLY_BYTES = 1_048_576;
+const RECENT_REPLY_MS = 30_000;
 
 /** Kinds the link answers itself; roles register handlers for the rest. */
 const LINK_KINDS: ReadonlySet<Kind> = new Set<Kind>(['ack', 'ping', 'status_request']);
@@ -162,6 +169,9 @@ export class NodeLink {
   private readonly presenceListeners: PresenceListener[] = [];
   private readonly heartbeatListeners: Array<(peer: Readonly<PeerState>) => void> = [];
   private readonly requests = new Map<string, PendingRequest>();
+  /** Replies sent lately to requests, by (requester, request id), oldest first. */
+  private readonly recentReplies = new Map<string, { topic: string; payload: Uint8Array; at: number }>();
+  private recentReplyBytes = 0;
   /** Inbox payloads sent this turn of the event loop, by topic: what goes to one node travels as one bundle. */
   private readonly posted = new Map<string, Posted>();
   private postFlush: NodeJS.Immediate | undefined;
@@ -270,7 +280,39 @@ export class NodeLink {
   /** Sends a reply to `request`, correlated by its id. */
   reply<K extends Kind>(request: AnyEnvelope, kind: K, body: BodyOf<K>): void {
     const msg = this.envelope(kind, body, { re: request.id });
-    this.post(this.inboxOf(request.from), encode(msg));
+    const topic = this.inboxOf(request.from);
+    const payload = encode(msg);
+    this.post(topic, payload);
+    if (request.ack !== true) this.rememberReply(Deduplicator.key(request.from, request.id), topic, payload);
+  }
+
+  /**
+   * Keeps a reply for a while: if the requester was away from the hub when it went out, the request comes
+   * again (resendRequests), is recognised as a duplicate, and gets this reply instead of nothing.
+   */
+  private rememberReply(key: string, topic: string, payload: Uint8Array): void {
+    if (payload.byteLength > RECENT_REPLY_BYTES / 4) return;
+    const now = performance.now();
+    const replaced = this.recentReplies.get(key);
+    if (replaced !== undefined) {
+      this.recentReplies.delete(key);
+      this.recentReplyBytes -= replaced.payload.byteLength;
+    }
+    this.recentReplies.set(key, { topic, payload, at: now });
+    this.recentReplyBytes += payload.byteLength;
+    for (const [oldest, kept] of this.recentReplies) {
+      if (this.recentReplies.size <= RECENT_REPLIES && this.recentReplyBytes <= RECENT_REPLY_BYTES && now - kept.at <= RECENT_REPLY_MS) break;
+      this.recentReplies.delete(oldest);
+      this.recentReplyBytes -= kept.payload.byteLength;
+    }
+  }
+
+  /** A request handled before came again: its requester missed the reply, so it goes once more. */
+  private answerAgain(key: string): void {
+    const kept = this.recentReplies.get(key);
+    if (kept === undefined || performance.now() - kept.at > RECENT_REPLY_MS) return;
+    this.counters.inc('replies_resent');
+    this.post(kept.topic, kept.payload);
   }
 
   /** Sends a request and resolves with the reply, or rejects after the timeout or with the peer's error. */
@@ -852,8 +894,9 @@ export class NodeLink {
     }
     if (this.dedup.seen(key, durable)) {
       this.counters.inc('rx_duplicates');
-      // The sender did not get our ack (or it crossed its retry): acknowledge again, handle nothing.
+      // The sender did not get our ack or reply (or it crossed its retry): send it again, handle nothing.
       if (durable) this.send(msg.from, 'ack', { of: msg.id });
+      else this.answerAgain(key);
       return;
     }
     const handling: Handling = { answered: false };

@@ -376,6 +376,39 @@ describe('node link guarantees', () => {
     }
   });
 
+  it('a reply that went out while its requester was away from the hub reaches it when the request comes again', async () => {
+    await setup();
+    const radio = new TcpLink();
+    try {
+      const asker = create('asker', 'broker', openStore('asker'), `mqtt://127.0.0.1:${await radio.start(Number(new URL(hub.url).port))}`);
+      const receiver = create('slow-store', 'datastore');
+      let handled = 0;
+      receiver.on('data_get', async (msg) => {
+        handled++;
+        await new Promise((r) => setTimeout(r, 300));
+        receiver.reply(msg, 'data_items', { items: [] });
+      });
+      await asker.connect();
+      await receiver.connect();
+      await until('the asker to see the receiver', () => asker.peers.get('slow-store')?.alive === true);
+
+      const started = performance.now();
+      const reply = asker.request('slow-store', 'data_get', { name: 'field/tanks/t1/level', prefix: false, limit: 1 }, 20_000);
+      await until('the receiver to take the request', () => handled === 1);
+      // The asker loses the hub while the answer is on its way, and is back after it went out.
+      radio.partition();
+      await new Promise((r) => setTimeout(r, 600));
+      radio.heal();
+      expect((await reply).kind).toBe('data_items');
+      expect(performance.now() - started).toBeLessThan(8_000);
+      // Answered again from what was sent, not handled twice.
+      expect(handled).toBe(1);
+      expect(receiver.counters.get('replies_resent')).toBe(1);
+    } finally {
+      await radio.stop();
+    }
+  });
+
   it('a broker, watching every heartbeat, hears the live birth of a node that connects after it', async () => {
     await setup();
     const broker = create('watcher', 'broker');
