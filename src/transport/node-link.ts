@@ -127,10 +127,12 @@ interface PendingRequest {
 const REQUEST_SWEEP_MS = 25;
 /**
  * Recent replies kept to answer a request sent again (see answerAgain): at most this many, this many bytes,
- * for this long. A requester resends once it is back on the hub, within seconds of losing it.
+ * for this long, none larger than RECENT_REPLY_MAX_BYTES. A requester resends once it is back on the hub,
+ * within seconds of losing it. Large replies (chunks of data) are not kept: their readers ask again.
  */
 const RECENT_REPLIES = 1_024;
 const RECENT_REPLY_BYTES = 1_048_576;
+const RECENT_REPLY_MAX_BYTES = 16_384;
 const RECENT_REPLY_MS = 30_000;
 
 /** Kinds the link answers itself; roles register handlers for the rest. */
@@ -291,14 +293,16 @@ export class NodeLink {
    * again (resendRequests), is recognised as a duplicate, and gets this reply instead of nothing.
    */
   private rememberReply(key: string, topic: string, payload: Uint8Array): void {
-    if (payload.byteLength > RECENT_REPLY_BYTES / 4) return;
+    if (payload.byteLength > RECENT_REPLY_MAX_BYTES) return;
     const now = performance.now();
     const replaced = this.recentReplies.get(key);
     if (replaced !== undefined) {
       this.recentReplies.delete(key);
       this.recentReplyBytes -= replaced.payload.byteLength;
     }
-    this.recentReplies.set(key, { topic, payload, at: now });
+    // A copy (Buffer's slice() would not be one): the encoder's output is a view into the buffer it encodes
+    // into, which may have grown to the largest message sent lately; a kept view would pin all of it.
+    this.recentReplies.set(key, { topic, payload: new Uint8Array(payload), at: now });
     this.recentReplyBytes += payload.byteLength;
     for (const [oldest, kept] of this.recentReplies) {
       if (this.recentReplies.size <= RECENT_REPLIES && this.recentReplyBytes <= RECENT_REPLY_BYTES && now - kept.at <= RECENT_REPLY_MS) break;
