@@ -58,9 +58,22 @@ describe.each(HUBS)('attacks on a cluster with per-node credentials (%s hub)', (
 
   /** eve, a registered client, on a raw MQTT connection: whatever it publishes is its own choice. */
   const eve = () => c.mqtt({ clientId: 'eve', username: 'eve', password: c.passwords.get('eve')! });
-  /** Publishes without waiting: a hub that refuses may drop the connection instead of acknowledging. */
+  /**
+   * Publishes, waiting for the acknowledgement, the connection's close (a hub that refuses may drop it
+   * instead) or 2 s, whichever comes first. What it waited with is removed again: one close listener left
+   * per call on a client that stays connected piles up.
+   */
   async function publishAs(client: mqtt.MqttClient, topic: string, payload: Buffer, retain = false): Promise<void> {
-    await Promise.race([client.publishAsync(topic, payload, { qos: 1, retain }).catch(() => undefined), new Promise<void>((r) => client.once('close', () => r())), sleep(2_000)]);
+    let onClose!: () => void;
+    let timer: NodeJS.Timeout | undefined;
+    const closed = new Promise<void>((r) => client.once('close', (onClose = r)));
+    const late = new Promise<void>((r) => (timer = setTimeout(r, 2_000)));
+    try {
+      await Promise.race([client.publishAsync(topic, payload, { qos: 1, retain }).catch(() => undefined), closed, late]);
+    } finally {
+      client.removeListener('close', onClose);
+      clearTimeout(timer);
+    }
   }
   async function status(node: string): Promise<BodyOf<'status'>> {
     const reply = await victim.link.request(node, 'status_request', {});
