@@ -51,8 +51,12 @@ class MissingInput extends Error {}
 
 /** Reported attempts remembered, so that a resent assignment is not run again. */
 const REPORTED_REMEMBERED = 10_000;
-/** Most job ids a heartbeat lists in one field (the protocol's limit). */
-const MAX_LISTED_JOBS = 4_096;
+/**
+ * Most unacknowledged results a heartbeat lists (the protocol allows 4,096). Heartbeats go to every broker
+ * each second over what may be a radio link; results are acknowledged within milliseconds unless a broker
+ * is out of reach. One left off only costs a needless attempt, which first come, first served settles.
+ */
+const MAX_LISTED_REPORTS = 256;
 /** Compiled-module reuse needs the bytes first: keep this many bytes of recently used modules. */
 const MODULE_CACHE_BYTES = 64 * 1_048_576;
 /** Descriptors one job may hold open. */
@@ -163,7 +167,7 @@ export class JobRunner {
     link.setHeartbeatFields(() => ({
       capabilities: capabilities(),
       running_jobs: [...new Set([...this.running.values()].map((r) => r.jobId))],
-      ...(this.unacknowledged.size > 0 ? { reporting_jobs: [...this.unacknowledged.keys()].slice(0, MAX_LISTED_JOBS) } : {}),
+      ...(this.unacknowledged.size > 0 ? { reporting_jobs: [...this.unacknowledged.keys()].slice(0, MAX_LISTED_REPORTS) } : {}),
       job_slots: options.slots,
     }));
     link.on('job_assign', (msg, delivery) => this.accept(msg, delivery));
