@@ -11,7 +11,7 @@ describe('job records in flight and finished', () => {
 
   /** Whether one of the two tables holds a record, as committed (the cache is not asked). */
   const holds = (table: 'meta_jobs' | 'meta_jobs_in_flight', key: string): boolean =>
-    disk().node.store.table<Change>(table, table === 'meta_jobs' ? { cache: true, compress: true } : { cache: true }).getBinary(key) !== undefined;
+    disk().node.store.table<Change>(table, table === 'meta_jobs' ? { cache: true, compress: true } : {}).getBinary(key) !== undefined;
 
   it('keeps a job in flight in its own table and moves its finished record to the compressed one', async () => {
     await disk().replica.setJob(syncedJob('jr-1'));
