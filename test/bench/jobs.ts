@@ -8,7 +8,9 @@
  * cluster also runs with store.sync = "flush". In the same run, the same module and the same shape through
  * BullMQ on redis-server (AOF everysec, which like LMDB's commit mode survives a killed process) with two
  * worker processes of concurrency 2 (see bullmq-worker.mjs), with and without a job directory per job.
- * Both report the CPU time per job of the throughput run, summed over every process involved.
+ * Both report the CPU time per job of the throughput run, summed over every process involved. The
+ * two-executor cluster and BullMQ with a job directory, the pair the targets compare, run side by side
+ * and take turns at each measured phase (compare()); the other shapes run one after another.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -16,6 +18,7 @@ import { join } from 'node:path';
 import { DataClient, JobClient } from '../../src/client/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log/index.js';
+import { percentile } from '../../src/cli/latency.js';
 import { isFinal, type JobSpec, type JobView } from '../../src/protocol/index.js';
 import { NodeRuntime } from '../../src/transport/index.js';
 import { Queue, QueueEvents } from 'bullmq';
@@ -35,6 +38,8 @@ const WARMUP_JOBS = 100;
 const STEADY_JOBS = 5_000;
 const LATENCY_JOBS = 1_000;
 const THROUGHPUT_JOBS = 5_000;
+/** Turns the compared shapes take at each measured phase (see compare()). */
+const ROUNDS = 3;
 const IN_FLIGHT = 256;
 const PINGS = 2_000;
 
@@ -79,7 +84,9 @@ interface ShapeFigures {
   coldLatency?: ReturnType<typeof summarize>;
   /** Where the time goes, from the broker's wall-clock stamps (ms resolution). */
   stages?: Record<string, ReturnType<typeof summarize>>;
+  /** The median of the throughput rounds. */
   jobsPerS: number;
+  jobsPerSRounds?: number[];
   perWorker?: Record<string, number>;
   /** CPU time per job during the throughput run, all processes together (this one, the client, included). */
   cpuMsPerJob?: number;
@@ -102,9 +109,8 @@ function cpuOf(procs: Readonly<Record<string, number>>): Record<string, number> 
 }
 
 /** Runs `count` jobs with IN_FLIGHT outstanding; counts them by worker when told how. */
-async function inFlight<T>(run: (id: string) => Promise<T>, prefix: string, count: number, worker?: (job: T) => string): Promise<Record<string, number>> {
+async function inFlight<T>(run: (id: string) => Promise<T>, prefix: string, count: number, worker?: (job: T) => string, perWorker: Record<string, number> = {}): Promise<Record<string, number>> {
   let next = 0;
-  const perWorker: Record<string, number> = {};
   await Promise.all(
     Array.from({ length: IN_FLIGHT }, async () => {
       while (next < count) {
@@ -116,39 +122,103 @@ async function inFlight<T>(run: (id: string) => Promise<T>, prefix: string, coun
   return perWorker;
 }
 
-/**
- * Runs `latencyJobs` one at a time just after start (cold), then STEADY_JOBS with IN_FLIGHT in flight so
- * that every process has compiled its hot paths, then `latencyJobs` one at a time again (steady state),
- * then THROUGHPUT_JOBS with IN_FLIGHT in flight. Both sides get the same sequence.
- */
-async function measure<T>(run: (id: string) => Promise<T>, latencyJobs: number, procs: Readonly<Record<string, number>>, onLatency?: (job: T, w0: number, w1: number) => void, worker?: (job: T) => string): Promise<ShapeFigures> {
-  for (let i = 0; i < WARMUP_JOBS; i++) await run(`warm-${i}`);
-  const sequential = async (prefix: string, record: boolean): Promise<number[]> => {
-    const samples: number[] = [];
-    for (let i = 0; i < latencyJobs; i++) {
-      const t0 = performance.now();
-      const w0 = Date.now();
-      const job = await run(`${prefix}-${i}`);
-      samples.push(performance.now() - t0);
-      if (record) onLatency?.(job, w0, Date.now());
-    }
-    return samples;
-  };
-  const cold = await sequential('cold', false);
-  await inFlight(run, 'steady', STEADY_JOBS);
-  const warm = await sequential('lat', true);
-  const cpu0 = cpuOf(procs);
-  const t0 = performance.now();
-  const perWorker = await inFlight(run, 'tp', THROUGHPUT_JOBS, worker);
-  const jobsPerS = THROUGHPUT_JOBS / ((performance.now() - t0) / 1_000);
-  const cpu1 = cpuOf(procs);
-  const cpuMsPerJobBy = Object.fromEntries(Object.keys(cpu1).map((name) => [name, round(((cpu1[name]! - cpu0[name]!) * 1_000) / THROUGHPUT_JOBS, 3)]));
-  const cpuMsPerJob = Object.values(cpuMsPerJobBy).reduce((a, b) => a + b, 0);
-  return { ...(latencyJobs > 0 ? { latency: summarize(warm), coldLatency: summarize(cold) } : {}), jobsPerS, cpuMsPerJob, cpuMsPerJobBy, ...(worker !== undefined ? { perWorker } : {}) };
+/** A running system under test: ucp-edge's cluster or BullMQ's, ready for jobs. */
+interface Shape<T> {
+  run(id: string): Promise<T>;
+  /** The processes whose CPU a job costs, by name (this process is added as `bench`). */
+  readonly procs: Readonly<Record<string, number>>;
+  onLatency?(job: T, w0: number, w1: number): void;
+  worker?(job: T): string;
+  close(): Promise<void>;
 }
 
-/** A ucp-edge cluster with `executors` executors; latency only when asked (the two-executor shape). */
-async function ucpShape(executors: number, sync: 'commit' | 'flush', withLatency: boolean): Promise<ShapeFigures & { ping?: ReturnType<typeof summarize> }> {
+/** What a shape measured, gathered over its rounds. */
+class Tally {
+  cold: number[] = [];
+  warm: number[] = [];
+  jobsPerSRounds: number[] = [];
+  private tpJobs = 0;
+  private readonly cpu: Record<string, number> = {};
+  readonly perWorker: Record<string, number> = {};
+
+  addThroughput(jobs: number, seconds: number, cpu: Record<string, number>): void {
+    this.tpJobs += jobs;
+    this.jobsPerSRounds.push(jobs / seconds);
+    for (const [name, s] of Object.entries(cpu)) this.cpu[name] = (this.cpu[name] ?? 0) + s;
+  }
+
+  figures(withLatency: boolean, withWorkers: boolean): ShapeFigures {
+    const cpuMsPerJobBy = Object.fromEntries(Object.entries(this.cpu).map(([name, s]) => [name, round((s * 1_000) / this.tpJobs, 3)]));
+    return {
+      ...(withLatency ? { latency: summarize(this.warm), coldLatency: summarize(this.cold) } : {}),
+      jobsPerS: percentile([...this.jobsPerSRounds].sort((a, b) => a - b), 0.5),
+      jobsPerSRounds: this.jobsPerSRounds.map((r) => Math.round(r)),
+      cpuMsPerJob: Object.values(cpuMsPerJobBy).reduce((a, b) => a + b, 0),
+      cpuMsPerJobBy,
+      ...(withWorkers ? { perWorker: this.perWorker } : {}),
+    };
+  }
+}
+
+/** WARMUP_JOBS one at a time, then `coldJobs` one at a time (cold), then STEADY_JOBS with IN_FLIGHT in flight. */
+async function warmUp<T>(shape: Shape<T>, tally: Tally, coldJobs: number): Promise<void> {
+  for (let i = 0; i < WARMUP_JOBS; i++) await shape.run(`warm-${i}`);
+  tally.cold.push(...(await sequential(shape, 'cold', coldJobs, false)));
+  await inFlight((id) => shape.run(id), 'steady', STEADY_JOBS);
+}
+
+async function sequential<T>(shape: Shape<T>, prefix: string, count: number, record: boolean): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    const w0 = Date.now();
+    const job = await shape.run(`${prefix}-${i}`);
+    samples.push(performance.now() - t0);
+    if (record) shape.onLatency?.(job, w0, Date.now());
+  }
+  return samples;
+}
+
+async function throughput<T>(shape: Shape<T>, tally: Tally, prefix: string): Promise<void> {
+  const cpu0 = cpuOf(shape.procs);
+  const t0 = performance.now();
+  await inFlight((id) => shape.run(id), prefix, THROUGHPUT_JOBS, shape.worker, tally.perWorker);
+  const seconds = (performance.now() - t0) / 1_000;
+  const cpu1 = cpuOf(shape.procs);
+  tally.addThroughput(THROUGHPUT_JOBS, seconds, Object.fromEntries(Object.keys(cpu1).map((name) => [name, cpu1[name]! - cpu0[name]!])));
+}
+
+/**
+ * The comparison itself: both shapes run side by side, their measured phases taking turns, so that a
+ * change in the machine's speed during the run (other tenants of a VM's host: on the 2-core VM of these
+ * figures, the same code's CPU per job moved by half from one run to the next) weighs on both alike.
+ * Each warms up as one job at a time after WARMUP_JOBS (cold), then STEADY_JOBS in flight; then
+ * LATENCY_JOBS one at a time (steady state) and THROUGHPUT_JOBS in flight, in ROUNDS turns each.
+ */
+async function compare(shapes: ReadonlyArray<Shape<unknown>>): Promise<ShapeFigures[]> {
+  const tallies = shapes.map(() => new Tally());
+  for (const [i, shape] of shapes.entries()) await warmUp(shape, tallies[i]!, LATENCY_JOBS);
+  const chunk = Math.ceil(LATENCY_JOBS / ROUNDS);
+  for (let r = 0; r < ROUNDS; r++) for (const [i, shape] of shapes.entries()) tallies[i]!.warm.push(...(await sequential(shape, `lat${r}`, chunk, true)));
+  for (let r = 0; r < ROUNDS; r++) for (const [i, shape] of shapes.entries()) await throughput(shape, tallies[i]!, `tp${r}`);
+  return shapes.map((shape, i) => tallies[i]!.figures(true, shape.worker !== undefined));
+}
+
+/** A shape measured alone, for the secondary figures: warm-up, `latencyJobs` one at a time, one throughput run. */
+async function alone<T>(shape: Shape<T>, latencyJobs = 0): Promise<ShapeFigures> {
+  const tally = new Tally();
+  try {
+    await warmUp(shape, tally, latencyJobs);
+    tally.warm.push(...(await sequential(shape, 'lat', latencyJobs, false)));
+    await throughput(shape, tally, 'tp');
+    return tally.figures(latencyJobs > 0, shape.worker !== undefined);
+  } finally {
+    await shape.close();
+  }
+}
+
+/** A ucp-edge cluster with `executors` executors and this process as its client. */
+async function startUcp(executors: number, sync: 'commit' | 'flush'): Promise<Shape<JobView> & { ping(): Promise<ReturnType<typeof summarize>>; stages: Record<string, number[]> }> {
   const dir = tempDir('ucp-bench-jobs-');
   const port = await freePort();
   const hub = `mqtt://127.0.0.1:${port}`;
@@ -156,6 +226,11 @@ async function ucpShape(executors: number, sync: 'commit' | 'flush', withLatency
   const common = ['--hub', hub, '--cluster', 'benchjobs', '--log-level', 'warn', '--set', `store.sync=${sync}`];
   const procs: Proc[] = [];
   let client: NodeRuntime | undefined;
+  const close = async () => {
+    await client?.stop();
+    for (const p of procs.reverse()) await p.stop();
+    removeDir(dir);
+  };
   try {
     procs.push(await startHubProcess(port));
     procs.push(ucp(['broker', '--node-id', 'b-broker', '--data-dir', join(dir, 'broker'), ...common]), ucp(['datastore', '--node-id', 'b-store', '--data-dir', join(dir, 'store'), ...common]));
@@ -170,25 +245,13 @@ async function ucpShape(executors: number, sync: 'commit' | 'flush', withLatency
     await until(`every node of the ${executors}-executor cluster to be up`, () => ['b-broker', 'b-store', ...ids].every((id) => link.peers.get(id)?.alive === true));
     await data.put('bench/exit-code.wasm', readFileSync(MODULE_FILE));
     const run = runner(jobs);
-
-    let ping: ReturnType<typeof summarize> | undefined;
-    if (withLatency) {
-      const pings: number[] = [];
-      for (let i = 0; i < PINGS; i++) {
-        const t0 = performance.now();
-        await client.link.request('b-broker', 'ping', {});
-        if (i >= PINGS / 10) pings.push(performance.now() - t0);
-      }
-      ping = summarize(pings);
-    }
     // submit: to the record; assign: queue to assignment; start: assignment to running; run: running to
     // the result's arrival; accept: arrival to the committed decision; notify: decision to the client.
     const stages = { submit: [] as number[], assign: [] as number[], start: [] as number[], run: [] as number[], accept: [] as number[], notify: [] as number[] };
-    const figures = await measure(
-      (id) => run(trivialJob(id)),
-      withLatency ? LATENCY_JOBS : 0,
-      Object.fromEntries(['hub', 'broker', 'datastore', ...ids].map((name, i) => [name, procs[i]!.pid])),
-      (job, w0, w1) => {
+    return {
+      run: (id) => run(trivialJob(id)),
+      procs: Object.fromEntries(['hub', 'broker', 'datastore', ...ids].map((name, i) => [name, procs[i]!.pid])),
+      onLatency: (job, w0, w1) => {
         const a = job.attempts[0]!;
         stages.submit.push(job.created_at - w0);
         stages.assign.push(a.assigned_at - job.created_at);
@@ -197,18 +260,27 @@ async function ucpShape(executors: number, sync: 'commit' | 'flush', withLatency
         stages.accept.push(job.updated_at - a.ended_at!);
         stages.notify.push(w1 - job.updated_at);
       },
-      (job) => job.result?.executor ?? '?',
-    );
-    return { ...figures, ...(withLatency ? { stages: Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, summarize(v)])) } : {}), ...(ping !== undefined ? { ping } : {}) };
-  } finally {
-    await client?.stop();
-    for (const p of procs.reverse()) await p.stop();
-    removeDir(dir);
+      worker: (job) => job.result?.executor ?? '?',
+      stages,
+      ping: async () => {
+        const pings: number[] = [];
+        for (let i = 0; i < PINGS; i++) {
+          const t0 = performance.now();
+          await link.request('b-broker', 'ping', {});
+          if (i >= PINGS / 10) pings.push(performance.now() - t0);
+        }
+        return summarize(pings);
+      },
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
   }
 }
 
 /** BullMQ on redis-server with two worker processes of concurrency 2; undefined when redis-server is absent. */
-async function bullmqShape(stage: 'dir' | 'none'): Promise<ShapeFigures | undefined> {
+async function startBullmq(stage: 'dir' | 'none'): Promise<Shape<unknown> | undefined> {
   if (spawnSync('redis-server', ['--version']).status !== 0) return undefined;
   const dir = tempDir('ucp-bench-redis-');
   const port = await freePort();
@@ -217,6 +289,12 @@ async function bullmqShape(stage: 'dir' | 'none'): Promise<ShapeFigures | undefi
   const connection = { host: '127.0.0.1', port, maxRetriesPerRequest: null };
   let queue: Queue | undefined;
   let events: QueueEvents | undefined;
+  const close = async () => {
+    await events?.close();
+    await queue?.close();
+    for (const p of procs.reverse()) await p.stop();
+    removeDir(dir);
+  };
   try {
     const redis = new Proc('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec'], cleanEnv());
     procs.push(redis);
@@ -233,25 +311,43 @@ async function bullmqShape(stage: 'dir' | 'none'): Promise<ShapeFigures | undefi
     await events.waitUntilReady();
     const ev = events;
     const q = queue;
-    return await measure(async (id) => {
-      const job = await q.add('wasm', { argv: ['exit-code', '0'] }, { jobId: id, removeOnComplete: { count: 1_000 }, removeOnFail: { count: 1_000 } });
-      return job.waitUntilFinished(ev, 30_000);
-    }, LATENCY_JOBS, Object.fromEntries(procs.map((p, i) => [i === 0 ? 'redis' : `worker-${i}`, p.pid])));
-  } finally {
-    await events?.close();
-    await queue?.close();
-    for (const p of procs.reverse()) await p.stop();
-    removeDir(dir);
+    return {
+      run: async (id) => {
+        const job = await q.add('wasm', { argv: ['exit-code', '0'] }, { jobId: id, removeOnComplete: { count: 1_000 }, removeOnFail: { count: 1_000 } });
+        return job.waitUntilFinished(ev, 30_000);
+      },
+      procs: Object.fromEntries(procs.map((p, i) => [i === 0 ? 'redis' : `worker-${i}`, p.pid])),
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
   }
 }
 
 export async function jobsBench(): Promise<BenchResult> {
-  const two = await ucpShape(2, 'commit', true);
-  const one = await ucpShape(1, 'commit', false);
-  const four = await ucpShape(4, 'commit', false);
-  const flush = await ucpShape(2, 'flush', false);
-  const bullDir = await bullmqShape('dir');
-  const bullBare = await bullmqShape('none');
+  const twoShape = await startUcp(2, 'commit');
+  let two: ShapeFigures & { ping?: ReturnType<typeof summarize>; stages?: Record<string, ReturnType<typeof summarize>> };
+  let bullDir: ShapeFigures | undefined;
+  try {
+    const ping = await twoShape.ping();
+    const bullShape = await startBullmq('dir');
+    try {
+      const [ours, theirs] = await compare(bullShape !== undefined ? [twoShape, bullShape] : [twoShape]);
+      two = ours!;
+      bullDir = theirs;
+    } finally {
+      await bullShape?.close();
+    }
+    two = { ...two, ping, stages: Object.fromEntries(Object.entries(twoShape.stages).map(([k, v]) => [k, summarize(v)])) };
+  } finally {
+    await twoShape.close();
+  }
+  const one = await alone(await startUcp(1, 'commit'));
+  const four = await alone(await startUcp(4, 'commit'));
+  const flush = await alone(await startUcp(2, 'flush'));
+  const bullBareShape = await startBullmq('none');
+  const bullBare = bullBareShape !== undefined ? await alone(bullBareShape, LATENCY_JOBS) : undefined;
   if (bullDir === undefined) process.stderr.write('redis-server is not installed: the BullMQ columns are left out (apt-get install redis-server)\n');
   const ping = two.ping!;
   const latency = two.latency!;
