@@ -10,14 +10,15 @@ export interface ReplicaOnDisk {
   readonly node: NodeRuntime;
   readonly replica: MetadataReplica;
   close(): Promise<void>;
+  /** Stops the node and starts it again on the same directory, as a restart would. */
+  reopen(): Promise<ReplicaOnDisk>;
 }
 
 /**
  * A broker's metadata replica on real LMDB in a temporary directory. The node never connects (its hub
  * address leads nowhere): for tests of what the replica does on its own, where nothing needs to travel.
  */
-export function replicaOnDisk(cluster: string, nodeId: string): ReplicaOnDisk {
-  const dir = tempDir();
+export function replicaOnDisk(cluster: string, nodeId: string, dir = tempDir()): ReplicaOnDisk {
   const config = loadConfig({ env: {}, overrides: { 'node.cluster': cluster, 'hub.url': 'mqtt://127.0.0.1:9' } });
   const node = NodeRuntime.create({ config, nodeId, role: 'broker', dataDir: join(dir, 'broker'), logger: createLogger({ level: 'silent', format: 'json' }) });
   const replica = new MetadataReplica(node, { intervalMs: 60_000, retryOnFailure: false, failureRetryMs: 1_000, maxClockLeadMs: 0 });
@@ -27,6 +28,10 @@ export function replicaOnDisk(cluster: string, nodeId: string): ReplicaOnDisk {
     close: async () => {
       await node.stop();
       removeDir(dir);
+    },
+    reopen: async () => {
+      await node.stop();
+      return replicaOnDisk(cluster, nodeId, dir);
     },
   };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Change } from '../../src/broker/metadata-replica.js';
-import { syncedJob, useReplicaOnDisk } from '../helpers/replica.js';
+import { replicaOnDisk, syncedJob, useReplicaOnDisk } from '../helpers/replica.js';
 
 /**
  * A broker stores the records of jobs in flight apart from the finished ones, which alone are compressed
@@ -45,5 +45,23 @@ describe('job records in flight and finished', () => {
     await disk().node.store.durable();
     expect([...disk().replica.jobIds()]).toEqual(['jr-a', 'jr-b', 'jr-c', 'jr-d', 'jr-e']);
     expect([...disk().replica.jobIds('jr-b')]).toEqual(['jr-c', 'jr-d', 'jr-e']);
+  });
+
+  it('holds its jobs in flight again after a restart, and moves each on when it finishes', async () => {
+    const first = replicaOnDisk('jr', 'jr-restarted');
+    await first.replica.setJob(syncedJob('jr-r'));
+    await first.node.store.durable();
+    const second = await first.reopen();
+    try {
+      expect(second.replica.job('jr-r')?.state).toBe('running');
+      expect(second.replica.unfinishedJobs('rs-client')).toBe(1);
+      await second.replica.setJob(syncedJob('jr-r', { by: 'jr-restarted', executor: 'jr-exec', at: 2_000 }));
+      await second.node.store.durable();
+      expect(second.replica.job('jr-r')?.state).toBe('succeeded');
+      expect(second.replica.unfinishedJobs('rs-client')).toBe(0);
+      expect(second.node.store.table<Change>('meta_jobs_in_flight').getBinary('jr-r')).toBeUndefined();
+    } finally {
+      await second.close();
+    }
   });
 });
