@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { CHUNK_BYTES, isStagingName, resultArchiveName, stagingOwner, stagingPrefix, type AnyEnvelope, type BodyOf, type Envelope, type Kind } from '../protocol/index.js';
 import type { NamePage, Table } from '../store/index.js';
 import { RemoteError, type NodeRuntime } from '../transport/index.js';
@@ -11,7 +12,15 @@ export interface Located {
   size: number;
   at: [number, number];
   owner?: string;
+  /**
+   * The bytes are in the record of the job the name belongs to, not on a datastore: a small result
+   * archive its broker kept there (`store` is that broker).
+   */
+  inline?: boolean;
 }
+
+/** A located name's bytes are on the datastore `store` (not in a job's record). */
+const onDatastore = (located: Located): boolean => located.inline !== true;
 
 export type { Grant } from './data-ownership.js';
 type Stamp = NonNullable<BodyOf<'data_put'>['stamp']>;
@@ -237,12 +246,41 @@ export class DataRouter {
   }
 
   /**
+   * Indexes a small result archive that the accepting broker keeps in its job's record: no datastore
+   * holds it, so accepting the result waits for none. The entry is queued now, before the record that
+   * holds the bytes, so both commit in one LMDB batch and the name never points at a record not yet
+   * written. A copy a datastore held under the name before is deleted there.
+   */
+  keepInRecord(name: string, size: number, writer: string, owner: string): { store: string; at: [number, number] } {
+    const { at } = this.stamp(writer, { owner, replace: true });
+    const before = this.index.locate(name);
+    const location: Located = { store: this.node.link.id, size, at, owner, inline: true };
+    this.indexStored(name, location).catch((err: Error) => this.node.log.warn({ name, err: err.message }, 'indexing a result kept in its record failed'));
+    if (before !== undefined && onDatastore(before)) void this.discard([{ name, location: before }]);
+    return { store: location.store, at };
+  }
+
+  /**
+   * The bytes of a name kept in its job's record (keepInRecord), as this broker's replica holds that
+   * record: the name's and the record's version must agree, since both replicate on their own.
+   */
+  private fromRecord(name: string, known: Located): { bytes: Uint8Array; writer: string } {
+    const jobId = name.slice(0, name.indexOf('/'));
+    const result = this.index.job(jobId)?.result;
+    const kept = result?.published?.[name];
+    if (result === undefined || kept?.bytes === undefined || kept.at[0] !== known.at[0] || kept.at[1] !== known.at[1]) {
+      throw new Refusal('store_unavailable', `"${name}" is kept in the record of job ${jobId}, and that version of the record has not reached ${this.node.link.id} yet`);
+    }
+    return { bytes: kept.bytes, writer: result.executor };
+  }
+
+  /**
    * The store a name lives on while it is alive, else the live one with the most room. An attempt's
    * staged results go together, so that publishing them is one transaction on one store.
    */
   private placeFor(name: string): string {
     const known = this.index.locate(name) ?? this.stagedSibling(name);
-    const store = known !== undefined && this.alive(known.store) ? known.store : this.datastores()[0]?.id;
+    const store = known !== undefined && onDatastore(known) && this.alive(known.store) ? known.store : this.datastores()[0]?.id;
     if (store === undefined) throw new Refusal('no_datastore', 'no datastore is alive to hold the data; start one (`ucp datastore`)');
     return store;
   }
@@ -321,6 +359,14 @@ export class DataRouter {
     const { name } = msg.body;
     const known = this.index.locate(name);
     if (known === undefined) throw new Refusal('not_found', `no data named "${name}"`);
+    if (!onDatastore(known)) {
+      const { bytes, writer } = this.fromRecord(name, known);
+      const from = Math.min(msg.body.from, bytes.byteLength);
+      const to = Math.min(bytes.byteLength, from + msg.body.max_bytes);
+      const digest = createHash('sha256').update(bytes).digest('hex');
+      this.node.link.reply(msg, 'data_chunk', { name, at: known.at, writer, size: bytes.byteLength, series: false, digest, from, bytes: bytes.subarray(from, to), ...(to < bytes.byteLength ? { next: to } : {}) });
+      return;
+    }
     if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
     const reply = await this.node.link.request(known.store, 'data_read', msg.body);
     if (reply.kind !== 'data_chunk') throw new Refusal('bad_reply', `${known.store} answered ${reply.kind}`);
@@ -392,6 +438,10 @@ export class DataRouter {
   private async fetch(name: string): Promise<Item> {
     const known = this.index.locate(name);
     if (known === undefined) throw new Refusal('not_found', `no data named "${name}"`);
+    if (!onDatastore(known)) {
+      const { bytes, writer } = this.fromRecord(name, known);
+      return { name, bytes, at: known.at, writer, size: bytes.byteLength };
+    }
     if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
     if (known.size > CHUNK_BYTES) {
       // Too large for one message: the client reads it in chunks (data_read). One byte tells its version.
@@ -441,7 +491,11 @@ export class DataRouter {
     let count = 0;
     if (name !== undefined) {
       const known = this.index.locate(name);
-      if (known !== undefined) {
+      if (known !== undefined && !onDatastore(known)) {
+        // Its bytes stay in the job's record, unnamed, until the record goes.
+        count++;
+        await this.index.setName(name, undefined);
+      } else if (known !== undefined) {
         if (!this.alive(known.store)) throw new Refusal('store_unavailable', `"${name}" is on ${known.store}, which is not reachable now`);
         const reply = await this.ask(known.store, 'data_delete', { name, stamp: this.stamp(msg.from, forName as Grant) }, msg.from);
         if (reply.kind === 'data_deleted') count += reply.body.count;
@@ -450,7 +504,7 @@ export class DataRouter {
     }
     if (jobId !== undefined) {
       // A job's data may have been placed on several stores: ask each that holds some of it.
-      const stores = new Set(this.names(jobId).map(({ located }) => located.store));
+      const stores = new Set(this.names(jobId).flatMap(({ located }) => (onDatastore(located) ? [located.store] : [])));
       for (const store of stores) {
         if (!this.alive(store)) throw new Refusal('store_unavailable', `part of job ${jobId}'s data is on ${store}, which is not reachable now`);
         const reply = await this.ask(store, 'data_delete', { job_id: jobId, stamp: this.stamp(msg.from, forJob as Grant) }, msg.from);
@@ -503,7 +557,7 @@ export class DataRouter {
         // A job's record names where each result went, not whose it is (that is the index's).
         published[move.to] = { store: location.store, size: location.size, at: location.at };
         if (outcome === 'stale') continue;
-        if (before !== undefined && before.store !== store) replaced.push({ name: move.to, store: before.store });
+        if (before !== undefined && onDatastore(before) && before.store !== store) replaced.push({ name: move.to, store: before.store });
         // Not awaited one by one: the index writes of one result commit together.
         void this.index.setName(move.to, location);
         if (this.index.locate(move.from) !== undefined) void this.index.setName(move.from, undefined);
@@ -553,6 +607,8 @@ export class DataRouter {
   async discard(names: ReadonlyArray<{ name: string; location: Located }>): Promise<number> {
     let count = 0;
     for (const { name, location } of names) {
+      // Bytes kept in a job's record go with the record.
+      if (!onDatastore(location)) continue;
       // Retention acts for the cluster, on the names the replica found to be the job's.
       const stamp = this.stamp(this.node.link.id, { owner: location.owner ?? this.node.link.id, replace: true });
       if (!this.alive(location.store)) {

@@ -19,6 +19,8 @@ export interface JobManagerOptions {
   readonly agingMs: number;
   /** Result archives up to this size travel inside the final update to the client. */
   readonly inlineResultBytes: number;
+  /** Result archives up to this size are kept in the job's record instead of on a datastore. */
+  readonly metadataArchiveBytes: number;
   /** Redeployments a job gets after losing executors (or their own failures) before it fails. */
   readonly maxRedeploys: number;
   /** How long a job whose executor was lost waits before it is placed again. */
@@ -574,8 +576,17 @@ export class JobManager {
     const at = this.node.link.now();
     const version = { at: [at.wall, at.logical] as [number, number], writer: msg.from };
     const moved = moves.length > 0 ? await this.data.promote(moves, { ...version, owner: job.owner }) : {};
-    const stored = await Promise.all(plan.inline.map((item) => this.publish(job, item.name, item.bytes, msg.from)));
-    const published = { ...moved, ...Object.fromEntries(plan.inline.flatMap((item, i) => (stored[i] !== undefined ? [[item.name, { store: stored[i].store, size: item.bytes.byteLength, at: stored[i].at }]] : []))) };
+    // A small archive stays in the record: the decision then commits without a datastore round trip, and
+    // the archive is on every broker for as long as the record is.
+    const kept = plan.inline.find((item) => item.name === archive && item.bytes.byteLength <= this.options.metadataArchiveBytes);
+    const toStore = plan.inline.filter((item) => item !== kept);
+    const stored = await Promise.all(toStore.map((item) => this.publish(job, item.name, item.bytes, msg.from)));
+    const published: NonNullable<NonNullable<Job['result']>['published']> = {
+      ...moved,
+      ...Object.fromEntries(toStore.flatMap((item, i) => (stored[i] !== undefined ? [[item.name, { store: stored[i].store, size: item.bytes.byteLength, at: stored[i].at }]] : []))),
+    };
+    // Copied: the message's bytes may be a view into its whole receive buffer.
+    if (kept !== undefined) published[kept.name] = { ...this.data.keepInRecord(kept.name, kept.bytes.byteLength, msg.from, job.owner), size: kept.bytes.byteLength, bytes: kept.bytes.slice() };
     const archiveBytes = archive !== undefined ? (plan.sizes.get(archive) ?? 0) : 0;
     // The decision's own place in causal order, for settling two acceptances made apart (a partition).
     const decided = this.node.link.stamp();
@@ -829,10 +840,10 @@ export class JobManager {
    * wherever the later write went. The broker whose acceptance won points the names back at its copies.
    */
   private reassertPublished(job: SyncedJob): void {
-    for (const [name, location] of Object.entries(job.result?.published ?? {})) {
+    for (const [name, { store, size, at, bytes }] of Object.entries(job.result?.published ?? {})) {
       const now = this.data.locate(name);
-      if (now?.store !== location.store || now.at[0] !== location.at[0] || now.at[1] !== location.at[1]) {
-        void this.replica.setName(name, location);
+      if (now?.store !== store || now.at[0] !== at[0] || now.at[1] !== at[1]) {
+        void this.replica.setName(name, { store, size, at, owner: job.owner, ...(bytes !== undefined ? { inline: true } : {}) });
       }
     }
   }

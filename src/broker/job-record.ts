@@ -61,10 +61,20 @@ export function viewOf(rec: JobRecord, reason?: string): JobView {
     updated_at: rec.updated_at,
     ...(why !== undefined ? { reason: why.slice(0, 2_048) } : {}),
     attempts: rec.attempts,
-    ...(rec.result !== undefined ? { result: rec.result } : {}),
+    ...(rec.result !== undefined ? { result: withoutKeptBytes(rec.result) } : {}),
     ...(rec.superseded !== undefined && rec.superseded.length > 0 ? { superseded: rec.superseded } : {}),
     ...(rec.conflicts !== undefined && rec.conflicts.length > 0 ? { conflicts: rec.conflicts } : {}),
   };
+}
+
+/**
+ * A result as clients see it: an archive kept in the record is fetched by its name like any other (a
+ * job's final update carries it anyway), not copied into every view of the job.
+ */
+function withoutKeptBytes(result: NonNullable<JobRecord['result']>): NonNullable<JobView['result']> {
+  const published = result.published;
+  if (published === undefined || !Object.values(published).some((p) => p.bytes !== undefined)) return result;
+  return { ...result, published: Object.fromEntries(Object.entries(published).map(([name, { bytes: _, ...where }]) => [name, where])) };
 }
 
 /** The attempt a job is on now, if one was made. */

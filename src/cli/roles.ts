@@ -27,6 +27,7 @@ export async function attachRole(node: NodeRuntime, role: Role, config: UcpConfi
       new JobManager(node, data, replica, {
         agingMs: config.scheduler.aging_s * 1_000,
         inlineResultBytes: config.scheduler.inline_result_bytes,
+        metadataArchiveBytes: config.scheduler.metadata_archive_bytes,
         maxRedeploys: config.scheduler.max_redeploy_attempts,
         redeployDelayMs: config.scheduler.redeploy_delay_ms,
         delegateAfterMs: config.scheduler.delegate_after_ms,

@@ -10,6 +10,7 @@
  * at the bottom of this file fails if the interface and the table disagree.
  */
 import { CLUSTER_PATTERN, NODE_ID_PATTERN } from '../protocol/names.js';
+import { MAX_METADATA_ARCHIVE_BYTES } from '../protocol/job.js';
 
 /** Value types a key can have. `string[]` is a TOML array of strings (comma-separated in env/flags). */
 export type KeyType = 'string' | 'integer' | 'number' | 'boolean' | 'string[]';
@@ -169,6 +170,7 @@ export const CONFIG_SCHEMA = {
   scheduler: {
     aging_s: { type: 'integer', min: 1 },
     inline_result_bytes: { type: 'integer', min: 0, max: 67108864 },
+    metadata_archive_bytes: { type: 'integer', min: 0, max: MAX_METADATA_ARCHIVE_BYTES },
     max_redeploy_attempts: { type: 'integer', min: 0, max: 100 },
     redeploy_delay_ms: { type: 'integer', min: 0 },
     delegate_after_ms: { type: 'integer', min: 0 },
@@ -337,6 +339,7 @@ export interface JobsConfig {
 export interface SchedulerConfig {
   readonly aging_s: number;
   readonly inline_result_bytes: number;
+  readonly metadata_archive_bytes: number;
   readonly max_redeploy_attempts: number;
   readonly redeploy_delay_ms: number;
   readonly delegate_after_ms: number;

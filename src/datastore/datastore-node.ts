@@ -65,6 +65,7 @@ export class DatastoreNode {
       try {
         // Its transaction has committed when it resolves: the answer waits for no later batch.
         const outcome = await node.store.durableAfter(this.data.put(name, bytes, stampOf(msg, stamp)));
+        link.counters.inc(`puts_${outcome}`);
         link.reply(msg, 'data_put_result', { name, outcome, store: link.id });
       } catch (err) {
         refuse(msg, err);

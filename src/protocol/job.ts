@@ -1,4 +1,4 @@
-import { arrayOf, bool, literal, object, optional, record, str, tuple, uint, type Infer } from './schema.js';
+import { arrayOf, bool, bytes, literal, object, optional, record, str, tuple, uint, type Infer } from './schema.js';
 import { requirementsSchema } from './capabilities.js';
 import { nodeId } from './names.js';
 
@@ -26,6 +26,12 @@ export function isDataName(name: string): boolean {
 }
 
 export const PRIORITIES = ['low', 'normal', 'high', 'critical'] as const;
+/**
+ * The largest result archive a broker may keep in the job's record instead of on a datastore
+ * (`scheduler.metadata_archive_bytes`). A sync message carries up to 500 records, and must stay
+ * well under the 1 MiB a message may have.
+ */
+export const MAX_METADATA_ARCHIVE_BYTES = 4_096;
 export type Priority = (typeof PRIORITIES)[number];
 
 export const dataName = () => str({ min: 1, max: DATA_NAME_MAX, pattern: DATA_NAME_PATTERN, rule: DATA_NAME_RULE });
@@ -215,8 +221,11 @@ export const jobViewSchema = object({
       decided_by: optional(nodeId()),
       decided_at: optional(hlcTime()),
       decided_vc: optional(clock()),
-      /** Where the archive and the named results were stored. */
-      published: optional(record(dataName(), object({ store: nodeId(), size: uint(), at: hlcTime() }), { max: 1_025 })),
+      /**
+       * Where the archive and the named results were stored. A small archive kept in the record itself
+       * has its `bytes` here, and `store` names the broker that accepted it.
+       */
+      published: optional(record(dataName(), object({ store: nodeId(), size: uint(), at: hlcTime(), bytes: optional(bytes({ max: MAX_METADATA_ARCHIVE_BYTES })) }), { max: 1_025 })),
       /** SHA-256 of the report, so a redelivery is told apart from a different report of the same attempt. */
       digest: optional(str({ max: 128 })),
     }),

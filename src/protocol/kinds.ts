@@ -417,8 +417,11 @@ export const BODY_SCHEMAS = {
         hlc: writtenAt(),
         /** jobs: the record. */
         job: optional(syncedJob()),
-        /** names: where the data is; absent when the name was deleted. */
-        location: optional(object({ store: nodeId(), size: uint(), at: writtenAt(), owner: optional(nodeId()) })),
+        /**
+         * names: where the data is; absent when the name was deleted. `inline`: the bytes are not on a
+         * datastore but in the record of the job the name belongs to (a small result archive).
+         */
+        location: optional(object({ store: nodeId(), size: uint(), at: writtenAt(), owner: optional(nodeId()), inline: optional(bool()) })),
         /** nodes (key `<origin broker>/<node>`): an executor or datastore as the origin broker sees it. */
         peer: optional(
           object({

@@ -115,11 +115,15 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
       const reply = await client.link.request('rt-a', 'status_request', {});
       return reply.kind === 'status' ? reply.body.counters : {};
     };
-    const names = ['gone-job/result.zip', 'rt/gone-out', 'gone-job/input.txt'];
+    // The job's small archive is kept in its record, not on rt-ds: it goes with the record.
+    const names = ['rt/gone-out', 'gone-job/input.txt'];
+    expect((await data.get('gone-job/result.zip')).bytes.byteLength).toBeGreaterThan(0);
 
     // Its only copies are on rt-ds, which is killed and stays down while the brokers prune the job.
     datastore.kill('SIGKILL');
     await datastore.exited;
+    // Until then it is read with no datastore up.
+    expect((await data.get('gone-job/result.zip')).bytes.byteLength).toBeGreaterThan(0);
     await until('rt-a dropped the job', async () => !(await known('rt-a', 'gone-job')), (RETENTION_S + 30) * 1_000);
     await sleep(1_000);
     startDatastore();
@@ -136,7 +140,8 @@ describe('finished jobs are kept for their retention, then gone everywhere', () 
         if (reply instanceof Error) return undefined;
         return reply.kind === 'data_items';
       };
-      await until('rt-ds deleted the pruned job\'s data', async () => (await Promise.all(names.map(held))).every((h) => h === false), 30_000);
+      await until('rt-ds deleted the pruned job\'s data', async () => (await Promise.all([...names, 'gone-job/result.zip'].map(held))).every((h) => h === false), 30_000);
+      await expect(data.get('gone-job/result.zip')).rejects.toThrow(/no data named/);
       // rt-a owed them while rt-ds was down, and paid them when it came back.
       expect(await counters()).toMatchObject({ data_deletions_owed: names.length, data_deletions_paid: names.length });
     } finally {

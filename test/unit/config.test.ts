@@ -47,7 +47,7 @@ const EXPECTED_DEFAULTS: UcpConfig = {
   datastore: { max_object_bytes: 268435456 },
   executor: { tags: [], slots: 0, keep_job_dirs: false, max_memory_mb: 1024, max_output_mb: 64, max_result_mb: 64, max_job_seconds: 86400, max_files: 10000, sandbox_idle_s: 60 },
   jobs: { retention_s: 86400, retention_count: 10000 },
-  scheduler: { aging_s: 60, inline_result_bytes: 65536, max_redeploy_attempts: 3, redeploy_delay_ms: 0, delegate_after_ms: 2000, deadline_margin_s: 60 },
+  scheduler: { aging_s: 60, inline_result_bytes: 65536, metadata_archive_bytes: 1024, max_redeploy_attempts: 3, redeploy_delay_ms: 0, delegate_after_ms: 2000, deadline_margin_s: 60 },
   metadata_sync: { interval_s: 5, retry_on_failure: true, failure_retry_interval_s: 2 },
   client: { priority: 'normal', timeout_s: 300, max_memory_mb: 256, broker_wait_s: 30, operator: false },
   bridge: {
