@@ -3,6 +3,7 @@ import { isDataName, isFinal, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } 
 import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import { JobRecords, type Records } from './job-records.js';
+import { OriginIndex } from './origin-index.js';
 import { resolve, type Change } from './metadata-merge.js';
 import { syncChangeProblem } from './sync-trust.js';
 import { before, decodeFacts, encodeFacts, factsOf, pad, TIME_DIGITS, wantsPhase, type JobFacts, type ListQuery, type Position } from './job-listing.js';
@@ -55,8 +56,8 @@ export class MetadataReplica {
   private readonly jobRecords: JobRecords;
   private readonly names: Table<Change>;
   private readonly nodesTable: Table<Change>;
-  /** `<origin>\0<seq>` -> `<table>\0<key>`, to find what one origin changed after a sequence number. */
-  private readonly byOrigin: Table<string>;
+  /** What each origin changed, by sequence number: `<table>\0<key>` of each change held. */
+  private readonly byOrigin = new OriginIndex();
   private readonly versionTable: Table<number>;
   private readonly versions = new Map<string, number>();
   private seq: number;
@@ -96,9 +97,6 @@ export class MetadataReplica {
     this.names = store.table<Change>('meta_names', records);
     this.nodesTable = store.table<Change>('meta_nodes', records);
     this.tables = { jobs: this.jobRecords, names: this.names, nodes: this.nodesTable };
-    // Read only in ranges, which LMDB answers from what is committed, cache or not: a cache would only
-    // cost each of their writes (two per change).
-    this.byOrigin = store.table<string>('meta_by_origin');
     this.tombstones = store.table<string>('meta_tombstones');
     this.versionTable = store.table<number>('meta_versions');
     // Retention asks whether an entry is still there, removals of this turn included.
@@ -106,8 +104,12 @@ export class MetadataReplica {
     for (const { key, value } of this.versionTable.getRange()) this.versions.set(String(key), value);
     for (const _ of this.finished.getKeys()) this.finishedCount++;
     this.seq = this.versions.get(node.link.id) ?? 0;
-    for (const value of this.jobRecords.values()) this.tally(undefined, value);
-    for (const { value } of this.names.getRange()) this.tally(undefined, value);
+    for (const value of this.jobRecords.values()) this.indexLoaded(value);
+    for (const { value } of this.names.getRange()) this.indexLoaded(value);
+    for (const { value } of this.nodesTable.getRange()) this.indexLoaded(value);
+    // Schema 3 kept the index in LMDB; it is rebuilt above since, and its old table only takes room.
+    const legacyIndex = store.table<string>('meta_by_origin');
+    if (legacyIndex.getKeysCount({ limit: 1 }) > 0) void legacyIndex.clearAsync();
 
     const link = node.link;
     // Only brokers reach here (the permission table), and a push only from a broker seen alive.
@@ -339,6 +341,12 @@ export class MetadataReplica {
     return applied;
   }
 
+  /** A record read at start: counted against its owner's budgets, and found by its change's origin. */
+  private indexLoaded(change: Change): void {
+    this.tally(undefined, change);
+    this.byOrigin.set(change.origin, change.seq, `${change.table}\0${change.key}`);
+  }
+
   /** Keeps the per-client counts budgets are checked against in step with the records. */
   private tally(replaced: Change | undefined, change: Change): void {
     if (change.table === 'names') {
@@ -366,8 +374,8 @@ export class MetadataReplica {
 
   private store(change: Change, replaced: Change | undefined): Promise<void> {
     this.tally(replaced, change);
-    if (replaced !== undefined) void this.byOrigin.remove(originKey(replaced.origin, replaced.seq));
-    void this.byOrigin.put(originKey(change.origin, change.seq), `${change.table}\0${change.key}`);
+    if (replaced !== undefined) this.byOrigin.delete(replaced.origin, replaced.seq);
+    this.byOrigin.set(change.origin, change.seq, `${change.table}\0${change.key}`);
     if (change.table === 'jobs') this.indexFinished(replaced?.job, change.job);
     if (change.table === 'names') {
       if (replaced !== undefined && replaced.location === undefined) void this.tombstones.remove(originKey(replaced.origin, replaced.seq));
@@ -538,7 +546,7 @@ export class MetadataReplica {
   /** Drops a record from this replica only: no change is made, so nothing travels. */
   private forget(table: TableName, change: Change): void {
     if (table === 'names') this.own(change.location, -1);
-    void this.byOrigin.remove(originKey(change.origin, change.seq));
+    this.byOrigin.delete(change.origin, change.seq);
     void this.tables[table].remove(change.key);
     if (table === 'names' && change.location === undefined) void this.tombstones.remove(originKey(change.origin, change.seq));
   }
@@ -594,9 +602,9 @@ export class MetadataReplica {
       const since = theirs[origin] ?? 0;
       if (mine <= since) continue;
       let cutAt: number | undefined;
-      for (const { key, value } of this.byOrigin.getRange({ start: originKey(origin, since + 1), end: `${origin}\u0001` })) {
+      for (const [seq, value] of this.byOrigin.after(origin, since)) {
         if (changes.length === MAX_SYNC_CHANGES) {
-          cutAt = seqOf(String(key)) - 1;
+          cutAt = seq - 1;
           break;
         }
         const sep = value.indexOf('\0');

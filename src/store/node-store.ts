@@ -13,8 +13,11 @@ import { DirectoryLock } from './lock.js';
  * 3: a broker keeps the records of jobs in flight in a table of their own (broker/job-records.ts);
  * version 2 directories hold them with the finished ones, where they are still found, so no migration is
  * needed, but a version 2 build would not see the jobs in flight.
+ * 4: a broker keeps the index of its replica's changes by origin in memory (broker/origin-index.ts),
+ * rebuilt from the records at start, and empties the `meta_by_origin` table a version 3 build kept; a
+ * version 3 build would answer its peers from that empty table and send them nothing.
  */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /** A typed LMDB table: values are encoded with msgpack, keys with LMDB's ordered-binary encoding. */
 export type Table<V, K extends Key = string> = Database<V, K>;

@@ -65,3 +65,30 @@ describe('job records in flight and finished', () => {
     }
   });
 });
+
+describe('a restarted replica', () => {
+  it('answers a peer with the same changes as before it stopped, rebuilt from its records', async () => {
+    const first = replicaOnDisk('ro', 'ro-broker');
+    await first.replica.setJob(syncedJob('ro-1'));
+    await first.replica.setJob(syncedJob('ro-2'));
+    // Replaced: only its newest change is held and sent.
+    await first.replica.setJob(syncedJob('ro-1', { by: 'ro-broker', executor: 'ro-exec', at: 2_000 }));
+    await first.replica.setName('ro-2/out', { store: 'ro-store', size: 3, at: [3_000, 0], owner: 'rs-client' });
+    await first.replica.setName('ro-2/out', undefined);
+    await first.replica.setName('ro-1/result.zip', { store: 'ro-broker', size: 22, at: [3_001, 0], owner: 'rs-client', inline: true });
+    await first.node.store.durable();
+    const summary = (delta: Awaited<ReturnType<typeof first.replica.changesFor>>) => ({ ...delta, changes: delta.changes.map((c) => [c.seq, c.table, c.key]) });
+    const before = summary(await first.replica.changesFor({}));
+    expect(before.changes).toEqual([[2, 'jobs', 'ro-2'], [3, 'jobs', 'ro-1'], [5, 'names', 'ro-2/out'], [6, 'names', 'ro-1/result.zip']]);
+    const second = await first.reopen();
+    try {
+      expect(summary(await second.replica.changesFor({}))).toEqual(before);
+      expect(summary(await second.replica.changesFor({ 'ro-broker': 3 })).changes).toEqual([[5, 'names', 'ro-2/out'], [6, 'names', 'ro-1/result.zip']]);
+      // Its next change takes the next number, and is found after the ones loaded.
+      await second.replica.setJob(syncedJob('ro-3'));
+      expect(summary(await second.replica.changesFor({ 'ro-broker': 6 })).changes).toEqual([[7, 'jobs', 'ro-3']]);
+    } finally {
+      await second.close();
+    }
+  });
+});
