@@ -56,7 +56,7 @@ export class MetadataReplica {
   private readonly jobRecords: JobRecords;
   private readonly names: Table<Change>;
   private readonly nodesTable: Table<Change>;
-  /** What each origin changed, by sequence number: `<table>\0<key>` of each change held. */
+  /** What each origin changed, by sequence number: the record each change held is. */
   private readonly byOrigin = new OriginIndex();
   private readonly versionTable: Table<number>;
   private readonly versions = new Map<string, number>();
@@ -344,7 +344,7 @@ export class MetadataReplica {
   /** A record read at start: counted against its owner's budgets, and found by its change's origin. */
   private indexLoaded(change: Change): void {
     this.tally(undefined, change);
-    this.byOrigin.set(change.origin, change.seq, `${change.table}\0${change.key}`);
+    this.byOrigin.set(change.origin, change.seq, change.table, change.key);
   }
 
   /** Keeps the per-client counts budgets are checked against in step with the records. */
@@ -375,7 +375,7 @@ export class MetadataReplica {
   private store(change: Change, replaced: Change | undefined): Promise<void> {
     this.tally(replaced, change);
     if (replaced !== undefined) this.byOrigin.delete(replaced.origin, replaced.seq);
-    this.byOrigin.set(change.origin, change.seq, `${change.table}\0${change.key}`);
+    this.byOrigin.set(change.origin, change.seq, change.table, change.key);
     if (change.table === 'jobs') this.indexFinished(replaced?.job, change.job);
     if (change.table === 'names') {
       if (replaced !== undefined && replaced.location === undefined) void this.tombstones.remove(originKey(replaced.origin, replaced.seq));
@@ -602,13 +602,12 @@ export class MetadataReplica {
       const since = theirs[origin] ?? 0;
       if (mine <= since) continue;
       let cutAt: number | undefined;
-      for (const [seq, value] of this.byOrigin.after(origin, since)) {
+      for (const [seq, table, key] of this.byOrigin.after(origin, since)) {
         if (changes.length === MAX_SYNC_CHANGES) {
           cutAt = seq - 1;
           break;
         }
-        const sep = value.indexOf('\0');
-        const change = this.tables[value.slice(0, sep) as TableName].get(value.slice(sep + 1));
+        const change = this.tables[table].get(key);
         if (change !== undefined) changes.push(change);
       }
       covered[origin] = cutAt ?? mine;
