@@ -240,24 +240,34 @@ export class DataRouter {
     if (reply.body.outcome !== 'stale') {
       const location = { store, size: bytes.byteLength, at: stamp.at, owner: grant.owner };
       if (options.withCaller !== true) await this.indexStored(name, location);
-      else setImmediate(() => this.indexStored(name, location).catch((err: Error) => this.node.log.warn({ name, err: err.message }, 'indexing a stored name failed')));
+      else this.indexWithCaller(name, location);
     }
     return { ...reply.body, at: stamp.at };
   }
 
   /**
    * Indexes a small result archive that the accepting broker keeps in its job's record: no datastore
-   * holds it, so accepting the result waits for none. The entry is queued now, before the record that
-   * holds the bytes, so both commit in one LMDB batch and the name never points at a record not yet
-   * written. A copy a datastore held under the name before is deleted there.
+   * holds it, so accepting the result waits for none. The entry is queued before the record that holds
+   * the bytes (indexWithCaller), so both commit in one LMDB batch and the name never points at a record
+   * not yet written. A copy a datastore held under the name before is deleted there.
    */
   keepInRecord(name: string, size: number, writer: string, owner: string): { store: string; at: [number, number] } {
     const { at } = this.stamp(writer, { owner, replace: true });
     const before = this.index.locate(name);
     const location: Located = { store: this.node.link.id, size, at, owner, inline: true };
-    this.indexStored(name, location).catch((err: Error) => this.node.log.warn({ name, err: err.message }, 'indexing a result kept in its record failed'));
+    this.indexWithCaller(name, location);
     if (before !== undefined && onDatastore(before)) void this.discard([{ name, location: before }]);
     return { store: location.store, at };
+  }
+
+  /**
+   * Indexes a name at the end of this turn, where the job manager writes the record that names it
+   * (store()'s `withCaller`): queued before that record, the entry lands in the same LMDB batch. Written
+   * at once instead, it went in a batch of its own, and in "flush" mode a job's result took two fsyncs
+   * instead of one (measured: 3.0 instead of 2.0 per job).
+   */
+  private indexWithCaller(name: string, location: Located): void {
+    setImmediate(() => this.indexStored(name, location).catch((err: Error) => this.node.log.warn({ name, err: err.message }, 'indexing a published name failed')));
   }
 
   /**
