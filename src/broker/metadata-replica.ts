@@ -1,5 +1,5 @@
 import { merge } from '../clock/index.js';
-import { isDataName, isFinal, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
+import { encodedSize, isDataName, isFinal, MAX_SYNC_CHANGES, type AnyEnvelope, type BodyOf } from '../protocol/index.js';
 import { pageUnder, type NamePage, type Table } from '../store/index.js';
 import type { NodeRuntime } from '../transport/index.js';
 import { JobRecords, type Records } from './job-records.js';
@@ -284,11 +284,11 @@ export class MetadataReplica {
       this.pushScheduled = false;
       const changes = this.outgoing;
       this.outgoing = [];
-      for (const peer of this.peers()) {
-        for (let i = 0; i < changes.length; i += MAX_SYNC_CHANGES) {
-          // Versions stay empty: a push says nothing about what else the receiver holds.
-          this.node.link.send(peer, 'sync_delta', { changes: changes.slice(i, i + MAX_SYNC_CHANGES), versions: {}, complete: false });
-        }
+      const peers = this.peers();
+      if (peers.length === 0) return;
+      for (const part of this.messagesOf(changes)) {
+        // Versions stay empty: a push says nothing about what else the receiver holds.
+        for (const peer of peers) this.node.link.send(peer, 'sync_delta', { changes: part, versions: {}, complete: false });
       }
       this.node.link.counters.inc('sync_changes_pushed', changes.length);
     });
@@ -598,17 +598,21 @@ export class MetadataReplica {
     const changes: Change[] = [];
     const covered: Record<string, number> = {};
     let complete = true;
+    let bytes = 0;
     for (const [origin, mine] of upTo) {
       const since = theirs[origin] ?? 0;
       if (mine <= since) continue;
       let cutAt: number | undefined;
       for (const [seq, table, key] of this.byOrigin.after(origin, since)) {
-        if (changes.length === MAX_SYNC_CHANGES) {
+        const change = this.tables[table].get(key);
+        if (change === undefined) continue;
+        const size = encodedSize(change);
+        if (changes.length === MAX_SYNC_CHANGES || (changes.length > 0 && bytes + size > this.deltaBudget())) {
           cutAt = seq - 1;
           break;
         }
-        const change = this.tables[table].get(key);
-        if (change !== undefined) changes.push(change);
+        changes.push(change);
+        bytes += size;
       }
       covered[origin] = cutAt ?? mine;
       if (cutAt !== undefined) {
@@ -617,6 +621,34 @@ export class MetadataReplica {
       }
     }
     return { changes, versions: covered, complete };
+  }
+
+  /**
+   * The bytes of changes one sync message may carry: half what a message may have, which leaves room for
+   * the envelope and the bundle. A job's record can take most of a message (its spec alone may), so 500
+   * of them would not fit, and a message the hub refuses would stall that origin's sync for good.
+   */
+  private deltaBudget(): number {
+    return Math.floor(this.node.link.limits.maxMessageBytes / 2);
+  }
+
+  /** Changes split into messages of at most MAX_SYNC_CHANGES and deltaBudget() bytes (one, if it is larger). */
+  private messagesOf(changes: readonly Change[]): Change[][] {
+    const parts: Change[][] = [];
+    let part: Change[] = [];
+    let bytes = 0;
+    for (const change of changes) {
+      const size = encodedSize(change);
+      if (part.length === MAX_SYNC_CHANGES || (part.length > 0 && bytes + size > this.deltaBudget())) {
+        parts.push(part);
+        part = [];
+        bytes = 0;
+      }
+      part.push(change);
+      bytes += size;
+    }
+    if (part.length > 0) parts.push(part);
+    return parts;
   }
 
   private peers(): string[] {

@@ -56,6 +56,11 @@ export function encode(msg: Envelope): Buffer {
   return encoder.encode(wire);
 }
 
+/** The bytes `value` takes inside a message, as encode() writes it. */
+export function encodedSize(value: unknown): number {
+  return encoder.encode(value).byteLength;
+}
+
 type Failure = { ok: false; error: ProtocolError };
 export type DecodeResult = { ok: true; msg: AnyEnvelope } | Failure;
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MetadataReplica } from '../../src/broker/metadata-replica.js';
+import { encodedSize } from '../../src/protocol/index.js';
 import { replicaOnDisk, syncedJob, useReplicaOnDisk, type ReplicaOnDisk } from '../helpers/replica.js';
 
 /** One anti-entropy exchange: `asker` sends its version vector to `answerer` and applies the answer. */
@@ -76,5 +77,34 @@ describe('a digest answered right after a change', () => {
       expect(covered).toBe(i);
       expect(answer.changes.map((c) => c.seq)).toEqual(Array.from({ length: covered }, (_, k) => k + 1));
     }
+  });
+});
+
+/**
+ * A job's record can take much of a message (its spec alone may), so an answer cut at 500 changes could
+ * be several times what a message may carry; the hub would refuse it, and the asker would ask again for
+ * the same changes at every exchange.
+ */
+describe('an answer to a digest', () => {
+  const disk = useReplicaOnDisk('mb', 'mb-broker');
+
+  it('is cut by bytes as well as by count, each part fits in a message, and the parts hold every change', async () => {
+    const env = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`VAR_${i}`, 'x'.repeat(4_000)]));
+    const ids = ['mb-1', 'mb-2', 'mb-3'];
+    for (const id of ids) {
+      const job = syncedJob(id);
+      await disk().replica.setJob({ ...job, spec: { ...job.spec, env } });
+    }
+    const limit = disk().node.link.limits.maxMessageBytes;
+    let theirs: Record<string, number> = {};
+    const received: string[] = [];
+    for (let round = 0; round < 10; round++) {
+      const answer = await disk().replica.changesFor(theirs);
+      expect(encodedSize(answer)).toBeLessThan(limit);
+      received.push(...answer.changes.map((c) => c.key));
+      theirs = { ...theirs, ...answer.versions };
+      if (answer.complete) break;
+    }
+    expect(received).toEqual(ids);
   });
 });
