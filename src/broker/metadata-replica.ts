@@ -607,7 +607,7 @@ export class MetadataReplica {
         const change = this.tables[table].get(key);
         if (change === undefined) continue;
         const size = encodedSize(change);
-        if (changes.length === MAX_SYNC_CHANGES || (changes.length > 0 && bytes + size > this.deltaBudget())) {
+        if (this.deltaFull(changes.length, bytes, size)) {
           cutAt = seq - 1;
           break;
         }
@@ -624,22 +624,23 @@ export class MetadataReplica {
   }
 
   /**
-   * The bytes of changes one sync message may carry: half what a message may have, which leaves room for
-   * the envelope and the bundle. A job's record can take most of a message (its spec alone may), so 500
-   * of them would not fit, and a message the hub refuses would stall that origin's sync for good.
+   * Whether a sync message holding `count` changes of `bytes` has no room for one of `size` bytes. It
+   * carries at most MAX_SYNC_CHANGES, and at most half what a message may have (room for the envelope and
+   * the bundle), unless the change is alone. A job's record can take most of a message (its spec alone
+   * may), so 500 of them would not fit, and a message the hub refuses would stall that origin's sync.
    */
-  private deltaBudget(): number {
-    return Math.floor(this.node.link.limits.maxMessageBytes / 2);
+  private deltaFull(count: number, bytes: number, size: number): boolean {
+    return count === MAX_SYNC_CHANGES || (count > 0 && bytes + size > Math.floor(this.node.link.limits.maxMessageBytes / 2));
   }
 
-  /** Changes split into messages of at most MAX_SYNC_CHANGES and deltaBudget() bytes (one, if it is larger). */
+  /** Changes split into sync messages as deltaFull() allows. */
   private messagesOf(changes: readonly Change[]): Change[][] {
     const parts: Change[][] = [];
     let part: Change[] = [];
     let bytes = 0;
     for (const change of changes) {
       const size = encodedSize(change);
-      if (part.length === MAX_SYNC_CHANGES || (part.length > 0 && bytes + size > this.deltaBudget())) {
+      if (this.deltaFull(part.length, bytes, size)) {
         parts.push(part);
         part = [];
         bytes = 0;
