@@ -21,6 +21,8 @@ export interface HubConnectionOptions {
   readonly counters: Counters;
   /** Short-lived tools log connection trouble at debug: their one-line error says it all. */
   readonly quiet: boolean;
+  /** Runs before anything is published: the node's store commits what the message may depend on. */
+  readonly beforePublish?: () => void;
 }
 
 /** A connection that dropped sooner than this after being made was most likely taken over. */
@@ -105,6 +107,7 @@ export class HubConnection {
       this.opts.counters.inc('tx_dropped_offline');
       return false;
     }
+    this.opts.beforePublish?.();
     this.opts.counters.inc('tx_messages');
     this.client.publish(topic, payload as Buffer, { qos: retain ? 1 : 0, retain }, (err) => {
       if (err !== undefined && err !== null && !this.closing) this.opts.counters.inc('tx_errors');

@@ -235,6 +235,7 @@ export class NodeLink {
         log: this.log,
         counters: this.counters,
         quiet: !opts.announce,
+        ...(opts.store !== undefined ? { beforePublish: () => opts.store!.commitTurn() } : {}),
       },
       () => void this.onConnect(),
       (topic, payload, retained) => this.onMessage(topic, payload, retained),

@@ -111,8 +111,19 @@ export class NodeRuntime {
   /** Opens the store and prepares the link; the node says nothing until connect(). */
   static create(options: NodeRuntimeOptions): NodeRuntime {
     const { config } = options;
-    const store = NodeStore.open({ dir: options.dataDir, nodeId: options.nodeId, sync: config.store.sync });
-    const log = options.logger.child({ node: store.nodeId, role: options.role });
+    let log = options.logger.child({ role: options.role });
+    const store = NodeStore.open({
+      dir: options.dataDir,
+      nodeId: options.nodeId,
+      sync: config.store.sync,
+      // What the node decided in that turn is not stored, but it believes it is: only a restart, from
+      // what LMDB holds, makes the two agree again. Nothing of the turn has left the process yet.
+      onCommitFailed: (err) => {
+        log.fatal({ err: err.message, dir: options.dataDir }, 'cannot commit to the data directory; stopping the process');
+        process.exit(1);
+      },
+    });
+    log = options.logger.child({ node: store.nodeId, role: options.role });
     try {
       const link = NodeLink.create({
         ...linkOptionsFromConfig(config, options.logger),

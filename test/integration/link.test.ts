@@ -5,7 +5,8 @@ import { createLogger } from '../../src/log/index.js';
 import { DEFAULT_LIMITS, encode, encodeBundle, PROTOCOL_VERSION, type Envelope, type Role } from '../../src/protocol/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { NodeLink, TransportError, type LinkTiming } from '../../src/transport/index.js';
-import { freePort, removeDir, startHubProcess, tempDir } from '../helpers/processes.js';
+import { pathToFileURL } from 'node:url';
+import { freePort, Proc, removeDir, ROOT, startHubProcess, tempDir } from '../helpers/processes.js';
 import { TcpLink } from '../helpers/tcp-link.js';
 
 const logger = createLogger({ level: 'silent', format: 'json' });
@@ -546,6 +547,44 @@ describe('node link guarantees', () => {
     expect((await node.request('solo', 'ping', {})).kind).toBe('pong');
     await node.delivered(await node.sendDurable('solo', 'notice', { severity: 'info', text: 'note to self' }));
     expect(got).toEqual(['note to self']);
+  });
+
+  it('a message never leaves a node before the writes made ahead of it are committed, even with the turn\'s commit still to come', async () => {
+    await setup();
+    const reader = create('reader', 'client');
+    let writer: Proc | undefined;
+    const heard: string[] = [];
+    reader.on('notice', (msg) => {
+      heard.push(msg.body.text);
+      // Killed the moment its word arrives: what it said must be on its disk by then.
+      if (msg.body.text === 'fact stored') writer?.kill('SIGKILL');
+    });
+    await reader.connect();
+    const dist = (path: string) => JSON.stringify(pathToFileURL(join(ROOT, 'dist', 'src', path)).href);
+    // One turn: a first message queues the turn's publish; then a slow step is queued; then a write, and a
+    // message that depends on it, which leaves with the first. The turn's own commit would come only after
+    // the slow step: the publish must commit first.
+    const script = `
+      import { NodeStore } from ${dist('store/index.js')};
+      import { NodeLink } from ${dist('transport/index.js')};
+      import { createLogger } from ${dist('log/index.js')};
+      import { DEFAULT_LIMITS } from ${dist('protocol/index.js')};
+      const store = NodeStore.open({ dir: ${JSON.stringify(join(dir, 'writer'))}, nodeId: 'writer' });
+      const link = NodeLink.create({ nodeId: 'writer', role: 'executor', cluster: 'lt', hubUrl: ${JSON.stringify(hub.url)}, logger: createLogger({ level: 'silent', format: 'json' }), limits: DEFAULT_LIMITS, timing: ${JSON.stringify(TIMING)}, maxClockOffsetMs: 86400000, announce: true, watchPresence: true, store });
+      await link.connect();
+      const facts = store.table('facts');
+      link.send('reader', 'notice', { severity: 'info', text: 'first' });
+      setImmediate(() => { const until = Date.now() + 5000; while (Date.now() < until); });
+      void facts.put('fact', 42);
+      link.send('reader', 'notice', { severity: 'info', text: 'fact stored' });
+      setInterval(() => {}, 60000);
+    `;
+    writer = new Proc(process.execPath, ['--input-type=module', '-e', script]);
+    const exit = await writer.exited;
+    expect(exit.signal).toBe('SIGKILL');
+    expect(heard).toEqual(['first', 'fact stored']);
+    const store = openStore('writer');
+    expect(store.table<number>('facts').get('fact')).toBe(42);
   });
 
   it('stops promptly after the hub vanished with publishes in flight, and reconnects when it returns', async () => {

@@ -274,6 +274,96 @@ describe('NodeStore tables and durability', () => {
   });
 });
 
+describe("commit mode: one transaction per turn", () => {
+  const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+  /** The id of the last transaction LMDB committed. */
+  const lastTxn = (table: { getStats(): object }) => (table.getStats() as { lastTxnId: number }).lastTxnId;
+
+  it('a turn\'s writes to plain, cached and compressed tables commit together at its end, and the turn reads them back', async () => {
+    const dir = freshDir();
+    const store = openStore(dir, 'turns');
+    const plain = store.table<number>('plain');
+    const cached = store.table<{ n: number }>('cached', { cache: true });
+    const packed = store.table<{ text: string }>('packed', { compress: true });
+    const before = lastTxn(plain);
+    const written: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 20; i++) {
+      written.push(plain.put(`k${i}`, i), cached.put(`k${i}`, { n: i }), packed.put(`k${i}`, { text: 'a record long enough to be compressed '.repeat(8) + i }));
+    }
+    written.push(plain.remove('k0'));
+    const moved = plain.transaction(() => {
+      const value = plain.get('k1');
+      void plain.put('moved', value!);
+      return value;
+    });
+    // Nothing is committed yet, and the turn reads what it wrote.
+    expect(lastTxn(plain)).toBe(before);
+    expect(plain.get('moved')).toBe(1);
+    expect(plain.get('k19')).toBe(19);
+    expect(plain.get('k0')).toBeUndefined();
+    expect(packed.get('k7')?.text.endsWith('7')).toBe(true);
+    // Every write resolves once the turn has committed, all in one transaction.
+    expect(await moved).toBe(1);
+    await Promise.all(written);
+    expect(lastTxn(plain)).toBe(before + 1);
+
+    // The next turn's write is a commit of its own.
+    void plain.put('later', 1);
+    await nextTurn();
+    expect(lastTxn(plain)).toBe(before + 2);
+    // A turn without writes commits nothing.
+    await nextTurn();
+    expect(lastTxn(plain)).toBe(before + 2);
+    await store.close();
+
+    const reopened = openStore(dir, 'turns');
+    expect(reopened.table<number>('plain').get('moved')).toBe(1);
+    expect(reopened.table<{ n: number }>('cached', { cache: true }).get('k5')).toEqual({ n: 5 });
+    expect(reopened.table<{ text: string }>('packed', { compress: true }).get('k19')?.text).toBe('a record long enough to be compressed '.repeat(8) + '19');
+    expect(reopened.table<number>('plain').get('k0')).toBeUndefined();
+  });
+
+  it('a write resolves, and durable() too, once the turn has committed; in flush mode lmdb-js commits on its own thread as before', async () => {
+    const store = openStore(freshDir(), 'soon');
+    const table = store.table<number>('t');
+    const before = lastTxn(table);
+    const seen: number[] = [];
+    const written = table.put('a', 1).then(() => seen.push(lastTxn(table)));
+    await store.durable();
+    await written;
+    expect(seen).toEqual([before + 1]);
+    expect(lastTxn(table)).toBe(before + 1);
+
+    const flushing = openStore(freshDir(), 'flushing', 'flush');
+    const other = flushing.table<number>('t');
+    const start = lastTxn(other);
+    void other.put('a', 1);
+    // Not committed on this thread: the write thread commits it, and durable() waits for that and its fsync.
+    expect(lastTxn(other)).toBe(start);
+    await flushing.durable();
+    expect(lastTxn(other)).toBe(start + 1);
+  });
+
+  it('a write of a turn that a kill cuts short is not stored; one the turn acknowledged is', async () => {
+    const dir = freshDir();
+    const script = `
+      import { NodeStore } from ${JSON.stringify(pathToFileURL(COMPILED_STORE).href)};
+      const store = NodeStore.open({ dir: ${JSON.stringify(dir)}, nodeId: 'cut' });
+      const t = store.table('t');
+      void t.put('acknowledged', 1);
+      await store.durable();
+      void t.put('cut short', 2);
+      process.kill(process.pid, 'SIGKILL');
+    `;
+    const proc = new Proc(process.execPath, ['--input-type=module', '-e', script]);
+    procs.push(proc);
+    expect((await proc.exited).signal).toBe('SIGKILL');
+    const store = openStore(dir, 'cut');
+    expect(store.table<number>('t').get('acknowledged')).toBe(1);
+    expect(store.table<number>('t').get('cut short')).toBeUndefined();
+  });
+});
+
 describe('NodeStore within one process', () => {
   it('refuses a second open of a directory that is already open here, and allows it once closed', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ucp-store-twice-'));
