@@ -364,6 +364,40 @@ describe("commit mode: one transaction per turn", () => {
   });
 });
 
+describe('a commit that fails', () => {
+  it('stops a node with one line saying why; a restart finds what was committed before, and nothing of the failed turn', async () => {
+    const dir = freshDir();
+    const dist = (path: string) => JSON.stringify(pathToFileURL(join(ROOT, 'dist', 'src', path)).href);
+    const script = `
+      import { loadConfig } from ${dist('config/index.js')};
+      import { createLogger } from ${dist('log/index.js')};
+      import { NodeRuntime } from ${dist('transport/index.js')};
+      const config = loadConfig({ env: {}, overrides: { 'hub.url': 'mqtt://127.0.0.1:9' } });
+      const node = NodeRuntime.create({ config, nodeId: 'full', role: 'datastore', dataDir: ${JSON.stringify(dir)}, logger: createLogger({ level: 'info', format: 'json', destination: process.stdout }) });
+      const t = node.store.table('t');
+      await t.put('small', 1);
+      console.log('small stored');
+      // More than the file may grow by (ulimit -f): the commit's page writes fail with EFBIG.
+      t.put('big', 'x'.repeat(8 << 20)).then(() => console.log('big stored'), (err) => console.log('big refused: ' + err.message));
+      setInterval(() => {}, 60000);
+    `;
+    // The file size limit makes writes past it fail instead of killing the process (SIGXFSZ is ignored).
+    const proc = new Proc('bash', ['-c', `trap '' XFSZ; ulimit -f 4096; exec "${process.execPath}" --input-type=module -e "$0"`, script]);
+    procs.push(proc);
+    const exit = await proc.exited;
+    expect(exit.code, proc.stderr).toBe(1);
+    expect(proc.lines).toContain('small stored');
+    expect(proc.lines.some((l) => l.startsWith('big stored'))).toBe(false);
+    const fatal = proc.logs.find((l) => l.level === 60);
+    expect(fatal?.msg).toBe('cannot commit to the data directory; stopping the process');
+    expect(String(fatal?.['err'])).not.toContain('\n');
+
+    const store = openStore(dir, 'full');
+    expect(store.table<number>('t').get('small')).toBe(1);
+    expect(store.table<string>('t').get('big')).toBeUndefined();
+  });
+});
+
 describe('NodeStore within one process', () => {
   it('refuses a second open of a directory that is already open here, and allows it once closed', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ucp-store-twice-'));
