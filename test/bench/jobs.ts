@@ -5,11 +5,12 @@
  * several times.
  *
  * ucp-edge: hub, broker, datastore and 1, 2 or 4 executors (`ucp` each), and this client; the two-executor
- * cluster also runs with store.sync = "flush". In the same run, the same module and the same shape through
- * BullMQ on redis-server (AOF everysec, which like LMDB's commit mode survives a killed process) with two
- * worker processes of concurrency 2 (see bullmq-worker.mjs), with and without a job directory per job.
- * Both report the CPU time per job of the throughput run, summed over every process involved. The
- * two-executor cluster and BullMQ with a job directory, the pair the targets compare, run side by side
+ * cluster also runs with store.sync = "flush", and with the hub, broker and datastore in one process
+ * (`ucp up --executors 0`). In the same run, the same module and the same shape through BullMQ on
+ * redis-server (AOF everysec, which like LMDB's commit mode survives a killed process) with two worker
+ * processes of concurrency 2 (see bullmq-worker.mjs), with and without a job directory per job. Both
+ * report the CPU time per job of the throughput run, summed over every process involved. The two-executor
+ * cluster (both shapes) and BullMQ with a job directory, the pair the targets compare, run side by side
  * and take turns at each measured phase (compare()); the other shapes run one after another.
  */
 import { spawnSync } from 'node:child_process';
@@ -217,8 +218,12 @@ async function alone<T>(shape: Shape<T>, latencyJobs = 0): Promise<ShapeFigures>
   }
 }
 
-/** A ucp-edge cluster with `executors` executors and this process as its client. */
-async function startUcp(executors: number, sync: 'commit' | 'flush'): Promise<Shape<JobView> & { ping(): Promise<ReturnType<typeof summarize>>; stages: Record<string, number[]> }> {
+/**
+ * A ucp-edge cluster with `executors` executors and this process as its client. `unit`: the hub, broker and
+ * datastore run in one process (`ucp up --executors 0`), as a field unit may run them; otherwise each role
+ * is a process of its own, as the systemd units run them.
+ */
+async function startUcp(executors: number, sync: 'commit' | 'flush', unit = false): Promise<Shape<JobView> & { ping(): Promise<ReturnType<typeof summarize>>; stages: Record<string, number[]> }> {
   const dir = tempDir('ucp-bench-jobs-');
   const port = await freePort();
   const hub = `mqtt://127.0.0.1:${port}`;
@@ -232,8 +237,16 @@ async function startUcp(executors: number, sync: 'commit' | 'flush'): Promise<Sh
     removeDir(dir);
   };
   try {
-    procs.push(await startHubProcess(port));
-    procs.push(ucp(['broker', '--node-id', 'b-broker', '--data-dir', join(dir, 'broker'), ...common]), ucp(['datastore', '--node-id', 'b-store', '--data-dir', join(dir, 'store'), ...common]));
+    const [brokerId, storeId] = unit ? ['b-broker', 'b-datastore'] : ['b-broker', 'b-store'];
+    if (unit) {
+      // Nodes `b-broker` and `b-datastore` beside the hub, which is node `b`.
+      const up = ucp(['up', '--port', String(port), '--executors', '0', '--node-id', 'b', '--data-dir', dir, '--cluster', 'benchjobs', '--log-level', 'warn', '--set', `store.sync=${sync}`]);
+      procs.push(up);
+      await up.waitForLine(/hub listening/, 20_000);
+    } else {
+      procs.push(await startHubProcess(port));
+      procs.push(ucp(['broker', '--node-id', brokerId, '--data-dir', join(dir, 'broker'), ...common]), ucp(['datastore', '--node-id', storeId, '--data-dir', join(dir, 'store'), ...common]));
+    }
     const ids = Array.from({ length: executors }, (_, i) => `b-exec-${i + 1}`);
     for (const id of ids) procs.push(ucp(['executor', '--node-id', id, '--data-dir', join(dir, id), ...common]));
     const config = loadConfig({ env: {}, overrides: { 'node.cluster': 'benchjobs', 'hub.url': hub, 'log.level': 'warn', 'store.sync': sync } });
@@ -242,7 +255,7 @@ async function startUcp(executors: number, sync: 'commit' | 'flush'): Promise<Sh
     const jobs = new JobClient(client.link, client.store, data);
     await client.connect();
     const link = client.link;
-    await until(`every node of the ${executors}-executor cluster to be up`, () => ['b-broker', 'b-store', ...ids].every((id) => link.peers.get(id)?.alive === true));
+    await until(`every node of the ${executors}-executor cluster to be up`, () => [brokerId, storeId, ...ids].every((id) => link.peers.get(id)?.alive === true));
     await data.put('bench/exit-code.wasm', readFileSync(MODULE_FILE));
     const run = runner(jobs);
     // submit: to the record; assign: queue to assignment; start: assignment to running; run: running to
@@ -250,7 +263,7 @@ async function startUcp(executors: number, sync: 'commit' | 'flush'): Promise<Sh
     const stages = { submit: [] as number[], assign: [] as number[], start: [] as number[], run: [] as number[], accept: [] as number[], notify: [] as number[] };
     return {
       run: (id) => run(trivialJob(id)),
-      procs: Object.fromEntries(['hub', 'broker', 'datastore', ...ids].map((name, i) => [name, procs[i]!.pid])),
+      procs: Object.fromEntries((unit ? ['hub+broker+datastore', ...ids] : ['hub', 'broker', 'datastore', ...ids]).map((name, i) => [name, procs[i]!.pid])),
       onLatency: (job, w0, w1) => {
         const a = job.attempts[0]!;
         stages.submit.push(job.created_at - w0);
@@ -266,7 +279,7 @@ async function startUcp(executors: number, sync: 'commit' | 'flush'): Promise<Sh
         const pings: number[] = [];
         for (let i = 0; i < PINGS; i++) {
           const t0 = performance.now();
-          await link.request('b-broker', 'ping', {});
+          await link.request(brokerId, 'ping', {});
           if (i >= PINGS / 10) pings.push(performance.now() - t0);
         }
         return summarize(pings);
@@ -328,16 +341,23 @@ async function startBullmq(stage: 'dir' | 'none'): Promise<Shape<unknown> | unde
 export async function jobsBench(): Promise<BenchResult> {
   const twoShape = await startUcp(2, 'commit');
   let two: ShapeFigures & { ping?: ReturnType<typeof summarize>; stages?: Record<string, ReturnType<typeof summarize>> };
+  let unit: ShapeFigures;
   let bullDir: ShapeFigures | undefined;
   try {
     const ping = await twoShape.ping();
-    const bullShape = await startBullmq('dir');
+    const unitShape = await startUcp(2, 'commit', true);
     try {
-      const [ours, theirs] = await compare(bullShape !== undefined ? [twoShape, bullShape] : [twoShape]);
-      two = ours!;
-      bullDir = theirs;
+      const bullShape = await startBullmq('dir');
+      try {
+        const [ours, oneProcess, theirs] = await compare(bullShape !== undefined ? [twoShape, unitShape, bullShape] : [twoShape, unitShape]);
+        two = ours!;
+        unit = oneProcess!;
+        bullDir = theirs;
+      } finally {
+        await bullShape?.close();
+      }
     } finally {
-      await bullShape?.close();
+      await unitShape.close();
     }
     two = { ...two, ping, stages: Object.fromEntries(Object.entries(twoShape.stages).map(([k, v]) => [k, summarize(v)])) };
   } finally {
@@ -364,6 +384,11 @@ export async function jobsBench(): Promise<BenchResult> {
     { metric: `CPU per job at ${IN_FLIGHT} in flight, all processes (ms)`, bare: bullDir?.cpuMsPerJob !== undefined ? round(bullDir.cpuMsPerJob) : null, project: round(two.cpuMsPerJob!), ratio: bullDir?.cpuMsPerJob !== undefined ? round(two.cpuMsPerJob! / bullDir.cpuMsPerJob, 2) : null, target: '-', pass: null },
     // Where the CPU goes; BullMQ's split (redis, workers, producer) is in the JSON details.
     ...Object.entries(two.cpuMsPerJobBy!).map(([name, ms]) => ({ metric: `  of which ${name === 'bench' ? 'the client (this process)' : name}`, bare: null, project: round(ms), ratio: null, target: '-', pass: null })),
+    // The same cluster with the hub, broker and datastore in one process (`ucp up --executors 0`), taking turns with the two above.
+    { metric: 'hub + broker + datastore in one process, 2 executors: p50 (ms), steady state', bare: bull !== undefined ? round(bull.p50Ms) : null, project: round(unit.latency!.p50Ms), ratio: bull !== undefined ? round(unit.latency!.p50Ms / bull.p50Ms, 1) : null, target: '-', pass: null },
+    { metric: 'hub + broker + datastore in one process, 2 executors: p99 (ms), steady state', bare: bull !== undefined ? round(bull.p99Ms) : null, project: round(unit.latency!.p99Ms), ratio: bull !== undefined ? round(unit.latency!.p99Ms / bull.p99Ms, 1) : null, target: '-', pass: null },
+    { metric: `hub + broker + datastore in one process, 2 executors: jobs/s, ${IN_FLIGHT} in flight`, bare: bullDir !== undefined ? Math.round(bullDir.jobsPerS) : null, project: Math.round(unit.jobsPerS), ratio: bullDir !== undefined ? round(unit.jobsPerS / bullDir.jobsPerS, 2) : null, target: '-', pass: null },
+    { metric: 'hub + broker + datastore in one process, 2 executors: CPU per job (ms)', bare: bullDir?.cpuMsPerJob !== undefined ? round(bullDir.cpuMsPerJob) : null, project: round(unit.cpuMsPerJob!), ratio: bullDir?.cpuMsPerJob !== undefined ? round(unit.cpuMsPerJob! / bullDir.cpuMsPerJob, 2) : null, target: '-', pass: null },
     { metric: 'BullMQ without a job directory: p50 (ms) / jobs/s', bare: bullBare?.latency !== undefined ? round(bullBare.latency.p50Ms) : null, project: bullBare !== undefined ? Math.round(bullBare.jobsPerS) : null, ratio: null, target: '-', pass: null },
     { metric: 'ucp-edge jobs/s with 1 executor', bare: null, project: Math.round(one.jobsPerS), ratio: null, target: '-', pass: null },
     { metric: 'ucp-edge jobs/s with 4 executors', bare: null, project: Math.round(four.jobsPerS), ratio: null, target: '-', pass: null },
@@ -372,6 +397,6 @@ export async function jobsBench(): Promise<BenchResult> {
   return {
     suite: 'jobs',
     rows,
-    details: { ucp: { twoExecutors: two, oneExecutor: one, fourExecutors: four, flushTwoExecutors: flush }, bullmq: { jobDir: bullDir ?? null, noJobDir: bullBare ?? null }, warmupJobs: WARMUP_JOBS, steadyJobs: STEADY_JOBS, latencyJobs: LATENCY_JOBS, throughputJobs: THROUGHPUT_JOBS, inFlight: IN_FLIGHT },
+    details: { ucp: { twoExecutors: two, oneProcessUnit: unit, oneExecutor: one, fourExecutors: four, flushTwoExecutors: flush }, bullmq: { jobDir: bullDir ?? null, noJobDir: bullBare ?? null }, warmupJobs: WARMUP_JOBS, steadyJobs: STEADY_JOBS, latencyJobs: LATENCY_JOBS, throughputJobs: THROUGHPUT_JOBS, inFlight: IN_FLIGHT },
   };
 }
