@@ -1,11 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { EmbeddedHub } from '../../src/hub/index.js';
 import { createLogger } from '../../src/log/index.js';
 import { DEFAULT_LIMITS, encode, encodeBundle, PROTOCOL_VERSION, type Envelope, type Role } from '../../src/protocol/index.js';
 import { NodeStore } from '../../src/store/index.js';
 import { NodeLink, TransportError, type LinkTiming } from '../../src/transport/index.js';
-import { pathToFileURL } from 'node:url';
 import { freePort, Proc, removeDir, ROOT, startHubProcess, tempDir } from '../helpers/processes.js';
 import { TcpLink } from '../helpers/tcp-link.js';
 

@@ -274,7 +274,7 @@ describe('NodeStore tables and durability', () => {
   });
 });
 
-describe("commit mode: one transaction per turn", () => {
+describe('commit mode: one transaction per turn', () => {
   const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
   /** The id of the last transaction LMDB committed. */
   const lastTxn = (table: { getStats(): object }) => (table.getStats() as { lastTxnId: number }).lastTxnId;
