@@ -274,11 +274,8 @@ export class NodeStore {
  * a message never speaks of a write that a kill could still undo, even one nobody awaited.
  */
 class TurnTransaction {
-  private finish: ((result: unknown) => unknown) | undefined;
-  private timer: NodeJS.Immediate | undefined;
-  /** Settles when the open transaction commits (or fails to). */
-  private committed: Promise<void> | undefined;
-  private settle: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  /** The transaction open for this turn: how to commit it, and the promise its writes resolve with. */
+  private open: { finish: (result: unknown) => unknown; committed: Promise<void>; resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Immediate } | undefined;
 
   constructor(
     private readonly root: RootDatabase,
@@ -291,7 +288,7 @@ class TurnTransaction {
     for (const method of ['put', 'remove', 'transaction', 'clearAsync'] as const) {
       const write = writes[method].bind(table);
       writes[method] = (...args: unknown[]) => {
-        const committed = this.open();
+        const committed = this.begin();
         const result = write(...args);
         return committed === undefined ? result : committed.then(() => result);
       };
@@ -300,42 +297,41 @@ class TurnTransaction {
 
   /** The commit of the writes made so far, if any are waiting for it. */
   pending(): Promise<void> | undefined {
-    return this.committed;
+    return this.open?.committed;
   }
 
   /** The commit the next write joins; undefined inside a transaction of someone else's (putSync, transactionSync). */
-  private open(): Promise<void> | undefined {
-    if (this.committed !== undefined) return this.committed;
+  private begin(): Promise<void> | undefined {
+    if (this.open !== undefined) return this.open.committed;
     if ((this.root as unknown as { env: { writeTxn?: unknown } }).env.writeTxn) return undefined;
     // lmdb-js keeps a synchronous transaction open while the promise its callback returned is pending, and
     // commits when it settles; a thenable that hands over its callback lets the commit happen at once,
     // synchronously, instead of a microtask later.
-    const pending = { then: (onDone: (result: unknown) => unknown) => void (this.finish = onDone) };
-    this.root.transactionSync(() => pending as unknown as Promise<void>);
-    this.committed = new Promise<void>((resolve, reject) => (this.settle = { resolve, reject }));
+    let finish: ((result: unknown) => unknown) | undefined;
+    this.root.transactionSync(() => ({ then: (onDone: (result: unknown) => unknown) => void (finish = onDone) }) as unknown as Promise<void>);
+    let resolve!: () => void;
+    let reject!: (err: Error) => void;
+    const committed = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
     // Nobody may be waiting: a failure is handled in commit(), not as an unhandled rejection.
-    this.committed.catch(() => undefined);
-    this.timer = setImmediate(() => this.commit());
-    return this.committed;
+    committed.catch(() => undefined);
+    this.open = { finish: finish!, committed, resolve, reject, timer: setImmediate(() => this.commit()) };
+    return committed;
   }
 
   commit(): void {
-    const finish = this.finish;
-    const settle = this.settle;
-    if (finish === undefined || settle === undefined) return;
-    this.finish = undefined;
-    this.settle = undefined;
-    this.committed = undefined;
-    clearImmediate(this.timer);
+    const open = this.open;
+    if (open === undefined) return;
+    this.open = undefined;
+    clearImmediate(open.timer);
     try {
-      finish(undefined);
+      open.finish(undefined);
     } catch (err) {
-      settle.reject(err as Error);
+      open.reject(err as Error);
       if (this.onCommitFailed === undefined) throw err;
       this.onCommitFailed(err as Error);
       return;
     }
-    settle.resolve();
+    open.resolve();
   }
 }
 
